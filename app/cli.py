@@ -1,0 +1,98 @@
+"""`sala-report`: the command line. Command bodies delegate; this file only wires options, settings, logs and exit codes."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from sala_report.app.errors import EXIT_INTERRUPTED, EXIT_USAGE, SalaError
+from sala_report.app.settings import Settings, load_settings
+
+log = logging.getLogger("sala_report")
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    debug: bool = False
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SALA_REPORT_HOME",
+              help="Where sessions, sources and reports are kept (env: SALA_REPORT_HOME).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Settings file (default: config.toml in the XDG config dir; env: SALA_REPORT_CONFIG).")
+@click.option("--debug", is_flag=True, help="Log debug detail to stderr and the log file.")
+@click.version_option(package_name="sala-report")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, config_path: Path | None, debug: bool) -> None:
+    """Local deep research: cited reports from the web and your documents, written on your machine."""
+    settings = load_settings(config_path, overrides={"paths.data_dir": data_dir})
+    _setup_logging(settings, debug)
+    ctx.obj = AppContext(settings=settings, debug=debug)
+    if ctx.invoked_subcommand is None:
+        from sala_report.app.commands.tools import launch_tui
+
+        launch_tui(ctx.obj)
+
+
+def _setup_logging(settings: Settings, debug: bool) -> None:
+    """A rotating log file in the XDG state dir; stderr gets warnings, or everything with --debug."""
+    root = logging.getLogger("sala_report")
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.handlers.clear()
+    try:
+        settings.paths.log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            settings.paths.log_dir / "sala-report.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+        )
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
+    except OSError as e:  # a read-only home must not stop the run
+        print(f"warning: cannot write the log file in {settings.paths.log_dir}: {e}", file=sys.stderr)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.DEBUG if debug else logging.WARNING)
+    stderr.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root.addHandler(stderr)
+
+
+def _register_commands() -> None:
+    from sala_report.app.commands import research, sources, tools
+
+    for group in (research.COMMANDS, sources.COMMANDS, tools.COMMANDS):
+        for command in group:
+            cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the CLI and turns our errors into one message on stderr and an exit code."""
+    _register_commands()
+    try:
+        result = cli.main(args=argv, prog_name="sala-report", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("Interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code if e.exit_code else EXIT_USAGE
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except SalaError as e:
+        print(f"Error: {e.title}: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"  {e.hint}", file=sys.stderr)
+        log.debug("failure", exc_info=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("Interrupted; progress so far is saved.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""CLI commands: sources."""
+
+COMMANDS: list = []
