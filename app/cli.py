@@ -62,9 +62,9 @@ def _setup_logging(settings: Settings, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from sala_report.app.commands import research, sources, tools
+    from sala_report.app.commands import export, research, sources, tools
 
-    for group in (research.COMMANDS, sources.COMMANDS, tools.COMMANDS):
+    for group in (research.COMMANDS, sources.COMMANDS, export.COMMANDS, tools.COMMANDS):
         for command in group:
             cli.add_command(command)
 

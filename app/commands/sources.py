@@ -1,3 +1,208 @@
-"""CLI commands: sources."""
+"""CLI commands: `sala-report sources add|search|list|show` over the source store. Bodies delegate to retrieval."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from sala_report.app.errors import EXIT_PARTIAL, SalaError, UsageError
+from sala_report.app.settings import Settings
+from sala_report.retrieval import (
+    FetchConfig,
+    Fetcher,
+    Retriever,
+    SearchConfig,
+    Source,
+    Store,
+    WebSearch,
+    ingest_file,
+    ingest_folder,
+)
+from sala_report.retrieval.errors import RetrievalError
+
+
+def open_store(settings: Settings) -> Store:
+    return Store.open(settings.paths.store_path)
+
+
+def fetch_config(settings: Settings, allow_private_addresses: bool = False) -> FetchConfig:
+    known = {f.name for f in dataclasses.fields(FetchConfig)}
+    values = {key: value for key, value in dataclasses.asdict(settings.fetch).items() if key in known}
+    values["allow_private_addresses"] = allow_private_addresses or settings.fetch.allow_private_addresses
+    return FetchConfig(**values)
+
+
+def search_config(settings: Settings) -> SearchConfig:
+    s = settings.search
+    return SearchConfig(
+        engines=tuple(s.engines), region=s.region, safesearch=s.safesearch, timelimit=s.timelimit,
+        max_results=s.max_results, min_interval_s=s.min_interval_s, max_retries=s.max_retries, timeout_s=s.timeout_s,
+    )
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+_private_option = click.option(
+    "--allow-private-addresses", is_flag=True,
+    help="Also read pages on loopback, private and link-local addresses (an intranet wiki, a local server).",
+)
+
+
+@click.group("sources")
+def sources() -> None:
+    """The source store: add files, folders and pages; search and read what is stored."""
+
+
+@sources.command("add")
+@click.argument("target")
+@_private_option
+@_json_option
+@click.pass_context
+def add(ctx: click.Context, target: str, allow_private_addresses: bool, as_json: bool) -> None:
+    """Add a web page (URL), a document, or a folder of documents (md, txt, html, pdf; re-adding is incremental)."""
+    settings = ctx.obj.settings
+    with open_store(settings) as store:
+        if "://" in target:
+            _add_url(store, target, fetch_config(settings, allow_private_addresses), as_json)
+            return
+        path = Path(target).expanduser()
+        if not path.exists():
+            raise UsageError(f"{target}: no such file or folder", hint="Give a path, or a URL starting with https://")
+        try:
+            if path.is_dir():
+                report = ingest_folder(store, path)
+                payload = {
+                    "folder": str(path.resolve()), "added": report.added, "updated": report.updated,
+                    "unchanged": report.unchanged, "deleted": report.deleted, "failed": report.failed,
+                    "source_ids": sorted(report.source_ids),
+                    "errors": [{"path": p, "error": e} for p, e in report.errors],
+                }
+                _emit(payload, as_json, lambda: _folder_lines(payload))
+                if report.failed:
+                    ctx.exit(EXIT_PARTIAL)
+                return
+            outcome, source_id, error = ingest_file(store, path)
+        except RetrievalError as e:
+            raise UsageError(str(e)) from e
+        source = store.source(source_id)
+        _emit(_source_json(source, outcome=outcome), as_json, lambda: [_source_line(source, outcome)])
+        if error:
+            raise SalaError(f"{path}: {error}", title="Document not readable")
+
+
+def _add_url(store: Store, url: str, config: FetchConfig, as_json: bool) -> None:
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise UsageError(f"{url}: only http and https URLs can be added")
+    source = Retriever(store, fetcher=Fetcher(config)).add_url(url)
+    _emit(_source_json(source), as_json, lambda: [_source_line(source)])
+    if source.status != "ok":
+        hint = None
+        if source.failure == "refused" and not config.allow_private_addresses:
+            hint = "If you trust this address, add --allow-private-addresses."
+        raise SalaError(f"{url}: {source.error}", hint=hint, title="Page not readable")
+
+
+@sources.command("search")
+@click.argument("query")
+@click.option("-k", "k", default=8, show_default=True, help="How many passages.")
+@click.option("--web", is_flag=True, help="Search the web first and store the pages found (uses search.engines).")
+@_private_option
+@_json_option
+@click.pass_context
+def search(ctx: click.Context, query: str, k: int, web: bool, allow_private_addresses: bool, as_json: bool) -> None:
+    """Find passages about QUERY in the stored sources (offline), or on the web with --web."""
+    settings = ctx.obj.settings
+    with open_store(settings) as store:
+        if web:
+            retriever = Retriever(
+                store, search=WebSearch(search_config(settings), store=store),
+                fetcher=Fetcher(fetch_config(settings, allow_private_addresses)),
+            )
+            result = retriever.gather([query], k)
+            passages, degraded = result.passages, result.degraded
+        else:
+            passages, degraded = store.passages(query, k), None
+    payload = {"query": query, "degraded": degraded, "passages": [dataclasses.asdict(p) for p in passages]}
+
+    def lines() -> list[str]:
+        out = [f"search degraded: {degraded}"] if degraded else []
+        if not passages:
+            out.append("No passages found.")
+        for i, p in enumerate(passages, 1):
+            out += [f"[{i}] {p.title} — {p.location}  (source {p.source_id}, {p.chunk_id}, score {p.score:.3g})",
+                    "    " + " ".join(p.text.split())[:400]]
+        return out
+
+    _emit(payload, as_json, lines)
+
+
+@sources.command("list")
+@_json_option
+@click.pass_context
+def list_sources(ctx: click.Context, as_json: bool) -> None:
+    """List stored sources: id, kind, status, chunks, title and location."""
+    with open_store(ctx.obj.settings) as store:
+        rows = store.sources(with_text=False)
+    payload = {"sources": [_source_json(s) for s in rows]}
+    _emit(payload, as_json, lambda: [_source_line(s) for s in rows] or ["No sources stored yet."])
+
+
+@sources.command("show")
+@click.argument("source_id", type=int)
+@_json_option
+@click.pass_context
+def show(ctx: click.Context, source_id: int, as_json: bool) -> None:
+    """Show one stored source with its metadata and extracted text."""
+    with open_store(ctx.obj.settings) as store:
+        source = store.source(source_id)
+    if source is None:
+        raise UsageError(f"no source with id {source_id}", hint="`sala-report sources list` shows the ids.")
+    payload = {**_source_json(source), "metadata": source.metadata, "text": source.text}
+
+    def lines() -> list[str]:
+        out = [_source_line(source), f"fetched: {source.fetched_at}"]
+        out += [f"{key}: {value}" for key, value in source.metadata.items() if key != "page_offsets"]
+        if source.error:
+            out.append(f"error: {source.error}")
+        return out + ["", source.text]
+
+    _emit(payload, as_json, lines)
+
+
+def _emit(payload: dict, as_json: bool, lines) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, ensure_ascii=False))
+    else:
+        for line in lines():
+            click.echo(line)
+
+
+def _source_json(source: Source, **extra) -> dict:
+    return {
+        "id": source.id, "kind": source.kind, "location": source.location, "title": source.title,
+        "status": source.status, "error": source.error, "failure": source.failure,
+        "chunks": source.chunk_count, "fetched_at": source.fetched_at, **extra,
+    }
+
+
+def _source_line(source: Source, outcome: str | None = None) -> str:
+    state = source.status if source.status != "ok" else f"{source.chunk_count} chunks"
+    prefix = f"{outcome}: " if outcome else ""
+    title = source.title or "(untitled)"
+    line = f"{prefix}[{source.id}] {source.kind} {state} — {title} — {source.location}"
+    return line + (f"  ({source.error})" if source.error and source.status != "ok" else "")
+
+
+def _folder_lines(payload: dict) -> list[str]:
+    lines = [
+        f"{payload['folder']}: {payload['added']} added, {payload['updated']} updated, "
+        f"{payload['unchanged']} unchanged, {payload['deleted']} deleted, {payload['failed']} failed"
+    ]
+    lines += [f"  not readable: {e['path']}: {e['error']}" for e in payload["errors"]]
+    return lines
+
+
+COMMANDS: list = [sources]
