@@ -1,0 +1,109 @@
+"""Throughput of the model runtime: `python -m sala_report.model.bench --cpu`.
+
+The CPU table runs the embedded SmolLM2 default (dequantised to fp32) and, on the same weights in
+the same process, transformers' eager LlamaForCausalLM, each checked to agree on the logits first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from .load import load_model
+from .sources import DEFAULT_MODEL
+
+
+def _time_ours(lm, prompt: torch.Tensor, steps: int) -> tuple[float, float, torch.Tensor]:
+    cache = lm.new_cache(1, capacity=prompt.shape[1] + steps + 1)
+    t0 = time.perf_counter()
+    logits = lm(prompt, cache=cache, last_only=True)
+    t1 = time.perf_counter()
+    token = logits[:, -1].argmax(-1, keepdim=True)
+    for _ in range(steps):
+        token = lm(token, cache=cache)[:, -1].argmax(-1, keepdim=True)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, logits[0, -1]
+
+
+def _time_hf(hf, prompt: torch.Tensor, steps: int) -> tuple[float, float, torch.Tensor]:
+    t0 = time.perf_counter()
+    out = hf(prompt, use_cache=True, logits_to_keep=1)
+    t1 = time.perf_counter()
+    past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    for _ in range(steps):
+        out = hf(token, past_key_values=past, use_cache=True)
+        past, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1, out.logits[0, -1] if steps == 0 else None
+
+
+def _hf_twin(lm):
+    """transformers' eager Llama holding exactly our (dequantised) weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = lm.config
+    cfg = LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, rms_norm_eps=c.rms_norm_eps,
+        rope_theta=c.rope_theta, max_position_embeddings=c.max_position_embeddings,
+        tie_word_embeddings=c.tie_word_embeddings, attn_implementation="eager",
+    )  # fmt: skip
+    hf = LlamaForCausalLM(cfg).eval()
+    missing, unexpected = hf.load_state_dict(lm.state_dict(), strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    hf.tie_weights()
+    return hf
+
+
+def cpu_table(prompt_len: int = 256, steps: int = 64, repeats: int = 3) -> str:
+    torch.manual_seed(0)
+    lm = load_model(DEFAULT_MODEL, device="cpu", dtype=torch.float32)
+    prompt = torch.randint(0, lm.config.vocab_size, (1, prompt_len))
+    rows = [("sala_report (ours)", lm, _time_ours)]
+    try:
+        rows.append(("transformers eager", _hf_twin(lm), _time_hf))
+    except ImportError:
+        print("transformers is not installed: only our numbers are shown", file=sys.stderr)
+    with torch.inference_mode():
+        if len(rows) == 2:  # same weights, same answer: otherwise the timing means nothing
+            a, b = rows[0][1](prompt)[0, -1], rows[1][1](prompt).logits[0, -1]
+            err = ((a - b).abs().max() / b.abs().max()).item()
+            if err > 1e-3:
+                raise SystemExit(f"our logits differ from transformers' by {err:.2e} (relative); not timing")
+        results = {}
+        for name, model, fn in rows:
+            fn(model, prompt[:, :16], 4)  # warm-up
+            best_p, best_d = float("inf"), float("inf")
+            for _ in range(repeats):  # best of n: the machine may be shared
+                p, d, _ = fn(model, prompt, steps)
+                best_p, best_d = min(best_p, p), min(best_d, d)
+            results[name] = (prompt_len / best_p, steps / best_d)
+    lines = [
+        f"SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to fp32), CPU, {torch.get_num_threads()} threads, "
+        f"prompt {prompt_len} tokens, {steps} greedy decode steps, best of {repeats}",
+        "| runtime | prefill tok/s | decode tok/s |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {p:,.0f} | {d:,.1f} |" for name, (p, d) in results.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sala_report.model.bench", description=__doc__)
+    ap.add_argument("--cpu", action="store_true", help="time SmolLM2 on the CPU beside transformers' eager model")
+    ap.add_argument("--prompt", type=int, default=256, help="prompt length in tokens")
+    ap.add_argument("--steps", type=int, default=64, help="decode steps")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    if not args.cpu:
+        ap.error("choose a table: --cpu")
+    print(cpu_table(args.prompt, args.steps, args.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

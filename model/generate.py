@@ -1,0 +1,195 @@
+"""Token generation: one prefill, then one-token steps with sampling, stops, streaming and cancellation.
+
+`generate(...)` returns a Generation; iterating it runs the model and yields text deltas that never
+split a UTF-8 character and never show text that may still turn out to be the start of a stop string.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .tokenizer import Tokenizer
+
+LogitsHook = Callable[[list[int], torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means no top-k cut
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop_strings: Sequence[str] = ()
+    stop_token_ids: Sequence[int] | None = None  # None: the tokenizer's EOS ids
+
+    def __post_init__(self):
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+def sample(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> int:
+    """Pick one token id from fp32 logits [V] (already penalised and hooked)."""
+    if config.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / config.temperature
+    if 0 < config.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, config.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if config.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token once the tokens ranked above it already hold top_p of the mass; the first always stays
+        drop = (torch.cumsum(probs, dim=-1) - probs) > config.top_p
+        logits = logits.index_fill(0, order[drop], float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def penalise(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL-style repetition penalty over the ids in `seen` (prompt and output), as transformers applies it."""
+    picked = logits.gather(0, seen)
+    picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+    return logits.scatter(0, seen, picked)
+
+
+class _TextStream:
+    """Incremental detokenizer: emits only text whose bytes are complete (no trailing U+FFFD)."""
+
+    def __init__(self, tok: Tokenizer):
+        self.tok = tok
+        self.ids: list[int] = []
+        self.prefix = 0  # ids before this are emitted and fixed
+        self.read = 0  # ids before this are emitted
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        old = self.tok.decode(self.ids[self.prefix : self.read])
+        new = self.tok.decode(self.ids[self.prefix :])
+        if len(new) > len(old) and not new.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return new[len(old) :]
+        return ""
+
+
+class Generation:
+    """An iterator of text deltas; after (or during) iteration it holds the result so far."""
+
+    def __init__(self, lm, tok: Tokenizer, prompt_ids: Sequence[int], config: GenerationConfig,
+                 logits_hook: LogitsHook | None, cancel: threading.Event | None, cache=None):  # fmt: skip
+        if len(prompt_ids) == 0:
+            raise ValueError("prompt_ids is empty; give at least one token")
+        self.lm, self.tok, self.config = lm, tok, config
+        self.prompt_ids = list(prompt_ids)
+        self.logits_hook, self.cancel, self.cache = logits_hook, cancel, cache
+        self.text = ""
+        self.token_ids: list[int] = []  # generated ids, without the stop token
+        self.finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+        self.prompt_tokens = len(self.prompt_ids)
+        self.seconds = 0.0
+        self.prefill_seconds = 0.0
+        self._iter = self._run()
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iter
+
+    def __next__(self) -> str:
+        return next(self._iter)
+
+    def _run(self) -> Iterator[str]:
+        c, lm = self.config, self.lm
+        start = time.perf_counter()
+        device = lm.lm_head.weight.device
+        stops = set(c.stop_token_ids if c.stop_token_ids is not None else self.tok.eos_token_ids)
+        generator = None
+        if c.seed is not None:
+            generator = torch.Generator(device=device).manual_seed(c.seed)
+        cache = self.cache if self.cache is not None else lm.new_cache(1, capacity=len(self.prompt_ids) + c.max_new_tokens + 1)
+        stream, pending = _TextStream(self.tok), ""
+        seen = torch.tensor(self.prompt_ids, device=device)
+        try:
+            if c.max_new_tokens == 0 or self._cancelled():
+                self.finish_reason = "cancelled" if self._cancelled() else "length"
+                return
+            with torch.inference_mode():
+                logits = lm(torch.tensor([self.prompt_ids], device=device), cache=cache, last_only=True)[0, -1]
+                self.prefill_seconds = time.perf_counter() - start
+                while True:
+                    if c.repetition_penalty != 1.0:
+                        logits = penalise(logits, seen, c.repetition_penalty)
+                    if self.logits_hook is not None:
+                        logits = self.logits_hook(list(self.token_ids), logits)
+                    token = sample(logits, c, generator)
+                    if token in stops:
+                        self.finish_reason = "stop"
+                        break
+                    self.token_ids.append(token)
+                    if c.repetition_penalty != 1.0:
+                        seen = torch.cat((seen, seen.new_tensor([token])))
+                    pending += stream.push(token)
+                    out, pending, hit = _split_stop(pending, c.stop_strings)
+                    if out:
+                        self.text += out
+                        yield out
+                    if hit:
+                        self.finish_reason = "stop"
+                        return
+                    if len(self.token_ids) >= c.max_new_tokens:
+                        self.finish_reason = "length"
+                        break
+                    if self._cancelled():
+                        self.finish_reason = "cancelled"
+                        break
+                    logits = lm(torch.tensor([[token]], device=device), cache=cache)[0, -1]
+            if pending:  # the generation ended without the held-back text becoming a stop string
+                self.text += pending
+                yield pending
+        finally:
+            self.seconds = time.perf_counter() - start
+
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
+def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
+    """(text safe to emit, text to hold back, whether a stop string was found)."""
+    if not stops:
+        return text, "", False
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    if found:
+        return text[: min(found)], "", True
+    hold = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:n]):
+                hold = n
+                break
+    return text[: len(text) - hold], text[len(text) - hold :], False
+
+
+def generate(lm, tok: Tokenizer, prompt_ids: Sequence[int], config: GenerationConfig | None = None, *,
+             logits_hook: LogitsHook | None = None, cancel: threading.Event | None = None, cache=None) -> Generation:  # fmt: skip
+    """Stream a continuation of `prompt_ids`; the model runs as the returned Generation is iterated.
+
+    logits_hook(generated_ids, logits[V]) -> logits is called before each token is sampled; cancel is
+    checked between tokens. Pass `cache` to continue a sequence already in that inference state.
+    """
+    return Generation(lm, tok, prompt_ids, config or GenerationConfig(), logits_hook, cancel, cache)

@@ -1,0 +1,325 @@
+"""GGUF files (llama.cpp): metadata -> ModelConfig, tensors -> checkpoint names, dequantised in torch.
+
+Supported tensor types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K. The block layouts follow ggml
+(`ggml-quants.c`); each decoder below works on all blocks of a tensor at once. llama.cpp stores
+q_proj/k_proj rows permuted for its RoPE layout; `_unpermute` undoes that.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ModelConfig
+from .errors import ConfigError, ModelError
+
+ARCHS = ("llama", "minicpm")
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+# tensors llama.cpp stores for its own RoPE code; we compute RoPE from the metadata
+_IGNORED = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # torch order (ggml lists the row length first; this is reversed)
+    type_name: str  # ggml type, e.g. "Q4_1"
+    offset: int  # absolute byte offset in the file
+    n_bytes: int
+
+
+@dataclass
+class GGUFFile:
+    path: Path
+    fields: dict[str, Any]
+    tensors: list[TensorInfo]
+    data: np.ndarray  # the whole file, memory-mapped uint8
+
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
+STRING, ARRAY = 8, 9
+
+
+class _Cursor:
+    """Reads GGUF header values from a buffer; running off the end means the file is truncated."""
+
+    def __init__(self, buf):
+        self.buf, self.pos = buf, 0
+
+    def scalar(self, kind: int):
+        fmt = _SCALARS[kind]
+        v = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += struct.calcsize(fmt)
+        return v
+
+    def string(self) -> str:
+        n = self.scalar(10)
+        if self.pos + n > len(self.buf):
+            raise struct.error("string runs past the end of the file")
+        s = bytes(self.buf[self.pos : self.pos + n]).decode("utf-8", errors="replace")
+        self.pos += n
+        return s
+
+    def value(self, kind: int):
+        if kind == STRING:
+            return self.string()
+        if kind == ARRAY:
+            item, n = self.scalar(4), self.scalar(10)
+            if item == STRING:
+                return [self.string() for _ in range(n)]
+            if item not in _NUMPY:
+                return [self.value(item) for _ in range(n)]
+            dt = np.dtype(_NUMPY[item])
+            if self.pos + n * dt.itemsize > len(self.buf):
+                raise struct.error("array runs past the end of the file")
+            arr = np.frombuffer(self.buf, dtype=dt, count=n, offset=self.pos)
+            self.pos += n * dt.itemsize
+            return (arr.astype(bool) if item == 7 else arr).tolist()
+        if kind not in _SCALARS:
+            raise ValueError(f"unknown metadata value type {kind}")
+        return self.scalar(kind)
+
+
+def open_gguf(path: Path) -> GGUFFile:
+    """Parse the header of a GGUF file (v2/v3, little-endian) and memory-map its data.
+
+    Our own parser rather than gguf.GGUFReader, which takes seconds over a 49k-token vocabulary; the
+    type tables come from the gguf package.
+    """
+    import gguf
+
+    path = Path(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    damaged = dict(hint="The file may be truncated by an interrupted download; fetch it again.", title="Damaged model file")
+    if bytes(data[:4]) != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file (it does not start with 'GGUF')", **damaged)
+    c = _Cursor(memoryview(data))
+    try:
+        c.pos = 4
+        version = c.scalar(4)
+        if version not in (2, 3):
+            raise ModelError(f"{path} is GGUF version {version}; versions 2 and 3 are supported")
+        n_tensors, n_kv = c.scalar(10), c.scalar(10)
+        fields = {}
+        for _ in range(n_kv):
+            key = c.string()
+            fields[key] = c.value(c.scalar(4))
+        infos = []
+        for _ in range(n_tensors):
+            name = c.string()
+            dims = [c.scalar(10) for _ in range(c.scalar(4))]
+            kind, offset = c.scalar(4), c.scalar(10)
+            infos.append((name, dims, kind, offset))
+    except (struct.error, UnicodeDecodeError, ValueError) as e:
+        raise ModelError(f"{path} is not a readable GGUF file: its header is cut short or damaged ({e})", **damaged) from None
+    align = int(fields.get("general.alignment", 32))
+    base = (c.pos + align - 1) // align * align
+    tensors = []
+    for name, dims, kind, offset in infos:
+        try:
+            type_name = gguf.GGMLQuantizationType(kind).name
+            block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)]
+        except (ValueError, KeyError):
+            type_name, block, size = f"type {kind}", 1, 0
+        n = math.prod(dims)
+        tensors.append(TensorInfo(name, tuple(reversed(dims)), type_name, base + offset, n // block * size))
+    end = max((t.offset + t.n_bytes for t in tensors), default=base)
+    if end > len(data):
+        raise ModelError(f"{path} is truncated: its tensors need {end} bytes but the file has {len(data)}", **damaged)
+    return GGUFFile(path, fields, tensors, data)
+
+
+def field(reader: GGUFFile, key: str, default=...):
+    if key not in reader.fields:
+        if default is ...:
+            raise ConfigError(f"GGUF metadata key '{key}' is missing")
+        return default
+    return reader.fields[key]
+
+
+def config_from_gguf(reader: GGUFFile, path: Path) -> ModelConfig:
+    arch = field(reader, "general.architecture")
+    if arch not in ARCHS:
+        raise ConfigError(
+            f"{path}: GGUF architecture '{arch}' (general.architecture) is not supported; supported: {', '.join(ARCHS)}"
+        )
+    names = {t.name for t in reader.tensors}
+    hidden = field(reader, f"{arch}.embedding_length")
+    heads = field(reader, f"{arch}.attention.head_count")
+    layers = field(reader, f"{arch}.block_count")
+    tokens = field(reader, "tokenizer.ggml.tokens", None)
+    d = {
+        "model_type": "minicpm" if arch == "minicpm" else "llama",
+        "vocab_size": field(reader, f"{arch}.vocab_size", len(tokens) if tokens else ...),
+        "hidden_size": hidden,
+        "intermediate_size": field(reader, f"{arch}.feed_forward_length"),
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": field(reader, f"{arch}.attention.head_count_kv", heads),
+        "head_dim": field(reader, f"{arch}.rope.dimension_count", hidden // heads),
+        "max_position_embeddings": field(reader, f"{arch}.context_length"),
+        "rms_norm_eps": field(reader, f"{arch}.attention.layer_norm_rms_epsilon"),
+        "rope_theta": field(reader, f"{arch}.rope.freq_base", 10000.0),
+        "tie_word_embeddings": "output.weight" not in names,
+        "bos_token_id": field(reader, "tokenizer.ggml.bos_token_id", None),
+        "eos_token_id": field(reader, "tokenizer.ggml.eos_token_id", None),
+        "pad_token_id": field(reader, "tokenizer.ggml.padding_token_id", None),
+    }
+    if arch == "minicpm":
+        # llama.cpp stores the muP scalars already combined (convert_hf_to_gguf.py, MiniCPMModel)
+        d["scale_emb"] = field(reader, "minicpm.embedding_scale")
+        d["scale_depth"] = field(reader, "minicpm.residual_scale") * math.sqrt(layers)
+        d["dim_model_base"] = field(reader, "minicpm.logit_scale") * hidden
+    return ModelConfig.from_dict(d, source=f"{path} (GGUF metadata)")
+
+
+def checkpoint_name(gguf_name: str) -> str | None:
+    """'blk.3.attn_q.weight' -> 'model.layers.3.self_attn.q_proj.weight'; None for tensors we do not use."""
+    if gguf_name in _IGNORED:
+        return None
+    stem, _, suffix = gguf_name.rpartition(".")
+    if stem in _GLOBAL_NAMES:
+        return f"{_GLOBAL_NAMES[stem]}.{suffix}"
+    parts = stem.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in _LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.{suffix}"
+    return gguf_name  # reported as unexpected by the loader
+
+
+def tensor_shapes(reader: GGUFFile) -> dict[str, tuple[int, ...]]:
+    return {name: t.shape for t in reader.tensors if (name := checkpoint_name(t.name)) is not None}
+
+
+def check_types(reader: GGUFFile, path: Path) -> None:
+    bad = [f"{t.name} ({t.type_name})" for t in reader.tensors if t.type_name not in DEQUANT]
+    if bad:
+        raise ModelError(f"{path} uses quantization types this runtime cannot read: {', '.join(bad)}",
+                         hint=f"Supported types: {', '.join(DEQUANT)}. Use a GGUF quantized to one of them.",
+                         title="Unsupported quantization")  # fmt: skip
+
+
+def read_tensors(reader: GGUFFile, config: ModelConfig):
+    """Yield (checkpoint name, fp32 tensor) in file order, q/k rows un-permuted."""
+    for t in reader.tensors:
+        name = checkpoint_name(t.name)
+        if name is None:
+            continue
+        raw = torch.from_numpy(np.array(reader.data[t.offset : t.offset + t.n_bytes]))
+        w = DEQUANT[t.type_name](raw, math.prod(t.shape)).reshape(t.shape)
+        if name.endswith("self_attn.q_proj.weight"):
+            w = _unpermute(w, config.num_attention_heads)
+        elif name.endswith("self_attn.k_proj.weight"):
+            w = _unpermute(w, config.num_key_value_heads)
+        yield name, w
+
+
+def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
+    # llama.cpp: w.reshape(heads, 2, rows/heads/2, cols).swapaxes(1, 2); this is the inverse
+    rows = w.shape[0]
+    return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def _blocks(raw: torch.Tensor, n: int, block_elems: int, block_bytes: int) -> torch.Tensor:
+    if n % block_elems or raw.numel() != n // block_elems * block_bytes:
+        raise ModelError(f"tensor data has {raw.numel()} bytes, expected {n // block_elems * block_bytes} for {n} values")
+    return raw.view(-1, block_bytes)
+
+
+def _f16(b: torch.Tensor) -> torch.Tensor:
+    """[..., 2k] uint8 -> [..., k] float32 read as little-endian float16."""
+    return b.contiguous().view(torch.float16).float()
+
+
+def _nibbles(qs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """qs [..., 16] uint8 -> out [..., 32] float: the 16 low nibbles, then the 16 high ones (ggml's order).
+    Writing into a preallocated output avoids the temporaries a cat would make (4x faster)."""
+    out[..., :16] = qs & 0x0F
+    out[..., 16:] = qs >> 4
+    return out
+
+
+def _q8_0(raw, n):
+    b = _blocks(raw, n, 32, 34)
+    return b[:, 2:].contiguous().view(torch.int8).float().mul_(_f16(b[:, :2]))
+
+
+def _q4_0(raw, n):
+    b = _blocks(raw, n, 32, 18)
+    q = _nibbles(b[:, 2:], torch.empty(b.shape[0], 32))
+    return q.sub_(8).mul_(_f16(b[:, :2]))
+
+
+def _q4_1(raw, n):
+    b = _blocks(raw, n, 32, 20)
+    q = _nibbles(b[:, 4:], torch.empty(b.shape[0], 32))
+    return q.mul_(_f16(b[:, :2])).add_(_f16(b[:, 2:4]))
+
+
+def _q4_k(raw, n):
+    # 256 values in 8 groups of 32: d, dmin (f16), 12 bytes of packed 6-bit scales and mins, 128 bytes of nibbles
+    b = _blocks(raw, n, 256, 144)
+    nb = b.shape[0]
+    d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])
+    s = b[:, 4:16].reshape(nb, 3, 4)
+    sd, sm, smd = s[:, 0], s[:, 1], s[:, 2]
+    scale = torch.cat((sd & 0x3F, (smd & 0x0F) | ((sd >> 2) & 0x30)), dim=-1).float()  # ggml get_scale_min_k4
+    mins = torch.cat((sm & 0x3F, (smd >> 4) | ((sm >> 2) & 0x30)), dim=-1).float()
+    qs = b[:, 16:].reshape(nb, 4, 32)  # each 32-byte run holds group 2i (low nibbles) and 2i+1 (high)
+    q = torch.empty(nb, 4, 2, 32)
+    q[:, :, 0] = qs & 0x0F
+    q[:, :, 1] = qs >> 4
+    q = q.view(nb, 8, 32)
+    return q.mul_((d * scale)[:, :, None]).sub_((dmin * mins)[:, :, None]).view(nb, 256)
+
+
+def _q6_k(raw, n):
+    # 256 values in 16 groups of 16: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, d (f16)
+    b = _blocks(raw, n, 256, 210)
+    nb = b.shape[0]
+    ql, qh = b[:, :128].reshape(nb, 2, 1, 64), b[:, 128:192].reshape(nb, 2, 1, 32)
+    scales = b[:, 192:208].contiguous().view(torch.int8).float()
+    d = _f16(b[:, 208:210])
+    lo = torch.cat((ql & 0x0F, ql >> 4), dim=2).reshape(nb, 8, 32)
+    hi = torch.cat((qh & 3, (qh >> 2) & 3, (qh >> 4) & 3, (qh >> 6) & 3), dim=2).reshape(nb, 8, 32)
+    q = (lo | (hi << 4)).float().sub_(32).view(nb, 16, 16)
+    return q.mul_((d * scales)[:, :, None]).view(nb, 256)
+
+
+def _plain(dtype):
+    def read(raw, n):
+        size = torch.finfo(dtype).bits // 8
+        if raw.numel() != n * size:
+            raise ModelError(f"tensor data has {raw.numel()} bytes, expected {n * size}")
+        return raw.view(dtype).float()
+
+    return read
+
+
+DEQUANT = {
+    "F32": _plain(torch.float32),
+    "F16": _plain(torch.float16),
+    "BF16": _plain(torch.bfloat16),
+    "Q8_0": _q8_0,
+    "Q4_0": _q4_0,
+    "Q4_1": _q4_1,
+    "Q4_K": _q4_k,
+    "Q6_K": _q6_k,
+}
