@@ -1,0 +1,140 @@
+"""The attention ops MiniCPM-SALA's layers call: Lightning (linear) attention and InfLLM-V2 sparse attention.
+
+Each op dispatches on the tensors' device: CPU runs the pure-PyTorch reference (`*/naive.py`), CUDA runs the
+Triton kernels. `backend="reference"` forces the reference anywhere; `backend="triton"` forces the kernels
+(on a CPU only under TRITON_INTERPRET=1, which is how the CPU tests exercise them). Triton is imported only
+when a kernel runs, so a CPU-only install without Triton works.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .lightning import naive as _lightning_ref
+from .sparse import naive as _sparse_ref
+from .sparse.params import SparseParams
+
+__all__ = [
+    "SparseParams",
+    "lightning_prefill",
+    "lightning_decode",
+    "compress_keys",
+    "select_blocks",
+    "sparse_attention",
+    "dense_attention",
+]
+
+_BACKENDS = ("auto", "reference", "triton")
+
+
+def _use_triton(backend: str, x: torch.Tensor) -> bool:
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    return backend == "triton" or (backend == "auto" and x.is_cuda)
+
+
+def _expect(cond: bool, what: str, got) -> None:
+    if not cond:
+        raise ValueError(f"expected {what}, got {got}")
+
+
+def lightning_prefill(q, k, v, log_decay, *, scale, initial_state=None, cu_seqlens=None, backend="auto"):
+    """Chunked Lightning attention over a prompt; see lightning/README.md.
+
+    q, k: [B, T, H, Dk]; v: [B, T, H, Dv]; log_decay: [H] fp32 (<= 0); initial_state: [N, H, Dk, Dv] fp32 or None,
+    N = B, or the number of sequences when cu_seqlens (int, [N + 1], B == 1) packs them.
+    -> (o [B, T, H, Dv] in q.dtype, final_state [N, H, Dk, Dv] fp32)
+    """
+    _expect(q.dim() == 4 and k.shape == q.shape and v.shape[:3] == q.shape[:3], "q, k: [B, T, H, Dk] and v: [B, T, H, Dv]",
+            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+    B, T, H, Dk = q.shape
+    _expect(tuple(log_decay.shape) == (H,), f"log_decay of shape ({H},)", tuple(log_decay.shape))
+    if cu_seqlens is not None:
+        _expect(B == 1 and cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2, "B == 1 and cu_seqlens [N + 1] with cu_seqlens",
+                (B, tuple(cu_seqlens.shape)))
+    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    if initial_state is not None:
+        _expect(tuple(initial_state.shape) == (N, H, Dk, v.shape[-1]), f"initial_state of shape {(N, H, Dk, v.shape[-1])}",
+                tuple(initial_state.shape))
+    if _use_triton(backend, q):
+        from .lightning.chunk import chunk_lightning
+
+        return chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
+    return _lightning_ref.chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
+
+
+def lightning_decode(q, k, v, log_decay, state, *, scale, backend="auto"):
+    """One token for each of B sequences. q, k: [B, H, Dk]; v: [B, H, Dv]; state [B, H, Dk, Dv] fp32 is updated IN PLACE.
+
+    -> o [B, H, Dv] in q.dtype
+    """
+    _expect(q.dim() == 3 and k.shape == q.shape and v.shape[:2] == q.shape[:2], "q, k: [B, H, Dk] and v: [B, H, Dv]",
+            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+    _expect(tuple(state.shape) == (*q.shape, v.shape[-1]), f"state of shape {(*q.shape, v.shape[-1])}", tuple(state.shape))
+    _expect(state.dtype in (torch.float32, torch.float64), "a float32 state", state.dtype)
+    if _use_triton(backend, q):
+        from .lightning.fused_recurrent import fused_recurrent_decode
+
+        return fused_recurrent_decode(q, k, v, log_decay, state, scale=scale)
+    return _lightning_ref.lightning_decode(q, k, v, log_decay, state, scale=scale)
+
+
+def compress_keys(k, *, kernel_size, stride, backend="auto"):
+    """k: [B, L, Hkv, D] -> [B, n, Hkv, D], n = (L - kernel_size) // stride + 1 (0 if L < kernel_size).
+
+    Entry c = mean(k[:, c*stride : c*stride + kernel_size]) in fp32, cast to k.dtype. For decode, compress only
+    the newest window (`k[:, L - kernel_size:]`) to get the one new entry.
+    """
+    _expect(k.dim() == 4, "k: [B, L, Hkv, D]", tuple(k.shape))
+    if _use_triton(backend, k):
+        from .sparse.compress import compress_keys_triton
+
+        return compress_keys_triton(k, kernel_size=kernel_size, stride=stride)
+    return _sparse_ref.compress_keys(k, kernel_size=kernel_size, stride=stride)
+
+
+def select_blocks(q, k1, k2, *, q_start, kv_len, params, causal, scale=None, backend="auto"):
+    """InfLLM-V2 block selection (sala-model.md §3.5) -> int32 [B, Hkv, Tq, k_eff], ascending, -1 where invalid.
+
+    q: [B, Tq, Hq, D] at absolute positions q_start .. q_start + Tq - 1; k1 = compress(k, 32, 16) and
+    k2 = compress(k, 128, 64) over the first kv_len keys; scale defaults to D ** -0.5. Ties go to the lower block.
+    """
+    _expect(q.dim() == 4 and k1.dim() == 4 and k2.dim() == 4, "q, k1, k2 of rank 4", (q.dim(), k1.dim(), k2.dim()))
+    _expect(k1.shape[2] == k2.shape[2] and q.shape[2] % k1.shape[2] == 0, "Hq a multiple of Hkv (k1 and k2 alike)",
+            (q.shape[2], k1.shape[2], k2.shape[2]))
+    _expect(isinstance(params, SparseParams), "params: SparseParams", type(params).__name__)
+    _expect(kv_len >= 1 and (not causal or q_start + q.shape[1] <= kv_len), "1 <= kv_len and q_start + Tq <= kv_len",
+            (q_start, q.shape[1], kv_len))
+    if _use_triton(backend, q):
+        from .sparse.select import select_blocks_triton
+
+        return select_blocks_triton(q, k1, k2, q_start=q_start, kv_len=kv_len, params=params, causal=causal, scale=scale)
+    return _sparse_ref.select_blocks(q, k1, k2, q_start=q_start, kv_len=kv_len, params=params, causal=causal, scale=scale)
+
+
+def sparse_attention(q, k, v, block_idx, *, q_start, block_size, scale, forced_blocks=None, backend="auto"):
+    """Exact softmax attention of each query over the union of its selected blocks, causal within its own block.
+
+    q: [B, Tq, Hq, D]; k, v: [B, L, Hkv, D]; block_idx: int32 [B, Hkv, Tq, K] (unique per row, -1 = none)
+    -> [B, Tq, Hq, D] in q.dtype.
+    forced_blocks=(params.init_blocks, params.local_blocks) is an optional promise that block_idx came from
+    select_blocks with those params (every row holds its init and local blocks); the Triton prefill then computes
+    that shared part once per 64-query block, which is faster. The result is the same either way.
+    """
+    _expect(q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3], "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
+            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+    _expect(block_idx.dim() == 4 and tuple(block_idx.shape[:3]) == (q.shape[0], k.shape[2], q.shape[1]),
+            f"block_idx of shape {(q.shape[0], k.shape[2], q.shape[1])} + (K,)", tuple(block_idx.shape))
+    if _use_triton(backend, q):
+        from .sparse.attention import sparse_attention_triton
+
+        return sparse_attention_triton(q, k, v, block_idx, q_start=q_start, block_size=block_size, scale=scale,
+                                       forced_blocks=forced_blocks)
+    return _sparse_ref.sparse_attention(q, k, v, block_idx, q_start=q_start, block_size=block_size, scale=scale)
+
+
+def dense_attention(q, k, v, *, q_start, scale):
+    """Causal GQA attention over all keys (torch SDPA): query i at position q_start + i sees keys 0 .. q_start + i."""
+    _expect(q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3], "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
+            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+    return _sparse_ref.dense_attention(q, k, v, q_start=q_start, scale=scale)

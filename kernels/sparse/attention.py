@@ -1,0 +1,212 @@
+"""Triton block-sparse attention over the selected blocks (sala-model.md §3.6), prefill and decode.
+
+One program per (query token, KV head) holds the G query heads of the group in one [G, D] tile, so every head
+shares the block list and each K/V block is loaded once for the whole group. The selected blocks are visited
+with an online softmax (exp2, fp32 accumulators); keys after the query's position are masked. When there are
+too few queries to fill the GPU (decode), each row's block list is split across programs and a second kernel
+merges the partial (max, sum, output) triples, Flash-Decoding style.
+
+Prefill with `forced_blocks` (contexts up to BAND_MAX_KV): the init blocks and the local band are the same for
+all 64 queries of a block, so `_band_attn_kernel` runs them once as dense FlashAttention tiles, and the gather
+kernel starts from that partial result and visits only the scored blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._triton_utils import configs, num_sms, tl_dtype_ok
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh,
+                      s_ob, s_ot, s_oh, HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
+                      BDV: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr):
+    """Dense part shared by a whole query block: its init blocks and local band, as FlashAttention tiles of
+    BS queries x BS keys for one query head. Writes the normalised partial output and its log2-sum-exp."""
+    i_qb, i_bh = tl.program_id(0), tl.program_id(1)
+    b, hq = i_bh // HQ, i_bh % HQ
+    g = hq // G
+    qb = q_start // BS + i_qb  # absolute query block
+    pos = qb * BS + tl.arange(0, BS)
+    rm = (pos >= q_start) & (pos < q_start + Tq)
+    d = tl.arange(0, BD)
+    dv = tl.arange(0, BDV)
+    b_q = tl.load(q + b.to(tl.int64) * s_qb + (pos - q_start).to(tl.int64)[:, None] * s_qt + hq * s_qh + d[None, :],
+                  mask=rm[:, None] & (d < D)[None, :], other=0.0)
+    kb = k + b.to(tl.int64) * s_kb + g * s_kh
+    vb = v + b.to(tl.int64) * s_vb + g * s_vh
+    t = tl.arange(0, BS)
+    m = tl.full([BS], float("-inf"), tl.float32)
+    l = tl.zeros([BS], tl.float32)
+    acc = tl.zeros([BS, BDV], tl.float32)
+    lo = tl.maximum(qb - LOCAL, 0)
+    n_init = tl.minimum(lo, INIT)
+    for jj in range(0, n_init + qb - lo + 1):
+        j = tl.where(jj < n_init, jj, lo + jj - n_init)
+        key = j * BS + t
+        km = key < L
+        b_k = tl.load(kb + key.to(tl.int64)[:, None] * s_kt + d[None, :], mask=km[:, None] & (d < D)[None, :], other=0.0)
+        b_v = tl.load(vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0)
+        ok = km[None, :] & (key[None, :] <= pos[:, None])
+        s = tl.where(ok, tl.dot(b_q, tl.trans(b_k)) * scale_log2, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m - m_use)
+        l = l * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(b_v.dtype), b_v)
+        m = m_new
+    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    dst = o + b.to(tl.int64) * s_ob + (pos - q_start).to(tl.int64)[:, None] * s_ot + hq * s_oh + dv[None, :]
+    tl.store(dst, out.to(o.dtype.element_ty), mask=rm[:, None] & (dv < DV)[None, :])
+    lse_v = tl.where(l > 0, m + tl.log2(tl.where(l > 0, l, 1.0)), float("-inf"))
+    tl.store(lse + (i_bh.to(tl.int64) * Tq + (pos - q_start)), lse_v, mask=rm)
+
+
+@triton.jit
+def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, q_start, Tq, L, K, per_split, scale_log2, s_qb, s_qt, s_qh,
+                        s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_ib, s_ih, s_it, s_ob, s_ot, s_oh, HKV: tl.constexpr,
+                        G: tl.constexpr, BH: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
+                        BDV: tl.constexpr, BS: tl.constexpr, SPLIT: tl.constexpr, BAND: tl.constexpr, INIT: tl.constexpr,
+                        LOCAL: tl.constexpr):
+    i, i_bg, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_split = tl.num_programs(2)
+    b, g = i_bg // HKV, i_bg % HKV
+    pos = q_start + i
+    h = tl.arange(0, BH)
+    d = tl.arange(0, BD)
+    dv = tl.arange(0, BDV)
+    hm = h < G
+    b_q = tl.load(q + b.to(tl.int64) * s_qb + i.to(tl.int64) * s_qt + (g * G + h)[:, None] * s_qh + d[None, :],
+                  mask=hm[:, None] & (d < D)[None, :], other=0.0)
+    kb = k + b.to(tl.int64) * s_kb + g * s_kh
+    vb = v + b.to(tl.int64) * s_vb + g * s_vh
+    ib = idx + b.to(tl.int64) * s_ib + g * s_ih + i.to(tl.int64) * s_it
+    t = tl.arange(0, BS)
+    k_lo = i_s * per_split
+    k_hi = tl.minimum(K, k_lo + per_split)
+    if BAND:
+        # start from the band kernel's result for this query (init blocks + local band, already normalised) and
+        # visit only the scored blocks: the sorted list is [init..., scored..., band..., -1...]
+        hq = g * G + h
+        m = tl.load(lse + ((b * HKV * G + hq).to(tl.int64) * Tq + i), mask=hm, other=float("-inf"))
+        l = tl.where(m == float("-inf"), 0.0, 1.0)
+        acc = tl.load(o + b.to(tl.int64) * s_ob + i.to(tl.int64) * s_ot + hq[:, None] * s_oh + dv[None, :],
+                      mask=hm[:, None] & (dv < DV)[None, :], other=0.0).to(tl.float32)
+        bt = pos // BS
+        lo = tl.maximum(bt - LOCAL, 0)
+        k_lo = tl.minimum(lo, INIT)
+        k_hi = tl.minimum(K, bt + 1) - (bt - lo + 1)
+    else:
+        m = tl.full([BH], float("-inf"), tl.float32)
+        l = tl.zeros([BH], tl.float32)
+        acc = tl.zeros([BH, BDV], tl.float32)
+    for kk in range(k_lo, k_hi):
+        j = t * 0 + tl.load(ib + kk)  # broadcast to the block's lanes
+        key = tl.maximum(j, 0) * BS + t
+        km = (j >= 0) & (key < L) & (key <= pos)
+        b_k = tl.load(kb + key.to(tl.int64)[:, None] * s_kt + d[None, :], mask=km[:, None] & (d < D)[None, :], other=0.0)
+        b_v = tl.load(vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0)
+        s = tl.where(km[None, :], tl.dot(b_q, tl.trans(b_k)) * scale_log2, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m - m_use)
+        l = l * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(b_v.dtype), b_v)
+        m = m_new
+    if SPLIT:
+        row = ((i_bg * tl.num_programs(0) + i) * n_split + i_s).to(tl.int64) * BH + h
+        tl.store(part_o + row[:, None] * BDV + dv[None, :], acc)
+        tl.store(part_ml + row * 2, m)
+        tl.store(part_ml + row * 2 + 1, l)
+    else:
+        out = acc / tl.where(l > 0, l, 1.0)[:, None]
+        dst = o + b.to(tl.int64) * s_ob + i.to(tl.int64) * s_ot + (g * G + h)[:, None] * s_oh + dv[None, :]
+        tl.store(dst, out.to(o.dtype.element_ty), mask=hm[:, None] & (dv < DV)[None, :])
+
+
+# Memory-bound gather loop: warps and pipelining depth are tuned per GPU. The band mode reads the output it then
+# overwrites, so it cannot be re-run by the tuner and keeps the fixed launch below.
+_sparse_attn_tuned = triton.autotune(
+    configs=configs([triton.Config({}, num_warps=w, num_stages=st) for w, st in [(4, 3), (4, 2), (4, 4), (8, 3), (2, 3)]]),
+    key=["G", "D", "DV", "BS", "SPLIT"],
+)(_sparse_attn_kernel)
+
+BAND_MAX_KV = 2**18  # measured: longer contexts serve the shared band from L2 inside the gather loop at no cost
+
+
+@triton.jit
+def _combine_kernel(part_o, part_ml, o, n_split, s_ob, s_ot, s_oh, HKV: tl.constexpr, G: tl.constexpr, BH: tl.constexpr,
+                    DV: tl.constexpr, BDV: tl.constexpr, NSP: tl.constexpr):
+    """One program per (query, KV head, query head): all splits' partials are merged in one vectorised step."""
+    i, i_bg, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, g = i_bg // HKV, i_bg % HKV
+    s = tl.arange(0, NSP)
+    dv = tl.arange(0, BDV)
+    row = ((i_bg * tl.num_programs(0) + i) * n_split + s).to(tl.int64) * BH + h  # [NSP]
+    sm = s < n_split
+    m_s = tl.load(part_ml + row * 2, mask=sm, other=float("-inf"))
+    l_s = tl.load(part_ml + row * 2 + 1, mask=sm, other=0.0)
+    o_s = tl.load(part_o + row[:, None] * BDV + dv[None, :], mask=sm[:, None], other=0.0)
+    m = tl.max(m_s, 0)
+    w = tl.where(m_s == float("-inf"), 0.0, tl.exp2(m_s - tl.where(m == float("-inf"), 0.0, m)))
+    l = tl.sum(l_s * w, 0)
+    out = tl.sum(o_s * w[:, None], 0) / tl.where(l > 0, l, 1.0)
+    dst = o + b.to(tl.int64) * s_ob + i.to(tl.int64) * s_ot + (g * G + h) * s_oh + dv
+    tl.store(dst, out.to(o.dtype.element_ty), mask=dv < DV)
+
+
+def sparse_attention_triton(q, k, v, block_idx, *, q_start: int, block_size: int, scale: float, n_split: int | None = None,
+                            forced_blocks: tuple[int, int] | None = None, out=None):
+    """q: [B, Tq, Hq, D]; k, v: [B, L, Hkv, D]; block_idx int [B, Hkv, Tq, K] -> [B, Tq, Hq, Dv] in q.dtype.
+
+    forced_blocks = (init_blocks, local_blocks) promises that every row lists blocks [0, init_blocks) and
+    [own - local_blocks, own] and is sorted ascending with -1 last, as select_blocks returns it. Prefill then runs
+    that shared part once per 64-query block as dense tiles and only the scored blocks per query.
+    """
+    tl_dtype_ok(q)
+    B, Tq, Hq, D = q.shape
+    L, Hkv, DV = k.shape[1], k.shape[2], v.shape[-1]
+    G = Hq // Hkv
+    K = block_idx.shape[-1]
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    idx = block_idx.to(torch.int32)
+    o = torch.empty(B, Tq, Hq, DV, dtype=q.dtype, device=q.device) if out is None else out
+    if Tq == 0:
+        return o
+    rows = B * Hkv * Tq
+    if n_split is None:  # split each row's blocks (>= 2 a program) only when rows alone cannot fill the GPU
+        n_split = max(1, min(-(-K // 2), -(-2 * num_sms(q.device) // rows)))
+    per = max(1, -(-K // n_split))
+    n_split = max(1, -(-K // per))
+    BH, BD, BDV = max(16, triton.next_power_of_2(G)), triton.next_power_of_2(D), triton.next_power_of_2(DV)
+    split = n_split > 1
+    band = forced_blocks is not None and not split and G > 1 and L <= BAND_MAX_KV
+    init, local = forced_blocks if band else (0, 0)
+    part_o = torch.empty(B * Hkv * Tq * n_split * BH, BDV, dtype=torch.float32, device=q.device) if split else o
+    part_ml = torch.empty(B * Hkv * Tq * n_split * BH, 2, dtype=torch.float32, device=q.device) if split else o
+    lse = torch.empty(B * Hq, Tq, dtype=torch.float32, device=q.device) if band else o
+    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2))
+    if band:
+        n_qb = (q_start + Tq - 1) // block_size - q_start // block_size + 1
+        _band_attn_kernel[(n_qb, B * Hq)](q, k, v, o, lse, q_start, Tq, L, scale * LOG2E, *strides, o.stride(0), o.stride(1),
+                                          o.stride(2), HQ=Hq, G=G, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, INIT=init,
+                                          LOCAL=local, num_warps=4, num_stages=3)
+    args = (q, k, v, idx, o, part_o, part_ml, lse, q_start, Tq, L, K, per, scale * LOG2E, *strides, idx.stride(0), idx.stride(1),
+            idx.stride(2), o.stride(0), o.stride(1), o.stride(2))
+    kw = dict(HKV=Hkv, G=G, BH=BH, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, SPLIT=split, INIT=init, LOCAL=local)
+    if band:
+        _sparse_attn_kernel[(Tq, B * Hkv, n_split)](*args, **kw, BAND=True, num_warps=4, num_stages=3)
+    else:
+        _sparse_attn_tuned[(Tq, B * Hkv, n_split)](*args, **kw, BAND=False)
+    if split:
+        _combine_kernel[(Tq, B * Hkv, G)](part_o, part_ml, o, n_split, o.stride(0), o.stride(1), o.stride(2), HKV=Hkv, G=G, BH=BH,
+                                          DV=DV, BDV=BDV, NSP=triton.next_power_of_2(n_split), num_warps=2)
+    return o
