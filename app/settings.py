@@ -55,6 +55,9 @@ class ModelSettings:
     served_model: str = ""
     api_key: str = ""
     request_timeout_s: float = 600.0
+    # How a served model is constrained: "json_schema" (response_format), "grammar" (vLLM structured_outputs), "none"
+    structured_output: str = "json_schema"
+    max_retries: int = 3  # retries of a failed request to a served model, with exponential backoff
 
 
 @dataclass
@@ -97,8 +100,16 @@ class WarpSettings:
     hard_mode: bool = True
     temperature: float = 0.7
     top_p: float = 0.8
+    repetition_penalty: float = 1.0  # >1 discourages loops (helps very small models; the released pipeline uses none)
     max_tokens: int = 2048
     context_tokens: int = 0  # 0: take the model's own context length
+    max_sections: int = 12  # top-level sections of the first outline (hard mode asks for at least 3)
+    passages_for_plan: int = 20  # evidence for the first outline
+    passages_per_search: int = 10  # evidence for each section
+    passage_chars: int = 1200  # longest passage shown; prompts shrink further to fit the context
+    thought_chars: int = 600  # longest <thought> the grammar allows
+    support_threshold: float = 0.25  # cited sentences sharing fewer of their words with the passage are flagged
+    constrained: bool = True  # constrain every answer to the action grammar
 
 
 @dataclass

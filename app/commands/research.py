@@ -1,3 +1,308 @@
-"""CLI commands: research."""
+"""CLI commands: `run` (a new research session), `resume` (continue one), `sessions` (list them).
 
-COMMANDS: list = []
+Progress goes to stderr, the optional `--json` summary to stdout. Exit codes: 0 done, 3 partial,
+2 usage, 4 model backend unavailable, 130 interrupted (the last step's checkpoint is kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sala_report.app.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    BackendUnavailable,
+    UsageError,
+)
+from sala_report.app.settings import Settings
+
+EXIT_CODES = {"done": EXIT_OK, "partial": EXIT_PARTIAL, "cancelled": EXIT_INTERRUPTED, "failed": EXIT_ERROR}
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+_out_option = click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                           help="Write the Markdown report here (default: the data dir's reports/ folder).")  # fmt: skip
+_model_option = click.option("--model", "model_source", metavar="SOURCE",
+                             help="A checkpoint folder, a .gguf file or a known name (default: model.source).")  # fmt: skip
+_steps_option = click.option("--max-steps", type=click.IntRange(min=1), help="Step budget (default: warp.max_steps).")
+_headless_option = click.option("--headless", is_flag=True, help="No terminal app: progress on stderr, report to a file.")
+
+
+@click.command("run")
+@click.argument("question")
+@_headless_option
+@click.option("--docs", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also research this folder of documents (md, txt, html, pdf).")  # fmt: skip
+@click.option("--no-web", is_flag=True, help="Do not search the web: use --docs (or sources stored before).")
+@_model_option
+@_steps_option
+@_out_option
+@_json_option
+@click.option("--allow-private-addresses", is_flag=True,
+              help="Let the fetcher read pages on loopback, private and link-local addresses.")  # fmt: skip
+@click.pass_obj
+def run(obj, question: str, headless: bool, docs: Path | None, no_web: bool, model_source: str | None,
+        max_steps: int | None, out: Path | None, as_json: bool, allow_private_addresses: bool) -> int:  # fmt: skip
+    """Research QUESTION and write a cited report."""
+    # Without --headless a terminal gets the terminal app (issue 7 wires it in here); pipes and files run headless.
+    settings = _with_flags(obj.settings, model_source, max_steps, allow_private_addresses)
+    web = settings.search.web and not no_web
+    if not question.strip():
+        raise UsageError("the research question is empty")
+    from sala_report.app.warp import Engine
+
+    store = _open_store(settings)
+    try:
+        docs_ids = _ingest(store, docs) if docs is not None else None
+        if docs_ids is None and not web and not store.sources(with_text=False):
+            raise UsageError("with --no-web there is nothing to read", hint="Add --docs DIR (a folder of documents).")
+        source_ids = docs_ids if docs_ids is not None else (set() if web else None)
+        generator = _generator(settings)
+        options = {"web": web, "docs": str(docs.resolve()) if docs else None, "model_source": _model_name(settings),
+                   "backend": settings.model.backend}  # fmt: skip
+        engine = Engine.start(store, generator, _retriever(store, settings, web), settings.warp, question,
+                              docs_source_ids=source_ids, options=options)  # fmt: skip
+        return _drive(engine, store, settings, out, as_json)
+    finally:
+        store.close()
+
+
+@click.command("resume")
+@click.argument("session_id")
+@_headless_option
+@_model_option
+@_steps_option
+@_out_option
+@_json_option
+@click.pass_obj
+def resume(obj, session_id: str, headless: bool, model_source: str | None, max_steps: int | None, out: Path | None,
+           as_json: bool) -> int:  # fmt: skip
+    """Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget)."""
+    from sala_report.app.warp import Engine, WarpStore
+
+    settings = obj.settings
+    store = _open_store(settings, must_exist=True)
+    try:
+        warp = WarpStore(store)
+        found = warp.find_session(session_id)
+        if found is None:
+            raise UsageError(f"no session '{session_id}' (or the prefix matches several)",
+                             hint="`sala-report sessions` lists them.")  # fmt: skip
+        record = warp.session(found)
+        stored_model = record.options.get("model_source") if record.options.get("backend") == settings.model.backend else None
+        settings = _with_flags(settings, model_source or stored_model, max_steps, False)
+        web = bool(record.options.get("web", settings.search.web))
+        engine = Engine.resume(store, found, _generator(settings), _retriever(store, settings, web), settings.warp)
+        return _drive(engine, store, settings, out, as_json)
+    finally:
+        store.close()
+
+
+@click.command("sessions")
+@_json_option
+@click.pass_obj
+def sessions(obj, as_json: bool) -> None:
+    """List research sessions, newest first, with their ids and status."""
+    from sala_report.app.warp import list_sessions
+
+    path = obj.settings.paths.store_path
+    found = []
+    if path.exists():
+        store = _open_store(obj.settings)
+        try:
+            found = list_sessions(store)
+        finally:
+            store.close()
+    if as_json:
+        rows = [{"session_id": s.id, "status": s.status, "question": s.question, "title": s.title, "steps": s.steps,
+                 "created_at": s.created_at, "updated_at": s.updated_at, "model": s.model} for s in found]  # fmt: skip
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not found:
+        click.echo("No sessions yet. Start one with `sala-report run QUESTION`.", err=True)
+        return
+    for s in found:
+        question = s.question if len(s.question) <= 60 else s.question[:57] + "..."
+        click.echo(f"{s.id}  {s.status:<9} {s.steps:>4} steps  {s.updated_at[:16].replace('T', ' ')}  {question}")
+
+
+COMMANDS: list = [run, resume, sessions]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _with_flags(settings: Settings, model_source: str | None, max_steps: int | None, allow_private: bool) -> Settings:
+    model = dataclasses.replace(settings.model, **({"source": model_source} if model_source else {}))
+    if model_source and settings.model.backend == "openai":
+        model = dataclasses.replace(model, served_model=model_source)
+    warp = dataclasses.replace(settings.warp, **({"max_steps": max_steps} if max_steps else {}))
+    fetch = dataclasses.replace(settings.fetch, allow_private_addresses=settings.fetch.allow_private_addresses or allow_private)
+    return dataclasses.replace(settings, model=model, warp=warp, fetch=fetch)
+
+
+def _model_name(settings: Settings) -> str:
+    return settings.model.served_model if settings.model.backend == "openai" else settings.model.source
+
+
+def _open_store(settings: Settings, *, must_exist: bool = False):
+    from sala_report.retrieval import Store
+
+    path = settings.paths.store_path
+    if must_exist and not path.exists():
+        raise UsageError(f"no sessions yet: {path} does not exist", hint="Start one with `sala-report run QUESTION`.")
+    return Store.open(path)
+
+
+def _ingest(store, docs: Path) -> set[int]:
+    from sala_report.retrieval import ingest_folder
+
+    _say(f"reading documents in {docs} ...")
+    report = ingest_folder(store, docs)
+    _say(f"  {len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed, "
+         f"{report.failed} unreadable)")  # fmt: skip
+    for path, error in report.errors[:5]:
+        _say(f"  could not read {path}: {error}")
+    if not report.source_ids:
+        raise UsageError(f"no readable documents in {docs}", hint="It should hold .md, .txt, .html or .pdf files.")
+    return set(report.source_ids)
+
+
+def _generator(settings: Settings):
+    from sala_report.app.warp.generator import make_generator
+
+    if settings.model.backend == "local":
+        _say(f"loading the model {settings.model.source} ...")
+
+    def progress(done: int, total: int | None, what: str) -> None:
+        _say(f"  {what}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else ""))
+
+    return make_generator(settings.model, constrained=settings.warp.constrained, progress=progress)
+
+
+def _retriever(store, settings: Settings, web: bool):
+    from sala_report.app.commands.sources import fetch_config, search_config
+    from sala_report.retrieval import Fetcher, Retriever, WebSearch
+
+    if not web:
+        return Retriever(store)
+    return Retriever(store, search=WebSearch(search_config(settings), store=store), fetcher=Fetcher(fetch_config(settings)))
+
+
+def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -> int:
+    """Run the engine with progress on stderr; Ctrl-C cancels at once, keeping the last checkpoint."""
+    printer = Progress(settings.warp.max_steps)
+    engine.subscribe(printer)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupt(signum, frame) -> None:
+        _say("\ninterrupted: stopping after saving what is done (Ctrl-C again to quit at once)")
+        engine.cancel()
+        signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
+
+    installed = _install(signal.SIGINT, interrupt)
+    try:
+        result = engine.run()
+    except BackendUnavailable:
+        _report(engine.session_id, store, settings, out, as_json)
+        raise
+    finally:
+        if installed:
+            signal.signal(signal.SIGINT, previous)
+    _report(engine.session_id, store, settings, out, as_json)
+    if result.status == "cancelled":
+        _say(f"saved; continue with `sala-report resume {engine.session_id}`")
+    elif result.status == "failed":
+        _say(f"failed: {result.error}")
+    return EXIT_CODES.get(result.status, EXIT_ERROR)
+
+
+def _install(sig, handler) -> bool:
+    try:
+        signal.signal(sig, handler)
+        return True
+    except ValueError:  # not the main thread (an embedding front end handles signals itself)
+        return False
+
+
+def _report(session_id: str, store, settings: Settings, out: Path | None, as_json: bool) -> None:
+    from sala_report.app.export import default_filename, export_report
+    from sala_report.app.warp import render_markdown, session_summary
+
+    summary = session_summary(store, session_id)
+    path = out or settings.paths.reports_dir / default_filename(summary["title"], session_id, "md")
+    export_report(render_markdown(store, session_id), "md", path)
+    citations = summary["citations"]
+    _say(f"report: {path} ({summary['status']}; {len(summary['sources'])} sources; "
+         f"{citations['verified']}/{citations['total']} citations verified)")  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(_json_summary(summary, [path]), ensure_ascii=False))
+
+
+def _json_summary(summary: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
+    tokens = summary["tokens"]
+    return {
+        "session_id": summary["session_id"],
+        "status": summary["status"],
+        "question": summary["question"],
+        "title": summary["title"],
+        "report_paths": [str(p) for p in paths],
+        "sources": [{"n": s["n"], "title": s["title"], "location": s["location"], "kind": s["kind"]}
+                    for s in summary["sources"]],  # fmt: skip
+        "citations": {k: summary["citations"][k] for k in ("verified", "total", "flagged", "removed")},
+        "steps": summary["steps"],
+        "tokens": {**tokens, "total": tokens["prompt"] + tokens["completion"]},
+        "time": {"seconds": summary["seconds"]},
+        "error": summary["error"],
+    }
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+class Progress:
+    """One line per step on stderr: `[step 3/140 00:42] search section-1 "Solar"` and what came of it."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+        self.started = time.monotonic()
+        self.tokens = 0
+
+    def __call__(self, event) -> None:
+        from sala_report.app.warp import events as ev
+
+        elapsed = int(time.monotonic() - self.started)
+        clock = f"{elapsed // 60:02d}:{elapsed % 60:02d}"
+        if isinstance(event, ev.StepStarted):
+            where = event.position or "the outline"
+            retry = f" (try {event.attempt})" if event.attempt > 1 else ""
+            _say(f"[step {event.step}/{self.max_steps} {clock}] {event.kind} {where}{retry}")
+        elif isinstance(event, ev.SearchFinished):
+            degraded = f"; {event.degraded}" if event.degraded else ""
+            _say(f"    {event.passages} passages for: {', '.join(event.keywords)}{degraded}")
+        elif isinstance(event, ev.SourceAdded):
+            _say(f"    + {event.title or event.location}")
+        elif isinstance(event, ev.OutlineChanged) and event.reason != "edit":
+            _say(f"    outline: {', '.join(n.title for n in event.outline.sections)}")
+        elif isinstance(event, ev.SectionWritten):
+            removed = f", {event.removed_citations} invalid removed" if event.removed_citations else ""
+            _say(f"    wrote {event.position} ({len(event.markdown.split())} words, {event.citations} citations{removed})")
+        elif isinstance(event, ev.CitationFlagged):
+            _say(f"    weak support for [{event.key}]: {event.sentence[:80]}")
+        elif isinstance(event, ev.ActionRejected):
+            _say(f"    rejected: {event.error}" + (" (retrying)" if event.will_retry else " (giving up)"))
+        elif isinstance(event, (ev.EditApplied, ev.EditRejected)):
+            _say(f"    edit: {getattr(event, 'description', None) or event.reason}")
+        elif isinstance(event, ev.Finished):
+            _say(f"{event.status} after {event.steps} steps ({clock}): {event.reason}")
+        elif isinstance(event, ev.Failed):
+            _say(f"failed at step {event.step}: {event.error}")

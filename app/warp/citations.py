@@ -1,0 +1,212 @@
+"""The citation registry (every passage shown to the model, with its stored source) and citation checks.
+
+The writer cites `\\cite{textidN}`; a key not in the registry is removed and counted. Each cited
+sentence gets a cheap lexical support score against the passage it cites, and weak support is flagged.
+Reports number citations [n] by first appearance (see report.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+CITE = re.compile(r"\\cite\{([^{}]*)\}")
+KEY = re.compile(r"^textid(\d+)$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A passage as it was shown: its text is kept so citations stay checkable if the source changes."""
+
+    key: str  # "textid7"
+    chunk_id: str
+    source_id: int
+    title: str
+    location: str
+    kind: str
+    text: str
+
+    @property
+    def number(self) -> int:
+        return int(self.key.removeprefix("textid"))
+
+
+class Registry:
+    """Key ↔ passage for one session; the same passage (by chunk id or text) keeps its key across searches."""
+
+    def __init__(self, entries: list[Entry] | None = None):
+        self.entries: dict[str, Entry] = {}
+        self._by_chunk: dict[str, str] = {}
+        self._by_text: dict[str, str] = {}
+        for entry in entries or []:
+            self._index(entry)
+
+    def insert(self, entry: Entry) -> None:
+        """Add an entry made by `add` on a copy of this registry (the engine's steps work on copies)."""
+        self._index(entry)
+
+    def _index(self, entry: Entry) -> None:
+        self.entries[entry.key] = entry
+        self._by_chunk[entry.chunk_id] = entry.key
+        self._by_text[_text_hash(entry.text)] = entry.key
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: str) -> Entry | None:
+        return self.entries.get(key)
+
+    def key_for(self, chunk_id: str, text: str) -> str | None:
+        return self._by_chunk.get(chunk_id) or self._by_text.get(_text_hash(text))
+
+    def add(self, chunk_id: str, source_id: int, title: str, location: str, kind: str, text: str) -> tuple[Entry, bool]:
+        """(entry, whether it is new)."""
+        known = self.key_for(chunk_id, text)
+        if known is not None:
+            return self.entries[known], False
+        n = 1 + max((e.number for e in self.entries.values()), default=0)
+        entry = Entry(f"textid{n}", chunk_id, source_id, title, location, kind, text)
+        self._index(entry)
+        return entry, True
+
+    def source_ids(self) -> set[int]:
+        return {e.source_id for e in self.entries.values()}
+
+
+def _text_hash(text: str) -> str:
+    return hashlib.sha1(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def cited_keys(text: str) -> list[str]:
+    """Keys in order of first citation."""
+    keys: dict[str, None] = {}
+    for match in CITE.finditer(text):
+        for key in _split_keys(match.group(1)):
+            keys.setdefault(key, None)
+    return list(keys)
+
+
+def citation_count(text: str) -> int:
+    return len(CITE.findall(text))
+
+
+def _split_keys(inner: str) -> list[str]:
+    return [k.strip() for k in inner.split(",") if k.strip()]
+
+
+def drop_unknown(text: str, known) -> tuple[str, list[str]]:
+    """Remove cited keys not in `known` (a `\\cite{}` left empty goes entirely); return the removed keys."""
+    removed: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        keys = _split_keys(match.group(1))
+        good = [k for k in keys if k in known]
+        removed.extend(k for k in keys if k not in known)
+        return "\\cite{" + ", ".join(dict.fromkeys(good)) + "}" if good else ""
+
+    cleaned = CITE.sub(keep, text)
+    if removed:
+        cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
+        cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
+    return cleaned, removed
+
+
+def strip_cites(text: str) -> str:
+    return re.sub(r"[ \t]+([.,;:!?])", r"\1", CITE.sub("", text))
+
+
+def render_cites(text: str, numbers: dict[str, int]) -> str:
+    """`\\cite{textid3, textid1}` -> `[1][3]` with the given numbering; keys without a number vanish."""
+
+    def number(match: re.Match) -> str:
+        ns = sorted({numbers[k] for k in _split_keys(match.group(1)) if k in numbers})
+        return "".join(f"[{n}]" for n in ns)
+
+    return CITE.sub(number, text)
+
+
+# --- lexical support ---------------------------------------------------------------------------
+
+_STOP = frozenset(
+    "a an the and or but if then than that this these those there their they them it its is are was were be been "
+    "being am to of in on at by for with from as into onto about over under after before between through during "
+    "not no nor so such can could would should will shall may might must do does did done have has had having "
+    "which who whom whose what when where why how also more most much many some any each other own same very "
+    "just only both all few while because since until up down out off again further once here we our you your "
+    "he she his her i me my us one two new use used using".split()
+)
+_WORD = re.compile(r"[^\W\d_]+|\d+(?:[.,]\d+)*", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def _stem(word: str) -> str:
+    """A light English stemmer: enough that "modules" meets "module" and "dropped" meets "drop"."""
+    if len(word) > 4 and word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    for suffix in ("ation", "ment", "ing", "ed", "ly", "er"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    words: set[str] = set()
+    for token in _WORD.findall(text.lower()):
+        if _CJK.search(token):
+            chars = _CJK.findall(token)  # CJK has no spaces: compare character bigrams
+            words.update(a + b for a, b in zip(chars, chars[1:]))
+        elif token not in _STOP and (len(token) > 2 or token.isdigit()):
+            words.add(_stem(token))
+    return words
+
+
+def support_score(sentence: str, passage: str) -> float:
+    """Share of the sentence's content words that also occur in the passage, 0..1."""
+    claim = content_words(strip_cites(sentence))
+    if not claim:
+        return 0.0
+    return len(claim & content_words(passage)) / len(claim)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+
+
+def cited_sentences(text: str) -> list[tuple[str, list[str]]]:
+    """(sentence, keys it cites) for each sentence with a citation. A citation that opens a sentence
+    (`... end. \\cite{k} Next`) belongs to the sentence before it."""
+    pieces = [p.strip() for p in _SENTENCE_END.split(text) if p.strip()]
+    out: list[tuple[str, list[str]]] = []
+    for piece in pieces:
+        lead = re.match(r"^(?:\\cite\{[^{}]*\}\s*)+", piece)
+        if lead and out:
+            out[-1] = (out[-1][0], list(dict.fromkeys(out[-1][1] + cited_keys(lead.group(0)))))
+            piece = piece[lead.end() :].strip()
+        if piece:
+            out.append((piece, cited_keys(piece)))
+    return [(s, keys) for s, keys in out if keys]
+
+
+@dataclass(frozen=True)
+class CitationCheck:
+    key: str
+    sentence: str
+    score: float
+    weak: bool
+
+
+def check_support(text: str, registry: Registry, threshold: float) -> list[CitationCheck]:
+    checks = []
+    for sentence, keys in cited_sentences(text):
+        for key in keys:
+            entry = registry.get(key)
+            if entry is None:
+                continue
+            score = support_score(sentence, entry.text)
+            checks.append(CitationCheck(key, strip_cites(sentence), round(score, 3), score < threshold))
+    return checks

@@ -1,0 +1,278 @@
+"""The WARP loop: one step at a time, a checkpoint after each, the person's edits applied in between.
+
+`run()` blocks, so front ends call it on a worker thread; `submit`, `pause`, `resume_run` and `cancel`
+may be called from any thread. Subscribers are called on the engine's thread, and (except for
+TokenDelta) only after what the event reports has been committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sala_report.app.errors import SalaError, UsageError
+from sala_report.app.settings import WarpSettings
+from sala_report.app.warp import events as ev
+from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe
+from sala_report.app.warp.generator import Generator
+from sala_report.app.warp.phases import Budget, RunState, reconcile
+from sala_report.app.warp.prompts import PromptTooLong
+from sala_report.app.warp.state import find, is_complete
+from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome
+from sala_report.app.warp.store import Commit, WarpStore
+from sala_report.app.warp.validate import Limits
+
+log = logging.getLogger("sala_report.warp")
+
+Subscriber = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    session_id: str
+    status: str  # "done" | "partial" | "cancelled" | "failed"
+    steps: int
+    reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    error: str | None = None
+
+
+def limits_from(settings: WarpSettings) -> Limits:
+    """Validator and grammar bounds; string lengths shrink with a small `max_tokens`, so that a whole
+    JSON action always fits in one answer."""
+    budget = settings.max_tokens
+    sections = max(1, settings.max_sections)
+    return Limits(hard=settings.hard_mode, min_sections=min(3, sections), max_sections=sections,
+                  max_subsections=7 if budget >= 512 else 3,
+                  thought_chars=min(settings.thought_chars, budget), keyword_chars=min(80, max(20, budget // 8)),
+                  title_chars=min(120, max(24, budget // 6)), plan_chars=min(300, max(40, budget // 4)))  # fmt: skip
+
+
+class Engine:
+    def __init__(self, store, generator: Generator, retriever, settings: WarpSettings, session_id: str):
+        self.wstore = WarpStore(store)
+        self.store = store
+        self.generator = generator
+        self.retriever = retriever
+        self.settings = settings
+        self.session_id = session_id
+        record = self.wstore.session(session_id)
+        if record is None:
+            raise UsageError(f"no session '{session_id}'", hint="`sala-report sessions` lists them.")
+        self.question = record.question
+        self.options = record.options
+        self.run_state = self.wstore.checkpoint(session_id)
+        self.outline = self.wstore.outline(session_id)
+        self.registry = self.wstore.registry(session_id)
+        self.budget = Budget(settings.max_steps, settings.max_expands, settings.max_depth, settings.max_retries)
+        self.limits = limits_from(settings)
+        self._subscribers: list[Subscriber] = []
+        self._edits: list[Edit] = []
+        self._cond = threading.Condition()
+        self._paused = False
+        self._announced_pause = False
+        self._cancel = threading.Event()
+        self._resumed = record.steps > 0 or record.status != "running"
+        self._final_status: str | None = None
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, store, generator: Generator, retriever, settings: WarpSettings, question: str, *,
+              docs_source_ids: set[int] | None = None, options: dict[str, Any] | None = None) -> "Engine":  # fmt: skip
+        """A new session. `docs_source_ids`: the sources passages may come from besides the web pages
+        this run finds; None lets them come from the whole store."""
+        question = " ".join(question.split())
+        if not question:
+            raise UsageError("the research question is empty")
+        opts = dict(options or {})
+        opts["source_ids"] = sorted(docs_source_ids) if docs_source_ids is not None else None
+        session_id = WarpStore(store).create_session(question, model=getattr(generator, "name", ""), options=opts,
+                                                      run=RunState())  # fmt: skip
+        return cls(store, generator, retriever, settings, session_id)
+
+    @classmethod
+    def resume(cls, store, session_id: str, generator: Generator, retriever, settings: WarpSettings) -> "Engine":
+        """Continue a session from its last checkpoint (a killed, cancelled, failed or partial run)."""
+        found = WarpStore(store).find_session(session_id)
+        if found is None:
+            raise UsageError(f"no session '{session_id}'", hint="`sala-report sessions` lists them.")
+        return cls(store, generator, retriever, settings, found)
+
+    # --- thread-safe controls ----------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback(event)` for every event; returns a function that unsubscribes."""
+        with self._cond:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._cond:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def submit(self, edit: Edit) -> None:
+        """Queue an outline edit; it is applied between steps (at once while paused)."""
+        with self._cond:
+            self._edits.append(edit)
+            self._cond.notify_all()
+
+    def pause(self) -> None:
+        with self._cond:
+            self._paused = True
+            self._cond.notify_all()
+
+    def resume_run(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def cancel(self) -> None:
+        """Stop as soon as possible: a step in flight is abandoned (the last checkpoint stays)."""
+        self._cancel.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        started = time.perf_counter()
+        self.wstore.set_status(self.session_id, "running", error=None)
+        self._emit(ev.RunStarted(self.session_id, self.question, self._resumed, self.run_state.step))
+        try:
+            if self.run_state.phase == "done" and self.outline.sections:
+                return self._finish(started, self.run_state.reason or "already finished")
+            if self.run_state.phase == "done":  # it failed before it had an outline: start over, keeping the count
+                self.run_state = RunState(step=self.run_state.step)
+            while True:
+                self._apply_edits()
+                if self._cancel.is_set():
+                    return self._finish(started, "cancelled by the person", status="cancelled")
+                if self._wait_while_paused():
+                    continue
+                if self.run_state.phase == "done":
+                    return self._finish(started, self.run_state.reason)
+                if self.run_state.step >= self.budget.max_steps:
+                    # The phase stays as it is, so a resume with a larger budget carries on from here.
+                    return self._finish(started, f"the step budget ({self.budget.max_steps}) is used up")
+                try:
+                    self._step()
+                except Cancelled:
+                    continue  # the loop top reports the cancellation
+        except (SalaError, PromptTooLong) as e:
+            return self._fail(started, e)
+        except Exception as e:
+            self._fail(started, e)
+            raise
+
+    def _step(self) -> None:
+        run = self.run_state
+        step = run.step + 1
+        loc = find(self.outline, run.target) if run.target is not None else None
+        self._emit(ev.StepStarted(self.session_id, step, run.phase, run.target, loc.position if loc else None, run.attempt))
+        ctx = StepContext(
+            session_id=self.session_id, question=self.question, step=step, run=run, outline=self.outline.copy(),
+            registry=type(self.registry)(list(self.registry.entries.values())), limits=self.limits, budget=self.budget,
+            settings=self.settings, generator=self.generator, retriever=self.retriever,
+            source_pool=None if self.options.get("source_ids") is None else set(self.options["source_ids"]),
+            context_tokens=self.settings.context_tokens or self.generator.context_tokens(), cancel=self._cancel,
+            on_delta=lambda text: self._emit(ev.TokenDelta(self.session_id, step, text)),
+            on_restart=lambda: self._emit(ev.TokenDelta(self.session_id, step, "", restart=True)),
+            on_retrieval_event=self._emit,
+        )  # fmt: skip
+        outcome = STEPS[run.phase](ctx)
+        self._commit(outcome)
+
+    def _commit(self, outcome: StepOutcome) -> None:
+        checkpoint = ev.Checkpointed(self.session_id, outcome.run.step, outcome.run.phase)
+        events = [*outcome.events, checkpoint]
+        self.wstore.commit(self.session_id, Commit(
+            run=outcome.run, outline=outcome.outline, step=outcome.record, new_entries=outcome.new_entries,
+            drafts=outcome.drafts, citations=outcome.citations, events=[ev.to_record(e) for e in events],
+            removed_citations=outcome.removed_citations, status=outcome.status, error=outcome.error))  # fmt: skip
+        self.run_state, self.outline = outcome.run, outcome.outline
+        for entry in outcome.new_entries:
+            self.registry.insert(entry)
+        if outcome.status is not None:
+            self._final_status = outcome.status
+        for event in events:
+            self._emit(event)
+
+    def _apply_edits(self) -> None:
+        with self._cond:
+            pending, self._edits = self._edits, []
+        for edit in pending:
+            step = self.run_state.step
+            try:
+                outline = apply_edit(self.outline, edit, max_depth=self.budget.max_depth)
+            except EditError as e:
+                event = ev.EditRejected(self.session_id, step, edit, str(e))
+                self.wstore.journal(self.session_id, step, [ev.to_record(event)])
+                self._emit(event)
+                continue
+            run = reconcile(self.run_state, outline, self.budget)
+            events = [ev.EditApplied(self.session_id, step, edit, describe(edit)),
+                      ev.OutlineChanged(self.session_id, step, "edit", ev.outline_view(outline))]  # fmt: skip
+            self.wstore.commit(self.session_id, Commit(run=run, outline=outline, events=[ev.to_record(e) for e in events]))
+            self.run_state, self.outline = run, outline
+            for event in events:
+                self._emit(event)
+
+    def _wait_while_paused(self) -> bool:
+        """True when the loop should look again (it paused, or edits arrived while paused)."""
+        with self._cond:
+            if not self._paused:
+                return False
+        if not self._announced_pause:
+            self._announced_pause = True
+            self._emit(ev.Paused(self.session_id, self.run_state.step))
+        with self._cond:
+            while self._paused and not self._edits and not self._cancel.is_set():
+                self._cond.wait()
+            still_paused = self._paused
+        if not still_paused:
+            self._announced_pause = False
+            self._emit(ev.Unpaused(self.session_id, self.run_state.step))
+        return True
+
+    # --- endings -------------------------------------------------------------------------------
+
+    def _finish(self, started: float, reason: str, *, status: str | None = None) -> RunResult:
+        if status is None:
+            status = self._final_status or ("done" if is_complete(self.outline) else "partial")
+        event = ev.Finished(self.session_id, status, self.run_state.step, reason)
+        self.wstore.commit(self.session_id, Commit(run=self.run_state, outline=self.outline, status=status,
+                                                   seconds=time.perf_counter() - started, events=[ev.to_record(event)]))  # fmt: skip
+        self._emit(event)
+        return self._result(status, reason)
+
+    def _fail(self, started: float, error: Exception) -> RunResult:
+        hint = getattr(error, "hint", None)
+        event = ev.Failed(self.session_id, self.run_state.step, str(error), hint)
+        self.wstore.set_status(self.session_id, "failed", error=str(error), seconds=time.perf_counter() - started,
+                               event=ev.to_record(event))  # fmt: skip
+        self._emit(event)
+        if isinstance(error, SalaError):
+            raise error
+        return self._result("failed", str(error), error=str(error))
+
+    def _result(self, status: str, reason: str, *, error: str | None = None) -> RunResult:
+        record = self.wstore.session(self.session_id)
+        return RunResult(self.session_id, status, record.steps, reason, record.prompt_tokens, record.completion_tokens,
+                         record.seconds, error or record.error)  # fmt: skip
+
+    def _emit(self, event: Any) -> None:
+        with self._cond:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event)
+            except Exception:  # a broken front end must not stop the research
+                log.exception("event subscriber failed on %s", type(event).__name__)

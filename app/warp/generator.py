@@ -1,0 +1,142 @@
+"""How the engine talks to a model: one `Generator` protocol, and the in-process implementation over model/.
+
+The OpenAI-compatible HTTP implementation is in openai_http.py. Tests use a scripted fake that
+implements the same protocol.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from sala_report.app.errors import BackendUnavailable, ConfigError
+from sala_report.app.warp.grammar import Constraint, GrammarHook, ll_tokenizer
+
+if TYPE_CHECKING:
+    from sala_report.app.settings import ModelSettings
+
+OnDelta = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    system: str
+    prompt: str
+    constraint: Constraint | None
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 0.8
+    repetition_penalty: float = 1.0
+    closers: tuple[str, ...] = ()  # endings forced near the token limit, the first the grammar allows then
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenResult:
+    text: str
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+class Generator(Protocol):
+    """A model behind the WARP loop. `generate` is called from the engine's thread only."""
+
+    name: str
+
+    def context_tokens(self) -> int:
+        """How many tokens prompt plus answer may hold."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in a prompt (an estimate is fine if it errs high)."""
+
+    def generate(self, request: GenRequest, *, on_delta: OnDelta | None = None,
+                 cancel: threading.Event | None = None, on_restart: Callable[[], None] | None = None) -> GenResult:  # fmt: skip
+        """Run one single-turn chat; stream text deltas to `on_delta`; stop early when `cancel` is set.
+        `on_restart` is called when a retry discards what was streamed so far. Raises
+        BackendUnavailable when the model cannot be reached or loaded."""
+
+
+class LocalGenerator:
+    """The in-process model (model/): streaming, cancellable, constrained through the logits hook."""
+
+    def __init__(self, lm, tok, *, name: str = "local", constrained: bool = True):
+        self.lm, self.tok, self.name = lm, tok, name
+        self.constrained = constrained
+        self._ll_tokenizer = None
+        self.mask_seconds = 0.0  # time spent computing grammar masks, for measurements
+        self.masks = 0
+
+    @classmethod
+    def load(cls, source: str, *, device: str = "auto", dtype: str = "auto", progress=None,
+             constrained: bool = True) -> "LocalGenerator":  # fmt: skip
+        from sala_report.model import ModelError, load_model, load_tokenizer
+
+        try:
+            import torch
+
+            torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
+            lm = load_model(source, None if device == "auto" else device, torch_dtype, progress=progress)
+            tok = load_tokenizer(source)
+        except ModelError as e:
+            raise BackendUnavailable(str(e), hint=getattr(e, "hint", None), title=getattr(e, "title", None)) from e
+        except (AttributeError, OSError, RuntimeError) as e:
+            raise BackendUnavailable(f"cannot load the model '{source}': {e}",
+                                     hint="Check model.source, model.device and model.dtype.") from e  # fmt: skip
+        return cls(lm, tok, name=str(source), constrained=constrained)
+
+    def context_tokens(self) -> int:
+        return int(self.lm.config.max_position_embeddings)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text))
+
+    def prompt_ids(self, request: GenRequest) -> list[int]:
+        messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.prompt}]
+        return self.tok.encode(self.tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False))
+
+    def generate(self, request: GenRequest, *, on_delta: OnDelta | None = None,
+                 cancel: threading.Event | None = None, on_restart: Callable[[], None] | None = None) -> GenResult:  # fmt: skip
+        from sala_report.model import GenerationConfig, generate
+
+        ids = self.prompt_ids(request)
+        hook = None
+        if request.constraint is not None and self.constrained:
+            if self._ll_tokenizer is None:
+                self._ll_tokenizer = ll_tokenizer(self.tok.hf, vocab_size=self.tok.vocab_size,
+                                                  eos_token_ids=self.tok.eos_token_ids)  # fmt: skip
+            hook = GrammarHook(self._ll_tokenizer, request.constraint.lark, vocab_size=self.tok.vocab_size,
+                               max_new_tokens=request.max_tokens,
+                               closers=[self.tok.encode(c) for c in request.closers])  # fmt: skip
+        config = GenerationConfig(max_new_tokens=request.max_tokens, temperature=request.temperature,
+                                  top_p=request.top_p, repetition_penalty=request.repetition_penalty,
+                                  seed=request.seed)  # fmt: skip
+        gen = generate(self.lm, self.tok, ids, config, logits_hook=hook, cancel=cancel)
+        for delta in gen:
+            if on_delta is not None:
+                on_delta(delta)
+        if hook is not None:
+            self.mask_seconds += hook.mask_seconds
+            self.masks += hook.masks
+        return GenResult(gen.text, gen.finish_reason or "stop", gen.prompt_tokens, gen.completion_tokens, gen.seconds)
+
+
+def make_generator(model: "ModelSettings", *, source: str | None = None, constrained: bool = True,
+                   progress=None) -> Generator:  # fmt: skip
+    """The generator the settings ask for: `model.backend` "local" (in-process) or "openai" (a server)."""
+    if model.backend == "openai":
+        from sala_report.app.warp.openai_http import MODES, OpenAIGenerator
+
+        if model.structured_output not in MODES:
+            raise ConfigError(f"model.structured_output is '{model.structured_output}'",
+                              hint=f"Use one of: {', '.join(MODES)}.")  # fmt: skip
+
+        return OpenAIGenerator(model.base_url, source or model.served_model, api_key=model.api_key,
+                               timeout_s=model.request_timeout_s, structured_output=model.structured_output,
+                               max_retries=model.max_retries)  # fmt: skip
+    if model.backend != "local":
+        raise ConfigError(f"unknown model backend '{model.backend}'", hint="Set model.backend to 'local' or 'openai'.")
+    return LocalGenerator.load(source or model.source, device=model.device, dtype=model.dtype, progress=progress,
+                               constrained=constrained)  # fmt: skip

@@ -1,0 +1,219 @@
+"""A Generator over an OpenAI-compatible server (vLLM or SGLang serving MiniCPM-SALA or AgentCPM-Report).
+
+Each step is one streamed `POST {base_url}/chat/completions`. What we send besides the usual fields:
+- `chat_template_kwargs: {"enable_thinking": false}`, as the released WARP pipeline does;
+- `stream_options: {"include_usage": true}`, for token counts;
+- the step's constraint, chosen by `structured_output`:
+  - "json_schema" (default; vLLM, SGLang, llama.cpp): `response_format = {"type": "json_schema",
+    "json_schema": {"name": "warp_<kind>", "schema": ..., "strict": true}}`. The server then returns
+    `{"thought": ..., "action": {...}}` (or `{"thought": ..., "text": ...}` for WRITE), which is turned
+    back into the tag format before parsing;
+  - "grammar" (vLLM >= 0.10.2 with the guidance backend): `structured_outputs = {"grammar": <Lark>}`, the
+    same llguidance grammar the in-process model uses, so the server emits the tag format itself;
+  - "none": nothing; the validators and retries do all the work.
+Connection failures, timeouts, 429 and 5xx answers, and streams that drop are retried with exponential
+backoff; when the retries are used up, BackendUnavailable says what to check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from typing import Any, Callable
+
+import httpx
+
+from sala_report.app.errors import BackendUnavailable
+from sala_report.app.warp.generator import GenRequest, GenResult, OnDelta
+
+MODES = ("json_schema", "grammar", "none")
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class _Retry(Exception):
+    def __init__(self, message: str, delay: float | None = None):
+        super().__init__(message)
+        self.delay = delay
+
+
+class OpenAIGenerator:
+    def __init__(self, base_url: str, model: str = "", *, api_key: str = "", timeout_s: float = 600.0,
+                 connect_timeout_s: float = 10.0, structured_output: str = "json_schema", max_retries: int = 3,
+                 backoff_s: float = 1.0, context_tokens: int = 0, stream: bool = True,
+                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep):  # fmt: skip
+        if structured_output not in MODES:
+            raise ValueError(f"structured_output must be one of {', '.join(MODES)}, got {structured_output!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.structured_output = structured_output
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.stream = stream  # False for servers or proxies that cannot stream (no deltas are shown then)
+        self._context = context_tokens
+        self._sleep = sleep
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s), headers=headers,
+                                   transport=transport)  # fmt: skip
+        self.name = f"{model or 'served model'} at {self.base_url}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- the protocol ------------------------------------------------------------------------
+
+    def context_tokens(self) -> int:
+        if not self._context:
+            entry = self._model_entry()
+            self._context = int(entry.get("max_model_len") or entry.get("context_length") or 32768)
+        return self._context
+
+    def count_tokens(self, text: str) -> int:
+        # No tokenizer here: about 4 bytes a token for English, so 3 errs on the safe side.
+        return math.ceil(len(text.encode("utf-8")) / 3)
+
+    def generate(self, request: GenRequest, *, on_delta: OnDelta | None = None,
+                 cancel: threading.Event | None = None, on_restart: Callable[[], None] | None = None) -> GenResult:  # fmt: skip
+        body = self._body(request)
+        start = time.perf_counter()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            streamed = [False]
+
+            def emit(text: str) -> None:
+                streamed[0] = True
+                if on_delta is not None:
+                    on_delta(text)
+
+            try:
+                text, finish, usage = self._stream(body, emit, cancel) if self.stream else self._complete(body, emit)
+            except _Retry as e:
+                last = str(e)
+                if attempt == self.max_retries:
+                    break
+                if streamed[0] and on_restart is not None:
+                    on_restart()
+                self._sleep(e.delay if e.delay is not None else self.backoff_s * 2**attempt)
+                continue
+            if request.constraint is not None and self.structured_output == "json_schema":
+                text = request.constraint.from_json(text)
+            prompt_tokens = usage.get("prompt_tokens") or self.count_tokens(request.system + request.prompt)
+            completion_tokens = usage.get("completion_tokens") or self.count_tokens(text)
+            return GenResult(text, finish, int(prompt_tokens), int(completion_tokens), time.perf_counter() - start)
+        raise BackendUnavailable(f"the model server at {self.base_url} failed {self.max_retries + 1} times: {last}",
+                                 hint="Check that vLLM/SGLang is running and reachable (model.base_url), "
+                                      "then `sala-report resume` the session.")  # fmt: skip
+
+    # --- details -----------------------------------------------------------------------------
+
+    def _body(self, request: GenRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model or self._model_entry()["id"],
+            "messages": [{"role": "system", "content": request.system}, {"role": "user", "content": request.prompt}],
+            "stream": self.stream,
+            **({"stream_options": {"include_usage": True}} if self.stream else {}),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            **({"seed": request.seed} if request.seed is not None else {}),
+            **({"repetition_penalty": request.repetition_penalty} if request.repetition_penalty != 1.0 else {}),
+            "chat_template_kwargs": {"enable_thinking": False},
+        }
+        constraint = request.constraint
+        if constraint is not None and self.structured_output == "json_schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "warp_" + constraint.kind.replace("-", "_"), "schema": constraint.json_schema, "strict": True}}  # fmt: skip
+        elif constraint is not None and self.structured_output == "grammar":
+            body["structured_outputs"] = {"grammar": constraint.lark}
+        return body
+
+    def _stream(self, body: dict[str, Any], emit: OnDelta, cancel: threading.Event | None) -> tuple[str, str, dict]:
+        parts: list[str] = []
+        finish, usage = "stop", {}
+        try:
+            with self.client.stream("POST", self.base_url + "/chat/completions", json=body) as response:
+                self._check(response)
+                for line in response.iter_lines():
+                    if cancel is not None and cancel.is_set():
+                        return "".join(parts), "cancelled", usage
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return "".join(parts), finish, usage
+                    chunk = json.loads(data)
+                    usage = chunk.get("usage") or usage
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content") or ""
+                        if text:
+                            parts.append(text)
+                            emit(text)
+                        finish = choice.get("finish_reason") or finish
+                raise _Retry("the stream ended before its [DONE] event")
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise _Retry(f"cannot connect ({e})") from None
+        except httpx.TimeoutException as e:
+            raise _Retry(f"timed out ({type(e).__name__})") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as e:
+            raise _Retry(f"the connection dropped mid-answer ({e})") from None
+        except json.JSONDecodeError as e:
+            raise _Retry(f"the server sent a malformed event ({e.msg})") from None
+
+    def _complete(self, body: dict[str, Any], emit: OnDelta) -> tuple[str, str, dict]:
+        try:
+            response = self.client.post(self.base_url + "/chat/completions", json=body)
+            self._check(response)
+            data = response.json()
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise _Retry(f"cannot connect ({e})") from None
+        except httpx.TimeoutException as e:
+            raise _Retry(f"timed out ({type(e).__name__})") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as e:
+            raise _Retry(f"the connection dropped ({e})") from None
+        except ValueError as e:
+            raise _Retry(f"the server sent malformed JSON ({e})") from None
+        choice = (data.get("choices") or [{}])[0]
+        text = (choice.get("message") or {}).get("content") or ""
+        if text:
+            emit(text)
+        return text, choice.get("finish_reason") or "stop", data.get("usage") or {}
+
+    def _check(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        detail = response.read().decode("utf-8", "replace")[:300]
+        if response.status_code in _RETRY_STATUS:
+            retry_after = response.headers.get("retry-after")
+            delay = float(retry_after) if retry_after and retry_after.isdigit() and int(retry_after) <= 60 else None
+            raise _Retry(f"HTTP {response.status_code}: {detail}", delay)
+        hints = {
+            401: "Set model.api_key to the server's key.",
+            403: "Set model.api_key to a key the server accepts.",
+            404: "Check model.base_url (it ends in /v1) and model.served_model.",
+        }
+        hint = hints.get(response.status_code, "If the server does not support this structured-output option, set "
+                                                "model.structured_output to 'grammar', 'json_schema' or 'none'.")  # fmt: skip
+        raise BackendUnavailable(f"the model server refused the request: HTTP {response.status_code}: {detail}", hint=hint)
+
+    def _model_entry(self) -> dict[str, Any]:
+        """The served model's entry in GET /models (vLLM reports `max_model_len` there)."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self.client.get(self.base_url + "/models")
+                if response.status_code in _RETRY_STATUS and attempt < self.max_retries:
+                    self._sleep(self.backoff_s * 2**attempt)
+                    continue
+                response.raise_for_status()
+                models = response.json().get("data") or []
+                break
+            except (httpx.TransportError, httpx.HTTPStatusError, ValueError) as e:
+                if attempt == self.max_retries:
+                    raise BackendUnavailable(f"cannot reach the model server at {self.base_url}: {e}",
+                                             hint="Start vLLM or SGLang, or fix model.base_url.") from None  # fmt: skip
+                self._sleep(self.backoff_s * 2**attempt)
+        for entry in models:
+            if not self.model or entry.get("id") == self.model:
+                return entry
+        raise BackendUnavailable(f"the server at {self.base_url} does not serve '{self.model}'",
+                                 hint="Set model.served_model to one of: " + ", ".join(m.get("id", "?") for m in models))  # fmt: skip

@@ -1,0 +1,309 @@
+"""One function per WARP phase. Each makes one model call (plus, for SEARCH, one retrieval) and returns
+what changed; the engine writes that in one transaction and only then tells subscribers.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sala_report.app.settings import WarpSettings
+from sala_report.app.warp import events as ev
+from sala_report.app.warp.actions import ActionError, ExtendPlan, parse_response
+from sala_report.app.warp.citations import CitationCheck, Entry, Registry, check_support, citation_count, render_cites
+from sala_report.app.warp.generator import GenRequest, GenResult, Generator
+from sala_report.app.warp.grammar import (
+    Constraint,
+    extend_constraint,
+    init_plan_constraint,
+    search_constraint,
+    write_constraint,
+)
+from sala_report.app.warp.phases import Budget, RunState, moved_to, next_to_write
+from sala_report.app.warp.prompts import Prompt, fit, render
+from sala_report.app.warp.state import Located, Node, Outline, deepen_requests, expandable, find, walk
+from sala_report.app.warp.store import StepRecord
+from sala_report.app.warp.validate import Limits, validate_extend, validate_init_plan, validate_search, validate_write
+
+
+RETRY_TEMPERATURE = 0.8
+
+
+class Cancelled(Exception):
+    """The person cancelled mid-step; nothing of the step is kept."""
+
+
+@dataclass
+class StepContext:
+    session_id: str
+    question: str
+    step: int  # this step's number
+    run: RunState  # the checkpoint before this step
+    outline: Outline  # a copy the step may change
+    registry: Registry  # a copy the step may add to
+    limits: Limits
+    budget: Budget
+    settings: WarpSettings
+    generator: Generator
+    retriever: Any
+    source_pool: set[int] | None  # sources passages may come from (None: the whole store)
+    context_tokens: int
+    cancel: threading.Event
+    on_delta: Callable[[str], None]
+    on_restart: Callable[[], None]
+    on_retrieval_event: Callable[[object], None]
+
+
+@dataclass
+class StepOutcome:
+    run: RunState
+    outline: Outline
+    record: StepRecord | None
+    events: list = field(default_factory=list)
+    new_entries: list[Entry] = field(default_factory=list)
+    drafts: list[tuple[int, str]] = field(default_factory=list)
+    citations: dict[int, list[CitationCheck]] = field(default_factory=dict)
+    removed_citations: int = 0
+    status: str | None = None
+    error: str | None = None
+
+
+def label(loc: Located | None) -> str:
+    if loc is None:
+        return "the outline of the whole report"
+    return f'{loc.position} "{loc.node.title}" (plan: {loc.node.plan or "none given"})'
+
+
+def _ask(ctx: StepContext, build, constraint_for: Callable[[Prompt], Constraint], *, entries: list[Entry] = (),
+         keep_full: frozenset[int] = frozenset(), closers: Callable[[Prompt], tuple[str, ...]] = lambda p: (),
+         json_chars: int = 0) -> tuple[Prompt, GenResult]:  # fmt: skip
+    """One model call. `json_chars` is the longest JSON action the grammar allows: when `max_tokens` is
+    smaller than a third of it (plus the thought), the limit is raised, so JSON is not cut off unfinished."""
+    s = ctx.settings
+    max_tokens = min(max(s.max_tokens, (ctx.limits.thought_chars + json_chars) // 3), ctx.context_tokens // 2)
+    prompt = fit(build, ctx.outline, list(entries), count=ctx.generator.count_tokens,
+                 budget=ctx.context_tokens - max_tokens, passage_chars=s.passage_chars, keep_full=keep_full)  # fmt: skip
+    # A retry at temperature 0 would repeat the rejected answer; sample instead.
+    temperature = s.temperature if ctx.run.attempt == 1 else max(s.temperature, RETRY_TEMPERATURE)
+    request = GenRequest(prompt.system, prompt.user, constraint_for(prompt) if s.constrained else None, max_tokens,
+                         temperature, s.top_p, s.repetition_penalty, closers(prompt), seed=ctx.step)  # fmt: skip
+    result = ctx.generator.generate(request, on_delta=ctx.on_delta, cancel=ctx.cancel, on_restart=ctx.on_restart)
+    if result.finish_reason == "cancelled" or ctx.cancel.is_set():
+        raise Cancelled()
+    return prompt, result
+
+
+def _record(ctx: StepContext, kind: str, node_id: int | None, result: GenResult | None, *, error: str | None = None,
+            action: dict | None = None) -> StepRecord:  # fmt: skip
+    return StepRecord(ctx.step, kind, node_id, ctx.run.attempt, error is None, error, result.text if result else "",
+                      action, result.prompt_tokens if result else 0, result.completion_tokens if result else 0,
+                      result.seconds if result else 0.0)  # fmt: skip
+
+
+def _stepped(run: RunState, step: int) -> RunState:
+    return RunState(**{**run.to_dict(), "step": step})
+
+
+def _rejection(ctx: StepContext, kind: str, error: str) -> tuple[bool, list]:
+    """(whether another try is allowed, the event)."""
+    retry = ctx.run.attempt <= ctx.settings.max_retries
+    return retry, [ev.ActionRejected(ctx.session_id, ctx.step, kind, error, ctx.run.attempt, retry)]
+
+
+def _retry(ctx: StepContext, error: str) -> RunState:
+    run = _stepped(ctx.run, ctx.step)
+    run.attempt += 1
+    run.feedback = error
+    return run
+
+
+# --- SEARCH ---------------------------------------------------------------------------------------
+
+
+def search_step(ctx: StepContext) -> StepOutcome:
+    loc = find(ctx.outline, ctx.run.target) if ctx.run.target is not None else None
+    limits = ctx.limits
+
+    def build(draft: str, evidence: str, shown: list[Entry]) -> str:
+        return render("search.jinja", question=ctx.question, draft=draft, target=label(loc),
+                      max_keywords=limits.max_keywords, feedback=ctx.run.feedback)  # fmt: skip
+
+    json_chars = limits.max_keywords * (limits.keyword_chars + 4) + 40
+    _, result = _ask(ctx, build, lambda p: search_constraint(limits), json_chars=json_chars)
+    events: list = []
+    try:
+        keywords = list(validate_search(parse_response(result.text).action, limits).keywords)
+        error = None
+    except ActionError as e:
+        error = str(e)
+        retry, events = _rejection(ctx, "search", error)
+        if retry:
+            return StepOutcome(_retry(ctx, error), ctx.outline, _record(ctx, "search", ctx.run.target, result, error=error), events)
+        keywords = [loc.node.title if loc else ctx.question]  # give up on the model's queries, not on the step
+    k = ctx.settings.passages_for_plan if loc is None else ctx.settings.passages_per_search
+    gathered = ctx.retriever.gather(keywords, k, source_ids=_pool(ctx), on_event=ctx.on_retrieval_event, cancel=ctx.cancel)
+    passages = list(gathered.passages)
+    if not passages:  # broaden once: the section's title and the question itself
+        broad = [q for q in ([loc.node.title] if loc else []) + [ctx.question] if q not in keywords]
+        if broad:
+            passages = list(ctx.retriever.gather(broad, k, source_ids=_pool(ctx), cancel=ctx.cancel).passages)
+    if ctx.cancel.is_set():
+        raise Cancelled()
+    known_sources = ctx.registry.source_ids()
+    keys, new_entries = [], []
+    for p in passages[:k]:
+        entry, new = ctx.registry.add(p.chunk_id, p.source_id, p.title, p.location, p.kind, p.text)
+        keys.append(entry.key)
+        if new:
+            new_entries.append(entry)
+    for entry in new_entries:
+        if entry.source_id not in known_sources:
+            known_sources.add(entry.source_id)
+            events.append(ev.SourceAdded(ctx.session_id, ctx.step, entry.source_id, entry.title, entry.location, entry.kind))
+    events.append(ev.SearchFinished(ctx.session_id, ctx.step, ctx.run.target, tuple(keywords), len(keys), gathered.degraded))
+    run = moved_to(_stepped(ctx.run, ctx.step), "init-plan" if loc is None else "write", target=ctx.run.target)
+    run.evidence = list(dict.fromkeys(keys))
+    record = _record(ctx, "search", ctx.run.target, result, error=error, action={"name": "search", "keywords": keywords})
+    return StepOutcome(run, ctx.outline, record, events, new_entries)
+
+
+def _pool(ctx: StepContext) -> set[int] | None:
+    if ctx.source_pool is None:
+        return None
+    return set(ctx.source_pool) | ctx.registry.source_ids()
+
+
+# --- INITIALIZE -------------------------------------------------------------------------------------
+
+
+def init_plan_step(ctx: StepContext) -> StepOutcome:
+    limits = ctx.limits
+    entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
+
+    def build(draft: str, evidence: str, shown: list[Entry]) -> str:
+        return render("init_plan.jinja", question=ctx.question, evidence=evidence, min_sections=limits.min_sections,
+                      max_sections=limits.max_sections, feedback=ctx.run.feedback)  # fmt: skip
+
+    json_chars = limits.title_chars + limits.max_sections * (limits.title_chars + limits.plan_chars + 30) + 60
+    _, result = _ask(ctx, build, lambda p: init_plan_constraint(limits), entries=entries, json_chars=json_chars)
+    try:
+        plan = validate_init_plan(parse_response(result.text).action, limits, ctx.question)
+    except ActionError as e:
+        retry, events = _rejection(ctx, "init-plan", str(e))
+        record = _record(ctx, "init-plan", None, result, error=str(e))
+        if retry:
+            return StepOutcome(_retry(ctx, str(e)), ctx.outline, record, events)
+        run = moved_to(_stepped(ctx.run, ctx.step), "done", reason="the model gave no valid outline")
+        return StepOutcome(run, ctx.outline, record, events, status="failed",
+                           error=f"no valid outline after {ctx.run.attempt} tries: {e}")  # fmt: skip
+    outline = ctx.outline
+    outline.title = plan.title
+    outline.sections = [outline.new_node(s.title, s.plan) for s in plan.sections]
+    events = [ev.OutlineChanged(ctx.session_id, ctx.step, "init-plan", ev.outline_view(outline))]
+    action = {"name": "init-plan", "title": plan.title, "sections": [{"title": s.title, "plan": s.plan} for s in plan.sections]}
+    run = next_to_write(_stepped(ctx.run, ctx.step), outline, ctx.budget)
+    return StepOutcome(run, outline, _record(ctx, "init-plan", None, result, action=action), events)
+
+
+# --- WRITE --------------------------------------------------------------------------------------------
+
+
+def write_step(ctx: StepContext) -> StepOutcome:
+    loc = find(ctx.outline, ctx.run.target)
+    assert loc is not None, "reconcile() keeps the write target in the outline"
+    limits = ctx.limits
+    entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
+    keep = frozenset(n.id for n in _neighbours(ctx.outline, loc))
+
+    def build(draft: str, evidence: str, shown: list[Entry]) -> str:
+        return render("write.jinja", question=ctx.question, draft=draft, target=label(loc), evidence=evidence,
+                      keys=[e.key for e in shown], max_citations=limits.max_citations, feedback=ctx.run.feedback)  # fmt: skip
+
+    prompt, result = _ask(ctx, build, lambda p: write_constraint(limits, [e.key for e in p.evidence]),
+                          entries=entries, keep_full=keep, closers=_write_closers)  # fmt: skip
+    try:
+        action = validate_write(parse_response(result.text).action, limits, ctx.question, ctx.registry.entries,
+                                require_citation=bool(prompt.evidence))  # fmt: skip
+    except ActionError as e:
+        retry, events = _rejection(ctx, "write", str(e))
+        record = _record(ctx, "write", loc.node.id, result, error=str(e))
+        if retry:
+            return StepOutcome(_retry(ctx, str(e)), ctx.outline, record, events)
+        loc.node.skipped = True
+        events += [ev.SectionSkipped(ctx.session_id, ctx.step, loc.node.id, f"no valid text after {ctx.run.attempt} tries"),
+                   ev.OutlineChanged(ctx.session_id, ctx.step, "skip", ev.outline_view(ctx.outline))]  # fmt: skip
+        return StepOutcome(next_to_write(_stepped(ctx.run, ctx.step), ctx.outline, ctx.budget), ctx.outline, record, events)
+    node = loc.node
+    node.content = action.content
+    checks = check_support(action.content, ctx.registry, ctx.settings.support_threshold)
+    numbers = {key: entry.number for key, entry in ctx.registry.entries.items()}
+    events = [ev.SectionWritten(ctx.session_id, ctx.step, node.id, loc.position, node.title,
+                                render_cites(action.content, numbers), citation_count(action.content), len(action.removed))]  # fmt: skip
+    events += [ev.CitationFlagged(ctx.session_id, ctx.step, node.id, c.key, c.sentence, c.score) for c in checks if c.weak]
+    record = _record(ctx, "write", node.id, result, action={"name": "write", "removed": list(action.removed)})
+    run = next_to_write(_stepped(ctx.run, ctx.step), ctx.outline, ctx.budget)
+    return StepOutcome(run, ctx.outline, record, events, drafts=[(node.id, action.content)],
+                       citations={node.id: checks}, removed_citations=len(action.removed))  # fmt: skip
+
+
+def _write_closers(prompt: Prompt) -> tuple[str, ...]:
+    """How a WRITE may be ended at the token limit: close now, or first cite the best passage."""
+    cite = (f" \\cite{{{prompt.evidence[0].key}}}.</action>",) if prompt.evidence else ()
+    return ("</action>", *cite)
+
+
+def _neighbours(outline: Outline, loc: Located) -> list[Node]:
+    """The parent (whose text the section continues) and the previous sibling stay unabbreviated."""
+    out = [loc.parent] if loc.parent is not None else []
+    siblings = loc.parent.children if loc.parent is not None else outline.sections
+    if loc.index > 0:
+        out.append(siblings[loc.index - 1])
+    return out
+
+
+# --- EXPAND / TERMINATE ----------------------------------------------------------------------------
+
+
+def extend_step(ctx: StepContext) -> StepOutcome:
+    limits, budget = ctx.limits, ctx.budget
+    forced = [loc.position for loc in deepen_requests(ctx.outline, budget.max_depth)]
+    positions = forced or [loc.position for loc in expandable(ctx.outline, budget.max_depth)]
+    if not positions:
+        run = moved_to(_stepped(ctx.run, ctx.step - 1), "done", reason="no section can be expanded further")
+        return StepOutcome(run, ctx.outline, None)
+
+    def build(draft: str, evidence: str, shown: list[Entry]) -> str:
+        return render("extend_plan.jinja", question=ctx.question, draft=draft, positions=positions, forced=forced,
+                      min_subsections=limits.min_subsections, max_subsections=limits.max_subsections,
+                      feedback=ctx.run.feedback)  # fmt: skip
+
+    json_chars = limits.max_subsections * (limits.title_chars + limits.plan_chars + 30) + 80
+    _, result = _ask(ctx, build, lambda p: extend_constraint(limits, positions, allow_nop=not forced),
+                     json_chars=json_chars)  # fmt: skip
+    run = _stepped(ctx.run, ctx.step)
+    run.extends += 1
+    try:
+        action = validate_extend(parse_response(result.text).action, limits, ctx.question, positions, allow_nop=not forced)
+    except ActionError as e:
+        retry, events = _rejection(ctx, "extend", str(e))
+        record = _record(ctx, "extend", None, result, error=str(e))
+        if (retry and run.extends < budget.max_expands) or (retry and forced):
+            run.attempt += 1
+            run.feedback = str(e)
+            return StepOutcome(run, ctx.outline, record, events)
+        return StepOutcome(moved_to(run, "done", reason="the expand decision kept failing"), ctx.outline, record, events)
+    if not isinstance(action, ExtendPlan):
+        record = _record(ctx, "extend", None, result, action={"name": "nop"})
+        return StepOutcome(moved_to(run, "done", reason="the model judged the report complete"), ctx.outline, record)
+    target = next(loc for loc in walk(ctx.outline) if loc.position == action.position)
+    target.node.children = [ctx.outline.new_node(s.title, s.plan) for s in action.subsections]
+    target.node.deepen = False
+    events = [ev.OutlineChanged(ctx.session_id, ctx.step, "expand", ev.outline_view(ctx.outline))]
+    record = _record(ctx, "extend", target.node.id, result, action={
+        "name": "extend-plan", "position": action.position,
+        "subsections": [{"title": s.title, "plan": s.plan} for s in action.subsections]})  # fmt: skip
+    return StepOutcome(next_to_write(run, ctx.outline, budget), ctx.outline, record, events)
+
+
+STEPS = {"search": search_step, "init-plan": init_plan_step, "write": write_step, "extend": extend_step}

@@ -1,0 +1,311 @@
+"""Persistence of WARP sessions in the store's SQLite file: sessions, outline nodes, drafts, the passage
+registry, citations, the step journal and the event journal.
+
+Each step's results, its journal rows and the checkpoint (RunState + outline) are written in one
+transaction, so a process killed at any moment resumes from the last whole step: nothing is lost and
+nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from sala_report.app.warp.citations import CitationCheck, Entry, Registry
+from sala_report.app.warp.phases import RunState
+from sala_report.app.warp.state import Node, Outline, walk
+
+RESUMABLE = ("running", "cancelled", "failed", "partial")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _create_tables(db) -> None:
+    db.execute("""CREATE TABLE warp_sessions (
+        id TEXT PRIMARY KEY, question TEXT NOT NULL, status TEXT NOT NULL, title TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, model TEXT NOT NULL DEFAULT '',
+        options TEXT NOT NULL DEFAULT '{}', checkpoint TEXT NOT NULL, next_node_id INTEGER NOT NULL DEFAULT 1,
+        steps INTEGER NOT NULL DEFAULT 0, prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0, seconds REAL NOT NULL DEFAULT 0,
+        removed_citations INTEGER NOT NULL DEFAULT 0, error TEXT)""")
+    db.execute("""CREATE TABLE warp_nodes (
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, node_id INTEGER NOT NULL,
+        parent_id INTEGER, ord INTEGER NOT NULL, title TEXT NOT NULL, plan TEXT NOT NULL, content TEXT,
+        locked INTEGER NOT NULL DEFAULT 0, deepen INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (session_id, node_id))""")
+    db.execute("""CREATE TABLE warp_drafts (
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+        node_id INTEGER NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (session_id, step))""")
+    db.execute("""CREATE TABLE warp_passages (
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, key TEXT NOT NULL,
+        chunk_id TEXT NOT NULL, source_id INTEGER NOT NULL, title TEXT NOT NULL, location TEXT NOT NULL,
+        kind TEXT NOT NULL, text TEXT NOT NULL, step INTEGER NOT NULL, PRIMARY KEY (session_id, key),
+        UNIQUE (session_id, chunk_id))""")
+    db.execute("""CREATE TABLE warp_citations (
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, node_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL, key TEXT NOT NULL, sentence TEXT NOT NULL, score REAL NOT NULL,
+        weak INTEGER NOT NULL, step INTEGER NOT NULL, PRIMARY KEY (session_id, node_id, seq))""")
+    db.execute("""CREATE TABLE warp_steps (
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, step INTEGER NOT NULL,
+        kind TEXT NOT NULL, node_id INTEGER, attempt INTEGER NOT NULL, ok INTEGER NOT NULL, error TEXT,
+        output TEXT NOT NULL, action TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+        seconds REAL NOT NULL, at TEXT NOT NULL, PRIMARY KEY (session_id, step))""")
+    db.execute("""CREATE TABLE warp_events (
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+        step INTEGER NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq))""")
+
+
+MIGRATIONS = [("001_sessions", _create_tables)]
+
+
+@dataclass
+class SessionRecord:
+    id: str
+    question: str
+    status: str  # running | done | partial | cancelled | failed
+    title: str
+    created_at: str
+    updated_at: str
+    model: str
+    options: dict[str, Any]
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    removed_citations: int
+    error: str | None
+
+
+@dataclass
+class StepRecord:
+    """One step's journal row."""
+
+    step: int
+    kind: str
+    node_id: int | None
+    attempt: int
+    ok: bool
+    error: str | None
+    output: str
+    action: dict[str, Any] | None
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass
+class Commit:
+    """Everything one step (or one applied edit) changes, written in a single transaction."""
+
+    run: RunState
+    outline: Outline
+    step: StepRecord | None = None
+    new_entries: list[Entry] = field(default_factory=list)
+    drafts: list[tuple[int, str]] = field(default_factory=list)  # (node_id, content)
+    citations: dict[int, list[CitationCheck]] = field(default_factory=dict)  # node_id -> checks (replacing)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (type, payload)
+    removed_citations: int = 0
+    status: str | None = None
+    error: str | None = None
+    seconds: float = 0.0  # wall time to add to the session's total (given when a run ends)
+
+
+class WarpStore:
+    """WARP's tables inside a retrieval Store (one SQLite file)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+        store.apply_migrations("warp", MIGRATIONS)
+        # The Store serialises use of its one connection with this lock; our transactions must hold it
+        # too, or a front end's read on another thread could land inside them.
+        self._lock = getattr(store, "_lock", None) or threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            conn = self.db.conn
+            if conn.in_transaction:
+                conn.commit()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def _query(self, sql: str, params=()) -> list[tuple]:
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def create_session(self, question: str, *, model: str, options: dict[str, Any], run: RunState) -> str:
+        with self.transaction():
+            while True:
+                session_id = secrets.token_hex(4)
+                if not self.db.execute("SELECT 1 FROM warp_sessions WHERE id = ?", [session_id]).fetchone():
+                    break
+            now = utc_now()
+            self.db.execute(
+                "INSERT INTO warp_sessions (id, question, status, created_at, updated_at, model, options, checkpoint) "
+                "VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+                [session_id, question, now, now, model, json.dumps(options), json.dumps(run.to_dict())],
+            )
+        return session_id
+
+    def find_session(self, prefix: str) -> str | None:
+        """The session whose id is `prefix` or starts with it, if exactly one does."""
+        rows = self._query("SELECT id FROM warp_sessions WHERE id = ? OR id LIKE ? ORDER BY id", [prefix, prefix + "%"])
+        exact = [r[0] for r in rows if r[0] == prefix]
+        if exact:
+            return exact[0]
+        return rows[0][0] if len(rows) == 1 else None
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        rows = self._query(
+            "SELECT id, question, status, title, created_at, updated_at, model, options, steps, prompt_tokens, "
+            "completion_tokens, seconds, removed_citations, error FROM warp_sessions WHERE id = ?", [session_id])  # fmt: skip
+        if not rows:
+            return None
+        r = rows[0]
+        return SessionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9], r[10], r[11],
+                             r[12], r[13])  # fmt: skip
+
+    def sessions(self) -> list[SessionRecord]:
+        ids = [r[0] for r in self._query("SELECT id FROM warp_sessions ORDER BY created_at DESC, id")]
+        return [s for s in (self.session(i) for i in ids) if s is not None]
+
+    def checkpoint(self, session_id: str) -> RunState:
+        rows = self._query("SELECT checkpoint FROM warp_sessions WHERE id = ?", [session_id])
+        if not rows:
+            raise KeyError(session_id)
+        return RunState.from_dict(json.loads(rows[0][0]))
+
+    def set_status(self, session_id: str, status: str, *, error: str | None = None, seconds: float = 0.0,
+                   event: tuple[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+        with self.transaction():
+            self.db.execute(
+                "UPDATE warp_sessions SET status = ?, error = ?, updated_at = ?, seconds = seconds + ? WHERE id = ?",
+                [status, error, utc_now(), seconds, session_id])  # fmt: skip
+            if event is not None:
+                self._insert_events(session_id, self._step_of(session_id), [event])
+
+    def _step_of(self, session_id: str) -> int:
+        row = self.db.execute("SELECT steps FROM warp_sessions WHERE id = ?", [session_id]).fetchone()
+        return row[0] if row else 0
+
+    def journal(self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+        with self.transaction():
+            self._insert_events(session_id, step, events)
+
+    # --- outline, registry ---------------------------------------------------------------------
+
+    def outline(self, session_id: str) -> Outline:
+        rows = self._query(
+            "SELECT node_id, parent_id, title, plan, content, locked, deepen, skipped FROM warp_nodes "
+            "WHERE session_id = ? ORDER BY ord", [session_id])  # fmt: skip
+        meta = self._query("SELECT title, next_node_id FROM warp_sessions WHERE id = ?", [session_id])
+        nodes = {r[0]: Node(r[0], r[2], r[3], r[4], [], bool(r[5]), bool(r[6]), bool(r[7])) for r in rows}
+        outline = Outline(meta[0][0] if meta else "", [], meta[0][1] if meta else 1)
+        for r in rows:
+            parent = nodes.get(r[1]) if r[1] is not None else None
+            (parent.children if parent is not None else outline.sections).append(nodes[r[0]])
+        return outline
+
+    def registry(self, session_id: str) -> Registry:
+        rows = self._query(
+            "SELECT key, chunk_id, source_id, title, location, kind, text FROM warp_passages WHERE session_id = ? "
+            "ORDER BY CAST(substr(key, 7) AS INTEGER)", [session_id])  # fmt: skip
+        return Registry([Entry(*r) for r in rows])
+
+    def citations(self, session_id: str) -> list[tuple[int, CitationCheck]]:
+        rows = self._query(
+            "SELECT node_id, key, sentence, score, weak FROM warp_citations WHERE session_id = ? ORDER BY node_id, seq",
+            [session_id])  # fmt: skip
+        return [(r[0], CitationCheck(r[1], r[2], r[3], bool(r[4]))) for r in rows]
+
+    def steps(self, session_id: str) -> list[StepRecord]:
+        rows = self._query(
+            "SELECT step, kind, node_id, attempt, ok, error, output, action, prompt_tokens, completion_tokens, seconds "
+            "FROM warp_steps WHERE session_id = ? ORDER BY step", [session_id])  # fmt: skip
+        return [StepRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], json.loads(r[7]) if r[7] else None,
+                           r[8], r[9], r[10]) for r in rows]  # fmt: skip
+
+    def events(self, session_id: str, after_seq: int = 0) -> list[tuple[int, int, str, dict[str, Any]]]:
+        """(seq, step, type, payload) of journaled events after `after_seq`."""
+        rows = self._query(
+            "SELECT seq, step, type, payload FROM warp_events WHERE session_id = ? AND seq > ? ORDER BY seq",
+            [session_id, after_seq])  # fmt: skip
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    # --- the step transaction ------------------------------------------------------------------
+
+    def commit(self, session_id: str, c: Commit) -> None:
+        with self.transaction():
+            db = self.db
+            totals = (c.step.prompt_tokens, c.step.completion_tokens) if c.step else (0, 0)
+            db.execute(
+                "UPDATE warp_sessions SET checkpoint = ?, title = ?, next_node_id = ?, updated_at = ?, steps = ?, "
+                "prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, seconds = seconds + ?, "
+                "removed_citations = removed_citations + ?, status = COALESCE(?, status), error = COALESCE(?, error) "
+                "WHERE id = ?",
+                [json.dumps(c.run.to_dict()), c.outline.title, c.outline.next_id, utc_now(), c.run.step, *totals,
+                 c.seconds, c.removed_citations, c.status, c.error, session_id])  # fmt: skip
+            self._write_nodes(session_id, c.outline)
+            if c.step is not None:
+                s = c.step
+                db.execute(
+                    "INSERT INTO warp_steps (session_id, step, kind, node_id, attempt, ok, error, output, action, "
+                    "prompt_tokens, completion_tokens, seconds, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [session_id, s.step, s.kind, s.node_id, s.attempt, int(s.ok), s.error, s.output,
+                     json.dumps(s.action) if s.action is not None else None, s.prompt_tokens, s.completion_tokens,
+                     s.seconds, utc_now()])  # fmt: skip
+            step = c.run.step
+            for e in c.new_entries:
+                db.execute(
+                    "INSERT INTO warp_passages (session_id, key, chunk_id, source_id, title, location, kind, text, step) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [session_id, e.key, e.chunk_id, e.source_id, e.title, e.location, e.kind, e.text, step])  # fmt: skip
+            for node_id, content in c.drafts:
+                db.execute("INSERT INTO warp_drafts (session_id, step, node_id, content, created_at) VALUES (?, ?, ?, ?, ?)",
+                           [session_id, step, node_id, content, utc_now()])  # fmt: skip
+            for node_id, checks in c.citations.items():
+                db.execute("DELETE FROM warp_citations WHERE session_id = ? AND node_id = ?", [session_id, node_id])
+                for seq, check in enumerate(checks):
+                    db.execute(
+                        "INSERT INTO warp_citations (session_id, node_id, seq, key, sentence, score, weak, step) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [session_id, node_id, seq, check.key, check.sentence, check.score, int(check.weak), step])  # fmt: skip
+            written = [loc.node.id for loc in walk(c.outline) if loc.node.content is not None]
+            db.execute("DELETE FROM warp_citations WHERE session_id = ? AND node_id NOT IN (SELECT value FROM json_each(?))",
+                       [session_id, json.dumps(written)])  # fmt: skip
+            self._insert_events(session_id, step, c.events)
+
+    def _write_nodes(self, session_id: str, outline: Outline) -> None:
+        self.db.execute("DELETE FROM warp_nodes WHERE session_id = ?", [session_id])
+        for ord_, loc in enumerate(walk(outline)):
+            n = loc.node
+            self.db.execute(
+                "INSERT INTO warp_nodes (session_id, node_id, parent_id, ord, title, plan, content, locked, deepen, "
+                "skipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [session_id, n.id, loc.parent.id if loc.parent else None, ord_, n.title, n.plan, n.content,
+                 int(n.locked), int(n.deepen), int(n.skipped)])  # fmt: skip
+
+    def _insert_events(self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM warp_events WHERE session_id = ?", [session_id]).fetchone()
+        seq = row[0]
+        for kind, payload in events:
+            seq += 1
+            self.db.execute("INSERT INTO warp_events (session_id, seq, step, type, payload, at) VALUES (?, ?, ?, ?, ?, ?)",
+                            [session_id, seq, step, kind, json.dumps(payload, ensure_ascii=False, default=str), utc_now()])  # fmt: skip

@@ -1,0 +1,186 @@
+"""Validators for each action (warp.md §1.4, "hard mode" when `Limits.hard`), returning typed actions.
+
+Every rejection raises ActionError with a message written for the model: it is fed back on the retry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sala_report.app.warp.actions import (
+    ActionError,
+    ExtendPlan,
+    InitPlan,
+    Nop,
+    PlanSection,
+    SearchAction,
+    WriteAction,
+)
+from sala_report.app.warp.citations import citation_count, drop_unknown
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Counts and lengths the validators and the grammars share (warp.md §1.8)."""
+
+    hard: bool = True
+    max_keywords: int = 5
+    min_sections: int = 3
+    max_sections: int = 12
+    min_subsections: int = 2
+    max_subsections: int = 7
+    min_chars: int = 50  # a written section is longer than this
+    min_citations: int = 1
+    max_citations: int = 12
+    keyword_chars: int = 80
+    title_chars: int = 120
+    plan_chars: int = 300
+    thought_chars: int = 600
+
+
+def load_json(action: str) -> dict[str, Any]:
+    text = action.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, re.S)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ActionError(f"the action is not valid JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(value, dict):
+        raise ActionError(f"the action must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _keys(obj: dict[str, Any], expected: Iterable[str], name: str) -> None:
+    expected = set(expected)
+    if set(obj) != expected:
+        missing, extra = sorted(expected - set(obj)), sorted(set(obj) - expected)
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
+        raise ActionError(f'a "{name}" action has exactly the keys {", ".join(sorted(expected))}; ' + "; ".join(parts))
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ActionError(f"{what} must be a non-empty string")
+    return " ".join(value.split())
+
+
+_NUMBERING = re.compile(r"^\s*(?:section[-\s]*)?(?:\d+(?:\.\d+)*[.):]?|[ivxlc]+[.)]|第[一二三四五六七八九十百\d]+[章节部分])\s*",
+                        re.I)  # fmt: skip
+
+
+def clean_title(title: str) -> str:
+    """Drop numbering the model added ("Section-2", "1.2.", "II.", "第一章"); headings are numbered when rendered."""
+    cleaned = _NUMBERING.sub("", title, count=1).strip(" :-–—")
+    return cleaned or title.strip()
+
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_IGNORED = re.compile(r"\\cite\{[^{}]*\}|[\s!-/:-@\[-`{-~]|\d")
+
+
+def check_language(question: str, text: str) -> None:
+    """The released rule: a question with CJK wants > 60% CJK letters; otherwise < 1% may be CJK."""
+    letters = _IGNORED.sub("", text)
+    if not letters:
+        return
+    share = len(_CJK.findall(letters)) / len(letters)
+    if _CJK.search(question):
+        if share <= 0.6:
+            raise ActionError("write in the language of the question")
+    elif share >= 0.01:
+        raise ActionError("write in the language of the question; do not switch to Chinese, Japanese or Korean")
+
+
+def _sections(value: Any, what: str, low: int, high: int, limits: Limits, question: str) -> tuple[PlanSection, ...]:
+    if not isinstance(value, list) or not value:
+        raise ActionError(f"{what} must be a non-empty list of {{title, plan}} objects")
+    if limits.hard and not low <= len(value) <= high:
+        raise ActionError(f"{what} must have {low} to {high} entries, got {len(value)}")
+    out = []
+    for i, item in enumerate(value, 1):
+        if not isinstance(item, dict):
+            raise ActionError(f"entry {i} of {what} must be an object with title and plan")
+        _keys(item, ("title", "plan"), f"{what} entry")
+        out.append(PlanSection(clean_title(_text(item["title"], f"the title of entry {i}")),
+                               _text(item["plan"], f"the plan of entry {i}")))  # fmt: skip
+    if limits.hard:
+        check_language(question, " ".join(f"{s.title} {s.plan}" for s in out))
+    return tuple(out)
+
+
+def validate_search(action: str, limits: Limits) -> SearchAction:
+    obj = load_json(action)
+    if obj.get("name") != "search":
+        raise ActionError(f'expected name "search", got {obj.get("name")!r}')
+    _keys(obj, ("name", "keywords"), "search")
+    words = obj["keywords"]
+    if not isinstance(words, list) or not words:
+        raise ActionError("keywords must be a non-empty list of strings")
+    keywords = tuple(dict.fromkeys(_text(w, "every keyword") for w in words))
+    if limits.hard and len(keywords) > limits.max_keywords:
+        raise ActionError(f"give at most {limits.max_keywords} keywords, got {len(keywords)}")
+    return SearchAction(keywords)
+
+
+def validate_init_plan(action: str, limits: Limits, question: str) -> InitPlan:
+    obj = load_json(action)
+    if obj.get("name") != "init-plan":
+        raise ActionError(f'expected name "init-plan", got {obj.get("name")!r}')
+    _keys(obj, ("name", "title", "sections"), "init-plan")
+    title = _text(obj["title"], "title")
+    sections = _sections(obj["sections"], "sections", limits.min_sections, limits.max_sections, limits, question)
+    return InitPlan(title, sections)
+
+
+def validate_extend(action: str, limits: Limits, question: str, positions: Iterable[str], *,
+                    allow_nop: bool = True) -> ExtendPlan | Nop:  # fmt: skip
+    """`positions` are the nodes that may be expanded now (depth below the cap, no children, not locked)."""
+    obj = load_json(action)
+    name = obj.get("name")
+    if name == "nop":
+        _keys(obj, ("name",), "nop")
+        if not allow_nop:
+            raise ActionError("the person asked for a section to be expanded; answer with extend-plan")
+        return Nop()
+    if name != "extend-plan":
+        raise ActionError(f'expected name "extend-plan" or "nop", got {name!r}')
+    _keys(obj, ("name", "position", "subsections"), "extend-plan")
+    position = _text(obj["position"], "position").lower()
+    if not re.fullmatch(r"section-\d+(\.\d+)?", position):
+        raise ActionError(f'position must look like "section-2" or "section-2.1", got {obj["position"]!r}')
+    allowed = list(positions)
+    if position not in allowed:
+        raise ActionError(f"{position} cannot be expanded (it has subsections, is locked, is too deep or does "
+                          f"not exist); choose one of: {', '.join(allowed) or 'none'}")  # fmt: skip
+    subsections = _sections(obj["subsections"], "subsections", limits.min_subsections, limits.max_subsections,
+                            limits, question)  # fmt: skip
+    return ExtendPlan(position, subsections)
+
+
+def validate_write(action: str, limits: Limits, question: str, known_keys, *, require_citation: bool = True) -> WriteAction:
+    """The action block is the section's Markdown. Citations to keys not in `known_keys` are removed
+    first (and counted); the counts below apply to what remains."""
+    text, removed = drop_unknown(action.strip(), known_keys)
+    text = text.strip()
+    if limits.hard:
+        if "#" in text:
+            raise ActionError("write the section's text only: no headings and no '#' characters")
+        if "bibkey" in text.lower():
+            raise ActionError("cite with \\cite{textidN}, not with 'bibkey'")
+        if len(text) <= limits.min_chars:
+            raise ActionError(f"the section is too short ({len(text)} characters); write more than {limits.min_chars}")
+        check_language(question, text)
+        count = citation_count(text)
+        if count > limits.max_citations:
+            raise ActionError(f"use at most {limits.max_citations} citations, got {count}")
+        if require_citation and count < limits.min_citations:
+            extra = f" (removed {', '.join(removed)}: not among the passages)" if removed else ""
+            raise ActionError(f"cite the passages you use with \\cite{{textidN}}{extra}")
+    elif not text:
+        raise ActionError("the section is empty")
+    return WriteAction(text, tuple(removed))
