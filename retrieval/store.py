@@ -66,8 +66,9 @@ class Store:
     def __init__(self, db: sqlite_utils.Database, path: str):
         self.db = db
         self.path = path
-        # One connection shared by the engine's worker thread and front ends: calls are serialised.
-        self._lock = threading.RLock()
+        # One connection shared by the engine's worker thread and front ends: every use holds this lock
+        # (other parts that run their own transactions on `db` take it too).
+        self.lock = threading.RLock()
         self._frequency_cache: dict[tuple[str, str], int] = {}
         self._frequency_version: int | None = None
 
@@ -89,7 +90,7 @@ class Store:
         return store
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self.db.close()
 
     def __enter__(self) -> "Store":
@@ -99,18 +100,18 @@ class Store:
         self.close()
 
     def apply_migrations(self, prefix: str, migrations: Sequence[Migration]) -> list[str]:
-        with self._lock:
+        with self.lock:
             return apply_migrations(self.db, prefix, migrations)
 
     # reading
 
     def source(self, source_id: int) -> Source | None:
-        with self._lock:
+        with self.lock:
             row = self.db.execute(f"SELECT {_SOURCE_COLUMNS}, text FROM sources WHERE id = ?", [source_id]).fetchone()
         return _source(row) if row else None
 
     def source_by_location(self, location: str) -> Source | None:
-        with self._lock:
+        with self.lock:
             row = self.db.execute(
                 f"SELECT {_SOURCE_COLUMNS}, text FROM sources WHERE location = ?", [location]
             ).fetchone()
@@ -124,20 +125,20 @@ class Store:
         if source_ids is not None:
             sql += " WHERE id IN (SELECT value FROM json_each(?))"
             params.append(json.dumps(sorted(set(source_ids))))
-        with self._lock:
+        with self.lock:
             rows = self.db.execute(sql + " ORDER BY id", params).fetchall()
         return [_source(row) for row in rows]
 
     def chunk_texts(self, source_id: int) -> list[tuple[str, str]]:
         """(chunk_id, text) of a source, in order."""
-        with self._lock:
+        with self.lock:
             return self.db.execute(
                 "SELECT id, text FROM chunks WHERE source_id = ? ORDER BY position", [source_id]
             ).fetchall()
 
     def file_states(self, folder: str) -> dict[str, FileState]:
         """Known files whose path lies under `folder` (an absolute path ending in the separator)."""
-        with self._lock:
+        with self.lock:
             rows = self.db.execute(
                 "SELECT location, id, status, content_hash, size, mtime_ns FROM sources "
                 "WHERE kind = 'file' AND substr(location, 1, ?) = ?",
@@ -157,7 +158,7 @@ class Store:
             return []
         terms = rank.query_terms(query)
         want = max(4 * k, 20)
-        with self._lock:
+        with self.lock:
             found = self._ranked("chunks_cjk", terms, ids, want) if rank.has_cjk(query) else []
             if len(found) < want:
                 seen = {p.chunk_id for p in found}
@@ -213,7 +214,7 @@ class Store:
         Unchanged content (same hash, already readable) writes no chunk; it only refreshes the file
         stamp and fetch time.
         """
-        with self._lock, self.db.atomic():
+        with self.lock, self.db.atomic():
             row = self.db.execute(
                 "SELECT id, status, content_hash FROM sources WHERE location = ?", [record.location]
             ).fetchone()
@@ -251,7 +252,7 @@ class Store:
         """Record that a source yielded no text (`status` "empty") or could not be read ("failed")."""
         if status not in ("empty", "failed"):
             raise ValueError(f"status must be 'empty' or 'failed', got {status!r}")
-        with self._lock, self.db.atomic():
+        with self.lock, self.db.atomic():
             row = self.db.execute("SELECT id FROM sources WHERE location = ?", [location]).fetchone()
             values = {
                 "location": location, "kind": kind, "title": title, "status": status, "error": error,
@@ -265,7 +266,7 @@ class Store:
 
     def mark_deleted(self, source_ids: Iterable[int]) -> None:
         """Files that are gone: keep the row (old citations still name it), drop its chunks."""
-        with self._lock, self.db.atomic():
+        with self.lock, self.db.atomic():
             for source_id in source_ids:
                 self._delete_chunks(source_id)
                 self.db.execute(
@@ -275,7 +276,7 @@ class Store:
 
     def touch_file(self, source_id: int, size: int, mtime_ns: int) -> None:
         """Remember a new stamp for a file whose bytes did not change, so the next scan skips hashing it."""
-        with self._lock, self.db.atomic():
+        with self.lock, self.db.atomic():
             self.db.execute("UPDATE sources SET size = ?, mtime_ns = ? WHERE id = ?", [size, mtime_ns, source_id])
 
     def _upsert_source(self, source_id: int | None, values: dict[str, Any]) -> int:
@@ -306,7 +307,7 @@ class Store:
     def cached_search(
         self, query: str, engine: str, region: str, timelimit: str, *, max_age_s: float
     ) -> list[SearchResult] | None:
-        with self._lock:
+        with self.lock:
             row = self.db.execute(
                 "SELECT results, created_at FROM searches "
                 "WHERE query = ? AND engine = ? AND region = ? AND timelimit = ?",
@@ -321,7 +322,7 @@ class Store:
 
     def save_search(self, query: str, engine: str, region: str, timelimit: str, results: list[SearchResult]) -> None:
         payload = json.dumps([r.__dict__ for r in results], ensure_ascii=False)
-        with self._lock, self.db.atomic():
+        with self.lock, self.db.atomic():
             self.db.execute(
                 """INSERT INTO searches (query, engine, region, timelimit, results, created_at)
                    VALUES (?, ?, ?, ?, ?, ?)
@@ -333,7 +334,7 @@ class Store:
     def check_integrity(self) -> list[str]:
         """Problems found by SQLite's integrity check, the FTS indexes' own checks, and our invariant that
         readable sources have exactly their recorded chunks. Empty when all is well."""
-        with self._lock:
+        with self.lock:
             problems = [r[0] for r in self.db.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
             for index in ("chunks_fts", "chunks_cjk"):
                 try:

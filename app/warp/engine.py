@@ -102,6 +102,12 @@ class Engine:
         found = WarpStore(store).find_session(session_id)
         if found is None:
             raise UsageError(f"no session '{session_id}'", hint="`sala-report sessions` lists them.")
+        record = WarpStore(store).session(found)
+        if record is not None and record.running_elsewhere:
+            raise UsageError(
+                f"session {found} is being written by another process ({record.owner})",
+                hint="Wait for it to finish, or stop that process first; its progress is saved after every step.",
+            )
         return cls(store, generator, retriever, settings, found)
 
     # --- thread-safe controls ----------------------------------------------------------------

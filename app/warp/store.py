@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
-import threading
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -20,7 +21,7 @@ from sala_report.app.warp.citations import CitationCheck, Entry, Registry
 from sala_report.app.warp.phases import RunState
 from sala_report.app.warp.state import Node, Outline, walk
 
-RESUMABLE = ("running", "cancelled", "failed", "partial")
+RESUMABLE = ("running", "interrupted", "cancelled", "failed", "partial")
 
 
 def utc_now() -> str:
@@ -64,14 +65,39 @@ def _create_tables(db) -> None:
         PRIMARY KEY (session_id, seq))""")
 
 
-MIGRATIONS = [("001_sessions", _create_tables)]
+def _add_owner(db) -> None:
+    # host:pid of the process running the session, so a 'running' row whose process died reads as interrupted
+    db.execute("ALTER TABLE warp_sessions ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS = [("001_sessions", _create_tables), ("002_session_owner", _add_owner)]
+
+
+def this_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process named by `owner` (host:pid) still runs; on another host we cannot tell, so yes."""
+    host, _, pid = owner.rpartition(":")
+    if not pid.isdigit():
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
 class SessionRecord:
     id: str
     question: str
-    status: str  # running | done | partial | cancelled | failed
+    status: str  # running | interrupted (its process died) | done | partial | cancelled | failed
     title: str
     created_at: str
     updated_at: str
@@ -83,6 +109,11 @@ class SessionRecord:
     seconds: float
     removed_citations: int
     error: str | None
+    owner: str = ""
+
+    @property
+    def running_elsewhere(self) -> bool:
+        return self.status == "running" and self.owner != this_owner()
 
 
 @dataclass
@@ -128,7 +159,7 @@ class WarpStore:
         store.apply_migrations("warp", MIGRATIONS)
         # The Store serialises use of its one connection with this lock; our transactions must hold it
         # too, or a front end's read on another thread could land inside them.
-        self._lock = getattr(store, "_lock", None) or threading.RLock()
+        self._lock = store.lock
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -158,9 +189,9 @@ class WarpStore:
                     break
             now = utc_now()
             self.db.execute(
-                "INSERT INTO warp_sessions (id, question, status, created_at, updated_at, model, options, checkpoint) "
-                "VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
-                [session_id, question, now, now, model, json.dumps(options), json.dumps(run.to_dict())],
+                "INSERT INTO warp_sessions (id, question, status, created_at, updated_at, model, options, checkpoint, "
+                "owner) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                [session_id, question, now, now, model, json.dumps(options), json.dumps(run.to_dict()), this_owner()],
             )
         return session_id
 
@@ -175,12 +206,16 @@ class WarpStore:
     def session(self, session_id: str) -> SessionRecord | None:
         rows = self._query(
             "SELECT id, question, status, title, created_at, updated_at, model, options, steps, prompt_tokens, "
-            "completion_tokens, seconds, removed_citations, error FROM warp_sessions WHERE id = ?", [session_id])  # fmt: skip
+            "completion_tokens, seconds, removed_citations, error, owner FROM warp_sessions WHERE id = ?",
+            [session_id])  # fmt: skip
         if not rows:
             return None
         r = rows[0]
-        return SessionRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9], r[10], r[11],
-                             r[12], r[13])  # fmt: skip
+        status = r[2]
+        if status == "running" and not owner_alive(r[14]):
+            status = "interrupted"
+        return SessionRecord(r[0], r[1], status, r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9], r[10], r[11],
+                             r[12], r[13], r[14])  # fmt: skip
 
     def sessions(self) -> list[SessionRecord]:
         ids = [r[0] for r in self._query("SELECT id FROM warp_sessions ORDER BY created_at DESC, id")]
@@ -196,8 +231,9 @@ class WarpStore:
                    event: tuple[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
         with self.transaction():
             self.db.execute(
-                "UPDATE warp_sessions SET status = ?, error = ?, updated_at = ?, seconds = seconds + ? WHERE id = ?",
-                [status, error, utc_now(), seconds, session_id])  # fmt: skip
+                "UPDATE warp_sessions SET status = ?, error = ?, updated_at = ?, seconds = seconds + ?, "
+                "owner = CASE WHEN ? = 'running' THEN ? ELSE owner END WHERE id = ?",
+                [status, error, utc_now(), seconds, status, this_owner(), session_id])  # fmt: skip
             if event is not None:
                 self._insert_events(session_id, self._step_of(session_id), [event])
 
