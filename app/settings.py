@@ -114,7 +114,8 @@ class WarpSettings:
 
 @dataclass
 class UISettings:
-    """The terminal app. `keymap` maps action names to keys and overrides the defaults."""
+    """The terminal app. `keymap` maps binding ids (listed on the help screen, F1) to keys, e.g.
+    `pause = "ctrl+space"`; the keys replace that binding's defaults."""
 
     theme: str = "textual-dark"
     keymap: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,97 @@
+"""Turn a report (the engine's Markdown) into the files a person keeps: Markdown, one self-contained
+HTML page, a PDF made without system libraries, or JSON. Every file is written whole or not at all."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from sala_report.app import report_markdown
+
+FORMATS = ("md", "html", "pdf", "json")
+SUFFIXES = {"md": ".md", "html": ".html", "pdf": ".pdf", "json": ".json"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One written file; `warnings` tell the person about anything that could not be shown (a missing font)."""
+
+    path: Path
+    format: str
+    warnings: tuple[str, ...] = ()
+
+
+def export_report(markdown: str, fmt: str, out: Path, *, summary: dict[str, Any] | None = None) -> Exported:
+    """Write `markdown` as `fmt` to `out`. JSON holds `summary` (the session's facts) plus the Markdown."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    if fmt == "pdf":
+        from sala_report.app.pdf import write_pdf  # fpdf2 and fontTools load only when a PDF is asked for
+
+        result = write_pdf(markdown, out)
+        return Exported(out, fmt, tuple(result.warnings))
+    if fmt == "md":
+        text = markdown if markdown.endswith("\n") else markdown + "\n"
+    elif fmt == "html":
+        text = to_html(markdown)
+    else:
+        text = json.dumps({**(summary or {}), "markdown": markdown}, ensure_ascii=False, indent=2, default=str) + "\n"
+    _write_atomically(out, text)
+    return Exported(out, fmt)
+
+
+def to_html(markdown: str) -> str:
+    """One HTML page with its stylesheet inline; it loads nothing from anywhere (images become links)."""
+    md = report_markdown.parser()
+    md.add_render_rule("image", _render_image)
+    for kind in ("paragraph_open", "heading_open", "list_item_open", "th_open", "td_open", "blockquote_open"):
+        md.add_render_rule(kind, _render_with_direction)
+    md.add_render_rule("table_open", lambda self, tokens, idx, options, env: '<div class="table-wrap"><table>\n')
+    md.add_render_rule("table_close", lambda self, tokens, idx, options, env: "</table></div>\n")
+    tokens = md.parse(markdown)
+    body = md.renderer.render(tokens, md.options, {})
+    title = report_markdown.title_of(tokens) or "Report"
+    css = (files("sala_report.assets") / "export" / "report.css").read_text(encoding="utf-8")
+    return (
+        "<!doctype html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="generator" content="sala-report">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n{css}</style>\n</head>\n"
+        f"<body>\n<main>\n{body}</main>\n</body>\n</html>\n"
+    )
+
+
+def default_filename(title: str | None, session_id: str | int, fmt: str) -> str:
+    """`report-<id>-<title words>.<ext>`: readable, safe on every filesystem."""
+    words = re.sub(r"[^\w]+", "-", (title or "").lower(), flags=re.UNICODE).strip("-")[:60].strip("-")
+    stem = f"report-{session_id}" + (f"-{words}" if words else "")
+    return stem + SUFFIXES[fmt]
+
+
+def _render_image(self, tokens, idx, options, env) -> str:
+    token = tokens[idx]
+    src = html.escape(str(token.attrGet("src") or ""), quote=True)
+    alt = html.escape(token.content or "image")
+    return f'<a href="{src}" class="image-link">[image: {alt}]</a>'
+
+
+def _render_with_direction(self, tokens, idx, options, env) -> str:
+    # dir="auto" lets each block take its direction from its own text (Arabic and Hebrew read right to left).
+    token = tokens[idx]
+    if not token.hidden:
+        token.attrSet("dir", "auto")
+    return self.renderToken(tokens, idx, options, env)
+
+
+def _write_atomically(out: Path, text: str) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".part")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, out)

@@ -1,0 +1,178 @@
+"""Research runs built from the settings: the store, the model behind the Generator protocol, the
+retriever (the web, the person's documents, or both) and the engine. The terminal app uses it through
+its `Services` protocol (app/tui/services.py), the demo directly; nothing here imports Textual."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from sala_report.app.export import Exported, export_report
+from sala_report.app.settings import Settings
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A new run as the start screen asks for it: web, a folder of documents, or both."""
+
+    question: str
+    web: bool = True
+    docs: Path | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: str
+    question: str
+    status: str
+    updated: str
+    steps: int
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """Shown in the status line."""
+
+    model: str
+    device: str
+    search: str
+    max_steps: int
+
+
+def device_label(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class LocalServices:
+    """One process's store, models (loaded once per source) and engines."""
+
+    def __init__(self, settings: Settings, *, generator: Any = None, progress: Progress | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.settings = settings
+        self.reports_dir = settings.paths.reports_dir
+        self._fixed_generator = generator
+        self._generators: dict[str, Any] = {}
+        self._store = None
+        self._lock = threading.Lock()
+        self.progress: Progress = progress or (lambda message: None)
+        self.clock = clock
+        model = settings.model.source if settings.model.backend == "local" else settings.model.served_model or "server"
+        search = ", ".join(settings.search.engines) if settings.search.web else "your documents only"
+        device = "server" if settings.model.backend == "openai" else device_label(settings.model.device)
+        self.facts = RunFacts(model=getattr(generator, "name", model), device=device, search=search,
+                              max_steps=settings.warp.max_steps)  # fmt: skip
+
+    @property
+    def store(self):
+        with self._lock:
+            if self._store is None:
+                from sala_report.retrieval import Store
+
+                self._store = Store.open(self.settings.paths.store_path)
+            return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def generator(self, source: str = "") -> Any:
+        if self._fixed_generator is not None:
+            return self._fixed_generator
+        cfg = self.settings.model
+        source = source or cfg.source
+        with self._lock:
+            if source not in self._generators:
+                if cfg.backend == "openai":
+                    from sala_report.app.warp.openai_http import OpenAIGenerator
+
+                    self._generators[source] = OpenAIGenerator(cfg.base_url, cfg.served_model, api_key=cfg.api_key,
+                                                               timeout_s=cfg.request_timeout_s)  # fmt: skip
+                else:
+                    from sala_report.app.warp import LocalGenerator
+
+                    self.progress(f"loading the model {source} …")
+                    self._generators[source] = LocalGenerator.load(
+                        source, device=cfg.device, dtype=cfg.dtype, constrained=self.settings.warp.constrained,
+                        progress=lambda done, total, what: self.progress(
+                            f"{what}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else "")),
+                    )  # fmt: skip
+            return self._generators[source]
+
+    def retriever(self, web: bool):
+        from sala_report.app.commands.sources import fetch_config, search_config
+        from sala_report.retrieval import Fetcher, Retriever, WebSearch
+
+        if not web:
+            return Retriever(self.store)
+        return Retriever(self.store, search=WebSearch(search_config(self.settings), store=self.store),
+                         fetcher=Fetcher(fetch_config(self.settings)))  # fmt: skip
+
+    def ingest(self, folder: Path) -> set[int]:
+        from sala_report.retrieval import ingest_folder
+
+        self.progress(f"reading the documents in {folder} …")
+        report = ingest_folder(self.store, folder)
+        self.progress(f"{len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed)")
+        return set(report.source_ids)
+
+    def start(self, request: RunRequest) -> Any:
+        from sala_report.app.warp import Engine
+
+        docs_ids = self.ingest(request.docs) if request.docs is not None else set()
+        generator = self.generator(request.model)
+        # Web only: passages come from the pages this run finds, not from every document ever stored.
+        return Engine.start(self.store, generator, self.retriever(request.web), self.settings.warp, request.question,
+                            docs_source_ids=docs_ids, options={"web": request.web,
+                                                               "docs": str(request.docs) if request.docs else None})  # fmt: skip
+
+    def resume(self, session_id: str) -> Any:
+        from sala_report.app.warp import Engine, WarpStore
+
+        warp = WarpStore(self.store)
+        record = warp.session(warp.find_session(session_id) or session_id)
+        # A run keeps the sources it was started with: web or not is stored with the session.
+        web = bool(record.options.get("web", self.settings.search.web)) if record else self.settings.search.web
+        return Engine.resume(self.store, session_id, self.generator(), self.retriever(web), self.settings.warp)
+
+    def sessions(self) -> list[SessionInfo]:
+        from sala_report.app.warp import list_sessions
+
+        return [SessionInfo(s.id, s.question, s.status, s.updated_at[:16].replace("T", " "), s.steps)
+                for s in list_sessions(self.store)]  # fmt: skip
+
+    def report_markdown(self, session_id: str) -> str:
+        from sala_report.app.warp import render_markdown
+
+        return render_markdown(self.store, session_id)
+
+    def cited_by(self, session_id: str) -> dict[int, list[str]]:
+        from sala_report.app.warp import WarpStore
+        from sala_report.app.warp.state import walk
+
+        warp = WarpStore(self.store)
+        registry = warp.registry(session_id)
+        numbers = {loc.node.id: loc.number for loc in walk(warp.outline(session_id))}
+        out: dict[int, list[str]] = {}
+        for node_id, check in warp.citations(session_id):
+            entry = registry.get(check.key)
+            if entry is not None and node_id in numbers and numbers[node_id] not in out.get(entry.source_id, []):
+                out.setdefault(entry.source_id, []).append(numbers[node_id])
+        return out
+
+    def export(self, session_id: str, fmt: str, path: Path) -> Exported:
+        from sala_report.app.warp import render_markdown, session_summary
+
+        summary = session_summary(self.store, session_id) if fmt == "json" else None
+        return export_report(render_markdown(self.store, session_id), fmt, path, summary=summary)

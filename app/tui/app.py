@@ -1,0 +1,88 @@
+"""The sala-report terminal app: wires screens, keys and commands. Behaviour lives in the screens and
+widgets; the engine reaches the app only as messages (see screens/research.py)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from sala_report.app.tui import keys
+from sala_report.app.tui.screens.help import HelpScreen
+from sala_report.app.tui.screens.research import ResearchScreen
+from sala_report.app.tui.screens.sessions import SessionsScreen
+from sala_report.app.tui.screens.start import StartScreen
+from sala_report.app.tui.services import RunRequest, Services
+
+
+class SalaApp(App):
+    """`first` decides the opening screen: a run to start at once, a session to resume, or the start form."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "sala-report"
+    BINDINGS = keys.APP
+
+    def __init__(self, services: Services, *, keymap: dict[str, str] | None = None, theme: str = "textual-dark",
+                 config_path: str = "config.toml", run: RunRequest | None = None, resume: str | None = None,
+                 start_form: StartScreen | None = None, auto_export: str | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.services = services
+        self.keymap = dict(keymap or {})
+        self.config_path = config_path
+        self._first_run = run
+        self._first_resume = resume
+        self._start_form = start_form
+        self._theme_name = theme
+        self.auto_export = auto_export  # a format to export to when a run ends (the demo asks for "pdf")
+
+    def on_mount(self) -> None:
+        if self._theme_name in self.available_themes:
+            self.theme = self._theme_name
+        self.set_keymap(self.keymap)
+        unknown = keys.unknown_ids(self.keymap)
+        if unknown:
+            self.notify(f"[ui.keymap] names no such action: {', '.join(unknown)} (F1 lists them)", severity="warning")
+        if self._first_run is not None:
+            self.push_screen(ResearchScreen(self.services, request=self._first_run, auto_export=self.auto_export))
+        elif self._first_resume is not None:
+            self.push_screen(ResearchScreen(self.services, session_id=self._first_resume))
+        else:
+            self.push_screen(self._start_form or StartScreen(model=self.services.facts.model))
+
+    def start_run(self, request: RunRequest) -> None:
+        self.switch_screen(ResearchScreen(self.services, request=request))
+
+    def resume_run(self, session_id: str) -> None:
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        self.switch_screen(ResearchScreen(self.services, session_id=session_id))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.keymap, self.config_path))
+
+    def action_new_research(self) -> None:
+        self.push_screen(StartScreen(model=self.services.facts.model))
+
+    def action_show_sessions(self) -> None:
+        self.push_screen(SessionsScreen(self.services))
+
+    def action_save_screenshot(self) -> None:
+        folder = self.services.reports_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = self.save_screenshot(path=str(folder))
+        self.notify(path, title="Screenshot saved")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Screenshot")
+        yield SystemCommand("Save a screenshot", "An SVG of the screen, in the reports folder", self.action_save_screenshot)
+        yield SystemCommand("Help: keys", "Every key binding and how to change it", self.action_help)
+        yield SystemCommand("New research", "Ask a new question", self.action_new_research)
+        yield SystemCommand("Sessions", "Read or resume a past run", self.action_show_sessions)
+        if isinstance(screen, ResearchScreen):
+            yield SystemCommand("Pause or resume the run", "The engine stops between steps", screen.action_toggle_pause)
+            yield SystemCommand("Cancel the run", "Stop after this step; everything so far is saved", screen.action_cancel_run)
+            yield SystemCommand("Show the whole report / the section being written", "Toggle the draft pane",
+                                screen.action_toggle_report)  # fmt: skip
+            yield SystemCommand("Export the report", "PDF, HTML, Markdown or JSON", screen.action_export)

@@ -1,0 +1,1 @@
+"""Screens: start a run, follow and steer it, reopen past sessions, help, and small dialogs."""

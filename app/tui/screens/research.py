@@ -1,0 +1,297 @@
+"""The research screen: the engine runs in a thread worker; its events arrive here as messages and
+are handed to the panes; the person's edits and pause/resume/cancel go back to the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from sala_report.app.errors import SalaError
+from sala_report.app.export import default_filename
+from sala_report.app.tui import keys
+from sala_report.app.tui.outline_state import OutlineState
+from sala_report.app.tui.screens.dialogs import ExportDialog
+from sala_report.app.tui.services import RunRequest, Services
+from sala_report.app.tui.widgets.activity_log import ActivityLog
+from sala_report.app.tui.widgets.draft_view import DraftView
+from sala_report.app.tui.widgets.outline_tree import OutlineTree
+from sala_report.app.tui.widgets.sources_table import SourcesTable
+from sala_report.app.tui.widgets.status_line import Status, StatusLine
+from sala_report.app.warp import events
+
+STEP_NAMES = {"search": "searching", "init-plan": "planning the outline", "write": "writing", "extend": "deciding what to deepen"}
+
+
+class EngineEvent(Message):
+    """One engine event, posted from the engine's thread (post_message is thread-safe)."""
+
+    def __init__(self, event: Any) -> None:
+        super().__init__()
+        self.event = event
+
+
+class ResearchScreen(Screen):
+    BINDINGS = keys.RESEARCH
+
+    def __init__(self, services: Services, *, request: RunRequest | None = None, session_id: str | None = None,
+                 auto_export: str | None = None) -> None:  # fmt: skip
+        super().__init__()
+        if (request is None) == (session_id is None):
+            raise ValueError("ResearchScreen needs either a new run's request or a session id to resume")
+        self.services = services
+        self.auto_export = auto_export
+        self.request = request
+        self.session_id = session_id
+        self.engine: Any = None
+        self.outline = OutlineState()
+        self.paused = False
+        self.running = False
+        self.started_at = services.clock()
+        self._step_deltas = 0
+        self._step_started_at = self.started_at
+        self._headings: dict[int, str] = {}
+
+    def compose(self) -> ComposeResult:
+        facts = self.services.facts
+        with Horizontal(id="panes"):
+            yield OutlineTree(self.outline, id="outline")
+            yield DraftView(id="draft")
+            with Vertical(id="side"):
+                yield SourcesTable(id="sources")
+                yield ActivityLog(id="activity")
+        yield StatusLine(Status(model=facts.model, device=facts.device, search=facts.search, max_steps=facts.max_steps),
+                         id="status")  # fmt: skip
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#outline").border_title = "Outline"
+        self.query_one("#draft").border_title = "Draft"
+        self.query_one("#sources").border_title = "Sources"
+        self.query_one("#activity").border_title = "Activity"
+        self.query_one(OutlineTree).focus()
+        self.set_interval(1.0, self._tick)
+        what = f"resuming session {self.session_id}" if self.request is None else f"starting: {self.request.question}"
+        self.log_line(what)
+        self.run_engine()
+
+    def on_unmount(self) -> None:
+        # Leaving the screen (or quitting) must not leave the engine thread running or paused forever;
+        # cancelling keeps every finished step, so the session can be resumed.
+        if self.engine is not None and self.running:
+            self.engine.cancel()
+
+    @property
+    def elapsed(self) -> float:
+        return self.services.clock() - self.started_at
+
+    def log_line(self, message: str, style: str = "") -> None:
+        self.query_one(ActivityLog).entry(self.elapsed, message, style)
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False, name="engine")
+    def run_engine(self) -> Any:
+        self.services.progress = lambda message: self.app.call_from_thread(self.log_line, message)
+        if self.request is not None:
+            engine = self.services.start(self.request)
+        else:
+            engine = self.services.resume(str(self.session_id))
+        engine.subscribe(lambda event: self.post_message(EngineEvent(event)))
+        self.engine = engine
+        return engine.run()
+
+    @on(Worker.StateChanged)
+    def worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.state != WorkerState.ERROR or event.worker.name not in ("engine", "export"):
+            return
+        error = event.worker.error
+        title = error.title if isinstance(error, SalaError) else type(error).__name__
+        hint = f" — {error.hint}" if isinstance(error, SalaError) and error.hint else ""
+        if event.worker.name == "engine":
+            self.query_one(StatusLine).change(state="failed")
+        self.log_line(f"{title}: {error}{hint}", "bold red")
+        self.notify(f"{error}{hint}", title=title, severity="error", timeout=15)
+
+    @on(EngineEvent)
+    def engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if self.outline.on_event(event):
+            self.query_one(OutlineTree).redraw()
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_RunStarted(self, event: events.RunStarted) -> None:
+        self.session_id = event.session_id
+        self.running = True
+        if self.request is not None:
+            search = self.services.facts.search if self.request.web else "your documents only"
+            self.query_one(StatusLine).change(search=search)
+        self.query_one(StatusLine).change(state="running", step=event.step)
+        self.log_line(f"session {event.session_id} {'resumed' if event.resumed else 'started'}")
+
+    def _on_StepStarted(self, event: events.StepStarted) -> None:
+        self._step_deltas, self._step_started_at = 0, self.services.clock()
+        self.query_one(StatusLine).change(step=event.step, state="paused" if self.paused else "running")
+        target = self._heading(event.node_id) if event.node_id is not None else "the outline"
+        retry = f" (try {event.attempt})" if event.attempt > 1 else ""
+        self.query_one(DraftView).step_started(f"Step {event.step}: {STEP_NAMES.get(event.kind, event.kind)} — {target}{retry}",
+                                               event.kind)  # fmt: skip
+        self.log_line(f"step {event.step}: {event.kind} {target}{retry}")
+
+    def _on_TokenDelta(self, event: events.TokenDelta) -> None:
+        self._step_deltas += 1
+        self.query_one(DraftView).token(event.text, event.restart)
+
+    def _on_ActionRejected(self, event: events.ActionRejected) -> None:
+        again = "; trying again" if event.will_retry else ""
+        self.log_line(f"the model's {event.kind} answer was rejected: {event.error}{again}", "yellow")
+
+    def _on_SearchFinished(self, event: events.SearchFinished) -> None:
+        words = ", ".join(event.keywords)
+        self.log_line(f"searched [{words}]: {event.passages} passages")
+        self.query_one(StatusLine).change(degraded=event.degraded)
+        if event.degraded:
+            self.log_line(f"search degraded: {event.degraded}", "yellow")
+
+    def _on_SourceAdded(self, event: events.SourceAdded) -> None:
+        self.query_one(SourcesTable).add_source(event.source_id, event.title, event.location, event.kind)
+
+    def _on_OutlineChanged(self, event: events.OutlineChanged) -> None:
+        self._headings = {p.node.id: f"{p.node.number} {p.node.title}" for p in self.outline.places().values()}
+        if event.reason in ("init-plan", "expand"):
+            self.log_line(f"outline {'planned' if event.reason == 'init-plan' else event.reason}: "
+                          f"{len(self._headings)} sections")  # fmt: skip
+
+    def _on_SectionWritten(self, event: events.SectionWritten) -> None:
+        heading = f"{event.position.removeprefix('section-')} {event.title}"
+        self.query_one(DraftView).section_written(heading, event.markdown)
+        removed = f", {event.removed_citations} invalid removed" if event.removed_citations else ""
+        self.log_line(f"wrote {heading}: {event.citations} citations{removed}", "green")
+        if self.session_id is not None:
+            self.query_one(SourcesTable).set_cited_by(self.services.cited_by(self.session_id))
+
+    def _on_SectionSkipped(self, event: events.SectionSkipped) -> None:
+        self.log_line(f"gave up on {self._heading(event.node_id)}: {event.reason}", "red")
+
+    def _on_CitationFlagged(self, event: events.CitationFlagged) -> None:
+        self.log_line(f"weak support for [{event.key}] in {self._heading(event.node_id)} (score {event.score:.2f})", "yellow")
+
+    def _on_EditApplied(self, event: events.EditApplied) -> None:
+        self.log_line(f"edit applied: {event.description}", "cyan")
+
+    def _on_EditRejected(self, event: events.EditRejected) -> None:
+        self.log_line(f"edit refused: {event.reason}", "yellow")
+        self.notify(event.reason, title="Edit refused", severity="warning")
+
+    def _on_Paused(self, event: events.Paused) -> None:
+        self.query_one(StatusLine).change(state="paused")
+        self.log_line("paused")
+
+    def _on_Unpaused(self, event: events.Unpaused) -> None:
+        self.query_one(StatusLine).change(state="running")
+        self.log_line("resumed")
+
+    def _on_Finished(self, event: events.Finished) -> None:
+        self._run_ended()
+        self.query_one(StatusLine).change(state=event.status, step=event.steps)
+        self.log_line(f"finished ({event.status}): {event.reason}", "bold green" if event.status == "done" else "bold yellow")
+        if self.auto_export:
+            title = self.outline.view.title if self.outline.view else None
+            self.export_report(self.auto_export, self.services.reports_dir / default_filename(title, event.session_id,
+                                                                                              self.auto_export))  # fmt: skip
+        else:
+            self.notify(f"Run {event.status}. Ctrl+E exports the report.", title="Finished")
+
+    def _on_Failed(self, event: events.Failed) -> None:
+        self._run_ended()
+        self.query_one(StatusLine).change(state="failed")
+        hint = f" — {event.hint}" if event.hint else ""
+        self.log_line(f"failed: {event.error}{hint}", "bold red")
+
+    def _run_ended(self) -> None:
+        self.running = False
+        if self.outline.pending:
+            dropped = ", ".join(p.description for p in self.outline.pending)
+            self.outline.pending.clear()
+            self.query_one(OutlineTree).redraw()
+            self.log_line(f"not applied, the run had ended: {dropped}", "yellow")
+
+    def _heading(self, node_id: int | None) -> str:
+        return self._headings.get(node_id, f"section {node_id}") if node_id is not None else "the outline"
+
+    def _tick(self) -> None:
+        seconds = self.services.clock() - self._step_started_at
+        rate = self._step_deltas / seconds if self._step_deltas and seconds >= 1.0 else None
+        self.query_one(StatusLine).change(elapsed_s=self.elapsed, tokens_per_s=rate)
+
+    @on(OutlineTree.EditsRequested)
+    def submit_edits(self, message: OutlineTree.EditsRequested) -> None:
+        if self.engine is None or not self.running:
+            for edit in message.edits:
+                self.outline.pending = [p for p in self.outline.pending if p.edit is not edit]
+            self.query_one(OutlineTree).redraw()
+            why = "is still starting" if self.engine is None else "has ended; resume it from Sessions (Ctrl+S, r) to edit"
+            self.notify(f"The run {why}.", severity="warning")
+            return
+        for edit in message.edits:
+            self.engine.submit(edit)
+        self.log_line(f"edit queued: {message.description}", "cyan")
+
+    def action_toggle_pause(self) -> None:
+        if self.engine is None:
+            return
+        if self.paused:
+            self.engine.resume_run()
+        else:
+            self.engine.pause()
+        self.paused = not self.paused
+        self.query_one(StatusLine).change(state="paused" if self.paused else "running")
+
+    def action_cancel_run(self) -> None:
+        if self.engine is not None:
+            self.engine.cancel()
+            self.query_one(StatusLine).change(state="cancelling")
+            self.log_line("cancelling: the run stops after this step; everything so far is saved", "yellow")
+
+    def action_toggle_report(self) -> None:
+        draft = self.query_one(DraftView)
+        if draft.mode == "report" or self.session_id is None:
+            draft.show_section()
+        else:
+            draft.show_report(self.services.report_markdown(self.session_id))
+
+    def action_export(self) -> None:
+        if self.session_id is None:
+            self.notify("Nothing to export yet.", severity="warning")
+            return
+        title = self.outline.view.title if self.outline.view else None
+        stem = Path(default_filename(title, self.session_id, "md")).stem
+
+        def chosen(choice: tuple[str, Path] | None) -> None:
+            if choice is not None:
+                self.export_report(*choice)
+
+        self.app.push_screen(ExportDialog(self.services.reports_dir, stem), chosen)
+
+    @work(thread=True, group="export", exit_on_error=False, name="export")
+    def export_report(self, fmt: str, path: Path) -> None:
+        result = self.services.export(str(self.session_id), fmt, path)
+        self.app.call_from_thread(self._exported, result)
+
+    def _exported(self, result) -> None:
+        self.log_line(f"exported {result.format.upper()} to {result.path}", "green")
+        for warning in result.warnings:
+            self.log_line(warning, "yellow")
+        self.notify(str(result.path), title=f"Exported {result.format.upper()}")
+
+    def action_show_sessions(self) -> None:
+        from sala_report.app.tui.screens.sessions import SessionsScreen
+
+        self.app.push_screen(SessionsScreen(self.services))

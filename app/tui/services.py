@@ -1,0 +1,40 @@
+"""What the terminal app needs from the rest of sala-report, as one protocol: start or resume an engine,
+list sessions, read a report, export it. The CLI passes the real one (app/runs.py, LocalServices); tests
+pass the same with a scripted generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from sala_report.app.export import Exported
+from sala_report.app.runs import RunFacts, RunRequest, SessionInfo
+
+__all__ = ["RunFacts", "RunRequest", "Services", "SessionInfo"]
+
+
+class Services(Protocol):
+    facts: RunFacts
+    reports_dir: Path
+    progress: Callable[[str], None]  # slow set-up (loading a model, reading documents) reports here
+
+    def clock(self) -> float:
+        """Seconds on a monotonic clock (tests fix it so screenshots do not change)."""
+
+    def start(self, request: RunRequest) -> Any:
+        """A new engine, ready to run. Called on a worker thread: loading a model may take a while."""
+
+    def resume(self, session_id: str) -> Any:
+        """An engine that continues a stored session. Called on a worker thread."""
+
+    def sessions(self) -> list[SessionInfo]:
+        """Past sessions, newest first."""
+
+    def report_markdown(self, session_id: str) -> str:
+        """The report so far, as the engine renders it (a partial report is fine)."""
+
+    def cited_by(self, session_id: str) -> dict[int, list[str]]:
+        """Source id → the numbers of the sections that cite it."""
+
+    def export(self, session_id: str, fmt: str, path: Path) -> Exported:
+        """Write the report; may take seconds for a PDF. Called on a worker thread."""

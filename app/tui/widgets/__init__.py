@@ -1,0 +1,1 @@
+"""The research screen's panes, one widget per file."""
