@@ -90,24 +90,19 @@ class LocalServices:
     def generator(self, source: str = "") -> Any:
         if self._fixed_generator is not None:
             return self._fixed_generator
+        from sala_report.app.warp.generator import make_generator
+
         cfg = self.settings.model
-        source = source or cfg.source
+        source = source or (cfg.served_model if cfg.backend == "openai" else cfg.source)
         with self._lock:
             if source not in self._generators:
-                if cfg.backend == "openai":
-                    from sala_report.app.warp.openai_http import OpenAIGenerator
-
-                    self._generators[source] = OpenAIGenerator(cfg.base_url, cfg.served_model, api_key=cfg.api_key,
-                                                               timeout_s=cfg.request_timeout_s)  # fmt: skip
-                else:
-                    from sala_report.app.warp import LocalGenerator
-
+                if cfg.backend == "local":
                     self.progress(f"loading the model {source} …")
-                    self._generators[source] = LocalGenerator.load(
-                        source, device=cfg.device, dtype=cfg.dtype, constrained=self.settings.warp.constrained,
-                        progress=lambda done, total, what: self.progress(
-                            f"{what}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else "")),
-                    )  # fmt: skip
+                self._generators[source] = make_generator(
+                    cfg, source=source, constrained=self.settings.warp.constrained,
+                    progress=lambda done, total, what: self.progress(
+                        f"{what}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else "")),
+                )  # fmt: skip
             return self._generators[source]
 
     def retriever(self, web: bool):
@@ -120,31 +115,53 @@ class LocalServices:
                          fetcher=Fetcher(fetch_config(self.settings)))  # fmt: skip
 
     def ingest(self, folder: Path) -> set[int]:
+        """Read a folder of documents into the store (unchanged files cost nothing); their source ids."""
+        from sala_report.app.errors import UsageError
         from sala_report.retrieval import ingest_folder
 
         self.progress(f"reading the documents in {folder} …")
         report = ingest_folder(self.store, folder)
-        self.progress(f"{len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed)")
+        self.progress(f"{len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed, "
+                      f"{report.failed} unreadable)")  # fmt: skip
+        for path, error in report.errors[:5]:
+            self.progress(f"could not read {path}: {error}")
+        if not report.source_ids:
+            raise UsageError(f"no readable documents in {folder}", hint="It should hold .md, .txt, .html or .pdf files.")
         return set(report.source_ids)
 
     def start(self, request: RunRequest) -> Any:
+        from sala_report.app.errors import UsageError
         from sala_report.app.warp import Engine
 
-        docs_ids = self.ingest(request.docs) if request.docs is not None else set()
+        docs_ids = self.ingest(request.docs) if request.docs is not None else None
+        if docs_ids is None and not request.web and not self.store.sources(with_text=False):
+            raise UsageError("with the web off there is nothing to read", hint="Add a folder of documents (--docs DIR).")
+        # Web only: passages come from the pages this run finds, not from every document ever stored;
+        # no web and no folder: everything stored so far.
+        source_ids = docs_ids if docs_ids is not None else (set() if request.web else None)
         generator = self.generator(request.model)
-        # Web only: passages come from the pages this run finds, not from every document ever stored.
+        cfg = self.settings.model
+        options = {"web": request.web, "docs": str(request.docs.resolve()) if request.docs else None,
+                   "model_source": request.model or (cfg.served_model if cfg.backend == "openai" else cfg.source),
+                   "backend": cfg.backend}  # fmt: skip
         return Engine.start(self.store, generator, self.retriever(request.web), self.settings.warp, request.question,
-                            docs_source_ids=docs_ids, options={"web": request.web,
-                                                               "docs": str(request.docs) if request.docs else None})  # fmt: skip
+                            docs_source_ids=source_ids, options=options)  # fmt: skip
 
-    def resume(self, session_id: str) -> Any:
+    def resume(self, session_id: str, *, model: str = "") -> Any:
+        """Continue a session with the sources it was started with, and its model unless `model` names another."""
+        from sala_report.app.errors import UsageError
         from sala_report.app.warp import Engine, WarpStore
 
         warp = WarpStore(self.store)
-        record = warp.session(warp.find_session(session_id) or session_id)
-        # A run keeps the sources it was started with: web or not is stored with the session.
-        web = bool(record.options.get("web", self.settings.search.web)) if record else self.settings.search.web
-        return Engine.resume(self.store, session_id, self.generator(), self.retriever(web), self.settings.warp)
+        found = warp.find_session(session_id)
+        if found is None:
+            raise UsageError(f"no session '{session_id}' (or the prefix matches several)",
+                             hint="`sala-report sessions` lists them.")  # fmt: skip
+        record = warp.session(found)
+        web = bool(record.options.get("web", self.settings.search.web))
+        same_backend = record.options.get("backend") == self.settings.model.backend
+        model = model or (record.options.get("model_source", "") if same_backend else "")
+        return Engine.resume(self.store, found, self.generator(model), self.retriever(web), self.settings.warp)
 
     def sessions(self) -> list[SessionInfo]:
         from sala_report.app.warp import list_sessions

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,27 +53,19 @@ _headless_option = click.option("--headless", is_flag=True, help="No terminal ap
 def run(obj, question: str, headless: bool, docs: Path | None, no_web: bool, model_source: str | None,
         max_steps: int | None, out: Path | None, as_json: bool, allow_private_addresses: bool) -> int:  # fmt: skip
     """Research QUESTION and write a cited report."""
-    # Without --headless a terminal gets the terminal app (issue 7 wires it in here); pipes and files run headless.
+    from sala_report.app.runs import RunRequest
+
     settings = _with_flags(obj.settings, model_source, max_steps, allow_private_addresses)
     web = settings.search.web and not no_web
     if not question.strip():
         raise UsageError("the research question is empty")
-    from sala_report.app.warp import Engine
+    request = RunRequest(question, web=web, docs=docs, model=model_source or "")
+    if not headless and _interactive():
+        from sala_report.app.commands.tools import run_app
 
-    store = _open_store(settings)
-    try:
-        docs_ids = _ingest(store, docs) if docs is not None else None
-        if docs_ids is None and not web and not store.sources(with_text=False):
-            raise UsageError("with --no-web there is nothing to read", hint="Add --docs DIR (a folder of documents).")
-        source_ids = docs_ids if docs_ids is not None else (set() if web else None)
-        generator = _generator(settings)
-        options = {"web": web, "docs": str(docs.resolve()) if docs else None, "model_source": _model_name(settings),
-                   "backend": settings.model.backend}  # fmt: skip
-        engine = Engine.start(store, generator, _retriever(store, settings, web), settings.warp, question,
-                              docs_source_ids=source_ids, options=options)  # fmt: skip
-        return _drive(engine, store, settings, out, as_json)
-    finally:
-        store.close()
+        run_app(settings, run=request)
+        return EXIT_OK
+    return _headless(settings, lambda services: services.start(request), out, as_json)
 
 
 @click.command("resume")
@@ -86,24 +79,17 @@ def run(obj, question: str, headless: bool, docs: Path | None, no_web: bool, mod
 def resume(obj, session_id: str, headless: bool, model_source: str | None, max_steps: int | None, out: Path | None,
            as_json: bool) -> int:  # fmt: skip
     """Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget)."""
-    from sala_report.app.warp import Engine, WarpStore
-
     settings = obj.settings
-    store = _open_store(settings, must_exist=True)
-    try:
-        warp = WarpStore(store)
-        found = warp.find_session(session_id)
-        if found is None:
-            raise UsageError(f"no session '{session_id}' (or the prefix matches several)",
-                             hint="`sala-report sessions` lists them.")  # fmt: skip
-        record = warp.session(found)
-        stored_model = record.options.get("model_source") if record.options.get("backend") == settings.model.backend else None
-        settings = _with_flags(settings, model_source or stored_model, max_steps, False)
-        web = bool(record.options.get("web", settings.search.web))
-        engine = Engine.resume(store, found, _generator(settings), _retriever(store, settings, web), settings.warp)
-        return _drive(engine, store, settings, out, as_json)
-    finally:
-        store.close()
+    if not settings.paths.store_path.exists():
+        raise UsageError(f"no sessions yet: {settings.paths.store_path} does not exist",
+                         hint="Start one with `sala-report run QUESTION`.")  # fmt: skip
+    settings = _with_flags(settings, model_source, max_steps, False)
+    if not headless and _interactive():
+        from sala_report.app.commands.tools import run_app
+
+        run_app(settings, resume=session_id)
+        return EXIT_OK
+    return _headless(settings, lambda services: services.resume(session_id, model=model_source or ""), out, as_json)
 
 
 @click.command("sessions")
@@ -149,52 +135,26 @@ def _with_flags(settings: Settings, model_source: str | None, max_steps: int | N
     return dataclasses.replace(settings, model=model, warp=warp, fetch=fetch)
 
 
-def _model_name(settings: Settings) -> str:
-    return settings.model.served_model if settings.model.backend == "openai" else settings.model.source
-
-
-def _open_store(settings: Settings, *, must_exist: bool = False):
+def _open_store(settings: Settings):
     from sala_report.retrieval import Store
 
-    path = settings.paths.store_path
-    if must_exist and not path.exists():
-        raise UsageError(f"no sessions yet: {path} does not exist", hint="Start one with `sala-report run QUESTION`.")
-    return Store.open(path)
+    return Store.open(settings.paths.store_path)
 
 
-def _ingest(store, docs: Path) -> set[int]:
-    from sala_report.retrieval import ingest_folder
-
-    _say(f"reading documents in {docs} ...")
-    report = ingest_folder(store, docs)
-    _say(f"  {len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed, "
-         f"{report.failed} unreadable)")  # fmt: skip
-    for path, error in report.errors[:5]:
-        _say(f"  could not read {path}: {error}")
-    if not report.source_ids:
-        raise UsageError(f"no readable documents in {docs}", hint="It should hold .md, .txt, .html or .pdf files.")
-    return set(report.source_ids)
+def _interactive() -> bool:
+    """A person at a terminal gets the terminal app; pipes, files and CI run headless."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def _generator(settings: Settings):
-    from sala_report.app.warp.generator import make_generator
+def _headless(settings: Settings, make_engine, out: Path | None, as_json: bool) -> int:
+    from sala_report.app.runs import LocalServices
 
-    if settings.model.backend == "local":
-        _say(f"loading the model {settings.model.source} ...")
-
-    def progress(done: int, total: int | None, what: str) -> None:
-        _say(f"  {what}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else ""))
-
-    return make_generator(settings.model, constrained=settings.warp.constrained, progress=progress)
-
-
-def _retriever(store, settings: Settings, web: bool):
-    from sala_report.app.commands.sources import fetch_config, search_config
-    from sala_report.retrieval import Fetcher, Retriever, WebSearch
-
-    if not web:
-        return Retriever(store)
-    return Retriever(store, search=WebSearch(search_config(settings), store=store), fetcher=Fetcher(fetch_config(settings)))
+    services = LocalServices(settings, progress=_say)
+    try:
+        engine = make_engine(services)
+        return _drive(engine, services.store, settings, out, as_json)
+    finally:
+        services.close()
 
 
 def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -> int:

@@ -121,7 +121,7 @@ def demo(obj, question: str | None, model: str | None, headless: bool, list_ques
         for path in written:
             click.echo(str(path))
         return EXIT_CODES.get(result.status, EXIT_ERROR)
-    _run_app(plan.settings, run=plan.request, auto_export="pdf")
+    run_app(plan.settings, run=plan.request, auto_export="pdf")
     return 0
 
 
@@ -134,10 +134,10 @@ def launch_tui(ctx) -> None:
     """`sala-report` with no subcommand: the terminal app, opening on the start screen."""
     if not sys.stdout.isatty():
         raise UsageError("the terminal app needs a terminal", hint="For scripts use `sala-report run QUESTION --headless`.")
-    _run_app(ctx.settings)
+    run_app(ctx.settings)
 
 
-def _run_app(settings, **first) -> None:
+def run_app(settings, **first) -> None:
     from sala_report.app.runs import LocalServices
     from sala_report.app.tui.app import SalaApp
 

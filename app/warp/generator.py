@@ -81,7 +81,7 @@ class LocalGenerator:
             lm = load_model(source, None if device == "auto" else device, torch_dtype, progress=progress)
             tok = load_tokenizer(source)
         except ModelError as e:
-            raise BackendUnavailable(str(e), hint=getattr(e, "hint", None), title=getattr(e, "title", None)) from e
+            raise BackendUnavailable(e.message, hint=e.hint, title=e.title) from e
         except (AttributeError, OSError, RuntimeError) as e:
             raise BackendUnavailable(f"cannot load the model '{source}': {e}",
                                      hint="Check model.source, model.device and model.dtype.") from e  # fmt: skip

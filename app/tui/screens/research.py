@@ -163,6 +163,21 @@ class ResearchScreen(Screen):
     def _on_SourceAdded(self, event: events.SourceAdded) -> None:
         self.query_one(SourcesTable).add_source(event.source_id, event.title, event.location, event.kind)
 
+    # retrieval's own events, passed through by the engine while a search fetches pages
+
+    def _on_FetchStarted(self, event) -> None:
+        self.query_one(SourcesTable).add_source(None, "", event.url, "web", state="fetching")
+
+    def _on_SourceStored(self, event) -> None:
+        self.query_one(SourcesTable).add_source(event.source_id, event.title, event.location, "web")
+
+    def _on_SourceReused(self, event) -> None:
+        self.query_one(SourcesTable).add_source(event.source_id, "", event.location, "web", state="cached")
+
+    def _on_SourceFailed(self, event) -> None:
+        self.query_one(SourcesTable).add_source(None, "", event.location, "web", state="failed")
+        self.log_line(f"could not read {event.location}: {event.reason}", "yellow")
+
     def _on_OutlineChanged(self, event: events.OutlineChanged) -> None:
         self._headings = {p.node.id: f"{p.node.number} {p.node.title}" for p in self.outline.places().values()}
         if event.reason in ("init-plan", "expand"):

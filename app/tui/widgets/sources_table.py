@@ -17,21 +17,39 @@ def site_of(location: str, kind: str) -> str:
 
 
 class SourcesTable(DataTable):
+    """State is one of: fetching, read, cached (already stored), failed (with the reason in the log)."""
+
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
         for label, key, width in COLUMNS:
             self.add_column(label, key=key, width=width)
 
-    def add_source(self, source_id: int, title: str, location: str, kind: str, state: str = "read") -> None:
-        key = str(source_id)
-        if key in self.rows:
-            self.update_cell(key, "state", state)
+    def add_source(self, source_id: int | None, title: str, location: str, kind: str, state: str = "read") -> None:
+        """Add or update the row of `location` (rows are keyed by location: a page is listed while it is
+        still being fetched, before it has a source id)."""
+        if source_id is not None:
+            self._location_of()[source_id] = location
+        if location in self.rows:
+            self.update_cell(location, "state", state)
+            if title:
+                self.update_cell(location, "title", title)
             return
-        self.add_row(str(self.row_count + 1), title or "(untitled)", "", state, site_of(location, kind), key=key)
+        self.add_row(str(self.row_count + 1), title or "(untitled)", "", state, site_of(location, kind), key=location)
+
+    def set_state(self, location: str, state: str) -> None:
+        if location in self.rows:
+            self.update_cell(location, "state", state)
 
     def set_cited_by(self, cited_by: dict[int, list[str]]) -> None:
         """`cited_by` maps source ids to section numbers ("2.1")."""
+        locations = self._location_of()
         for source_id, sections in cited_by.items():
-            if str(source_id) in self.rows:
-                self.update_cell(str(source_id), "cited", ", ".join(sections))
+            location = locations.get(source_id)
+            if location is not None and location in self.rows:
+                self.update_cell(location, "cited", ", ".join(sections))
+
+    def _location_of(self) -> dict[int, str]:
+        if not hasattr(self, "_locations"):
+            self._locations: dict[int, str] = {}
+        return self._locations
