@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .lightning import naive as _lightning_ref
+from .pointwise import naive as _pointwise_ref
 from .sparse import naive as _sparse_ref
 from .sparse.params import SparseParams
 
@@ -22,6 +23,13 @@ __all__ = [
     "select_blocks",
     "sparse_attention",
     "dense_attention",
+    "sparse_decode",
+    "append_compressed",
+    "rms_norm",
+    "add_rms_norm",
+    "head_norm_rope",
+    "gated_rms_norm",
+    "silu_mul",
 ]
 
 _BACKENDS = ("auto", "reference", "triton")
@@ -138,3 +146,82 @@ def dense_attention(q, k, v, *, q_start, scale):
     _expect(q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3], "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
             (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
     return _sparse_ref.dense_attention(q, k, v, q_start=q_start, scale=scale)
+
+
+def sparse_decode(q, k, v, k1, k2, pos, *, params, scale, max_kv_len, backend="auto"):
+    """One decode step of InfLLM-V2 (selection, then attention) that a CUDA graph can replay at any length.
+
+    q: [B, 1, Hq, D] at position pos (int64 [1] tensor on q's device; the same for the whole batch); k, v: key/value
+    buffers [B, >= pos + 1, Hkv, D]; k1, k2: compressed-key buffers holding at least the windows complete at pos + 1
+    keys (sizes up to max_kv_len, which bounds every launch). -> [B, 1, Hq, D] in q.dtype.
+    The reference reads pos on the host; the Triton path reads it on the device.
+    """
+    _expect(q.dim() == 4 and q.shape[1] == 1, "q: [B, 1, Hq, D]", tuple(q.shape))
+    _expect(pos.numel() == 1 and not pos.is_floating_point(), "pos: an integer tensor of one element", tuple(pos.shape))
+    if _use_triton(backend, q):
+        from .sparse.attention import sparse_attention_triton
+        from .sparse.select import select_blocks_decode_triton
+
+        idx = select_blocks_decode_triton(q, k1, k2, pos, params=params, max_kv_len=max_kv_len, scale=scale)
+        return sparse_attention_triton(q, k, v, idx, q_start=0, block_size=params.block_size, scale=scale, pos=pos)
+    length = int(pos) + 1
+    n1 = _windows(length, params.kernel_size, params.kernel_stride)
+    n2 = _windows(length, params.lse_kernel_size, params.lse_stride)
+    idx = _sparse_ref.select_blocks(q, k1[:, :n1], k2[:, :n2], q_start=length - 1, kv_len=length, params=params,
+                                    causal=False, scale=scale)
+    return _sparse_ref.sparse_attention(q, k[:, :length], v[:, :length], idx, q_start=length - 1,
+                                        block_size=params.block_size, scale=scale)
+
+
+def _windows(length: int, kernel_size: int, stride: int) -> int:
+    return (length - kernel_size) // stride + 1 if length >= kernel_size else 0
+
+
+def append_compressed(k, k1, k2, pos, *, kernel_size, stride, backend="auto"):
+    """After the key at position pos (int64 [1] tensor) was written into k [B, cap, Hkv, D]: write, in place, the
+    K1 entry (kernel_size, stride) and the K2 entry (4 x both) that this key completes, if any."""
+    _expect(k.dim() == 4 and k1.dim() == 4 and k2.dim() == 4, "k, k1, k2 of rank 4", (k.dim(), k1.dim(), k2.dim()))
+    if _use_triton(backend, k):
+        from .sparse.compress import append_windows_triton
+
+        return append_windows_triton(k, k1, k2, pos, kernel_size=kernel_size, stride=stride)
+    length = int(pos) + 1
+    for buf, ks, st in ((k1, kernel_size, stride), (k2, 4 * kernel_size, 4 * stride)):
+        c = _windows(length, ks, st) - 1
+        if c >= 0 and (length - ks) % st == 0 and c < buf.shape[1]:
+            buf[:, c] = _sparse_ref.compress_keys(k[:, length - ks : length], kernel_size=ks, stride=st)[:, 0]
+    return None
+
+
+def _pointwise(x: torch.Tensor):
+    """The Triton module for CUDA tensors, the reference otherwise."""
+    if x.is_cuda:
+        from .pointwise import fused
+
+        return fused
+    return _pointwise_ref
+
+
+def rms_norm(x, weight, eps):
+    """weight * (x / rms(x)) over the last dim (variance in fp32, cast to x.dtype before the weight)."""
+    return _pointwise(x).rms_norm(x, weight, eps)
+
+
+def add_rms_norm(h, a, scale, weight, eps):
+    """The residual step: -> (h + scale * a, rms_norm(h + scale * a))."""
+    return _pointwise(h).add_rms_norm(h, a, scale, weight, eps)
+
+
+def head_norm_rope(x, weight, eps, cos, sin, out_dtype=None):
+    """x [B, T, H, D]: per-head RMSNorm (weight [D] or None), then rotate-half RoPE with cos/sin [T, D] (or None)."""
+    return _pointwise(x).head_norm_rope(x, weight, eps, cos, sin, out_dtype)
+
+
+def gated_rms_norm(o, gate, weight, eps):
+    """rms_norm(o.to(gate.dtype)) * sigmoid(gate); with weight None, just the gate."""
+    return _pointwise(gate).gated_rms_norm(o, gate, weight, eps)
+
+
+def silu_mul(gate, up):
+    """silu(gate) * up (SwiGLU)."""
+    return _pointwise(gate).silu_mul(gate, up)

@@ -1,7 +1,9 @@
-"""Throughput of the model runtime: `python -m sala_report.model.bench --cpu`.
+"""Throughput of the model runtime: `python -m sala_report.model.bench --cpu` or `--gpu`.
 
 The CPU table runs the embedded SmolLM2 default (dequantised to fp32) and, on the same weights in
 the same process, transformers' eager LlamaForCausalLM, each checked to agree on the logits first.
+The GPU table (`gpu_bench.py`) runs MiniCPM-SALA's real config with random bf16 weights beside the
+full-attention peer a user would otherwise run (transformers Qwen3-8B shape, SDPA).
 """
 
 from __future__ import annotations
@@ -92,16 +94,43 @@ def cpu_table(prompt_len: int = 256, steps: int = 64, repeats: int = 3) -> str:
     return "\n".join(lines)
 
 
+def _sizes(text: str) -> list[int]:
+    """'64K,256K,1M' or '65536,262144' -> token counts (K = 1024, M = 1024 * 1024)."""
+    out = []
+    for part in filter(None, (p.strip().upper() for p in text.split(","))):
+        mult = {"K": 1024, "M": 1024**2}.get(part[-1], 1)
+        out.append(int(float(part.rstrip("KM")) * mult))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sala_report.model.bench", description=__doc__)
     ap.add_argument("--cpu", action="store_true", help="time SmolLM2 on the CPU beside transformers' eager model")
-    ap.add_argument("--prompt", type=int, default=256, help="prompt length in tokens")
-    ap.add_argument("--steps", type=int, default=64, help="decode steps")
+    ap.add_argument("--gpu", action="store_true", help="time MiniCPM-SALA (random weights) beside the Qwen3-8B-shape peer")
+    ap.add_argument("--prompt", type=int, default=256, help="CPU: prompt length in tokens")
+    ap.add_argument("--steps", type=int, default=64, help="CPU: decode steps")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--config", help="GPU: config.json of the model (default: the bundled MiniCPM-SALA config)")
+    ap.add_argument("--contexts", default="64K,192K,256K,1M", help="GPU: prompt lengths for time to first token")
+    ap.add_argument("--decode-contexts", default="64K,256K,1M", help="GPU: of those, where decode is timed")
+    ap.add_argument("--batches", default="1,8", help="GPU: decode batch sizes (a larger batch replicates the prefill)")
+    ap.add_argument("--new-tokens", type=int, default=256, help="GPU: decode steps timed per context and batch")
+    ap.add_argument("--peer-contexts", default="64K,192K,256K", help="GPU: prompt lengths for the peer ('' to skip)")
+    ap.add_argument("--peer-new-tokens", type=int, default=64, help="GPU: peer decode steps (its baseline script uses 64)")
+    ap.add_argument("--profile", default="256K", help="GPU: context of the per-component breakdown ('' to skip)")
+    ap.add_argument("--out", help="GPU: folder for bench_gpu.json")
     args = ap.parse_args(argv)
-    if not args.cpu:
-        ap.error("choose a table: --cpu")
-    print(cpu_table(args.prompt, args.steps, args.repeats))
+    if args.cpu == args.gpu:
+        ap.error("choose one table: --cpu or --gpu")
+    if args.cpu:
+        print(cpu_table(args.prompt, args.steps, args.repeats))
+        return 0
+    from .gpu_bench import GpuBenchSettings, run_gpu_bench
+
+    settings = GpuBenchSettings(config=args.config, contexts=_sizes(args.contexts), decode_contexts=_sizes(args.decode_contexts),
+                                batches=_sizes(args.batches), new_tokens=args.new_tokens, peer_contexts=_sizes(args.peer_contexts),
+                                peer_new_tokens=args.peer_new_tokens, profile=(_sizes(args.profile) or [None])[0], out=args.out)  # fmt: skip
+    print(run_gpu_bench(settings))
     return 0
 
 

@@ -122,15 +122,15 @@ class Generation:
         generator = None
         if c.seed is not None:
             generator = torch.Generator(device=device).manual_seed(c.seed)
-        cache = self.cache if self.cache is not None else lm.new_cache(1, capacity=len(self.prompt_ids) + c.max_new_tokens + 1)
         stream, pending = _TextStream(self.tok), ""
         seen = torch.tensor(self.prompt_ids, device=device)
         try:
             if c.max_new_tokens == 0 or self._cancelled():
                 self.finish_reason = "cancelled" if self._cancelled() else "length"
                 return
+            prefill, step = self._steps(device)
             with torch.inference_mode():
-                logits = lm(torch.tensor([self.prompt_ids], device=device), cache=cache, last_only=True)[0, -1]
+                logits = prefill(torch.tensor([self.prompt_ids], device=device))
                 self.prefill_seconds = time.perf_counter() - start
                 while True:
                     if c.repetition_penalty != 1.0:
@@ -158,12 +158,25 @@ class Generation:
                     if self._cancelled():
                         self.finish_reason = "cancelled"
                         break
-                    logits = lm(torch.tensor([[token]], device=device), cache=cache)[0, -1]
+                    logits = step(token)
             if pending:  # the generation ended without the held-back text becoming a stop string
                 self.text += pending
                 yield pending
         finally:
             self.seconds = time.perf_counter() - start
+
+    def _steps(self, device: torch.device):
+        """(prefill(ids [1, T]) -> logits [V], step(token) -> logits [V]). On a GPU without a given cache: the
+        runtime (memory plan checked first, chunked prefill, CUDA-graph decode); otherwise plain forward calls."""
+        lm, n_new = self.lm, self.config.max_new_tokens
+        if self.cache is None and device.type == "cuda":
+            from .runtime import Runtime
+
+            rt = Runtime.create(lm, 1, len(self.prompt_ids), n_new + 1)
+            return (lambda ids: rt.prefill(ids)[0]), (lambda token: rt.decode(torch.tensor([token], device=device))[0])
+        cache = self.cache if self.cache is not None else lm.new_cache(1, capacity=len(self.prompt_ids) + n_new + 1)
+        return ((lambda ids: lm(ids, cache=cache, last_only=True)[0, -1]),
+                (lambda token: lm(torch.tensor([[token]], device=device), cache=cache)[0, -1]))  # fmt: skip
 
     def _cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()

@@ -2,8 +2,10 @@
 
 Each layer's mixer comes from `config.mixer_types` (sala-model.md §1.3). Module names equal the
 checkpoint's tensor names (`model.layers.{i}.self_attn.q_proj`, ...), so weights load by name.
-Lightning and InfLLM-V2 sparse attention go through `sala_report.kernels`, which runs the
-pure-PyTorch reference on the CPU and Triton on CUDA; dense attention uses torch SDPA.
+Lightning and InfLLM-V2 sparse attention, and the row-wise norms and gates, go through `sala_report.kernels`,
+which runs the pure-PyTorch reference on the CPU and Triton on CUDA; dense attention uses torch SDPA.
+A one-token step reads its position from the inference state on the device, so `runtime.py` can replay it as
+a CUDA graph; chunked prefill, graphs and memory planning live there and in `plan.py`.
 """
 
 from __future__ import annotations
@@ -28,13 +30,11 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # variance in fp32, cast back before the weight, as the reference does
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return kernels.rms_norm(x, self.weight, self.eps)
 
 
 class Rotary:
-    """cos/sin tables for rotate-half RoPE in fp32, grown by doubling; positions index into them."""
+    """cos/sin for rotate-half RoPE in fp32, computed for the positions of each call (no table to grow)."""
 
     def __init__(self, config: ModelConfig):
         d = config.head_dim
@@ -51,26 +51,32 @@ class Rotary:
             scale = config.max_position_embeddings / s.original_max_position_embeddings
             # MiniCPM's LongRoPE multiplies cos/sin by this attention factor (1.0 when scale == 1)
             self.mscale = math.sqrt(1 + math.log(scale) / math.log(s.original_max_position_embeddings))
-        self.tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.on_device: dict[tuple, torch.Tensor] = {}
 
-    def __call__(self, start: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [length, head_dim] fp32 for positions start .. start+length-1."""
-        end = start + length
-        inv_freq, key = self.inv_freq, (str(device), "short")
+    def regime(self, end: int) -> str:
+        """Which frequencies a sequence of `end` tokens uses: like the reference, LongRoPE's long factors apply
+        once the sequence outgrows the original window."""
         s = self.scaling
-        if s is not None and s.rope_type == "longrope":
-            # like the reference: the long factors apply once the sequence outgrows the original window
-            long = end > s.original_max_position_embeddings
-            key = (str(device), "long" if long else "short")
-            inv_freq = inv_freq / torch.tensor(s.long_factor if long else s.short_factor, dtype=torch.float32, device="cpu")
-        cos, sin = self.tables.get(key, (None, None))
-        if cos is None or cos.shape[0] < end:
-            n = max(end, 2 * (0 if cos is None else cos.shape[0]), 256)
-            freqs = torch.outer(torch.arange(n, dtype=torch.float32, device="cpu"), inv_freq)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            cos, sin = (emb.cos() * self.mscale).to(device), (emb.sin() * self.mscale).to(device)
-            self.tables[key] = (cos, sin)
-        return cos[start:end], sin[start:end]
+        if s is not None and s.rope_type == "longrope" and end > s.original_max_position_embeddings:
+            return "long"
+        return "short"
+
+    def __call__(self, positions: torch.Tensor, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [T, head_dim] fp32 for positions [T] (int, on the target device) of a sequence of `end` tokens."""
+        key = (str(positions.device), self.regime(end))
+        inv_freq = self.on_device.get(key)
+        if inv_freq is None:
+            inv_freq = self.inv_freq
+            s = self.scaling
+            if s is not None and s.rope_type == "longrope":
+                factor = s.long_factor if key[1] == "long" else s.short_factor
+                inv_freq = inv_freq / torch.tensor(factor, dtype=torch.float32, device="cpu")
+            inv_freq = self.on_device[key] = inv_freq.to(positions.device)
+        freqs = positions.float()[:, None] * inv_freq[None, :]  # [T, D/2], as torch.outer
+        emb = torch.cat((freqs, freqs), dim=-1)
+        if self.mscale == 1.0:
+            return emb.cos(), emb.sin()
+        return emb.cos() * self.mscale, emb.sin() * self.mscale
 
 
 def _llama3_inv_freq(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
@@ -82,14 +88,6 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, s: RopeScaling) -> torch.Tensor:
     out = torch.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq)
     mid = (wavelen <= low_wavelen) & (wavelen >= high_wavelen)
     return torch.where(mid, smoothed, out)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, T, H, D]; cos/sin [T, D]; rotate-half (NeoX) layout, computed in fp32."""
-    x32 = x.float()
-    x1, x2 = x32.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return (x32 * cos[:, None] + rotated * sin[:, None]).to(x.dtype)
 
 
 def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int, scale: float) -> torch.Tensor:
@@ -119,15 +117,36 @@ def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int,
 _SDPA_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")  # torch >= 2.5
 
 
+def decode_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query per sequence at the position in `pos` (int64 [1], on the device) over a key buffer k/v
+    [B, span, Hkv, D] that may run past it: keys after pos are masked, so one CUDA graph serves every length."""
+    B, _, H, D = q.shape
+    span, Hkv = k.shape[1], k.shape[2]
+    mask = (torch.arange(span, device=q.device) <= pos)[None, :]  # [1, span], broadcast over batch and heads
+    out = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask, scale=scale)  # fmt: skip
+    return out.reshape(B, 1, H, D)
+
+
+def project(x: torch.Tensor, fused: torch.Tensor | None, *linears: nn.Linear) -> list[torch.Tensor]:
+    """x through each of `linears`: one matmul over their concatenated weights when `fused` holds them (the
+    runtime fuses them for the GPU, `runtime.fuse_projections`), else one matmul each."""
+    if fused is None:
+        return [lin(x) for lin in linears]
+    return list(F.linear(x, fused).split([lin.out_features for lin in linears], dim=-1))
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+        self.fused: torch.Tensor | None = None  # [gate; up] weights, when fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = project(x, self.fused, self.gate_proj, self.up_proj)
+        return self.down_proj(kernels.silu_mul(gate, up))
 
 
 class Attention(nn.Module):
@@ -143,38 +162,64 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(width, config.hidden_size, bias=False)
         self.o_gate = nn.Linear(config.hidden_size, width, bias=False) if config.attn_use_output_gate else None
+        self.fused: torch.Tensor | None = None  # [q; k; v; o_gate] weights, when fused
         self.use_rope = config.attn_use_rope
-        self.sparse = config.sparse_config
+        self.sparse = s = config.sparse_config
+        self.params = None
+        if s is not None:
+            self.params = kernels.SparseParams(
+                kernel_size=s.kernel_size, kernel_stride=s.kernel_stride, block_size=s.block_size,
+                init_blocks=s.init_blocks, window_size=s.window_size, topk=s.topk,
+            )  # fmt: skip
         self.scale = self.head_dim**-0.5
 
-    def forward(self, x: torch.Tensor, rope, state: SoftmaxLayerState, start: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope, state: SoftmaxLayerState, start: int, pos: torch.Tensor | None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim)
+        q, k, v, *gate = project(x, self.fused, *self.inputs)
+        q = q.view(B, T, self.heads, self.head_dim)
+        k = k.view(B, T, self.kv_heads, self.head_dim)
+        v = v.view(B, T, self.kv_heads, self.head_dim)
         if self.use_rope:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        keys, values = state.append(start, k, v)  # [B, start+T, Hkv, D]
-        kv_len = start + T
-        if self.sparse is not None and kv_len >= self.sparse.dense_len:
-            out = self._sparse(q, keys, values, state, start, kv_len)
+            q, k = kernels.head_norm_rope(q, None, 0.0, *rope), kernels.head_norm_rope(k, None, 0.0, *rope)
+        if T == 1:
+            out = self._decode(q, k, v, state, start + 1, pos)
         else:
-            out = causal_sdpa(q, keys, values, start, self.scale)
+            out = self._prefill(q, k, v, state, start)
         out = out.reshape(B, T, self.heads * self.head_dim)
-        if self.o_gate is not None:
-            out = out * torch.sigmoid(self.o_gate(x))
+        if gate:
+            out = kernels.gated_rms_norm(out, gate[0], None, 0.0)  # out * sigmoid(o_gate(x))
         return self.o_proj(out)
 
-    def _sparse(self, q, keys, values, state: SoftmaxLayerState, start: int, kv_len: int) -> torch.Tensor:
+    @property
+    def inputs(self) -> list[nn.Linear]:
+        """The projections of the layer input, in the order a fused weight stacks them."""
+        return [lin for lin in (self.q_proj, self.k_proj, self.v_proj, self.o_gate) if lin is not None]
+
+    def _prefill(self, q, k, v, state: SoftmaxLayerState, start: int) -> torch.Tensor:
+        keys, values = state.append(start, k, v)  # [B, start+T, Hkv, D]
+        kv_len, s = start + q.shape[1], self.sparse
+        if s is None:
+            return causal_sdpa(q, keys, values, start, self.scale)
+        k1, k2 = state.compress(start, kv_len, kernels.compress_keys)
+        if kv_len < s.dense_len:
+            return causal_sdpa(q, keys, values, start, self.scale)
+        # stage 1 is causal in prefill (§3.7)
+        idx = kernels.select_blocks(q, k1, k2, q_start=start, kv_len=kv_len, params=self.params, causal=True)
+        return kernels.sparse_attention(q, keys, values, idx, q_start=start, block_size=s.block_size, scale=self.scale,
+                                        forced_blocks=(s.init_blocks, self.params.local_blocks))  # fmt: skip
+
+    def _decode(self, q, k, v, state: SoftmaxLayerState, kv_len: int, pos: torch.Tensor) -> torch.Tensor:
+        """The token at `pos`; `kv_len` (host) only picks dense or sparse, everything else reads pos on the device."""
+        state.write_token(pos, k, v)
         s = self.sparse
-        k1, k2 = state.compressed(kv_len, s.kernel_size, s.kernel_stride, kernels.compress_keys)
-        params = kernels.SparseParams(
-            kernel_size=s.kernel_size, kernel_stride=s.kernel_stride, block_size=s.block_size,
-            init_blocks=s.init_blocks, window_size=s.window_size, topk=s.topk,
-        )  # fmt: skip
-        # stage 1 is causal in prefill and sees every complete window in decode (§3.7)
-        idx = kernels.select_blocks(q, k1, k2, q_start=start, kv_len=kv_len, params=params, causal=q.shape[1] > 1)
-        return kernels.sparse_attention(q, keys, values, idx, q_start=start, block_size=s.block_size, scale=self.scale)
+        if s is not None:
+            kernels.append_compressed(state.k, state.k1, state.k2, pos, kernel_size=s.kernel_size, stride=s.kernel_stride)
+        if s is not None and kv_len >= s.dense_len:
+            # stage 1 sees every complete window in decode (§3.7)
+            return kernels.sparse_decode(q, state.k, state.v, state.k1, state.k2, pos, params=self.params, scale=self.scale,
+                                         max_kv_len=state.capacity)  # fmt: skip
+        span = state.capacity if s is None else min(state.capacity, s.dense_len)
+        return decode_sdpa(q, state.k[:, :span], state.v[:, :span], pos, self.scale)
 
 
 def alibi_slopes(n: int) -> list[float]:
@@ -194,6 +239,9 @@ class LightningAttention(nn.Module):
     """Simple-GLA linear attention with a fixed per-head decay (sala-model.md §2): q/k RMSNorm before
     RoPE, fp32 recurrent state, `o_norm` over the whole width, sigmoid `z_proj` gate on the layer input."""
 
+    # The reference feeds the recurrence fp32 q/k/v; the kernels also take bf16 (fp32 accumulation and state)
+    fp32_inputs = True
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.lightning_kv_heads, config.head_dim
@@ -206,38 +254,49 @@ class LightningAttention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps) if config.qk_norm else None
         self.o_norm = RMSNorm(width, config.rms_norm_eps) if config.use_output_norm else None
+        self.fused: torch.Tensor | None = None  # [q; k; v; z] weights, when fused
+        self.eps = config.rms_norm_eps
         self.use_rope = config.lightning_use_rope
         self.scale = config.lightning_query_scale
         self.slopes = alibi_slopes(self.heads)
         self._log_decay: torch.Tensor | None = None  # [H] fp32, built on the first call's device
 
-    def forward(self, x: torch.Tensor, rope, state: LightningLayerState, start: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope, state: LightningLayerState, start: int, pos: torch.Tensor | None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.use_rope:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v, *z = project(x, self.fused, *self.inputs)
+        q = q.view(B, T, self.heads, self.head_dim)
+        k = k.view(B, T, self.kv_heads, self.head_dim)
+        v = v.view(B, T, self.kv_heads, self.head_dim)
+        # the decode kernel reads bf16 into fp32 itself (the same values), so only prefill's matmuls see the cast
+        dtype = torch.float32 if self.fp32_inputs and T > 1 else x.dtype
+        cos, sin = rope if self.use_rope else (None, None)
+        # per-head q/k RMSNorm, then RoPE, in one pass each
+        q = kernels.head_norm_rope(q, None if self.q_norm is None else self.q_norm.weight, self.eps, cos, sin, dtype)
+        k = kernels.head_norm_rope(k, None if self.k_norm is None else self.k_norm.weight, self.eps, cos, sin, dtype)
+        v = v.to(dtype)
         if self.kv_heads != self.heads:
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=2)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=2)
         if self._log_decay is None or self._log_decay.device != x.device:
             self._log_decay = -torch.tensor(self.slopes, dtype=torch.float32, device=x.device)
-        q, k, v = q.float(), k.float(), v.float()  # the recurrence runs in fp32
         if T == 1:
             o = kernels.lightning_decode(q[:, 0], k[:, 0], v[:, 0], self._log_decay, state.state, scale=self.scale)
             o = o[:, None]
         else:
             o, final = kernels.lightning_prefill(q, k, v, self._log_decay, scale=self.scale, initial_state=state.state)
             state.state.copy_(final)
-        o = o.to(x.dtype).reshape(B, T, self.heads * self.head_dim)
-        if self.o_norm is not None:
-            o = self.o_norm(o)
-        if self.z_proj is not None:
-            o = o * torch.sigmoid(self.z_proj(x))
+        o = o.reshape(B, T, self.heads * self.head_dim)
+        norm = None if self.o_norm is None else self.o_norm.weight
+        if z:
+            o = kernels.gated_rms_norm(o, z[0], norm, self.eps)  # o_norm(o) * sigmoid(z_proj(x))
+        else:
+            o = o.to(x.dtype) if norm is None else self.o_norm(o.to(x.dtype))
         return self.o_proj(o)
+
+    @property
+    def inputs(self) -> list[nn.Linear]:
+        """The projections of the layer input, in the order a fused weight stacks them."""
+        return [lin for lin in (self.q_proj, self.k_proj, self.v_proj, self.z_proj) if lin is not None]
 
 
 class DecoderLayer(nn.Module):
@@ -250,11 +309,17 @@ class DecoderLayer(nn.Module):
         # muP: both residual branches are scaled by scale_depth / sqrt(L) (1 for Llama)
         self.residual_scale = config.residual_scale
 
-    def forward(self, h: torch.Tensor, rope, state, start: int) -> torch.Tensor:
-        a = self.self_attn(self.input_layernorm(h), rope, state, start)
-        h = h + (a if self.residual_scale == 1.0 else a * self.residual_scale)
-        m = self.mlp(self.post_attention_layernorm(h))
-        return h + (m if self.residual_scale == 1.0 else m * self.residual_scale)
+    def forward(self, h: torch.Tensor, m: torch.Tensor | None, rope, state, start: int, pos: torch.Tensor | None):
+        """(h, m) -> (h', m'): the residual stream is h + s * m, with the previous layer's MLP output m added here,
+        in one pass with this layer's input norm (m is None for the first layer)."""
+        s = self.residual_scale
+        if m is None:
+            x = self.input_layernorm(h)
+        else:
+            h, x = kernels.add_rms_norm(h, m, s, self.input_layernorm.weight, self.input_layernorm.eps)
+        a = self.self_attn(x, rope, state, start, pos)
+        h, x = kernels.add_rms_norm(h, a, s, self.post_attention_layernorm.weight, self.post_attention_layernorm.eps)
+        return h, self.mlp(x)
 
 
 class Transformer(nn.Module):
@@ -299,16 +364,40 @@ class CausalLM(nn.Module):
         elif cache.batch_size != B:
             raise ValueError(f"cache was made for batch size {cache.batch_size}, input has {B}")
         start = cache.length
+        cache.reserve(start + T)
+        if T == 1:
+            cache.position.fill_(start)
+        logits = self.step(input_ids, cache, start, last_only=last_only)
+        cache.length = start + T
+        return logits
+
+    def step(self, input_ids: torch.Tensor, cache: InferenceState, start: int, *, last_only: bool = False) -> torch.Tensor:
+        """The network over input_ids [B, T] at positions start.. -> fp32 logits; the cache is written, not advanced.
+
+        With T == 1 the position comes from `cache.position` on the device, and `start` only makes the choices
+        of `decode_regime(start)`: a CUDA graph of this call replays at any position of the same regime.
+        """
+        B, T = input_ids.shape
         h = self.model.embed_tokens(input_ids)
         if self.config.scale_emb != 1.0:
             h = h * self.config.scale_emb
-        rope = self.rotary(start, T, h.device) if self.needs_rope else None
+        pos = cache.position if T == 1 else None
+        rope = None
+        if self.needs_rope:
+            rope = self.rotary(pos if T == 1 else torch.arange(start, start + T, device=h.device), start + T)
+        m = None
         for layer, state in zip(self.model.layers, cache.layers, strict=True):
-            h = layer(h, rope, state, start)
-        cache.length = start + T
+            h, m = layer(h, m, rope, state, start, pos)
         if last_only:
-            h = h[:, -1:]
-        h = self.model.norm(h)
+            h, m = h[:, -1:], m[:, -1:]
+        norm = self.model.norm
+        h = norm(h) if m is None else kernels.add_rms_norm(h, m, self.config.residual_scale, norm.weight, norm.eps)[1]
         if self.logit_divisor is not None:
             h = h / self.logit_divisor
         return self.lm_head(h).float()
+
+    def decode_regime(self, start: int) -> tuple:
+        """The host-side choices of a one-token step at position `start`: dense or sparse attention, short or long
+        RoPE factors. Steps with equal regimes differ only in what they read on the device."""
+        s = self.config.sparse_config
+        return (s is not None and start + 1 >= s.dense_len, self.rotary.regime(start + 1))

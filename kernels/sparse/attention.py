@@ -70,14 +70,19 @@ def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s
 
 @triton.jit
 def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, q_start, Tq, L, K, per_split, scale_log2, s_qb, s_qt, s_qh,
-                        s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_ib, s_ih, s_it, s_ob, s_ot, s_oh, HKV: tl.constexpr,
+                        s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_ib, s_ih, s_it, s_ob, s_ot, s_oh, pos_ptr, HKV: tl.constexpr,
                         G: tl.constexpr, BH: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
                         BDV: tl.constexpr, BS: tl.constexpr, SPLIT: tl.constexpr, BAND: tl.constexpr, INIT: tl.constexpr,
-                        LOCAL: tl.constexpr):
+                        LOCAL: tl.constexpr, DEV: tl.constexpr = False):
+    """DEV (graph decode): the single query's position is read from pos_ptr and the keys end after it."""
     i, i_bg, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n_split = tl.num_programs(2)
     b, g = i_bg // HKV, i_bg % HKV
-    pos = q_start + i
+    if DEV:
+        pos = tl.load(pos_ptr).to(tl.int32)
+        L = pos + 1
+    else:
+        pos = q_start + i
     h = tl.arange(0, BH)
     d = tl.arange(0, BD)
     dv = tl.arange(0, BDV)
@@ -163,13 +168,19 @@ def _combine_kernel(part_o, part_ml, o, n_split, s_ob, s_ot, s_oh, HKV: tl.const
 
 
 def sparse_attention_triton(q, k, v, block_idx, *, q_start: int, block_size: int, scale: float, n_split: int | None = None,
-                            forced_blocks: tuple[int, int] | None = None, out=None):
+                            forced_blocks: tuple[int, int] | None = None, out=None, pos=None):
     """q: [B, Tq, Hq, D]; k, v: [B, L, Hkv, D]; block_idx int [B, Hkv, Tq, K] -> [B, Tq, Hq, Dv] in q.dtype.
 
     forced_blocks = (init_blocks, local_blocks) promises that every row lists blocks [0, init_blocks) and
     [own - local_blocks, own] and is sorted ascending with -1 last, as select_blocks returns it. Prefill then runs
     that shared part once per 64-query block as dense tiles and only the scored blocks per query.
+    pos (int64 [1] device tensor, Tq == 1, for graph decode): the query's position, read on the device; q_start is
+    then ignored and k, v may be longer buffers (keys after pos are never read).
     """
+    if pos is not None:
+        if q.shape[1] != 1:
+            raise ValueError(f"pos is for one query per sequence, got {q.shape[1]}")
+        forced_blocks, q_start = None, 0
     tl_dtype_ok(q)
     B, Tq, Hq, D = q.shape
     L, Hkv, DV = k.shape[1], k.shape[2], v.shape[-1]
@@ -200,8 +211,9 @@ def sparse_attention_triton(q, k, v, block_idx, *, q_start: int, block_size: int
                                           o.stride(2), HQ=Hq, G=G, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, INIT=init,
                                           LOCAL=local, num_warps=4, num_stages=3)
     args = (q, k, v, idx, o, part_o, part_ml, lse, q_start, Tq, L, K, per, scale * LOG2E, *strides, idx.stride(0), idx.stride(1),
-            idx.stride(2), o.stride(0), o.stride(1), o.stride(2))
-    kw = dict(HKV=Hkv, G=G, BH=BH, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, SPLIT=split, INIT=init, LOCAL=local)
+            idx.stride(2), o.stride(0), o.stride(1), o.stride(2), idx if pos is None else pos)
+    kw = dict(HKV=Hkv, G=G, BH=BH, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, SPLIT=split, INIT=init, LOCAL=local,
+              DEV=pos is not None)
     if band:
         _sparse_attn_kernel[(Tq, B * Hkv, n_split)](*args, **kw, BAND=True, num_warps=4, num_stages=3)
     else:

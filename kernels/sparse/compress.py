@@ -49,3 +49,50 @@ def compress_keys_triton(k: torch.Tensor, *, kernel_size: int, stride: int, out=
                                                  out.stride(2), H=H, D=D, BD=triton.next_power_of_2(D), KS=kernel_size,
                                                  STRIDE=stride, BN=bn, BW=bw, num_warps=warps)
     return out
+
+
+@triton.jit
+def _append_window_kernel(k, k1, k2, pos_ptr, n1_cap, n2_cap, s_kb, s_kt, s_kh, s_1b, s_1n, s_1h, s_2b, s_2n, s_2h,
+                          H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, KS1: tl.constexpr, ST1: tl.constexpr,
+                          KS2: tl.constexpr, ST2: tl.constexpr, BW: tl.constexpr):
+    """Program (b*h, tier): if the key at pos completes a window of this tier, write that window's mean."""
+    i_bh, tier = tl.program_id(0), tl.program_id(1)
+    b, h = i_bh // H, i_bh % H
+    length = tl.load(pos_ptr).to(tl.int32) + 1
+    ks = tl.where(tier == 0, KS1, KS2)
+    st = tl.where(tier == 0, ST1, ST2)
+    c = (length - ks) // st
+    cap = tl.where(tier == 0, n1_cap, n2_cap)
+    hit = (length >= ks) & ((length - ks) % st == 0) & (c < cap)
+    w = tl.arange(0, BW)
+    d = tl.arange(0, BD)
+    hit_w = (w * 0 + hit.to(tl.int32)) > 0  # as vectors: masks must be tensors of booleans
+    hit_d = (d * 0 + hit.to(tl.int32)) > 0
+    base = k + b.to(tl.int64) * s_kb + h * s_kh
+    acc = tl.zeros([BD], dtype=tl.float32)
+    for w0 in range(0, KS2, BW):
+        rows = length - ks + w0 + w
+        m = hit_w & (w0 + w < ks)
+        x = tl.load(base + rows.to(tl.int64)[:, None] * s_kt + d[None, :], mask=m[:, None] & (d < D)[None, :], other=0.0)
+        acc += tl.sum(x.to(tl.float32), 0)
+    mean = acc / ks.to(tl.float32)
+    if tier == 0:
+        dst = k1 + b.to(tl.int64) * s_1b + h * s_1h + c.to(tl.int64) * s_1n + d
+    else:
+        dst = k2 + b.to(tl.int64) * s_2b + h * s_2h + c.to(tl.int64) * s_2n + d
+    tl.store(dst, mean.to(dst.dtype.element_ty), mask=hit_d & (d < D))
+
+
+def append_windows_triton(k, k1, k2, pos, *, kernel_size: int, stride: int, n1_cap: int | None = None,
+                          n2_cap: int | None = None) -> None:
+    """After the key at position `pos` (int64 [1] device tensor) was written into k [B, cap, Hkv, D]: write the K1
+    entry (window kernel_size, stride) and the K2 entry (4x both) that this key completes, if any, in place.
+    Reads the position on the device, so a CUDA graph of it replays at any length."""
+    tl_dtype_ok(k)
+    B, _, H, D = k.shape
+    ks2, st2 = 4 * kernel_size, 4 * stride
+    _append_window_kernel[(B * H, 2)](k, k1, k2, pos, k1.shape[1] if n1_cap is None else n1_cap,
+                                      k2.shape[1] if n2_cap is None else n2_cap, k.stride(0), k.stride(1), k.stride(2),
+                                      k1.stride(0), k1.stride(1), k1.stride(2), k2.stride(0), k2.stride(1), k2.stride(2), H=H, D=D,
+                                      BD=triton.next_power_of_2(D), KS1=kernel_size, ST1=stride, KS2=ks2, ST2=st2,
+                                      BW=min(32, triton.next_power_of_2(kernel_size)), num_warps=4)

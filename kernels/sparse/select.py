@@ -43,11 +43,20 @@ def _load_q(q, q0, b, g, pos, h, valid, s_qb, s_qt, s_qh, G: tl.constexpr, D: tl
 
 
 @triton.jit
+def _windows(length, KS: tl.constexpr, STRIDE: tl.constexpr):
+    """Complete compression windows over the first `length` keys."""
+    return tl.where(length >= KS, (length - KS) // STRIDE + 1, 0)
+
+
+@triton.jit
 def _lse_kernel(q, q0, k2, part_m, part_l, chunk_start, chunk_len, n2, per_split, scale_log2, s_qb, s_qt, s_qh, s_kb, s_kn, s_kh,
-                HKV: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                BN: tl.constexpr, KS2: tl.constexpr, STRIDE2: tl.constexpr, CAUSAL: tl.constexpr):
+                pos_ptr, HKV: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
+                BN: tl.constexpr, KS2: tl.constexpr, STRIDE2: tl.constexpr, CAUSAL: tl.constexpr, DEV: tl.constexpr = False):
+    """DEV (graph decode): one query row per (batch, kv head) at the position stored in pos_ptr; n2 follows from it."""
     pid, i_bg, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n_split = tl.num_programs(2)
+    if DEV:
+        n2 = _windows(tl.load(pos_ptr).to(tl.int32) + 1, KS2, STRIDE2)
     b, g = i_bg // HKV, i_bg % HKV
     pos, h, valid = _rows(pid, chunk_start, chunk_len, BM, BG, G)
     b_q = _load_q(q, q0, b, g, pos, h, valid, s_qb, s_qt, s_qh, G, D, BD)
@@ -95,9 +104,9 @@ def _lse_combine_kernel(part_m, part_l, lse2, total, n_rows, n_split, NSP: tl.co
 
 @triton.jit
 def _score_kernel(q, q0, k1, lse2, scores, chunk_start, chunk_len, n1, nb, per_split, scale_log2,
-                  s_qb, s_qt, s_qh, s_kb, s_kn, s_kh, HKV: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr,
-                  BD: tl.constexpr, BM: tl.constexpr, GB: tl.constexpr, PS: tl.constexpr, KS: tl.constexpr,
-                  STRIDE: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr, CAUSAL: tl.constexpr):
+                  s_qb, s_qt, s_qh, s_kb, s_kn, s_kh, pos_ptr, HKV: tl.constexpr, G: tl.constexpr, BG: tl.constexpr,
+                  D: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, GB: tl.constexpr, PS: tl.constexpr, KS: tl.constexpr,
+                  STRIDE: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr, CAUSAL: tl.constexpr, DEV: tl.constexpr = False):
     pid, i_bg, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, g = i_bg // HKV, i_bg % HKV
     pos, h, valid = _rows(pid, chunk_start, chunk_len, BM, BG, G)
@@ -106,7 +115,12 @@ def _score_kernel(q, q0, k1, lse2, scores, chunk_start, chunk_len, n1, nb, per_s
     lse = tl.load(lse2 + (i_bg * chunk_len + (pos - chunk_start)).to(tl.int64) * G + h, mask=valid, other=0.0)
 
     # blocks left of the forced band need scores: [0, band_start), band_start = own block - LOCAL
-    band = tl.max(tl.where(valid, pos // BS - LOCAL, 0))
+    if DEV:
+        p_dev = tl.load(pos_ptr).to(tl.int32)
+        n1 = _windows(p_dev + 1, KS, STRIDE)
+        band = p_dev // BS - LOCAL
+    else:
+        band = tl.max(tl.where(valid, pos // BS - LOCAL, 0))
     j_lo = i_s * per_split
     j_hi = tl.minimum(tl.minimum(j_lo + per_split, band), nb)
     d = tl.arange(0, BD)
@@ -160,15 +174,19 @@ def _row_keys(row, j, band, bt, nb, INIT: tl.constexpr):
 
 
 @triton.jit
-def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, out_t0, HKV: tl.constexpr, NBP: tl.constexpr,
-                 BS: tl.constexpr, LOCAL: tl.constexpr, INIT: tl.constexpr, QUAD: tl.constexpr):
+def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, out_t0, pos_ptr, HKV: tl.constexpr,
+                 NBP: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr, INIT: tl.constexpr, QUAD: tl.constexpr,
+                 DEV: tl.constexpr = False):
     """The K largest keys of a row = those above tau, the largest key with count(key >= tau) >= K, plus the lowest
     indices among keys equal to tau. tau by bisection with the row's keys in registers: 33 halving rounds, or
     (QUAD, for decode, where the rounds' latency is the cost) 17 quartering rounds, whose three counts share one
     reduction packed in 20-bit fields of an int64."""
     i, i_bg = tl.program_id(0), tl.program_id(1)
     b, g = i_bg // HKV, i_bg % HKV
-    pos = chunk_start + i
+    if DEV:
+        pos = tl.load(pos_ptr).to(tl.int32)
+    else:
+        pos = chunk_start + i
     bt = pos // BS
     band = bt - LOCAL
     j = tl.arange(0, NBP)
@@ -199,6 +217,70 @@ def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, o
     slot = tl.cumsum(sel.to(tl.int32), 0) - 1
     dst = out + b.to(tl.int64) * s_ob + g * s_oh + (out_t0 + i).to(tl.int64) * s_ot + slot
     tl.store(dst, tl.where(j > bt, -1, j).to(tl.int32), mask=sel)
+
+
+@triton.jit
+def _kth_key(key, K):
+    """The largest tau with count(key >= tau) >= K, by 17 quartering rounds whose three counts share one
+    reduction (packed in 20-bit fields of an int64)."""
+    lo = tl.full([], -2147483648, tl.int64)
+    hi = tl.full([], 2147483647, tl.int64)
+    for _ in range(17):
+        span = hi - lo + 1
+        m1, m2, m3 = lo + span // 4, lo + span // 2, lo + (3 * span) // 4
+        packed = ((key >= m1.to(tl.int32)).to(tl.int64) + ((key >= m2.to(tl.int32)).to(tl.int64) << 20)
+                  + ((key >= m3.to(tl.int32)).to(tl.int64) << 40))
+        tot = tl.sum(packed, 0)
+        ok1, ok2, ok3 = (tot & 0xFFFFF) >= K, ((tot >> 20) & 0xFFFFF) >= K, (tot >> 40) >= K
+        new_lo = tl.where(ok3, m3, tl.where(ok2, m2, tl.where(ok1, m1, lo)))
+        hi = tl.where(ok3, hi, tl.where(ok2, m3 - 1, tl.where(ok1, m2 - 1, m1 - 1)))
+        lo = new_lo
+    return lo.to(tl.int32)
+
+
+@triton.jit
+def _take(key, tau, K):
+    """The K chosen among keys: all above tau, then the first ones equal to tau (lowest index) -> (mask, slot)."""
+    gt = key > tau
+    eq = key == tau
+    need = K - tl.sum(gt.to(tl.int32), 0)
+    sel = gt | (eq & (tl.cumsum(eq.to(tl.int32), 0) <= need))
+    return sel, tl.cumsum(sel.to(tl.int32), 0) - 1
+
+
+@triton.jit
+def _topk_segment_kernel(scores, cand_key, cand_idx, nb, K, pos_ptr, SEG: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr,
+                         INIT: tl.constexpr):
+    """Decode top-k, stage 1: program (segment, row) keeps the K best keys of its SEG blocks (ties to the lowest
+    block) as candidates, ascending by block. The row's top K are among the candidates of all its segments."""
+    i_s, i_bg = tl.program_id(0), tl.program_id(1)
+    n_seg = tl.num_programs(0)
+    pos = tl.load(pos_ptr).to(tl.int32)
+    bt = pos // BS
+    j = i_s * SEG + tl.arange(0, SEG)
+    key = _row_keys(scores + i_bg.to(tl.int64) * nb, j, bt - LOCAL, bt, nb, INIT)
+    sel, slot = _take(key, _kth_key(key, K), K)
+    dst = (i_bg * n_seg + i_s).to(tl.int64) * K + slot
+    tl.store(cand_key + dst, key, mask=sel)
+    tl.store(cand_idx + dst, j, mask=sel)
+
+
+@triton.jit
+def _topk_merge_kernel(cand_key, cand_idx, out, n_cand, K, s_ob, s_oh, pos_ptr, HKV: tl.constexpr, NC: tl.constexpr,
+                       BS: tl.constexpr):
+    """Decode top-k, stage 2: the K best of a row's candidates, written ascending (candidates are in block order)."""
+    i_bg = tl.program_id(0)
+    b, g = i_bg // HKV, i_bg % HKV
+    bt = tl.load(pos_ptr).to(tl.int32) // BS
+    c = tl.arange(0, NC)
+    src = i_bg.to(tl.int64) * n_cand + c
+    key = tl.load(cand_key + src, mask=c < n_cand, other=-2147483648)
+    j = tl.load(cand_idx + src, mask=c < n_cand, other=2147483647)
+    sel, slot = _take(key, _kth_key(key, K), K)
+    tl.store(out + b.to(tl.int64) * s_ob + g * s_oh + slot, tl.where(j > bt, -1, j), mask=sel)
+
+
+TOPK_SEGMENT = 1024  # decode top-k: blocks per first-stage program (two stages once a row has > 2 segments)
 
 
 # Prefill scoring tile: BM tokens x BG head slots (64 or 128 rows for SALA's 16-head groups).
@@ -257,7 +339,7 @@ def select_blocks_triton(q, k1, k2, *, q_start: int, kv_len: int, params: Sparse
         part_l = torch.empty_like(part_m)
         lse2 = torch.empty(B * Hkv, cl, G, dtype=torch.float32, device=q.device)
         _lse_kernel[(tiles(BM), B * Hkv, ns2)](q, q_start, k2, part_m, part_l, cs, cl, n2, per2, scale * LOG2E, *strides_q,
-                                               k2.stride(0), k2.stride(1), k2.stride(2), HKV=Hkv, G=G, BG=BG, D=D, BD=BD, BM=BM,
+                                               k2.stride(0), k2.stride(1), k2.stride(2), out, HKV=Hkv, G=G, BG=BG, D=D, BD=BD, BM=BM,
                                                BN=BN2, KS2=params.lse_kernel_size, STRIDE2=params.lse_stride, CAUSAL=causal,
                                                num_warps=4)
         br = max(16, 2048 // triton.next_power_of_2(ns2))
@@ -265,7 +347,7 @@ def select_blocks_triton(q, k1, k2, *, q_start: int, kv_len: int, params: Sparse
                                                               BR=br, num_warps=4)
         if band_max > 0:
             args = (q, q_start, k1, lse2, scores, cs, cl, n1, nb, per1, scale * LOG2E, *strides_q, k1.stride(0), k1.stride(1),
-                    k1.stride(2))
+                    k1.stride(2), out)
             kw = dict(HKV=Hkv, G=G, BG=BG, D=D, BD=BD, PS=ps, KS=params.kernel_size, STRIDE=params.kernel_stride, BS=bs,
                       LOCAL=local, CAUSAL=causal)
             if decode:
@@ -274,7 +356,72 @@ def select_blocks_triton(q, k1, k2, *, q_start: int, kv_len: int, params: Sparse
                 _score_prefill[lambda meta: (tiles(meta["BM"]), B * Hkv, ns1)](*args, **kw)
         # rows of this chunk never pick a block after the chunk's last own block
         nbp = triton.next_power_of_2(max(K, min(nb, (cs + cl - 1) // bs + 1)))
-        _topk_kernel[(cl, B * Hkv)](scores, out, cs, cl, nb, K, out.stride(0), out.stride(1), out.stride(2), c0, HKV=Hkv, NBP=nbp,
+        _topk_kernel[(cl, B * Hkv)](scores, out, cs, cl, nb, K, out.stride(0), out.stride(1), out.stride(2), c0, out, HKV=Hkv, NBP=nbp,
                                     BS=bs, LOCAL=local, INIT=params.init_blocks, QUAD=decode,
                                     num_warps=16 if decode else max(4, min(16, nbp // 256)))
+    return out
+
+
+def select_blocks_decode_triton(q, k1, k2, pos, *, params: SparseParams, max_kv_len: int, scale=None, out=None):
+    """Decode selection that a CUDA graph can replay at any length: one query per sequence at the position held in
+    `pos` (int64 [1] device tensor; keys 0..pos are visible), with every size taken from `max_kv_len`.
+
+    q: [B, 1, Hq, D]; k1, k2: compressed-key buffers [B, >= n(max_kv_len), Hkv, D] holding at least the windows
+    complete at pos + 1 keys. -> int32 [B, Hkv, 1, k_eff(max_kv_len)], ascending, -1 after the row's own block.
+    """
+    tl_dtype_ok(q)
+    B, Tq, Hq, D = q.shape
+    if Tq != 1:
+        raise ValueError(f"expected one query per sequence, got {Tq}")
+    Hkv = k1.shape[2]
+    G = Hq // Hkv
+    scale = D**-0.5 if scale is None else scale
+    nb, K = params.num_blocks(max_kv_len), params.k_eff(max_kv_len)
+    ps = params.pool_stride
+    out = torch.empty(B, Hkv, 1, K, dtype=torch.int32, device=q.device) if out is None else out
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    k1, k2 = k1.to(q.dtype), k2.to(q.dtype)
+    n1 = min(k1.shape[1], max(0, (max_kv_len - params.kernel_size) // params.kernel_stride + 1))
+    n2 = min(k2.shape[1], max(0, (max_kv_len - params.lse_kernel_size) // params.lse_stride + 1))
+    BG = triton.next_power_of_2(G)
+    BM = max(1, 16 // BG)
+    BD = triton.next_power_of_2(D)
+    GB, BN2 = 16, 64
+    bs, local = params.block_size, params.local_blocks
+    base = B * Hkv
+    per2, ns2 = _splits(n2, BN2, base, q.device)
+    band_max = max(0, (max_kv_len - 1) // bs - local)
+    per1, ns1 = _splits(band_max, GB, base, q.device)
+    scores = torch.empty(B * Hkv, 1, nb, dtype=torch.float32, device=q.device)
+    part_m = torch.empty(B * Hkv, ns2, 1, G, dtype=torch.float32, device=q.device)
+    part_l = torch.empty_like(part_m)
+    lse2 = torch.empty(B * Hkv, 1, G, dtype=torch.float32, device=q.device)
+    strides_q = (q.stride(0), q.stride(1), q.stride(2))
+    # the rows sit at a nominal position 0 (chunk_start = q0 = 0); the kernels read the real one from pos
+    _lse_kernel[(1, B * Hkv, ns2)](q, 0, k2, part_m, part_l, 0, 1, n2, per2, scale * LOG2E, *strides_q, k2.stride(0),
+                                   k2.stride(1), k2.stride(2), pos, HKV=Hkv, G=G, BG=BG, D=D, BD=BD, BM=BM, BN=BN2,
+                                   KS2=params.lse_kernel_size, STRIDE2=params.lse_stride, CAUSAL=False, DEV=True, num_warps=4)
+    br = max(16, 2048 // triton.next_power_of_2(ns2))
+    _lse_combine_kernel[(triton.cdiv(lse2.numel(), br),)](part_m, part_l, lse2, lse2.numel(), G, ns2,
+                                                          NSP=triton.next_power_of_2(ns2), BR=br, num_warps=4)
+    if band_max > 0:
+        _score_kernel[(1, B * Hkv, ns1)](q, 0, k1, lse2, scores, 0, 1, n1, nb, per1, scale * LOG2E, *strides_q, k1.stride(0),
+                                         k1.stride(1), k1.stride(2), pos, HKV=Hkv, G=G, BG=BG, D=D, BD=BD, BM=BM, GB=GB, PS=ps,
+                                         KS=params.kernel_size, STRIDE=params.kernel_stride, BS=bs, LOCAL=local, CAUSAL=False,
+                                         DEV=True, num_warps=4)
+    nbp = triton.next_power_of_2(max(K, nb))
+    seg = max(TOPK_SEGMENT, triton.next_power_of_2(K))
+    if nbp <= 2 * seg:
+        _topk_kernel[(1, B * Hkv)](scores, out, 0, 1, nb, K, out.stride(0), out.stride(1), out.stride(2), 0, pos, HKV=Hkv, NBP=nbp,
+                                   BS=bs, LOCAL=local, INIT=params.init_blocks, QUAD=True, DEV=True, num_warps=16)
+        return out
+    # one row per (batch, kv head) leaves most of the GPU idle: rank segments of the row in parallel first
+    n_seg = nbp // seg
+    cand_key = torch.empty(B * Hkv, n_seg * K, dtype=torch.int32, device=q.device)
+    cand_idx = torch.empty_like(cand_key)
+    _topk_segment_kernel[(n_seg, B * Hkv)](scores, cand_key, cand_idx, nb, K, pos, SEG=seg, BS=bs, LOCAL=local,
+                                           INIT=params.init_blocks, num_warps=4)
+    nc = triton.next_power_of_2(n_seg * K)
+    _topk_merge_kernel[(B * Hkv,)](cand_key, cand_idx, out, n_seg * K, K, out.stride(0), out.stride(1), pos, HKV=Hkv, NC=nc, BS=bs,
+                                   num_warps=max(4, min(16, nc // 256)))
     return out

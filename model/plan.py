@@ -1,0 +1,152 @@
+"""GPU memory planning: what a batch of sequences at a context length needs, checked before anything is allocated.
+
+The estimate counts the weights, the inference state at full capacity (K/V and compressed keys of the softmax
+layers, the fp32 states of the lightning layers) and the working memory of one prefill chunk or one decode step,
+so a run that cannot fit stops at once with what would fit instead of running out of memory halfway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .cache import windows
+from .config import LIGHTNING, ModelConfig
+from .errors import ModelError
+
+GiB = 2**30
+DEFAULT_CHUNK = 16384
+# Prefill working memory per token of a chunk: the widest layer's live activations (bf16 hidden states, the
+# SwiGLU pair and its product, fp32 lightning inputs and output), with room for allocator rounding.
+PREFILL_BYTES_PER_TOKEN = 160 * 1024
+# Fixed prefill buffers: the InfLLM-V2 block-score chunk (512 MiB), lightning segment states, temporaries.
+PREFILL_FIXED = 768 * 2**20
+RESERVE = 512 * 2**20  # allocator fragmentation and library workspaces (cuBLAS)
+
+
+def count_parameters(config: ModelConfig) -> int:
+    from .model import CausalLM
+
+    with torch.device("meta"):
+        lm = CausalLM(config)
+    return sum(p.numel() for p in lm.parameters())
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes needed on the GPU; `total` is the peak (state plus the larger of prefill and decode working memory)."""
+
+    batch: int
+    context: int
+    max_new_tokens: int
+    chunk_tokens: int
+    weights: int
+    kv_cache: int
+    compressed_keys: int
+    lightning_state: int
+    prefill_workspace: int
+    decode_workspace: int
+    reserve: int
+    free: int | None
+    per_token: int  # state bytes per token of capacity, per sequence
+    weights_loaded: bool
+
+    @property
+    def state(self) -> int:
+        return self.kv_cache + self.compressed_keys + self.lightning_state
+
+    @property
+    def total(self) -> int:
+        """Bytes still to allocate (the weights only when they are not loaded yet)."""
+        weights = 0 if self.weights_loaded else self.weights
+        return weights + self.state + max(self.prefill_workspace, self.decode_workspace) + self.reserve
+
+    @property
+    def fits(self) -> bool:
+        return self.free is None or self.total <= self.free
+
+    def _fixed(self) -> int:
+        weights = 0 if self.weights_loaded else self.weights
+        return weights + self.lightning_state + max(self.prefill_workspace, self.decode_workspace) + self.reserve
+
+    @property
+    def max_context(self) -> int:
+        """The longest prompt (plus max_new_tokens) that fits at this batch size; 0 if none."""
+        if self.free is None or self.per_token == 0:
+            return self.context
+        room = self.free - self._fixed()
+        return max(0, room // (self.per_token * self.batch) - self.max_new_tokens)
+
+    @property
+    def max_batch(self) -> int:
+        """The most sequences that fit at this context length (the prefill workspace does not grow with it here)."""
+        if self.free is None:
+            return self.batch
+        per_seq = self.per_token * (self.context + self.max_new_tokens) + self.lightning_state // self.batch
+        room = self.free - (self._fixed() - self.lightning_state)
+        return max(0, room // max(1, per_seq))
+
+    def describe(self) -> str:
+        g = lambda n: f"{n / GiB:.1f} GiB"  # noqa: E731
+        parts = [f"weights {g(self.weights)}{' (loaded)' if self.weights_loaded else ''}", f"KV cache {g(self.kv_cache)}",
+                 f"compressed keys {g(self.compressed_keys)}", f"lightning state {g(self.lightning_state)}",
+                 f"prefill workspace {g(self.prefill_workspace)}", f"decode workspace {g(self.decode_workspace)}",
+                 f"reserve {g(self.reserve)}"]  # fmt: skip
+        free = "unknown" if self.free is None else g(self.free)
+        return (f"batch {self.batch} x {self.context:,} + {self.max_new_tokens:,} tokens needs {g(self.total)} "
+                f"({', '.join(parts)}); {free} free")  # fmt: skip
+
+    def check(self) -> None:
+        """Raise ModelError saying what fits instead, when this plan does not."""
+        if self.fits:
+            return
+        lines = [f"Not enough GPU memory: {self.describe()}."]
+        if self.max_context > 0:
+            lines.append(f"At batch {self.batch}, up to {self.max_context:,} prompt tokens fit with {self.max_new_tokens:,} new tokens.")
+        else:
+            lines.append(f"At batch {self.batch}, not even a short prompt fits.")
+        if self.max_batch >= 1 and self.batch > 1:
+            lines.append(f"At {self.context:,} tokens, up to batch {self.max_batch} fits.")
+        raise ModelError("\n".join(lines), title="The model does not fit on this GPU",
+                         hint="Use a shorter context, a smaller batch, fewer new tokens, or a GPU with more free memory.")
+
+
+def plan_memory(config: ModelConfig, batch: int, context: int, max_new_tokens: int, dtype: torch.dtype = torch.bfloat16,
+                free_bytes: int | None = None, *, chunk_tokens: int = DEFAULT_CHUNK, prefill_batch: int | None = None,
+                weights_loaded: bool = False) -> MemoryPlan:
+    """Plan `batch` sequences of `context` prompt tokens plus `max_new_tokens` (prefill `prefill_batch` of them at a
+    time, default all; 0 when the state is filled by replicating a finished prefill)."""
+    if batch < 1 or context < 0 or max_new_tokens < 0:
+        raise ValueError(f"expected batch >= 1 and non-negative lengths, got {batch}, {context}, {max_new_tokens}")
+    esize = torch.empty((), dtype=dtype).element_size()
+    capacity = context + max_new_tokens
+    kv = compressed = lightning = 0
+    per_token = 0
+    for kind in config.mixer_types:
+        if kind == LIGHTNING:
+            lightning += batch * config.num_attention_heads * config.head_dim**2 * 4
+            continue
+        row = config.num_key_value_heads * config.head_dim * esize
+        kv += 2 * batch * capacity * row
+        per_token += 2 * row
+        s = config.sparse_config
+        if s is not None:
+            n = windows(capacity, s.kernel_size, s.kernel_stride) + windows(capacity, 4 * s.kernel_size, 4 * s.kernel_stride)
+            compressed += batch * n * row
+            per_token += row * (1 / s.kernel_stride + 1 / (4 * s.kernel_stride))
+    pb = batch if prefill_batch is None else prefill_batch
+    chunk = min(chunk_tokens, max(1, context))
+    prefill = 0 if pb == 0 else pb * chunk * PREFILL_BYTES_PER_TOKEN * config.hidden_size // 4096 + PREFILL_FIXED
+    decode = batch * (config.vocab_size * 12 + 2**20) + 64 * 2**20  # fp32 logits and sampling, split-K partials
+    return MemoryPlan(batch=batch, context=context, max_new_tokens=max_new_tokens, chunk_tokens=chunk,
+                      weights=count_parameters(config) * esize, kv_cache=kv, compressed_keys=compressed,
+                      lightning_state=lightning, prefill_workspace=prefill, decode_workspace=decode, reserve=RESERVE,
+                      free=free_bytes, per_token=int(per_token), weights_loaded=weights_loaded)  # fmt: skip
+
+
+def free_cuda_bytes(device) -> int:
+    """What this process can still allocate: the driver's free memory plus what PyTorch holds unused."""
+    device = torch.device(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
