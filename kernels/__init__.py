@@ -46,11 +46,14 @@ def _expect(cond: bool, what: str, got) -> None:
         raise ValueError(f"expected {what}, got {got}")
 
 
-def lightning_prefill(q, k, v, log_decay, *, scale, initial_state=None, cu_seqlens=None, backend="auto"):
+def lightning_prefill(q, k, v, log_decay, *, scale, initial_state=None, cu_seqlens=None, fp32_products=False, backend="auto"):
     """Chunked Lightning attention over a prompt; see lightning/README.md.
 
     q, k: [B, T, H, Dk]; v: [B, T, H, Dv]; log_decay: [H] fp32 (<= 0); initial_state: [N, H, Dk, Dv] fp32 or None,
     N = B, or the number of sequences when cu_seqlens (int, [N + 1], B == 1) packs them.
+    fp32_products: the Triton kernel keeps every product after QKᵀ in fp32 (tf32 dots) for 16-bit inputs, so bf16
+    q/k/v give the numbers of their fp32 copies; otherwise those operands are rounded to the input dtype (faster,
+    fla's precision). The reference always computes in fp32.
     -> (o [B, T, H, Dv] in q.dtype, final_state [N, H, Dk, Dv] fp32)
     """
     _expect(q.dim() == 4 and k.shape == q.shape and v.shape[:3] == q.shape[:3], "q, k: [B, T, H, Dk] and v: [B, T, H, Dv]",
@@ -67,7 +70,8 @@ def lightning_prefill(q, k, v, log_decay, *, scale, initial_state=None, cu_seqle
     if _use_triton(backend, q):
         from .lightning.chunk import chunk_lightning
 
-        return chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
+        return chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens,
+                               fp32_products=fp32_products)
     return _lightning_ref.chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
 
 

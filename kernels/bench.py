@@ -134,11 +134,31 @@ def lightning_prefill_rows(name: str, T: int, peaks: dict, rows: list, fla) -> N
     if not err <= 5e-3:
         rows.append(Row("lightning prefill", name, "ours", None, note=f"FAILED check: rel err {err:.2e}"))
         return
-    del o, s, o_r
+    # the model's setting: bf16 inputs, every product after QKᵀ in fp32 (tf32), checked against fp32 copies
+    o_p, _ = lightning_prefill(q, k, v, g, scale=scale, fp32_products=True)
+    err_p = rel(o_p[:, -4096:], o_r[:, -4096:])
+    del o_p
+    o_p, _ = lightning_prefill(q[:, -w:], k[:, -w:], v[:, -w:], g, scale=scale, fp32_products=True)
+    o_32, _ = lightning_prefill(q[:, -w:].float(), k[:, -w:].float(), v[:, -w:].float(), g, scale=scale)
+    same_p = rel(o_p, o_32.to(o_p.dtype))
+    del o, s, o_r, o_p, o_32
     mem = extra_memory(lambda: lightning_prefill(q, k, v, g, scale=scale))
     t = timeit(lambda: lightning_prefill(q, k, v, g, scale=scale))
     rows.append(Row("lightning prefill", name, "ours", t, flops / t / 1e9, "TFLOP/s", floor,
                     f"err {err:.1e}, extra mem {(mem - q.numel() * 2) / 2**20:.0f} MiB beyond o"))
+    if err_p <= 5e-3 and same_p <= 5e-3:  # fp32 copies use tf32 dots: the split bf16 operands are the closer ones
+        tp = timeit(lambda: lightning_prefill(q, k, v, g, scale=scale, fp32_products=True))
+        copies = ""
+        if T <= 2**19:  # fp32 copies of q, k, v at 1M would not fit beside the rest
+            q32, k32, v32 = q.float(), k.float(), v.float()
+            copies = f"; the kernel on fp32 copies (the model's former setting) {timeit(lambda: lightning_prefill(q32, k32, v32, g, scale=scale)):.2f} ms"
+            del q32, k32, v32
+        rows.append(Row("lightning prefill", name, "ours, fp32 products", tp, flops / tp / 1e9, "TFLOP/s", floor,
+                        f"bf16 inputs, tf32 dots after QKᵀ (the model's setting): err {err_p:.1e}, vs fp32 copies {same_p:.1e}"
+                        f"{copies}"))
+    else:
+        rows.append(Row("lightning prefill", name, "ours, fp32 products", None,
+                        note=f"FAILED check: rel err {err_p:.2e}, vs fp32 copies {same_p:.2e}"))
     if fla is not None:
         try:
             run = lambda: fla.chunk_simple_gla(q, k, v, g_gamma=g, scale=scale, output_final_state=True)  # noqa: E731
@@ -275,28 +295,33 @@ def near_tie(idx, q, k1, k2, q_start, T, tol=1e-4) -> bool:
 
 
 def sparse_decode_rows(name: str, T: int, peaks: dict, rows: list) -> None:
+    """The model's decode step (`sparse_decode`: selection, then attention, position read on the device), replayed
+    as a CUDA graph, at a context of T keys, batch 1."""
+    from . import sparse_decode
+
     scale = D**-0.5
     k, v = (torch.randn(1, T, HKV, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     k1 = compress_keys(k, kernel_size=32, stride=16)
     k2 = compress_keys(k, kernel_size=128, stride=64)
     q = torch.randn(1, 1, HQ, D, device="cuda", dtype=torch.bfloat16)
+    pos = torch.tensor([T - 1], device="cuda")
 
     def step():  # the new K1 / K2 entries (every 16 / 64 tokens) are timed apart, below
-        idx = select_blocks(q, k1, k2, q_start=T - 1, kv_len=T, params=SALA, causal=False)
-        return sparse_attention(q, k, v, idx, q_start=T - 1, block_size=64, scale=scale), idx
+        return sparse_decode(q, k, v, k1, k2, pos, params=SALA, scale=scale, max_kv_len=T)
 
-    o, idx = step()
+    o = step()
     idx_r = sparse_ref.select_blocks(q, k1, k2, q_start=T - 1, kv_len=T, params=SALA, causal=False)
-    o_r = sparse_ref.sparse_attention(q.float(), k.float(), v.float(), idx, q_start=T - 1, block_size=64, scale=scale)
+    o_r = sparse_ref.sparse_attention(q.float(), k.float(), v.float(), idx_r, q_start=T - 1, block_size=64, scale=scale)
     err = rel(o, o_r)
+    idx = select_blocks(q, k1, k2, q_start=T - 1, kv_len=T, params=SALA, causal=False)
     same = torch.equal(idx, idx_r) or near_tie(idx, q, k1, k2, T - 1, T)
     if not (err <= 5e-3 and same):
         rows.append(Row("sparse decode", name, "ours", None, note=f"FAILED check: rel err {err:.2e}, same selection {same}"))
         return
     nbytes = (k1.numel() + k2.numel()) * 2 + SALA.k_eff(T) * SALA.block_size * HKV * D * 2 * 2
-    t_eager = timeit(lambda: step()[0])
+    t_eager = timeit(step)
     t_cmp = timeit(lambda: compress_keys(k[:, T - 128 :], kernel_size=128, stride=64))
-    note = f"eager {t_eager * 1e3:.0f} us; one new K2 entry {t_cmp * 1e3:.0f} us; kernels: {kernel_breakdown(lambda: step()[0], top=8)}"
+    note = f"eager {t_eager * 1e3:.0f} us; one new K2 entry {t_cmp * 1e3:.0f} us; kernels: {kernel_breakdown(step, top=8)}"
     t = t_eager
     try:
         s = torch.cuda.Stream()
@@ -326,6 +351,8 @@ def autotune_choices() -> dict:
                      ("sparse score", select._score_prefill), ("sparse attention", attention._sparse_attn_tuned)]:
         best = getattr(fn, "best_config", None)
         out[name] = str(best) if best is not None else None
+    out["sparse attention, band gather (warps, stages, blocks a step)"] = str(attention.BAND_GATHER)
+    out["sparse attention, ranged gather blocks"] = attention.RANGE_BLOCKS
     return out
 
 
@@ -353,6 +380,12 @@ def main(argv=None) -> int:
     rows: list[Row] = []
     dense_ms: dict = {}
 
+    def save():
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, "kernels_bench.json"), "w") as f:
+                json.dump({"info": info, "rows": [asdict(r) for r in rows]}, f, indent=1)
+
     def step(fn, *a):
         t0 = time.perf_counter()
         try:
@@ -361,6 +394,7 @@ def main(argv=None) -> int:
             rows.append(Row(fn.__name__.replace("_rows", ""), str(a[0]), "ours", None, note=f"ERROR {type(e).__name__}: {e}"[:300]))
         torch.cuda.empty_cache()
         print(f"{fn.__name__} {a[0]} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        save()  # a run cut short keeps the rows it has
 
     if "lightning" in ops:
         for n in names:
@@ -375,10 +409,7 @@ def main(argv=None) -> int:
         for n in names:
             step(sparse_decode_rows, n, LENGTHS[n], peaks, rows)
     info["autotuned"] = autotune_choices()
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "kernels_bench.json"), "w") as f:
-            json.dump({"info": info, "rows": [asdict(r) for r in rows]}, f, indent=1)
+    save()
     print(f"autotuned: {info['autotuned']}")
     print(f"\n{info['device']}: copy {info['copy_TBps']:.2f} TB/s, bf16 matmul {info['mm_TFLOPs']:.0f} TFLOP/s")
     print(f"{'op':<20} {'size':<6} {'impl':<30} {'ms':>9} {'rate':>13} {'floor ms':>9}  note")

@@ -144,29 +144,32 @@ def ours_at(lm: CausalLM, n: int, *, decode: bool, batches: list[int], new_token
 
 
 def checks(lm: CausalLM) -> dict:
-    """Before timing: graph decode equals eager decode at a sparse context, and what bf16 lightning inputs change."""
+    """Before timing: graph decode equals eager decode at a sparse context, and what each Lightning prefill precision
+    changes at 32K (LightningAttention.prefill_precision): bf16 loads with fp32 products (the default) against fp32
+    copies of q/k/v (the same numbers expected) and against bf16 dot operands."""
     out = {}
     n = 32768
-    default = LightningAttention.fp32_inputs
+    default = LightningAttention.prefill_precision
     ids = torch.randint(0, lm.config.vocab_size, (1, n), device="cuda")
-    for fp32 in (True, False, True, False):  # the first two compile and tune
-        LightningAttention.fp32_inputs = fp32
+    logits = {}
+    for rnd, precision in enumerate(("fp32", "fp32-copies", "bf16") * 2):  # the first round compiles and tunes
+        LightningAttention.prefill_precision = precision
         rt = Runtime.create(lm, 1, n, 16)
         t = _sync_time()
-        logits = rt.prefill(ids)
-        out["ttft_32k_fp32_lightning_s" if fp32 else "ttft_32k_bf16_lightning_s"] = round(_sync_time() - t, 3)
-        out["logits_fp32" if fp32 else "logits_bf16"] = logits.float()
-        if fp32:
+        logits[precision] = rt.prefill(ids).float()
+        out[f"ttft_32k_{precision}_lightning_s"] = round(_sync_time() - t, 3)
+        if precision == "fp32" and rnd == 0:
             eager = Runtime(lm, rt.cache.replicate(1), cuda_graphs=False)
-            tok = logits.argmax(-1)
+            tok = logits[precision].argmax(-1)
             a = [rt.decode(tok + i).clone() for i in range(8)]  # the first eager + capture, then replays
             b = [eager.decode(tok + i) for i in range(8)]
             out["graph_vs_eager_rel"] = max(_rel(x, y) for x, y in zip(a, b))
             del eager
         del rt
         _free()
-    LightningAttention.fp32_inputs = default
-    out["bf16_vs_fp32_lightning_logits_rel"] = _rel(out.pop("logits_bf16"), out.pop("logits_fp32"))
+    LightningAttention.prefill_precision = default
+    out["fp32_vs_fp32_copies_lightning_logits_rel"] = _rel(logits["fp32"], logits["fp32-copies"])
+    out["bf16_vs_fp32_copies_lightning_logits_rel"] = _rel(logits["bf16"], logits["fp32-copies"])
     return out
 
 
@@ -178,7 +181,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 _CATEGORIES = [
     ("GEMM", ("gemm", "gemv", "cutlass", "xmma", "nvjet", "cublas", "splitk")),
     ("lightning", ("_segment_state", "_segment_scan", "_chunk_output", "_decode_kernel")),
-    ("sparse selection", ("_lse_", "_score_kernel", "_topk_kernel", "_compress_kernel", "_append_window")),
+    ("sparse selection", ("_lse_", "_score_kernel", "_topk_", "_compress_kernel", "_append_window")),
     ("sparse attention", ("_band_attn", "_sparse_attn", "_combine_kernel", "fmha", "flash", "attention")),
     ("fused norms/gates", ("_rms_norm", "_head_norm_rope", "_gated_norm", "_silu_mul")),
 ]
@@ -343,9 +346,10 @@ def table(res: dict) -> str:
                      f"{o.get('peak_GB', '-')} | {p.get('peak_GB', '-')} |")  # fmt: skip
     ch = res.get("checks", {})
     if ch:
-        lines.append(f"checks: graph vs eager decode rel {ch['graph_vs_eager_rel']:.1e}; bf16 vs fp32 lightning inputs: logits rel "
-                     f"{ch['bf16_vs_fp32_lightning_logits_rel']:.1e}, 32K TTFT {ch['ttft_32k_bf16_lightning_s']} vs "
-                     f"{ch['ttft_32k_fp32_lightning_s']} s")  # fmt: skip
+        lines.append(f"checks: graph vs eager decode rel {ch['graph_vs_eager_rel']:.1e}; Lightning prefill precision at 32K, logits rel "
+                     f"to fp32 copies: fp32 products {ch['fp32_vs_fp32_copies_lightning_logits_rel']:.1e}, bf16 operands "
+                     f"{ch['bf16_vs_fp32_copies_lightning_logits_rel']:.1e}; TTFT fp32 products {ch['ttft_32k_fp32_lightning_s']} s, "
+                     f"fp32 copies {ch['ttft_32k_fp32-copies_lightning_s']} s, bf16 {ch['ttft_32k_bf16_lightning_s']} s")  # fmt: skip
     b = res.get("breakdown")
     if b:
         p = b["prefill"]

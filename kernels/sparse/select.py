@@ -7,8 +7,9 @@ Per chunk of queries (sized so the block-score buffer stays <= 512 MiB at any le
    summed over the group in registers, max-pooled to 64-token blocks (window pool_stride + 1, padding 1) in the
    same pass; only blocks left of the forced local band are scored. Writes one fp32 per (row, block).
 3. `_topk_kernel`: one program per row: forces init/local blocks to +inf and later blocks to -inf, finds the
-   k-th largest score by bisection on order-preserving integer keys, keeps ties at the lowest block indices
-   and compacts the chosen blocks in ascending order (a cumulative sum), -1 for blocks after the query's own.
+   k-th largest score by bisection on order-preserving integer keys (stopping once a threshold passes exactly k
+   keys), keeps ties at the lowest block indices and compacts the chosen blocks in ascending order (a cumulative
+   sum), -1 for blocks after the query's own.
 """
 
 from __future__ import annotations
@@ -129,6 +130,17 @@ def _score_kernel(q, q0, k1, lse2, scores, chunk_start, chunk_len, n1, nb, per_s
     tok_ok = (tok_pos >= chunk_start) & (tok_pos < chunk_start + chunk_len)
     jj = tl.arange(0, GB)
     e = tl.arange(0, GB * PS)
+    # the entry just before the first block (the pool's padding-1 side), computed directly once; for every later
+    # tile it is the previous tile's last entry, carried in registers
+    cp = d * 0 + (j_lo * PS - 1)  # as a vector: the same entry for every lane
+    k_prev = tl.load(kb + tl.maximum(cp, 0).to(tl.int64) * s_kn + d, mask=(d < D) & (cp >= 0) & (cp < n1), other=0.0)
+    cp = tok_pos * 0 + (j_lo * PS - 1)
+    p_prev = tl.exp2(tl.sum(b_q.to(tl.float32) * k_prev.to(tl.float32)[None, :], 1) * scale_log2 - lse)
+    p_prev = tl.sum(tl.reshape(tl.where(valid, p_prev, 0.0), [BM, BG]), 1)  # [BM]
+    ok_prev = (cp >= 0) & (cp < n1)
+    if CAUSAL:
+        ok_prev = ok_prev & (cp * STRIDE + KS - 1 <= tok_pos)
+    p_prev = tl.where(ok_prev, p_prev, -1.0)
     for j0 in range(j_lo, j_hi, GB):
         c = j0 * PS + e  # the K1 entries of blocks j0 .. j0+GB-1, except the one before each block
         b_k = tl.load(kb + c.to(tl.int64)[:, None] * s_kn + d[None, :], mask=(c < n1)[:, None] & (d < D)[None, :], other=0.0)
@@ -142,22 +154,13 @@ def _score_kernel(q, q0, k1, lse2, scores, chunk_start, chunk_len, n1, nb, per_s
         grp = tl.reshape(shared, [BM, GB, PS])
         m4 = tl.max(grp, 2)
         last = tl.max(tl.where(tl.arange(0, PS)[None, None, :] == PS - 1, grp, -1.0), 2)  # [BM, GB]
-        # the entry just before block j0 (the pool's padding-1 side), computed directly
-        cp = d * 0 + (j0 * PS - 1)  # as a vector: the same entry for every lane
-        k_prev = tl.load(kb + tl.maximum(cp, 0).to(tl.int64) * s_kn + d, mask=(d < D) & (cp >= 0) & (cp < n1), other=0.0)
-        cp = tok_pos * 0 + (j0 * PS - 1)
-        p_prev = tl.exp2(tl.sum(b_q.to(tl.float32) * k_prev.to(tl.float32)[None, :], 1) * scale_log2 - lse)
-        p_prev = tl.sum(tl.reshape(tl.where(valid, p_prev, 0.0), [BM, BG]), 1)  # [BM]
-        ok_prev = (cp >= 0) & (cp < n1)
-        if CAUSAL:
-            ok_prev = ok_prev & (cp * STRIDE + KS - 1 <= tok_pos)
-        p_prev = tl.where(ok_prev, p_prev, -1.0)
         prev = tl.gather(last, tl.broadcast_to(tl.maximum(jj - 1, 0)[None, :], [BM, GB]), 1)
         prev = tl.where(jj[None, :] == 0, p_prev[:, None], prev)
         blk = tl.maximum(m4, prev)
         j = j0 + jj
         dst = scores + ((i_bg * chunk_len + (tok_pos - chunk_start)).to(tl.int64) * nb)[:, None] + j[None, :]
         tl.store(dst, blk, mask=tok_ok[:, None] & (j < j_hi)[None, :])
+        p_prev = tl.max(tl.where(jj[None, :] == GB - 1, last, -1.0), 1)  # entry (j0 + GB) * PS - 1, masked as above
 
 
 @triton.jit
@@ -178,7 +181,7 @@ def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, o
                  NBP: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr, INIT: tl.constexpr, QUAD: tl.constexpr,
                  DEV: tl.constexpr = False):
     """The K largest keys of a row = those above tau, the largest key with count(key >= tau) >= K, plus the lowest
-    indices among keys equal to tau. tau by bisection with the row's keys in registers: 33 halving rounds, or
+    indices among keys equal to tau. tau by bisection with the row's keys in registers: up to 33 halving rounds, or
     (QUAD, for decode, where the rounds' latency is the cost) 17 quartering rounds, whose three counts share one
     reduction packed in 20-bit fields of an int64."""
     i, i_bg = tl.program_id(0), tl.program_id(1)
@@ -205,11 +208,13 @@ def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, o
             hi = tl.where(ok3, hi, tl.where(ok2, m3 - 1, tl.where(ok1, m2 - 1, m1 - 1)))
             lo = new_lo
     else:
-        for _ in range(33):
+        # halving rounds until tau is isolated, or until some threshold passes exactly K keys: then every key at or
+        # above it is chosen and no tie needs breaking, so the search may stop well before 33 rounds
+        while lo < hi:
             mid = lo + (hi - lo + 1) // 2
-            enough = tl.sum((key >= mid.to(tl.int32)).to(tl.int32), 0) >= K
-            lo = tl.where(enough, mid, lo)
-            hi = tl.where(enough, hi, mid - 1)
+            cnt = tl.sum((key >= mid.to(tl.int32)).to(tl.int32), 0)
+            lo = tl.where(cnt >= K, mid, lo)
+            hi = tl.where(cnt == K, mid, tl.where(cnt >= K, hi, mid - 1))
     gt = key > lo.to(tl.int32)
     eq = key == lo.to(tl.int32)
     need = K - tl.sum(gt.to(tl.int32), 0)

@@ -101,9 +101,10 @@ def test_sparse_prefill_bf16(L, n_q):
     assert (idx != -7).all()
     assert_same_selection(idx, idx_r, qs, k1, k2, q0, L, causal=True)
     o_r = sparse_ref.sparse_attention(qs.float(), k.float(), v.float(), idx_r, q_start=q0, block_size=64, scale=128**-0.5)
-    for forced in (None, (SALA.init_blocks, SALA.local_blocks)):
+    forced = (SALA.init_blocks, SALA.local_blocks)
+    for forced, rb in ((None, 0), (forced, 0), (forced, 96)):  # one pass, band + one pass, band + ranged passes
         o = sparse_attention_triton(qs, k, v, idx_r, q_start=q0, block_size=64, scale=128**-0.5, forced_blocks=forced,
-                                    out=torch.full_like(qs, float("nan")))
+                                    range_blocks=rb, out=torch.full_like(qs, float("nan")))
         assert rel(o, o_r) <= 5e-3
 
 
@@ -119,3 +120,20 @@ def test_sparse_decode_bf16():
     o = sparse_attention(qd, k, v, idx, q_start=L - 1, block_size=64, scale=128**-0.5)
     o_r = sparse_ref.sparse_attention(qd.float(), k.float(), v.float(), idx_r, q_start=L - 1, block_size=64, scale=128**-0.5)
     assert rel(o, o_r) <= 5e-3
+
+
+def test_lightning_fp32_products_match_fp32_copies():
+    """bf16 inputs with fp32 products (what the model runs) give the numbers of fp32 copies of the same inputs: the
+    state to fp32 accuracy (the copies' tf32 dots are the less accurate ones), o up to its bf16 rounding."""
+    from sala_report.kernels.lightning.chunk import chunk_lightning
+
+    T, H, D = 16384 + 37, 32, 128
+    qkvz = randn(1, T, 4 * H * D).view(1, T, 4 * H, D)  # as the fused projection: v is a strided view
+    q, k, v = qkvz[:, :, :H], qkvz[:, :, H : 2 * H] / 4, qkvz[:, :, 2 * H : 3 * H]
+    h0 = torch.randn(1, H, D, D, device="cuda")
+    o = torch.full((1, T, H, D), float("nan"), device="cuda", dtype=BF)
+    o, s = chunk_lightning(q, k, v, slopes(), scale=D**-0.5, initial_state=h0, fp32_products=True, out=o)
+    o32, s32 = chunk_lightning(q.float(), k.float(), v.float(), slopes(), scale=D**-0.5, initial_state=h0)
+    o_r, s_r = lightning_ref.chunk_lightning(q.float(), k.float(), v.float(), slopes(), scale=D**-0.5, initial_state=h0)
+    assert rel(o, o32.to(BF)) <= 5e-3 and rel(s, s32) <= 2e-3
+    assert rel(o, o_r) <= 5e-3 and rel(s, s_r) <= 1e-4

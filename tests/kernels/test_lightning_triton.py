@@ -64,3 +64,23 @@ def test_decode_batch_in_place():
     o = lightning_decode(q, k, v, G, state, scale=0.2, backend="triton")
     o_r = naive.lightning_decode(q.double(), k.double(), v.double(), G, ref_state, scale=0.2)
     assert rel(o, o_r) < 1e-5 and rel(state, ref_state) < 1e-5
+
+
+def test_fp32_products_of_16bit_inputs_equal_their_fp32_copies_and_strided_views():
+    """16-bit q/k/v read as strided views of one projection output (no copies) with fp32 products give the numbers
+    of their fp32 copies (up to one rounding of o); rounding the products' operands to 16 bits instead moves them.
+    fp16 here (tf32 dots); bf16 (operands split into two bf16 parts) runs in the GPU tests: the interpreter's bf16
+    dots are not usable."""
+    dtype = torch.float16
+    B, T, H, D = 2, 130, 2, 16
+    qkv = rand(B, T, 3 * H * D, seed=13).to(dtype).view(B, T, 3 * H, D)
+    q, k, v = qkv[:, :, :H], qkv[:, :, H : 2 * H], qkv[:, :, 2 * H :]
+    h0 = rand(B, H, D, D, seed=14)
+    o, s = _chunk(q, k, v, G, scale=D**-0.5, initial_state=h0, segment_len=64, fp32_products=True)
+    o32, s32 = _chunk(q.float(), k.float(), v.float(), G, scale=D**-0.5, initial_state=h0, segment_len=64)
+    o16, s16 = _chunk(q, k, v, G, scale=D**-0.5, initial_state=h0, segment_len=64)
+    assert o.dtype == dtype
+    assert rel(o, o32.to(dtype)) < 2e-3 and rel(s, s32) < 1e-4
+    assert rel(s16, s32) > 10 * rel(s, s32)
+    _, s_r = naive.recurrent_lightning(q.double(), k.double(), v.double(), G, scale=D**-0.5, initial_state=h0.double())
+    assert rel(s, s_r) < 1e-4

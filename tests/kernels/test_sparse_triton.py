@@ -91,3 +91,26 @@ def test_sparse_attention_band_split_matches_reference():
     got = sparse_attention_triton(q[:, 40:], k, v, idx[:, :, 40:], q_start=40, block_size=16, scale=0.3, n_split=1,
                                   forced_blocks=(P.init_blocks, P.local_blocks))
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_sparse_attention_ranged_passes_match_reference(monkeypatch):
+    """The scored blocks visited in passes over key ranges (fp32 partial carried between passes, queries in
+    sub-chunks) give the one-pass result, whatever the range size."""
+    from sala_report.kernels.sparse import attention
+
+    L = 200  # 13 blocks of 16; scored blocks spread over several ranges
+    P2 = SparseParams(kernel_size=8, kernel_stride=4, block_size=16, init_blocks=1, window_size=32, topk=5)
+    q, k, v = rand(1, L, 8, 16, seed=7), rand(1, L, 2, 16, seed=8), rand(1, L, 2, 16, seed=9)
+    k1 = compress_keys(k, kernel_size=8, stride=4, backend="reference")
+    k2 = compress_keys(k, kernel_size=32, stride=16, backend="reference")
+    idx = select_blocks(q, k1, k2, q_start=0, kv_len=L, params=P2, causal=True, backend="reference")
+    a = 160
+    want = sparse_attention(q[:, a:], k, v, idx[:, :, a:], q_start=a, block_size=16, scale=0.3, backend="reference")
+    monkeypatch.setattr(attention, "RANGE_QUERIES", 24)  # two query sub-chunks, the last partial
+    for rb, nblk in ((2, 1), (5, 2)):  # nblk: blocks a step in both kernels (the last step may run past the end)
+        monkeypatch.setattr(attention, "BAND_GATHER", (4, 3, nblk))
+        monkeypatch.setattr(attention, "BAND_TILE", (4, 3, nblk))
+        got = sparse_attention_triton(q[:, a:], k, v, idx[:, :, a:], q_start=a, block_size=16, scale=0.3,
+                                      forced_blocks=(P2.init_blocks, P2.local_blocks), range_blocks=rb,
+                                      out=torch.full_like(q[:, a:], float("nan")))
+        assert torch.allclose(got, want, atol=1e-5), rb

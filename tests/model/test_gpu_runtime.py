@@ -37,10 +37,10 @@ def bf16_checkpoint(tmp_path, tiny_config, make_state):
     return tmp_path
 
 
-@pytest.mark.parametrize("fp32_lightning", [True, False])
+@pytest.mark.parametrize("precision", ["fp32", "fp32-copies", "bf16"])
 @pytest.mark.parametrize("prompt", [600, 1000, 1500])  # below dense_len = 1024 throughout, crossing it in decode, above
-def test_runtime_matches_the_pure_pytorch_path(bf16_checkpoint, prompt, fp32_lightning, monkeypatch):
-    monkeypatch.setattr(LightningAttention, "fp32_inputs", fp32_lightning)
+def test_runtime_matches_the_pure_pytorch_path(bf16_checkpoint, prompt, precision, monkeypatch):
+    monkeypatch.setattr(LightningAttention, "prefill_precision", precision)
     ref = load_model(bf16_checkpoint, device="cpu", dtype=torch.float32)  # the reference ops, in fp32
     gpu = load_model(bf16_checkpoint, device="cuda")  # bf16 through the kernels
     ids = torch.randint(0, 128, (2, prompt + 64), generator=torch.Generator().manual_seed(prompt))
@@ -54,7 +54,7 @@ def test_runtime_matches_the_pure_pytorch_path(bf16_checkpoint, prompt, fp32_lig
         results[graphs] = torch.stack(got, 1)
     err = _rel(results[True], want)
     per_step = max(_rel(results[True][:, i], want[:, i]) for i in range(64))
-    print(f"prompt {prompt} fp32 lightning inputs {fp32_lightning}: logits rel {err:.2e}, worst step {per_step:.2e}")
+    print(f"prompt {prompt} lightning prefill precision {precision}: logits rel {err:.2e}, worst step {per_step:.2e}")
     assert torch.isfinite(results[True]).all()
     assert err <= 1e-2
     assert _rel(results[True], results[False]) < 1e-3  # graph replay computes what the eager steps compute
