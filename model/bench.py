@@ -115,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-contexts", default="64K,256K,1M", help="GPU: of those, where decode is timed")
     ap.add_argument("--batches", default="1,8", help="GPU: decode batch sizes (a larger batch replicates the prefill)")
     ap.add_argument("--new-tokens", type=int, default=256, help="GPU: decode steps timed per context and batch")
-    ap.add_argument("--peer-contexts", default="64K,192K,256K", help="GPU: prompt lengths for the peer ('' to skip)")
+    ap.add_argument("--peer-contexts", default="64K,192K,256K,512K", help="GPU: prompt lengths for the peer ('' to skip)")
     ap.add_argument("--peer-new-tokens", type=int, default=64, help="GPU: peer decode steps (its baseline script uses 64)")
     ap.add_argument("--profile", default="256K", help="GPU: context of the per-component breakdown ('' to skip)")
+    ap.add_argument("--no-warmup", action="store_true", help="GPU: time each context's first prefill (compiles included)")
     ap.add_argument("--out", help="GPU: folder for bench_gpu.json")
     args = ap.parse_args(argv)
     if args.cpu == args.gpu:
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = GpuBenchSettings(config=args.config, contexts=_sizes(args.contexts), decode_contexts=_sizes(args.decode_contexts),
                                 batches=_sizes(args.batches), new_tokens=args.new_tokens, peer_contexts=_sizes(args.peer_contexts),
-                                peer_new_tokens=args.peer_new_tokens, profile=(_sizes(args.profile) or [None])[0], out=args.out)  # fmt: skip
+                                peer_new_tokens=args.peer_new_tokens, profile=(_sizes(args.profile) or [None])[0], out=args.out,
+                                warmup=not args.no_warmup)  # fmt: skip
     print(run_gpu_bench(settings))
     return 0
 
