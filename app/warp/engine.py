@@ -16,7 +16,7 @@ from typing import Any, Callable
 from sala_report.app.errors import SalaError, UsageError
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
-from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe
+from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
 from sala_report.app.warp.generator import Generator
 from sala_report.app.warp.phases import Budget, RunState, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
@@ -72,7 +72,8 @@ class Engine:
         self.budget = Budget(settings.max_steps, settings.max_expands, settings.max_depth, settings.max_retries)
         self.limits = limits_from(settings)
         self._subscribers: list[Subscriber] = []
-        self._edits: list[Edit] = []
+        # (queue seq, edit): edits a previous process accepted but never applied come first
+        self._edits: list[tuple[int, Edit]] = self._stored_edits()
         self._cond = threading.Condition()
         self._paused = False
         self._announced_pause = False
@@ -125,10 +126,21 @@ class Engine:
         return unsubscribe
 
     def submit(self, edit: Edit) -> None:
-        """Queue an outline edit; it is applied between steps (at once while paused)."""
+        """Queue an outline edit; it is applied between steps (at once while paused). It is stored first, so a
+        process killed before the step ends loses nothing: the resumed run applies it."""
+        seq = self.wstore.queue_edit(self.session_id, to_dict(edit))
         with self._cond:
-            self._edits.append(edit)
+            self._edits.append((seq, edit))
             self._cond.notify_all()
+
+    def _stored_edits(self) -> list[tuple[int, Edit]]:
+        edits = []
+        for seq, data in self.wstore.pending_edits(self.session_id):
+            try:
+                edits.append((seq, from_dict(data)))
+            except (TypeError, ValueError) as e:  # written by another version: report it, keep the row for it
+                log.warning("session %s: queued edit %s cannot be read (%s)", self.session_id, seq, e)
+        return edits
 
     def pause(self) -> None:
         with self._cond:
@@ -153,6 +165,7 @@ class Engine:
         self.wstore.set_status(self.session_id, "running", error=None)
         self._emit(ev.RunStarted(self.session_id, self.question, self._resumed, self.run_state.step))
         try:
+            self._apply_edits()  # edits a killed or ended run accepted but never applied
             if self.run_state.phase == "done" and self.outline.sections:
                 return self._finish(started, self.run_state.reason or "already finished")
             if self.run_state.phase == "done":  # it failed before it had an outline: start over, keeping the count
@@ -214,19 +227,20 @@ class Engine:
     def _apply_edits(self) -> None:
         with self._cond:
             pending, self._edits = self._edits, []
-        for edit in pending:
+        for seq, edit in pending:
             step = self.run_state.step
             try:
                 outline = apply_edit(self.outline, edit, max_depth=self.budget.max_depth)
             except EditError as e:
                 event = ev.EditRejected(self.session_id, step, edit, str(e))
-                self.wstore.journal(self.session_id, step, [ev.to_record(event)])
+                self.wstore.journal(self.session_id, step, [ev.to_record(event)], done_edit=seq)
                 self._emit(event)
                 continue
             run = reconcile(self.run_state, outline, self.budget)
             events = [ev.EditApplied(self.session_id, step, edit, describe(edit)),
                       ev.OutlineChanged(self.session_id, step, "edit", ev.outline_view(outline))]  # fmt: skip
-            self.wstore.commit(self.session_id, Commit(run=run, outline=outline, events=[ev.to_record(e) for e in events]))
+            self.wstore.commit(self.session_id, Commit(run=run, outline=outline, events=[ev.to_record(e) for e in events],
+                                                       done_edit=seq))  # fmt: skip
             self.run_state, self.outline = run, outline
             for event in events:
                 self._emit(event)

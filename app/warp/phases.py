@@ -71,7 +71,10 @@ def reconcile(run: RunState, outline: Outline, budget: Budget) -> RunState:
 
     A search or write aimed at a node that is no longer the cursor (deleted, locked, moved, or an
     earlier node became unwritten) goes back to searching for the new cursor; a pending expand
-    decision gives way to new unwritten nodes; a write keeps its evidence only for the same node."""
+    decision gives way to new unwritten nodes; a write keeps its evidence only for the same node; a finished run
+    given an unwritten section or a deepen request goes back to work."""
+    if run.phase == "done" and outline.sections and (cursor(outline) is not None or deepen_requests(outline, budget.max_depth)):
+        return next_to_write(run, outline, budget)  # an edit to a finished report asked for more: write it on resume
     if run.phase == "done" or not outline.sections or (run.phase == "search" and run.target is None):
         return run
     if run.phase == "init-plan":

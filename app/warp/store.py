@@ -70,7 +70,16 @@ def _add_owner(db) -> None:
     db.execute("ALTER TABLE warp_sessions ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
 
 
-MIGRATIONS = [("001_sessions", _create_tables), ("002_session_owner", _add_owner)]
+def _add_pending_edits(db) -> None:
+    # the person's edits, written when submitted and removed in the transaction that applies or rejects them,
+    # so an edit made while a step runs survives a killed process and is applied on resume
+    db.execute("""CREATE TABLE warp_pending_edits (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE,
+        edit TEXT NOT NULL, at TEXT NOT NULL)""")
+
+
+MIGRATIONS = [("001_sessions", _create_tables), ("002_session_owner", _add_owner), ("003_pending_edits", _add_pending_edits)]
 
 
 def this_owner() -> str:
@@ -148,6 +157,7 @@ class Commit:
     status: str | None = None
     error: str | None = None
     seconds: float = 0.0  # wall time to add to the session's total (given when a run ends)
+    done_edit: int | None = None  # seq of the queued edit this commit applies or rejects (removed from the queue)
 
 
 class WarpStore:
@@ -241,9 +251,29 @@ class WarpStore:
         row = self.db.execute("SELECT steps FROM warp_sessions WHERE id = ?", [session_id]).fetchone()
         return row[0] if row else 0
 
-    def journal(self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def journal(self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]], *,
+                done_edit: int | None = None) -> None:  # fmt: skip
         with self.transaction():
             self._insert_events(session_id, step, events)
+            self._drop_edit(done_edit)
+
+    # --- the person's queued edits -------------------------------------------------------------
+
+    def queue_edit(self, session_id: str, edit: dict[str, Any]) -> int:
+        """Store an edit before the engine applies it; -> its sequence number."""
+        with self.transaction():
+            cur = self.db.execute("INSERT INTO warp_pending_edits (session_id, edit, at) VALUES (?, ?, ?)",
+                                  [session_id, json.dumps(edit), utc_now()])  # fmt: skip
+            return int(cur.lastrowid)
+
+    def pending_edits(self, session_id: str) -> list[tuple[int, dict[str, Any]]]:
+        """Edits submitted but not yet applied or rejected, oldest first."""
+        rows = self._query("SELECT seq, edit FROM warp_pending_edits WHERE session_id = ? ORDER BY seq", [session_id])
+        return [(seq, json.loads(edit)) for seq, edit in rows]
+
+    def _drop_edit(self, seq: int | None) -> None:
+        if seq is not None:
+            self.db.execute("DELETE FROM warp_pending_edits WHERE seq = ?", [seq])
 
     # --- outline, registry ---------------------------------------------------------------------
 
@@ -327,6 +357,7 @@ class WarpStore:
             db.execute("DELETE FROM warp_citations WHERE session_id = ? AND node_id NOT IN (SELECT value FROM json_each(?))",
                        [session_id, json.dumps(written)])  # fmt: skip
             self._insert_events(session_id, step, c.events)
+            self._drop_edit(c.done_edit)
 
     def _write_nodes(self, session_id: str, outline: Outline) -> None:
         self.db.execute("DELETE FROM warp_nodes WHERE session_id = ?", [session_id])

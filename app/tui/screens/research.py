@@ -236,7 +236,7 @@ class ResearchScreen(Screen):
             dropped = ", ".join(p.description for p in self.outline.pending)
             self.outline.pending.clear()
             self.query_one(OutlineTree).redraw()
-            self.log_line(f"not applied, the run had ended: {dropped}", "yellow")
+            self.log_line(f"not applied before the run ended (kept: resuming the session applies them): {dropped}", "yellow")
 
     def _heading(self, node_id: int | None) -> str:
         return self._headings.get(node_id, f"section {node_id}") if node_id is not None else "the outline"
