@@ -203,6 +203,11 @@ def _report(session_id: str, store, settings: Settings, out: Path | None, as_jso
     citations = summary["citations"]
     _say(f"report: {path} ({summary['status']}; {len(summary['sources'])} sources; "
          f"{citations['verified']}/{citations['total']} citations verified)")  # fmt: skip
+    searches = summary["searches"]
+    if searches["degraded"]:
+        _say(f"warning: {searches['degraded']} of {searches['total']} searches found less than asked "
+             f"({'; '.join(searches['problems'][:3])}); those sections rest on fewer sources. "
+             "`sala-report doctor` checks the search engine; rewriting a section in the app searches again.")  # fmt: skip
     if as_json:
         click.echo(json.dumps(_json_summary(summary, [path]), ensure_ascii=False))
 
@@ -218,6 +223,7 @@ def _json_summary(summary: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
         "sources": [{"n": s["n"], "title": s["title"], "location": s["location"], "kind": s["kind"]}
                     for s in summary["sources"]],  # fmt: skip
         "citations": {k: summary["citations"][k] for k in ("verified", "total", "flagged", "removed")},
+        "searches": summary["searches"],
         "steps": summary["steps"],
         "tokens": {**tokens, "total": tokens["prompt"] + tokens["completion"]},
         "time": {"seconds": summary["seconds"]},

@@ -96,6 +96,8 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
     checks = warp.citations(session_id)
     verified = sum(1 for _, c in checks if not c.weak and registry.get(c.key) and registry.get(c.key).source_id in stored)
     numbers_by_id = {loc.node.id: loc.number for loc in walk(outline)}
+    searches, problems = warp.search_problems(session_id)
+    degraded = [p for p in problems if p]
 
     def tree(node: Node) -> dict[str, Any]:
         return {"id": node.id, "number": numbers_by_id[node.id], "title": node.title, "plan": node.plan,
@@ -122,4 +124,6 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
                      "stored": r.source_id in stored} for r in references],  # fmt: skip
         "citations": {"total": len(checks), "verified": verified, "flagged": sum(1 for _, c in checks if c.weak),
                       "removed": record.removed_citations, "passages_seen": len(registry)},  # fmt: skip
+        # searches whose web results were cut short (rate limits, no network): their sections rest on fewer sources
+        "searches": {"total": searches, "degraded": len(degraded), "problems": list(dict.fromkeys(degraded))},
     }

@@ -315,6 +315,12 @@ class WarpStore:
             [session_id, after_seq])  # fmt: skip
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
+    def search_problems(self, session_id: str) -> tuple[int, list[str | None]]:
+        """(searches run, what each reported degraded: None where it went fine), from the journal."""
+        rows = self._query("SELECT json_extract(payload, '$.degraded') FROM warp_events WHERE session_id = ? AND "
+                           "type = 'SearchFinished' ORDER BY seq", [session_id])  # fmt: skip
+        return len(rows), [r[0] for r in rows]
+
     # --- the step transaction ------------------------------------------------------------------
 
     def commit(self, session_id: str, c: Commit) -> None:
