@@ -110,6 +110,10 @@ class WarpSettings:
     thought_chars: int = 600  # longest <thought> the grammar allows
     support_threshold: float = 0.25  # cited sentences sharing fewer of their words with the passage are flagged
     constrained: bool = True  # constrain every answer to the action grammar
+    # "full": the released prompts; "compact": short ones for tiny models that copy instruction text;
+    # "auto": compact for in-process models under 1B parameters (the embedded default), full otherwise
+    prompt_style: str = "auto"
+    no_repeat_ngram: int = 4  # compact prompts: no answer repeats a run of this many tokens or copies the prompt's (0: off, else >= 3)
 
 
 @dataclass

@@ -8,15 +8,27 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from sala_report.app.errors import BackendUnavailable, ConfigError
-from sala_report.app.warp.grammar import Constraint, GrammarHook, ll_tokenizer
+from sala_report.app.warp.grammar import (
+    Constraint,
+    GrammarHook,
+    RepeatBlocker,
+    TokenClasses,
+    TopicEcho,
+    chain,
+    ll_tokenizer,
+)
 
 if TYPE_CHECKING:
     from sala_report.app.settings import ModelSettings
 
 OnDelta = Callable[[str], None]
+
+# In-process models with fewer parameters than this get the compact prompts when warp.prompt_style is "auto".
+SMALL_MODEL_PARAMETERS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,13 @@ class GenRequest:
     repetition_penalty: float = 1.0
     closers: tuple[str, ...] = ()  # endings forced near the token limit, the first the grammar allows then
     seed: int | None = None
+    # In-process only, for small models: with no_repeat_ngram >= 3, no run of that many tokens is copied from
+    # `avoid` (the prompt's instructions), nor repeated as `repeats` says (grammar.RepeatBlocker's `within`).
+    no_repeat_ngram: int = 0
+    avoid: tuple[str, ...] = ()
+    repeats: str = "prose"
+    close_early: bool = False  # force a closer once the model tries to end its answer where the grammar won't let it
+    echo_topics: bool = False  # section titles follow the topics listed in the thought (grammar.TopicEcho)
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,8 @@ class LocalGenerator:
         self.lm, self.tok, self.name = lm, tok, name
         self.constrained = constrained
         self._ll_tokenizer = None
+        self._token_classes: TokenClasses | None = None
+        self._stop_tokens: frozenset[int] = frozenset()
         self.mask_seconds = 0.0  # time spent computing grammar masks, for measurements
         self.masks = 0
 
@@ -90,6 +111,16 @@ class LocalGenerator:
     def context_tokens(self) -> int:
         return int(self.lm.config.max_position_embeddings)
 
+    @cached_property
+    def small_model(self) -> bool:
+        """Too small to follow long instructions (SmolLM2-135M): such models get the compact prompts."""
+        return sum(p.numel() for p in self.lm.parameters()) < SMALL_MODEL_PARAMETERS
+
+    def _classes(self) -> None:
+        if self._token_classes is None:
+            self._token_classes = TokenClasses.of([self.tok.decode([i]) for i in range(self.tok.vocab_size)])
+            self._stop_tokens = self._token_classes.tags | frozenset(self.tok.eos_token_ids)
+
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text))
 
@@ -103,17 +134,25 @@ class LocalGenerator:
 
         ids = self.prompt_ids(request)
         hook = None
+        if request.no_repeat_ngram or request.close_early or request.echo_topics:
+            self._classes()
         if request.constraint is not None and self.constrained:
             if self._ll_tokenizer is None:
                 self._ll_tokenizer = ll_tokenizer(self.tok.hf, vocab_size=self.tok.vocab_size,
                                                   eos_token_ids=self.tok.eos_token_ids)  # fmt: skip
             hook = GrammarHook(self._ll_tokenizer, request.constraint.lark, vocab_size=self.tok.vocab_size,
                                max_new_tokens=request.max_tokens,
-                               closers=[self.tok.encode(c) for c in request.closers])  # fmt: skip
+                               closers=[self.tok.encode(c) for c in request.closers],
+                               stop_tokens=self._stop_tokens if request.close_early else frozenset())  # fmt: skip
+        blocker = None
+        if request.no_repeat_ngram:
+            blocker = RepeatBlocker(request.no_repeat_ngram, self._token_classes, within=request.repeats,
+                                    avoid=[self.tok.encode(text) for text in request.avoid])  # fmt: skip
+        echo = TopicEcho(self.tok.encode, self._token_classes) if request.echo_topics else None
         config = GenerationConfig(max_new_tokens=request.max_tokens, temperature=request.temperature,
                                   top_p=request.top_p, repetition_penalty=request.repetition_penalty,
                                   seed=request.seed)  # fmt: skip
-        gen = generate(self.lm, self.tok, ids, config, logits_hook=hook, cancel=cancel)
+        gen = generate(self.lm, self.tok, ids, config, logits_hook=chain(hook, echo, blocker), cancel=cancel)
         for delta in gen:
             if on_delta is not None:
                 on_delta(delta)

@@ -5,9 +5,10 @@ what changed; the engine writes that in one transaction and only then tells subs
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from sala_report.app.errors import ConfigError
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
 from sala_report.app.warp.actions import ActionError, ExtendPlan, parse_response
@@ -18,10 +19,11 @@ from sala_report.app.warp.grammar import (
     extend_constraint,
     init_plan_constraint,
     search_constraint,
+    topic_list_chars,
     write_constraint,
 )
 from sala_report.app.warp.phases import Budget, RunState, moved_to, next_to_write
-from sala_report.app.warp.prompts import Prompt, fit, render
+from sala_report.app.warp.prompts import STYLES, Prompt, fit, instruction_text, render, template
 from sala_report.app.warp.state import Located, Node, Outline, deepen_requests, expandable, find, walk
 from sala_report.app.warp.store import StepRecord
 from sala_report.app.warp.validate import Limits, validate_extend, validate_init_plan, validate_search, validate_write
@@ -75,19 +77,52 @@ def label(loc: Located | None) -> str:
     return f'{loc.position} "{loc.node.title}" (plan: {loc.node.plan or "none given"})'
 
 
+def prompt_style(ctx: StepContext) -> str:
+    """"full" or "compact" (prompts.py): "auto" picks compact for generators that say they are small
+    (LocalGenerator.small_model); those that do not say (HTTP servers) get the full prompts."""
+    s = ctx.settings
+    if s.no_repeat_ngram < 0 or s.no_repeat_ngram in (1, 2):
+        raise ConfigError(f"warp.no_repeat_ngram is {s.no_repeat_ngram}",
+                          hint="Use 0 (off) or 3 and more: shorter runs repeat in normal prose.")  # fmt: skip
+    if s.prompt_style == "auto":
+        return "compact" if getattr(ctx.generator, "small_model", False) else "full"
+    if s.prompt_style not in STYLES:
+        raise ConfigError(f"warp.prompt_style is '{s.prompt_style}'", hint=f"Use auto, {', '.join(STYLES)}.")
+    return s.prompt_style
+
+
+def step_limits(ctx: StepContext, style: str, kind: str) -> Limits:
+    """With compact prompts a small model gets no room to think: it would only copy text into its thought,
+    which its action then repeats. Before an outline its thought is the list of topics (grammar.py)."""
+    if style != "compact":
+        return ctx.limits
+    return replace(ctx.limits, thought_chars=topic_list_chars(ctx.limits) if kind == "init-plan" else 1)
+
+
 def _ask(ctx: StepContext, build, constraint_for: Callable[[Prompt], Constraint], *, entries: list[Entry] = (),
          keep_full: frozenset[int] = frozenset(), closers: Callable[[Prompt], tuple[str, ...]] = lambda p: (),
-         json_chars: int = 0) -> tuple[Prompt, GenResult]:  # fmt: skip
+         json_chars: int = 0, limits: Limits | None = None, style: str = "full", values: tuple[str, ...] = (),
+         prose: bool = False, echo_topics: bool = False) -> tuple[Prompt, GenResult]:  # fmt: skip
     """One model call. `json_chars` is the longest JSON action the grammar allows: when `max_tokens` is
-    smaller than a third of it (plus the thought), the limit is raised, so JSON is not cut off unfinished."""
+    smaller than a third of it (plus the thought), the limit is raised, so JSON is not cut off unfinished.
+    With compact prompts, the answer may not copy the prompt's wording (other than `values` and the
+    question), and a `prose` answer may not repeat itself."""
     s = ctx.settings
-    max_tokens = min(max(s.max_tokens, (ctx.limits.thought_chars + json_chars) // 3), ctx.context_tokens // 2)
+    thought_chars = (limits or ctx.limits).thought_chars
+    max_tokens = min(max(s.max_tokens, (thought_chars + json_chars) // 3), ctx.context_tokens // 2)
     prompt = fit(build, ctx.outline, list(entries), count=ctx.generator.count_tokens,
-                 budget=ctx.context_tokens - max_tokens, passage_chars=s.passage_chars, keep_full=keep_full)  # fmt: skip
+                 budget=ctx.context_tokens - max_tokens, passage_chars=s.passage_chars, keep_full=keep_full,
+                 style=style)  # fmt: skip
     # A retry at temperature 0 would repeat the rejected answer; sample instead.
     temperature = s.temperature if ctx.run.attempt == 1 else max(s.temperature, RETRY_TEMPERATURE)
+    compact = style == "compact"
+    blocking = compact and s.no_repeat_ngram > 0
     request = GenRequest(prompt.system, prompt.user, constraint_for(prompt) if s.constrained else None, max_tokens,
-                         temperature, s.top_p, s.repetition_penalty, closers(prompt), seed=ctx.step)  # fmt: skip
+                         temperature, s.top_p, s.repetition_penalty, closers(prompt), seed=ctx.step,
+                         no_repeat_ngram=s.no_repeat_ngram if blocking else 0,
+                         avoid=tuple(instruction_text(prompt, list(values))) if blocking else (),
+                         repeats="prose" if prose else "fields",
+                         close_early=compact and prose, echo_topics=compact and echo_topics)  # fmt: skip
     result = ctx.generator.generate(request, on_delta=ctx.on_delta, cancel=ctx.cancel, on_restart=ctx.on_restart)
     if result.finish_reason == "cancelled" or ctx.cancel.is_set():
         raise Cancelled()
@@ -123,14 +158,17 @@ def _retry(ctx: StepContext, error: str) -> RunState:
 
 def search_step(ctx: StepContext) -> StepOutcome:
     loc = find(ctx.outline, ctx.run.target) if ctx.run.target is not None else None
-    limits = ctx.limits
+    style = prompt_style(ctx)
+    limits = step_limits(ctx, style, "search")
+    title, plan = (loc.node.title, loc.node.plan) if loc is not None else ("", "")
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render("search.jinja", question=ctx.question, draft=draft, target=label(loc),
-                      max_keywords=limits.max_keywords, feedback=ctx.run.feedback)  # fmt: skip
+        return render(template("search.jinja", style), question=ctx.question, draft=draft, target=label(loc),
+                      title=title, plan=plan, max_keywords=limits.max_keywords, feedback=ctx.run.feedback)  # fmt: skip
 
     json_chars = limits.max_keywords * (limits.keyword_chars + 4) + 40
-    _, result = _ask(ctx, build, lambda p: search_constraint(limits), json_chars=json_chars)
+    _, result = _ask(ctx, build, lambda p: search_constraint(limits), json_chars=json_chars, limits=limits, style=style,
+                     values=(ctx.question, title, plan))  # fmt: skip
     events: list = []
     try:
         keywords = list(validate_search(parse_response(result.text).action, limits).keywords)
@@ -178,15 +216,17 @@ def _pool(ctx: StepContext) -> set[int] | None:
 
 
 def init_plan_step(ctx: StepContext) -> StepOutcome:
-    limits = ctx.limits
+    style = prompt_style(ctx)
+    limits = step_limits(ctx, style, "init-plan")
     entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render("init_plan.jinja", question=ctx.question, evidence=evidence, min_sections=limits.min_sections,
-                      max_sections=limits.max_sections, feedback=ctx.run.feedback)  # fmt: skip
+        return render(template("init_plan.jinja", style), question=ctx.question, evidence=evidence,
+                      min_sections=limits.min_sections, max_sections=limits.max_sections, feedback=ctx.run.feedback)  # fmt: skip
 
     json_chars = limits.title_chars + limits.max_sections * (limits.title_chars + limits.plan_chars + 30) + 60
-    _, result = _ask(ctx, build, lambda p: init_plan_constraint(limits), entries=entries, json_chars=json_chars)
+    _, result = _ask(ctx, build, lambda p: init_plan_constraint(limits, compact=style == "compact"), entries=entries,
+                     json_chars=json_chars, limits=limits, style=style, echo_topics=True)  # fmt: skip
     try:
         plan = validate_init_plan(parse_response(result.text).action, limits, ctx.question)
     except ActionError as e:
@@ -212,16 +252,19 @@ def init_plan_step(ctx: StepContext) -> StepOutcome:
 def write_step(ctx: StepContext) -> StepOutcome:
     loc = find(ctx.outline, ctx.run.target)
     assert loc is not None, "reconcile() keeps the write target in the outline"
-    limits = ctx.limits
+    style = prompt_style(ctx)
+    limits = step_limits(ctx, style, "write")
     entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
     keep = frozenset(n.id for n in _neighbours(ctx.outline, loc))
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render("write.jinja", question=ctx.question, draft=draft, target=label(loc), evidence=evidence,
-                      keys=[e.key for e in shown], max_citations=limits.max_citations, feedback=ctx.run.feedback)  # fmt: skip
+        return render(template("write.jinja", style), question=ctx.question, draft=draft, target=label(loc),
+                      title=loc.node.title, plan=loc.node.plan, evidence=evidence, keys=[e.key for e in shown],
+                      max_citations=limits.max_citations, feedback=ctx.run.feedback)  # fmt: skip
 
     prompt, result = _ask(ctx, build, lambda p: write_constraint(limits, [e.key for e in p.evidence]),
-                          entries=entries, keep_full=keep, closers=_write_closers)  # fmt: skip
+                          entries=entries, keep_full=keep, closers=_write_closers, limits=limits, style=style,
+                          values=(ctx.question, loc.node.title, loc.node.plan), prose=True)  # fmt: skip
     try:
         action = validate_write(parse_response(result.text).action, limits, ctx.question, ctx.registry.entries,
                                 require_citation=bool(prompt.evidence))  # fmt: skip
@@ -273,18 +316,25 @@ def extend_step(ctx: StepContext) -> StepOutcome:
         run = moved_to(_stepped(ctx.run, ctx.step - 1), "done", reason="no section can be expanded further")
         return StepOutcome(run, ctx.outline, None)
 
+    style = prompt_style(ctx)
+    limits = step_limits(ctx, style, "extend")
+    sections = [(loc.position, loc.node.title) for loc in walk(ctx.outline)]
+
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render("extend_plan.jinja", question=ctx.question, draft=draft, positions=positions, forced=forced,
-                      min_subsections=limits.min_subsections, max_subsections=limits.max_subsections,
-                      feedback=ctx.run.feedback)  # fmt: skip
+        return render(template("extend_plan.jinja", style), question=ctx.question, draft=draft, sections=sections,
+                      positions=positions, forced=forced, min_subsections=limits.min_subsections,
+                      max_subsections=limits.max_subsections, feedback=ctx.run.feedback)  # fmt: skip
 
     json_chars = limits.max_subsections * (limits.title_chars + limits.plan_chars + 30) + 80
-    _, result = _ask(ctx, build, lambda p: extend_constraint(limits, positions, allow_nop=not forced),
-                     json_chars=json_chars)  # fmt: skip
+    _, result = _ask(ctx, build, lambda p: extend_constraint(limits, positions, allow_nop=not forced,
+                                                                compact=style == "compact"),
+                     json_chars=json_chars, limits=limits, style=style,
+                     values=(ctx.question, *(title for _, title in sections)))  # fmt: skip
     run = _stepped(ctx.run, ctx.step)
     run.extends += 1
     try:
-        action = validate_extend(parse_response(result.text).action, limits, ctx.question, positions, allow_nop=not forced)
+        action = validate_extend(parse_response(result.text).action, limits, ctx.question, positions,
+                                 allow_nop=not forced, taken=[title for _, title in sections])  # fmt: skip
     except ActionError as e:
         retry, events = _rejection(ctx, "extend", str(e))
         record = _record(ctx, "extend", None, result, error=str(e))

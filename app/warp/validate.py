@@ -19,7 +19,7 @@ from sala_report.app.warp.actions import (
     SearchAction,
     WriteAction,
 )
-from sala_report.app.warp.citations import citation_count, drop_unknown
+from sala_report.app.warp.citations import citation_count, drop_unknown, strip_cites
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,31 @@ def _text(value: Any, what: str) -> str:
     return " ".join(value.split())
 
 
-_NUMBERING = re.compile(r"^\s*(?:section[-\s]*)?(?:\d+(?:\.\d+)*[.):]?|[ivxlc]+[.)]|第[一二三四五六七八九十百\d]+[章节部分])\s*",
+# A number of four digits or more is a year or a quantity, not numbering ("2024 heat pump sales").
+_NUMBERING = re.compile(r"^\s*(?:section[-\s]*)?(?:\d{1,3}(?:\.\d+)*[.):]?(?!\d)|[ivxlc]+[.)]|第[一二三四五六七八九十百\d]+[章节部分])\s*",
                         re.I)  # fmt: skip
 
 
+_KEY = re.compile(r"(?i)textid\d*")
+
+
+def _has_word(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
+def without_keys(title: str) -> str:
+    """`title` without citation keys ("textid3"), which small models copy from the evidence into headings
+    (the grammar keeps out brackets, so never a whole citation); unchanged if nothing but keys is left."""
+    kept = " ".join(_KEY.sub(" ", title).split())
+    return kept if _has_word(kept) else title
+
+
 def clean_title(title: str) -> str:
-    """Drop numbering the model added ("Section-2", "1.2.", "II.", "第一章"); headings are numbered when rendered."""
-    cleaned = _NUMBERING.sub("", title, count=1).strip(" :-–—")
-    return cleaned or title.strip()
+    """Drop citation keys, and numbering the model added ("Section-2", "1.2.", "II.", "第一章"); headings are
+    numbered when rendered. Numbering stays if nothing else names the topic ("2 ,")."""
+    keyless = without_keys(title)
+    cleaned = _NUMBERING.sub("", keyless, count=1).strip(" :-–—")
+    return cleaned if _has_word(cleaned) else keyless.strip()
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -96,7 +113,35 @@ def check_language(question: str, text: str) -> None:
         raise ActionError("write in the language of the question; do not switch to Chinese, Japanese or Korean")
 
 
-def _sections(value: Any, what: str, low: int, high: int, limits: Limits, question: str) -> tuple[PlanSection, ...]:
+# Titles a model copied from a prompt's answer format or filled with citation marks, rather than wrote.
+_TEMPLATE_TITLE = re.compile(r"(?i)(?:(?:the|report|section|subsection|your)\s+)*(?:title|heading)(?:\s+here)?")
+
+
+def check_title(title: str, what: str) -> None:
+    """A heading: words naming a topic, not citation marks or the answer format's wording. The grammar
+    keeps out brackets and braces and makes titles start with a letter or digit; `clean_title` drops
+    citation keys, so one is left only in a title made of nothing else."""
+    if any(c in title for c in "[]{}\\<>") or _KEY.search(title):
+        raise ActionError(f"{what} must be plain words, without brackets, braces, backslashes or citations: {title!r}")
+    if _TEMPLATE_TITLE.fullmatch(title.strip(" .:…")) or not _has_word(title):
+        raise ActionError(f"{what} must name its topic in words of your own, got {title!r}")
+
+
+def _distinct(titles: Iterable[str], what: str, taken: Iterable[str] = ()) -> None:
+    seen = {_folded(t) for t in taken}
+    for title in titles:
+        if _folded(title) in seen:
+            raise ActionError(f"every title in {what} must be different from the others and from existing sections; "
+                              f"{title!r} repeats one")  # fmt: skip
+        seen.add(_folded(title))
+
+
+def _folded(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
+
+
+def _sections(value: Any, what: str, low: int, high: int, limits: Limits, question: str,
+              taken: Iterable[str] = ()) -> tuple[PlanSection, ...]:  # fmt: skip
     if not isinstance(value, list) or not value:
         raise ActionError(f"{what} must be a non-empty list of {{title, plan}} objects")
     if limits.hard and not low <= len(value) <= high:
@@ -109,6 +154,9 @@ def _sections(value: Any, what: str, low: int, high: int, limits: Limits, questi
         out.append(PlanSection(clean_title(_text(item["title"], f"the title of entry {i}")),
                                _text(item["plan"], f"the plan of entry {i}")))  # fmt: skip
     if limits.hard:
+        for i, section in enumerate(out, 1):
+            check_title(section.title, f"the title of entry {i} of {what}")
+        _distinct((s.title for s in out), what, taken)
         check_language(question, " ".join(f"{s.title} {s.plan}" for s in out))
     return tuple(out)
 
@@ -132,14 +180,17 @@ def validate_init_plan(action: str, limits: Limits, question: str) -> InitPlan:
     if obj.get("name") != "init-plan":
         raise ActionError(f'expected name "init-plan", got {obj.get("name")!r}')
     _keys(obj, ("name", "title", "sections"), "init-plan")
-    title = _text(obj["title"], "title")
+    title = clean_title(_text(obj["title"], "title"))
+    if limits.hard:
+        check_title(title, "the report's title")
     sections = _sections(obj["sections"], "sections", limits.min_sections, limits.max_sections, limits, question)
     return InitPlan(title, sections)
 
 
 def validate_extend(action: str, limits: Limits, question: str, positions: Iterable[str], *,
-                    allow_nop: bool = True) -> ExtendPlan | Nop:  # fmt: skip
-    """`positions` are the nodes that may be expanded now (depth below the cap, no children, not locked)."""
+                    allow_nop: bool = True, taken: Iterable[str] = ()) -> ExtendPlan | Nop:  # fmt: skip
+    """`positions` are the nodes that may be expanded now (depth below the cap, no children, not locked);
+    `taken`: the titles of the sections already in the outline, which new subsections must not repeat."""
     obj = load_json(action)
     name = obj.get("name")
     if name == "nop":
@@ -158,7 +209,7 @@ def validate_extend(action: str, limits: Limits, question: str, positions: Itera
         raise ActionError(f"{position} cannot be expanded (it has subsections, is locked, is too deep or does "
                           f"not exist); choose one of: {', '.join(allowed) or 'none'}")  # fmt: skip
     subsections = _sections(obj["subsections"], "subsections", limits.min_subsections, limits.max_subsections,
-                            limits, question)  # fmt: skip
+                            limits, question, taken)  # fmt: skip
     return ExtendPlan(position, subsections)
 
 
@@ -175,6 +226,7 @@ def validate_write(action: str, limits: Limits, question: str, known_keys, *, re
         if len(text) <= limits.min_chars:
             raise ActionError(f"the section is too short ({len(text)} characters); write more than {limits.min_chars}")
         check_language(question, text)
+        check_repeats(text)
         count = citation_count(text)
         if count > limits.max_citations:
             raise ActionError(f"use at most {limits.max_citations} citations, got {count}")
@@ -184,3 +236,20 @@ def validate_write(action: str, limits: Limits, question: str, known_keys, *, re
     elif not text:
         raise ActionError("the section is empty")
     return WriteAction(text, tuple(removed))
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\n+")
+
+
+def check_repeats(text: str) -> None:
+    """The same sentence (of four words or more, or twelve characters of CJK) may not appear twice."""
+    seen: set[str] = set()
+    for sentence in _SENTENCE_END.split(strip_cites(text)):
+        folded = _folded(sentence)
+        if len(folded.split()) < 4 and not (_CJK.search(folded) and len(folded) >= 12):
+            continue
+        if folded in seen:
+            words = sentence.split()
+            start = " ".join(words[:8]) + (" …" if len(words) > 8 else "")
+            raise ActionError(f'say each thing once: the sentence "{start}" appears more than once')
+        seen.add(folded)

@@ -133,6 +133,40 @@ def test_random_answers_always_validate(tokenizer, seed):
     assert not written.removed and "#" not in written.content
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_random_compact_outlines_always_validate(tokenizer, seed):
+    """The compact grammars (small models): a topic list for a thought, short titles, plans without braces."""
+    limits = SMALL
+    action = parse_response(walk(tokenizer, init_plan_constraint(limits, compact=True), seed, max_tokens=900)).action
+    assert 3 <= len(validate_init_plan(action, limits, QUESTION).sections) <= 4
+    constraint = extend_constraint(limits, ["section-2"], allow_nop=False, compact=True)
+    action = parse_response(walk(tokenizer, constraint, seed, max_tokens=900)).action
+    assert isinstance(validate_extend(action, limits, QUESTION, ["section-2"], allow_nop=False), ExtendPlan)
+
+
+def test_compact_titles_are_short_topic_names(tokenizer):
+    def outline(thought: str, titles: list[str]) -> str:
+        sections = [{"title": t, "plan": f"plan {i}"} for i, t in enumerate(titles)]
+        return (f"<thought>{thought}</thought>\n<action>"
+                + json.dumps({"name": "init-plan", "sections": sections, "title": "Solar markets"}) + "</action>")
+
+    compact = init_plan_constraint(Limits(), compact=True)
+    topics = "- Costs\n- Grid prices\n- Policy\n"
+    assert accepts(tokenizer, compact, outline(topics, ["Costs", "Grid prices", "Policy"]))
+    assert not accepts(tokenizer, compact, outline("I will plan", ["Costs", "Grid prices", "Policy"]))
+    for bad in ("costs", "Costs [1]", "What changed?", "One two three four five six seven eight", "Costs: prices"):
+        assert not accepts(tokenizer, compact, outline(topics, [bad, "Grid prices", "Policy"])), bad
+    full = init_plan_constraint(Limits())
+
+    def plan(titles: str) -> str:
+        sections = [{"title": t, "plan": "p"} for t in titles]
+        return "<thought>x</thought>\n<action>" + json.dumps({"name": "init-plan", "title": "Solar", "sections": sections}) + "</action>"
+
+    assert accepts(tokenizer, full, plan(["A", "B", "C"]))
+    assert not accepts(tokenizer, full, plan(["- A", "B", "C"]))  # a title starts with a letter or digit
+    assert not accepts(tokenizer, full, plan(["A", "B {x}", "C"]))
+
+
 def accepts(tokenizer, constraint, text: str) -> bool:
     hf, vocab, eos, lt, _ = tokenizer
     hook = GrammarHook(lt, constraint.lark, vocab_size=vocab, max_new_tokens=1000)

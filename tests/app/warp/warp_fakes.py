@@ -65,8 +65,18 @@ def settings(**changes) -> WarpSettings:
     return WarpSettings(**base)
 
 
+# The compact prompts (assets/prompts/compact/) start with the question or the evidence: known by their last line.
+COMPACT_KINDS = {
+    "search keywords for": "search",
+    "\nSections:\n": "extend",
+    "sections that answer the question": "init-plan",
+    "short paragraph about": "write",
+}
+
+
 def kind_of(request: GenRequest) -> str:
-    return next(kind for start, kind in KINDS.items() if request.prompt.startswith(start))
+    released = [kind for start, kind in KINDS.items() if request.prompt.startswith(start)]
+    return released[0] if released else next(kind for text, kind in COMPACT_KINDS.items() if text in request.prompt)
 
 
 def shown_keys(request: GenRequest) -> list[str]:
@@ -120,7 +130,8 @@ class Policy:
         if self.expands <= 0:
             return answer("deep enough", {"name": "nop"})
         self.expands -= 1
-        position = re.search(r'"position": "(section-[\d.]+)"', request.prompt).group(1)
+        position = re.search(r'"position": "(section-[\d.]+)"|^(section-[\d.]+): ', request.prompt, re.M)
+        position = position.group(1) or position.group(2)
         subs = [{"title": "Costs", "plan": "How costs changed"}, {"title": "Adoption", "plan": "Who adopted it"}]
         return answer("needs depth", {"name": "extend-plan", "position": position, "subsections": subs})
 
@@ -132,7 +143,8 @@ class ScriptedGenerator:
     name = "scripted"
 
     def __init__(self, script: dict[str, list] | None = None, *, policy: Callable | None = None,
-                 context: int = 8192, delay_s: float = 0.0):  # fmt: skip
+                 context: int = 8192, delay_s: float = 0.0, small_model: bool = False):  # fmt: skip
+        self.small_model = small_model  # as LocalGenerator says of a model under 1B parameters
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.policy = policy or Policy()
         self.context = context
