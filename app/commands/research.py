@@ -1,7 +1,7 @@
 """CLI commands: `run` (a new research session), `resume` (continue one), `sessions` (list them).
 
-Progress goes to stderr, the optional `--json` summary to stdout. Exit codes: 0 done, 3 partial,
-2 usage, 4 model backend unavailable, 130 interrupted (the last step's checkpoint is kept).
+Progress goes to stderr, the optional `--json` summary to stdout. Exit codes: 0 done, 3 partial (a budget
+ended it, or some searches came back short), 2 usage, 4 model backend unavailable, 130 interrupted (the last step's checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -177,11 +177,13 @@ def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -
     finally:
         if installed:
             signal.signal(signal.SIGINT, previous)
-    _report(engine.session_id, store, settings, out, as_json)
+    summary = _report(engine.session_id, store, settings, out, as_json)
     if result.status == "cancelled":
         _say(f"saved; continue with `sala-report resume {engine.session_id}`")
     elif result.status == "failed":
         _say(f"failed: {result.error}")
+    if result.status == "done" and summary["searches"]["degraded"]:
+        return EXIT_PARTIAL  # complete, but some sections were written from fewer sources than asked for
     return EXIT_CODES.get(result.status, EXIT_ERROR)
 
 
@@ -193,7 +195,7 @@ def _install(sig, handler) -> bool:
         return False
 
 
-def _report(session_id: str, store, settings: Settings, out: Path | None, as_json: bool) -> None:
+def _report(session_id: str, store, settings: Settings, out: Path | None, as_json: bool) -> dict[str, Any]:
     from sala_report.app.export import default_filename, export_report
     from sala_report.app.warp import render_markdown, session_summary
 
@@ -210,6 +212,7 @@ def _report(session_id: str, store, settings: Settings, out: Path | None, as_jso
              "`sala-report doctor` checks the search engine; rewriting a section in the app searches again.")  # fmt: skip
     if as_json:
         click.echo(json.dumps(_json_summary(summary, [path]), ensure_ascii=False))
+    return summary
 
 
 def _json_summary(summary: dict[str, Any], paths: list[Path]) -> dict[str, Any]:

@@ -3,6 +3,8 @@ searches came back short and why (the CLI prints that as a warning under the rep
 
 from __future__ import annotations
 
+import json
+
 from warp_fakes import Policy, ScriptedGenerator, settings
 
 from sala_report.app.warp import Engine, events as ev, session_summary
@@ -42,3 +44,19 @@ def test_a_run_with_working_search_reports_no_problems(start, corpus):
     assert engine.run().status == "done"
     searches = session_summary(corpus[0], engine.session_id)["searches"]
     assert searches["total"] >= 4 and searches["degraded"] == 0 and searches["problems"] == []
+
+
+def test_the_cli_exits_partial_and_warns_when_searches_came_back_short(corpus, tmp_path, capsys):
+    from sala_report.app.commands import research
+    from sala_report.app.errors import EXIT_PARTIAL
+    from sala_report.app.settings import Settings
+
+    store, _, ids = corpus
+    engine = Engine.start(store, ScriptedGenerator(policy=Policy(expands=0)), Retriever(store, search=RateLimitedSearch()),
+                          settings(), "How is renewable energy changing electricity?", docs_source_ids=ids)  # fmt: skip
+    code = research._drive(engine, store, Settings(), tmp_path / "report.md", as_json=True)
+    out, err = capsys.readouterr()
+    assert code == EXIT_PARTIAL and (tmp_path / "report.md").exists()
+    assert "searches found less than asked (duckduckgo: rate limited" in err
+    summary = json.loads(out)
+    assert summary["status"] == "done" and summary["searches"]["degraded"] == summary["searches"]["total"] > 0
