@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from sala_report.app.errors import EXIT_INTERRUPTED, EXIT_USAGE, SalaError
+from sala_report.app.errors import EXIT_INTERRUPTED, EXIT_USAGE, SalaError, storage_failure
 from sala_report.app.settings import Settings, load_settings
 
 log = logging.getLogger("sala_report")
@@ -82,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code if e.exit_code else EXIT_USAGE
     except click.exceptions.Exit as e:
         return e.exit_code
-    except SalaError as e:
-        print(f"Error: {e.title}: {e}", file=sys.stderr)
-        if e.hint:
-            print(f"  {e.hint}", file=sys.stderr)
+    except (SalaError, OSError, sqlite3.DatabaseError) as e:
+        error = e if isinstance(e, SalaError) else storage_failure(e)
+        if error is None:
+            raise
+        print(f"Error: {error.title}: {error}", file=sys.stderr)
+        if error.hint:
+            print(f"  {error.hint}", file=sys.stderr)
         log.debug("failure", exc_info=True)
-        return e.exit_code
+        return error.exit_code
     except KeyboardInterrupt:
         print("Interrupted; progress so far is saved.", file=sys.stderr)
         return EXIT_INTERRUPTED

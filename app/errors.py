@@ -34,3 +34,25 @@ class ConfigError(SalaError):
 class BackendUnavailable(SalaError):
     title = "Model backend unavailable"
     exit_code = EXIT_BACKEND
+
+
+# errno values for "no room left": the disk, the user's quota, or a file-size limit (ulimit -f)
+_NO_ROOM = {28, 122, 27}  # ENOSPC, EDQUOT, EFBIG on Linux
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+_AFTER = ("everything saved before is kept, and `sala-report resume ID` continues a run from its last saved "
+          "step.")  # fmt: skip
+
+
+def storage_failure(error: BaseException) -> SalaError | None:
+    """A clear error for a write the disk refused: no room (an OSError, or SQLite's "database or disk is full"),
+    or SQLite's "disk I/O error" (a failing disk, a file-size limit); None for any other failure. Every store
+    write is one transaction, so what was saved before stays."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if (isinstance(error, OSError) and error.errno in _NO_ROOM) or code == _SQLITE_FULL or "disk is full" in str(error):
+        return SalaError(str(error) or type(error).__name__, title="Disk full",
+                         hint=f"Free some space, then run the command again: {_AFTER}")  # fmt: skip
+    if code is not None and code & 0xFF == _SQLITE_IOERR:
+        return SalaError(f"the data file could not be written ({error})", title="Cannot write to the disk",
+                         hint=f"Check the disk holding the data folder (free space, file-size limits, errors), then "
+                              f"run the command again: {_AFTER}")  # fmt: skip
+    return None

@@ -8,12 +8,13 @@ TokenDelta) only after what the event reports has been committed.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sala_report.app.errors import SalaError, UsageError
+from sala_report.app.errors import SalaError, UsageError, storage_failure
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
 from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
@@ -187,6 +188,12 @@ class Engine:
                     continue  # the loop top reports the cancellation
         except (SalaError, PromptTooLong) as e:
             return self._fail(started, e)
+        except (OSError, sqlite3.DatabaseError) as e:
+            full = storage_failure(e)  # the step's transaction rolled back: the last checkpoint is intact
+            if full is None:
+                self._fail(started, e)
+                raise
+            return self._fail(started, full)  # raises it
         except Exception as e:
             self._fail(started, e)
             raise
@@ -276,8 +283,11 @@ class Engine:
     def _fail(self, started: float, error: Exception) -> RunResult:
         hint = getattr(error, "hint", None)
         event = ev.Failed(self.session_id, self.run_state.step, str(error), hint)
-        self.wstore.set_status(self.session_id, "failed", error=str(error), seconds=time.perf_counter() - started,
-                               event=ev.to_record(event))  # fmt: skip
+        try:
+            self.wstore.set_status(self.session_id, "failed", error=str(error), seconds=time.perf_counter() - started,
+                                   event=ev.to_record(event))  # fmt: skip
+        except (OSError, sqlite3.DatabaseError) as e:  # e.g. the disk is full: the session then reads as interrupted
+            log.warning("session %s: could not record the failure: %s", self.session_id, e)
         self._emit(event)
         if isinstance(error, SalaError):
             raise error
