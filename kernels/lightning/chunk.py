@@ -23,6 +23,18 @@ MAX_SEGMENTS = 128  # per call; bounds the segment-state buffer
 MIN_SEGMENT = 256
 
 
+@triton.jit
+def _segment_tile(seg_start, seg_len, g, i_s, i_h, i_v, DK: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr,
+                  BV: tl.constexpr):
+    """Where program (segment i_s, head i_h, value slice i_v) works: the segment's first flat token and length, the
+    head's decay per token in log2 units, and the offsets of a chunk's tokens, the keys and this value slice."""
+    start = tl.load(seg_start + i_s).to(tl.int64)
+    L = tl.load(seg_len + i_s)
+    gh = tl.load(g + i_h).to(tl.float32) * 1.4426950408889634
+    o_v = i_v * BV + tl.arange(0, BV)
+    return start, L, gh, tl.arange(0, BT), tl.arange(0, DK), o_v, o_v < DV  # BV may exceed DV for small heads
+
+
 @triton.autotune(
     configs=configs([triton.Config({"BV": bv}, num_warps=w, num_stages=s) for bv, w, s in [(64, 4, 2), (64, 4, 3), (128, 8, 2), (32, 4, 3)]]),
     key=["DK", "DV", "F32"],
@@ -31,13 +43,7 @@ MIN_SEGMENT = 256
 def _segment_state_kernel(k, v, g, seg_start, seg_len, dstate, n_tok, s_k, s_v, H: tl.constexpr, DK: tl.constexpr,
                           DV: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, F32: tl.constexpr):
     i_s, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    start = tl.load(seg_start + i_s).to(tl.int64)
-    L = tl.load(seg_len + i_s)
-    gh = tl.load(g + i_h).to(tl.float32) * 1.4426950408889634
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, DK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    mv = o_v < DV  # BV may exceed DV for small heads
+    start, L, gh, o_t, o_k, o_v, mv = _segment_tile(seg_start, seg_len, g, i_s, i_h, i_v, DK, DV, BT, BV)
     acc = tl.zeros([DK, BV], dtype=tl.float32)
     for c in range(0, L, BT):
         t = c + o_t
@@ -90,13 +96,7 @@ def _segment_scan_kernel(dstate, h0, ht, g, seq_first_seg, seg_len, H: tl.conste
 def _chunk_output_kernel(q, k, v, o, g, seg_start, seg_len, state, scale, n_tok, s_q, s_k, s_v, H: tl.constexpr,
                          DK: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, F32: tl.constexpr):
     i_s, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    start = tl.load(seg_start + i_s).to(tl.int64)
-    L = tl.load(seg_len + i_s)
-    gh = tl.load(g + i_h).to(tl.float32) * 1.4426950408889634
-    o_t = tl.arange(0, BT)
-    o_k = tl.arange(0, DK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    mv = o_v < DV  # BV may exceed DV for small heads
+    start, L, gh, o_t, o_k, o_v, mv = _segment_tile(seg_start, seg_len, g, i_s, i_h, i_v, DK, DV, BT, BV)
     base = ((i_s * H + i_h) * DK).to(tl.int64)
     S = tl.load(state + (base + o_k[:, None]) * DV + o_v[None, :], mask=mv[None, :], other=0.0)  # [DK, BV] fp32
     diff = o_t[:, None] - o_t[None, :]

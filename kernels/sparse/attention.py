@@ -24,6 +24,17 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _online_softmax(s, b_v, m, l, acc):
+    """One key tile of flash attention (log2 domain): fold scores s [rows, keys] and values b_v into the running
+    max m, sum l and unnormalised output acc; rows with no visible key yet keep m = -inf and l = 0."""
+    m_new = tl.maximum(m, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(s - m_use[:, None])
+    alpha = tl.exp2(m - m_use)
+    return m_new, l * alpha + tl.sum(p, 1), acc * alpha[:, None] + tl.dot(p.to(b_v.dtype), b_v)
+
+
+@triton.jit
 def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh,
                       s_ob, s_ot, s_oh, HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
                       BDV: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr, NB: tl.constexpr = 1):
@@ -57,13 +68,7 @@ def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s
         b_v = tl.load(vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0)
         ok = km[None, :] & (key[None, :] <= pos[:, None])
         s = tl.where(ok, tl.dot(b_q, tl.trans(b_k)) * scale_log2, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m - m_use)
-        l = l * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(b_v.dtype), b_v)
-        m = m_new
+        m, l, acc = _online_softmax(s, b_v, m, l, acc)
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
     dst = o + b.to(tl.int64) * s_ob + (pos - q_start).to(tl.int64)[:, None] * s_ot + hq * s_oh + dv[None, :]
     tl.store(dst, out.to(o.dtype.element_ty), mask=rm[:, None] & (dv < DV)[None, :])
@@ -146,13 +151,7 @@ def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, acc_buf, q_start,
         b_k = tl.load(kb + key.to(tl.int64)[:, None] * s_kt + d[None, :], mask=km[:, None] & (d < D)[None, :], other=0.0)
         b_v = tl.load(vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0)
         s = tl.where(km[None, :], tl.dot(b_q, tl.trans(b_k)) * scale_log2, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_use[:, None])
-        alpha = tl.exp2(m - m_use)
-        l = l * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(b_v.dtype), b_v)
-        m = m_new
+        m, l, acc = _online_softmax(s, b_v, m, l, acc)
     if ACC_OUT:
         tl.store(acc_at, acc / tl.where(l > 0, l, 1.0)[:, None], mask=work[:, None])
         tl.store(lse_at, tl.where(l > 0, m + tl.log2(tl.where(l > 0, l, 1.0)), float("-inf")), mask=work)

@@ -194,20 +194,11 @@ def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, o
     band = bt - LOCAL
     j = tl.arange(0, NBP)
     key = _row_keys(scores + (i_bg * chunk_len + i).to(tl.int64) * nb, j, band, bt, nb, INIT)
-    lo = tl.full([], -2147483648, tl.int64)
-    hi = tl.full([], 2147483647, tl.int64)
     if QUAD:
-        for _ in range(17):
-            span = hi - lo + 1
-            m1, m2, m3 = lo + span // 4, lo + span // 2, lo + (3 * span) // 4
-            packed = ((key >= m1.to(tl.int32)).to(tl.int64) + ((key >= m2.to(tl.int32)).to(tl.int64) << 20)
-                      + ((key >= m3.to(tl.int32)).to(tl.int64) << 40))
-            tot = tl.sum(packed, 0)
-            ok1, ok2, ok3 = (tot & 0xFFFFF) >= K, ((tot >> 20) & 0xFFFFF) >= K, (tot >> 40) >= K
-            new_lo = tl.where(ok3, m3, tl.where(ok2, m2, tl.where(ok1, m1, lo)))
-            hi = tl.where(ok3, hi, tl.where(ok2, m3 - 1, tl.where(ok1, m2 - 1, m1 - 1)))
-            lo = new_lo
+        lo = _kth_key(key, K)
     else:
+        lo = tl.full([], -2147483648, tl.int64)
+        hi = tl.full([], 2147483647, tl.int64)
         # halving rounds until tau is isolated, or until some threshold passes exactly K keys: then every key at or
         # above it is chosen and no tie needs breaking, so the search may stop well before 33 rounds
         while lo < hi:
@@ -215,11 +206,7 @@ def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, o
             cnt = tl.sum((key >= mid.to(tl.int32)).to(tl.int32), 0)
             lo = tl.where(cnt >= K, mid, lo)
             hi = tl.where(cnt == K, mid, tl.where(cnt >= K, hi, mid - 1))
-    gt = key > lo.to(tl.int32)
-    eq = key == lo.to(tl.int32)
-    need = K - tl.sum(gt.to(tl.int32), 0)
-    sel = gt | (eq & (tl.cumsum(eq.to(tl.int32), 0) <= need))  # ties: lowest block indices first
-    slot = tl.cumsum(sel.to(tl.int32), 0) - 1
+    sel, slot = _take(key, lo.to(tl.int32), K)  # ties: lowest block indices first
     dst = out + b.to(tl.int64) * s_ob + g * s_oh + (out_t0 + i).to(tl.int64) * s_ot + slot
     tl.store(dst, tl.where(j > bt, -1, j).to(tl.int32), mask=sel)
 
