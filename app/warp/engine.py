@@ -128,8 +128,12 @@ class Engine:
 
     def submit(self, edit: Edit) -> None:
         """Queue an outline edit; it is applied between steps (at once while paused). It is stored first, so a
-        process killed before the step ends loses nothing: the resumed run applies it."""
-        seq = self.wstore.queue_edit(self.session_id, to_dict(edit))
+        process killed before the step ends loses nothing: the resumed run applies it. Raises SalaError when the
+        store cannot take it (a full disk): the edit is then not queued."""
+        try:
+            seq = self.wstore.queue_edit(self.session_id, to_dict(edit))
+        except (OSError, sqlite3.DatabaseError) as e:  # not stored, so not accepted: say why, change nothing
+            raise storage_failure(e) or SalaError(f"the edit could not be saved: {e}") from e
         with self._cond:
             self._edits.append((seq, edit))
             self._cond.notify_all()

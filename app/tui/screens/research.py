@@ -255,8 +255,16 @@ class ResearchScreen(Screen):
             why = "is still starting" if self.engine is None else "has ended; resume it from Sessions (Ctrl+S, r) to edit"
             self.notify(f"The run {why}.", severity="warning")
             return
-        for edit in message.edits:
-            self.engine.submit(edit)
+        for i, edit in enumerate(message.edits):
+            try:
+                self.engine.submit(edit)
+            except SalaError as e:  # not stored (a full disk): drop it from the screen and say why
+                for dropped in message.edits[i:]:
+                    self.outline.pending = [p for p in self.outline.pending if p.edit is not dropped]
+                self.query_one(OutlineTree).redraw()
+                self.log_line(f"edit not saved: {e}", "bold red")
+                self.notify(f"{e}" + (f" — {e.hint}" if e.hint else ""), title=e.title, severity="error", timeout=15)
+                return
         self.log_line(f"edit queued: {message.description}", "cyan")
 
     def action_toggle_pause(self) -> None:

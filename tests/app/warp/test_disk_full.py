@@ -10,7 +10,7 @@ import pytest
 from warp_fakes import Policy, ScriptedGenerator, check_report, settings
 
 from sala_report.app.errors import SalaError, storage_failure
-from sala_report.app.warp import Engine, WarpStore, events as ev
+from sala_report.app.warp import Engine, WarpStore, edits, events as ev
 
 
 def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes(start, corpus):
@@ -45,3 +45,16 @@ def test_only_running_out_of_room_is_reported_as_a_full_disk():
     assert storage_failure(OSError(errno.EFBIG, "File too large")) is not None
     assert storage_failure(OSError(errno.ENOENT, "No such file or directory")) is None
     assert storage_failure(ValueError("database or disk")) is None
+
+
+def test_an_edit_the_full_disk_cannot_store_is_refused_with_a_clear_error(start, corpus):
+    store, _, _ = corpus
+    engine, _ = start(ScriptedGenerator(policy=Policy(expands=0)))
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(SalaError) as caught:
+        engine.submit(edits.RenameSection(1, plan="a long plan " * 2000))  # needs new pages the disk can't give
+    assert caught.value.title == "Disk full"
+    store.db.execute("PRAGMA max_page_count = 1073741823")
+    assert WarpStore(store).pending_edits(engine.session_id) == []
+    assert engine.run().status == "done"  # the run itself is unharmed
