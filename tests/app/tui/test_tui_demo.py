@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from conftest import make_services
+from tui_helpers import make_services
 
 from sala_report.app import demo
 

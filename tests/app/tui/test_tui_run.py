@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import make_services, until
+from tui_helpers import make_services, until
 from textual.widgets import RadioButton
 from warp_fakes import Policy
 

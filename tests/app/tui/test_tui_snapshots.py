@@ -5,7 +5,7 @@ clock, fixed session ids and timestamps. After a deliberate change of look, revi
 from __future__ import annotations
 
 import pytest
-from conftest import make_services, until
+from tui_helpers import make_services, until
 
 from sala_report.app.tui.app import SalaApp
 from sala_report.app.tui.screens.start import StartScreen
