@@ -21,7 +21,8 @@ import json
 import math
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import httpx
 
@@ -131,48 +132,32 @@ class OpenAIGenerator:
     def _stream(self, body: dict[str, Any], emit: OnDelta, cancel: threading.Event | None) -> tuple[str, str, dict]:
         parts: list[str] = []
         finish, usage = "stop", {}
-        try:
-            with self.client.stream("POST", self.base_url + "/chat/completions", json=body) as response:
-                self._check(response)
-                for line in response.iter_lines():
-                    if cancel is not None and cancel.is_set():
-                        return "".join(parts), "cancelled", usage
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return "".join(parts), finish, usage
-                    chunk = json.loads(data)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content") or ""
-                        if text:
-                            parts.append(text)
-                            emit(text)
-                        finish = choice.get("finish_reason") or finish
-                raise _Retry("the stream ended before its [DONE] event")
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise _Retry(f"cannot connect ({e})") from None
-        except httpx.TimeoutException as e:
-            raise _Retry(f"timed out ({type(e).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as e:
-            raise _Retry(f"the connection dropped mid-answer ({e})") from None
-        except json.JSONDecodeError as e:
-            raise _Retry(f"the server sent a malformed event ({e.msg})") from None
+        with _retryable("the connection dropped mid-answer", "the server sent a malformed event"), \
+                self.client.stream("POST", self.base_url + "/chat/completions", json=body) as response:  # fmt: skip
+            self._check(response)
+            for line in response.iter_lines():
+                if cancel is not None and cancel.is_set():
+                    return "".join(parts), "cancelled", usage
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return "".join(parts), finish, usage
+                chunk = json.loads(data)
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content") or ""
+                    if text:
+                        parts.append(text)
+                        emit(text)
+                    finish = choice.get("finish_reason") or finish
+            raise _Retry("the stream ended before its [DONE] event")
 
     def _complete(self, body: dict[str, Any], emit: OnDelta) -> tuple[str, str, dict]:
-        try:
+        with _retryable("the connection dropped", "the server sent malformed JSON"):
             response = self.client.post(self.base_url + "/chat/completions", json=body)
             self._check(response)
             data = response.json()
-        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-            raise _Retry(f"cannot connect ({e})") from None
-        except httpx.TimeoutException as e:
-            raise _Retry(f"timed out ({type(e).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError) as e:
-            raise _Retry(f"the connection dropped ({e})") from None
-        except ValueError as e:
-            raise _Retry(f"the server sent malformed JSON ({e})") from None
         choice = (data.get("choices") or [{}])[0]
         text = (choice.get("message") or {}).get("content") or ""
         if text:
@@ -217,3 +202,18 @@ class OpenAIGenerator:
                 return entry
         raise BackendUnavailable(f"the server at {self.base_url} does not serve '{self.model}'",
                                  hint="Set model.served_model to one of: " + ", ".join(m.get("id", "?") for m in models))  # fmt: skip
+
+
+@contextmanager
+def _retryable(dropped: str, malformed: str) -> Iterator[None]:
+    """Network trouble and unreadable answers as _Retry, worded for the person (`dropped`, `malformed`)."""
+    try:
+        yield
+    except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+        raise _Retry(f"cannot connect ({e})") from None
+    except httpx.TimeoutException as e:
+        raise _Retry(f"timed out ({type(e).__name__})") from None
+    except (httpx.RemoteProtocolError, httpx.ReadError) as e:
+        raise _Retry(f"{dropped} ({e})") from None
+    except ValueError as e:  # json.JSONDecodeError included
+        raise _Retry(f"{malformed} ({e})") from None
