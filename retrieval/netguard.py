@@ -34,13 +34,39 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 def is_public_address(ip: IPAddress) -> bool:
     """True for globally routable unicast addresses; loopback, private, link-local, CGNAT, reserved,
-    multicast and unspecified addresses are not public. IPv4-mapped IPv6 is judged as the IPv4 it maps."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    multicast and unspecified addresses are not public. An IPv6 address that carries an IPv4 address
+    (IPv4-mapped, IPv4-compatible, NAT64, 6to4, Teredo) is public only if the IPv4 it carries is: a
+    translator or relay on the path delivers it to that IPv4 address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return is_public_address(ip.ipv4_mapped)
+        if not all(is_public_address(v4) for v4 in embedded_ipv4(ip)):
+            return False
     return ip.is_global and not ip.is_multicast
 
 
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for, by the standard embeddings; empty for plain IPv6."""
+    if ip.ipv4_mapped is not None:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip.teredo is not None:
+        return list(ip.teredo)  # (server, client)
+    if ip in _NAT64_WELL_KNOWN or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are judged as IPv6
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return []
+
+
 def describe_address(ip: IPAddress) -> str:
+    if isinstance(ip, ipaddress.IPv6Address):
+        for v4 in embedded_ipv4(ip):
+            if not is_public_address(v4):
+                return f"{describe_address(v4)} ({v4} in IPv6 form)"
     for flag in ("loopback", "link_local", "private", "multicast", "reserved", "unspecified"):
         if getattr(ip, f"is_{flag}"):
             return flag.replace("_", "-")

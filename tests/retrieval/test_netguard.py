@@ -21,6 +21,11 @@ GUARDED = dict(connect_timeout_s=1.0, read_timeout_s=1.0, total_timeout_s=3.0)
         ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
         ("::1", False), ("fe80::1", False), ("fc00::1", False), ("::ffff:127.0.0.1", False),
         ("::ffff:10.0.0.1", False), ("93.184.216.34", True), ("2606:4700:4700::1111", True),
+        # IPv6 forms that carry an IPv4 address are judged by that address
+        ("::127.0.0.1", False), ("::10.0.0.1", False),  # IPv4-compatible
+        ("64:ff9b::7f00:1", False), ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::808:808", True),  # NAT64
+        ("2002:7f00:1::", False), ("2002:a00:1::1", False), ("2002:808:808::1", True),  # 6to4
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
     ],
 )
 def test_address_classification(address, public):
@@ -35,6 +40,9 @@ def test_address_classification(address, public):
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]:{port}/article",
         "http://[::ffff:127.0.0.1]:{port}/article",
+        "http://[::127.0.0.1]:{port}/article",
+        "http://[64:ff9b::7f00:1]:{port}/article",
+        "http://[2002:7f00:1::1]:{port}/article",
         "http://localhost:{port}/article",
         "http://0.0.0.0:{port}/article",
     ],
@@ -104,6 +112,12 @@ def test_dns_answer_mixing_public_and_private_is_refused(public_server):
     fetcher = _public_test_fetcher({"mixed.test": ["127.0.0.2", "127.0.0.1"]})
     (result,) = fetcher.fetch_all([f"http://mixed.test:{public_server.server_address[1]}/article"])
     assert result.failure == "refused"
+
+
+@pytest.mark.parametrize("answer", ["::127.0.0.1", "64:ff9b::7f00:1", "2002:7f00:1::1", "64:ff9b::a9fe:a9fe"])
+def test_dns_answer_embedding_a_private_ipv4_is_refused(answer):
+    with pytest.raises(AddressRefused, match="in IPv6 form"):
+        checked_addresses("embedded.test", 80, resolver=lambda host, port: [answer], allow_private=False)
 
 
 def test_checked_addresses_raises_for_private_and_passes_when_allowed():
