@@ -115,6 +115,21 @@ def drop_unknown(text: str, known) -> tuple[str, list[str]]:
     return cleaned, removed
 
 
+# A bare reference mark copied from a page ("[7]", "[3, 12]", "[4-6]", "[^2]"): it would read as one of the
+# report's own [n] citations and point at the wrong reference, or at none.
+BARE_MARK = re.compile(r"\[\^?\s*\d+(?:\s*[,;–-]\s*\d+)*\s*\]")
+
+
+def drop_marks(text: str) -> tuple[str, list[str]]:
+    """Remove bare `[n]` marks from model text (only `\\cite{key}` cites); return the marks removed."""
+    removed = BARE_MARK.findall(text)
+    if not removed:
+        return text, []
+    cleaned = BARE_MARK.sub("", text)
+    cleaned = re.sub(r"[ \t]+([.,;:!?])", r"\1", cleaned)
+    return re.sub(r"[ \t]{2,}", " ", cleaned), removed
+
+
 def strip_cites(text: str) -> str:
     return re.sub(r"[ \t]+([.,;:!?])", r"\1", CITE.sub("", text))
 

@@ -73,6 +73,12 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _shown(text: str) -> str:
+    """Model-written text (titles, plans, sections) on one line, neutralised like evidence: a served model
+    that ignores the grammar could otherwise plant tags or special tokens in every later prompt."""
+    return _one_line(neutralize(text))
+
+
 def _abbreviate(text: str, head: int, tail: int) -> str:
     words = text.split()
     if head == 0:
@@ -87,18 +93,18 @@ def draft_text(outline: Outline, level: tuple[int, int] | None = None, *, keep_f
     Citations are left out: they cost tokens and tempt the model to copy keys it was not shown."""
     if not outline.sections:
         return "There is no report yet."
-    lines = [f"Title: {_one_line(outline.title)}"]
+    lines = [f"Title: {_shown(outline.title)}"]
     for loc in walk(outline):
         node = loc.node
         indent = "  " * (loc.depth - 1)
         if node.content is not None:
-            body = _one_line(strip_cites(node.content))
+            body = _shown(strip_cites(node.content))
             if level is not None and node.id not in keep_full:
                 body = _abbreviate(body, *level)
             mark = f"[OK] {body}"
         else:
-            mark = f"[PLAN] {_one_line(node.plan)}" + (" (left unwritten)" if node.skipped else "")
-        lines.append(f"{indent}{loc.position} [{_one_line(node.title)}]: {mark}")
+            mark = f"[PLAN] {_shown(node.plan)}" + (" (left unwritten)" if node.skipped else "")
+        lines.append(f"{indent}{loc.position} [{_shown(node.title)}]: {mark}")
     return "\n".join(lines)
 
 

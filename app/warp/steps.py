@@ -266,8 +266,10 @@ def write_step(ctx: StepContext) -> StepOutcome:
                           entries=entries, keep_full=keep, closers=_write_closers, limits=limits, style=style,
                           values=(ctx.question, loc.node.title, loc.node.plan), prose=True)  # fmt: skip
     try:
-        action = validate_write(parse_response(result.text).action, limits, ctx.question, ctx.registry.entries,
-                                require_citation=bool(prompt.evidence))  # fmt: skip
+        # Only the passages this prompt showed may be cited: a key from an earlier step names a passage
+        # the model did not read here (a served or unconstrained model can still write one).
+        action = validate_write(parse_response(result.text).action, limits, ctx.question,
+                                {e.key for e in prompt.evidence}, require_citation=bool(prompt.evidence))  # fmt: skip
     except ActionError as e:
         retry, events = _rejection(ctx, "write", str(e))
         record = _record(ctx, "write", loc.node.id, result, error=str(e))

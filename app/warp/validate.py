@@ -19,7 +19,7 @@ from sala_report.app.warp.actions import (
     SearchAction,
     WriteAction,
 )
-from sala_report.app.warp.citations import citation_count, drop_unknown, strip_cites
+from sala_report.app.warp.citations import citation_count, drop_marks, drop_unknown, strip_cites
 
 
 @dataclass(frozen=True)
@@ -214,9 +214,11 @@ def validate_extend(action: str, limits: Limits, question: str, positions: Itera
 
 
 def validate_write(action: str, limits: Limits, question: str, known_keys, *, require_citation: bool = True) -> WriteAction:
-    """The action block is the section's Markdown. Citations to keys not in `known_keys` are removed
-    first (and counted); the counts below apply to what remains."""
+    """The action block is the section's Markdown. Citations to keys not in `known_keys` (the passages in
+    this prompt) and bare `[n]` marks are removed first (and counted); the counts below apply to what remains."""
     text, removed = drop_unknown(action.strip(), known_keys)
+    text, marks = drop_marks(text)
+    removed += marks
     text = text.strip()
     if limits.hard:
         if "#" in text:
