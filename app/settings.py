@@ -7,11 +7,13 @@ the slice it needs as plain values.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Literal, Mapping, get_args, get_origin, get_type_hints
 
 from platformdirs import PlatformDirs
 
@@ -48,15 +50,15 @@ class ModelSettings:
     """Which model writes, and how. `backend` is `local` (in-process) or `openai` (vLLM / SGLang server)."""
 
     source: str = "smollm2-135m"
-    backend: str = "local"
+    backend: Literal["local", "openai"] = "local"
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     base_url: str = "http://127.0.0.1:8000/v1"
     served_model: str = ""
     api_key: str = ""
     request_timeout_s: float = 600.0
     # How a served model is constrained: "json_schema" (response_format), "grammar" (vLLM structured_outputs), "none"
-    structured_output: str = "json_schema"
+    structured_output: Literal["json_schema", "grammar", "none"] = "json_schema"
     max_retries: int = 3  # retries of a failed request to a served model, with exponential backoff
 
 
@@ -67,8 +69,8 @@ class SearchSettings:
     web: bool = True
     engines: list[str] = field(default_factory=lambda: ["duckduckgo"])
     region: str = "wt-wt"
-    safesearch: str = "moderate"
-    timelimit: str = ""
+    safesearch: Literal["on", "moderate", "off"] = "moderate"
+    timelimit: Literal["", "d", "w", "m", "y"] = ""  # any time, or the last day, week, month, year
     max_results: int = 8
     min_interval_s: float = 1.0
     max_retries: int = 3
@@ -112,8 +114,11 @@ class WarpSettings:
     constrained: bool = True  # constrain every answer to the action grammar
     # "full": the released prompts; "compact": short ones for tiny models that copy instruction text;
     # "auto": compact for in-process models under 1B parameters (the embedded default), full otherwise
-    prompt_style: str = "auto"
+    prompt_style: Literal["auto", "full", "compact"] = "auto"
     no_repeat_ngram: int = 4  # compact prompts: no answer repeats a run of this many tokens or copies the prompt's (0: off, else >= 3)
+    # "evidence": answers are chosen from the documents (verbatim sentences, their headings); "generate": the model
+    # writes; "auto": evidence for in-process models under 1B parameters when prompt_style is "auto"
+    writing: str = "auto"
 
 
 @dataclass
@@ -152,10 +157,19 @@ def load_settings(
 
     `overrides` uses dotted keys (`"search.web": False`); environment variables are
     `SALA_REPORT_<SECTION>__<FIELD>` (e.g. `SALA_REPORT_SEARCH__ENGINES=duckduckgo,brave`), plus
-    `SALA_REPORT_HOME` for the data dir.
+    `SALA_REPORT_HOME` for the data dir. Every value is checked as it is read (type, range, allowed
+    choices); a ConfigError names each bad key and where it came from.
     """
     env = os.environ if env is None else env
     settings = Settings()
+    problems: list[ConfigError] = []
+
+    def put(dotted: str, value: Any, origin: str) -> None:
+        try:
+            _set(settings, dotted, value, origin=origin)
+        except ConfigError as e:
+            problems.append(e)
+
     path = config_path or default_config_path(env)
     if path.exists():
         try:
@@ -164,18 +178,22 @@ def load_settings(
             raise ConfigError(f"{path}: {e}", hint="Fix the file or move it aside.") from e
         for section, values in data.items():
             if not isinstance(values, dict):
-                raise ConfigError(f"{path}: [{section}] must be a table, got {type(values).__name__}")
+                problems.append(ConfigError(f"{path}: [{section}] must be a table, got {type(values).__name__}"))
+                continue
             for key, value in values.items():
-                _set(settings, f"{section}.{key}", value, origin=str(path))
+                put(f"{section}.{key}", value, str(path))
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and "__" in name:
             section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
-            _set(settings, f"{section}.{key}", value, origin=name)
+            put(f"{section}.{key}", value, name)
     if env.get(ENV_PREFIX + "HOME"):
-        _set(settings, "paths.data_dir", env[ENV_PREFIX + "HOME"], origin=ENV_PREFIX + "HOME")
+        put("paths.data_dir", env[ENV_PREFIX + "HOME"], ENV_PREFIX + "HOME")
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set(settings, dotted, value, origin="command line")
+            put(dotted, value, "command line")
+    if problems:  # all of them at once, so one edit of the file can fix everything
+        hint = next((p.hint for p in problems if p.hint), None)
+        raise ConfigError("; ".join(str(p) for p in problems), hint=hint)
     return settings
 
 
@@ -190,34 +208,152 @@ def _set(settings: Settings, dotted: str, value: Any, *, origin: str) -> None:
             f"{origin}: unknown setting '{dotted}'",
             hint=f"[{section_name}] accepts: {', '.join(sorted(fields))}",
         )
-    current = getattr(section, key)
-    setattr(section, key, _coerce(current, value, f"{origin}: {dotted}"))
-
-
-def _coerce(current: Any, value: Any, where: str) -> Any:
-    """Convert `value` to the type of the default it replaces (strings come from the environment)."""
     try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                lowered = value.strip().lower()
-                if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
-                    raise ValueError(f"expected a boolean, got {value!r}")
-                return lowered in {"1", "true", "yes", "on"}
-            return bool(value)
-        if isinstance(current, Path):
-            return Path(str(value)).expanduser()
-        if isinstance(current, list):
-            if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            return [str(v) for v in value]
-        if isinstance(current, dict):
-            if not isinstance(value, dict):
-                raise ValueError(f"expected a table, got {value!r}")
-            return {str(k): str(v) for k, v in value.items()}
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from e
+        converted = _coerce(getattr(section, key), value)
+        problem = _problem(dotted, converted, _choices(type(section), key))
+    except (TypeError, ValueError, OverflowError) as e:
+        problem = str(e)
+    if problem:
+        raise ConfigError(f"{origin}: {dotted}: {problem}")
+    setattr(section, key, converted)
+
+
+def _coerce(current: Any, value: Any) -> Any:
+    """Convert `value` to the type of the default it replaces. Strings come from the environment and are
+    parsed; from TOML a value must already have the right kind (`web = 5` is refused, not read as true)."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        lowered = value.strip().lower() if isinstance(value, str) else None
+        if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+            raise ValueError(f"expected true or false, got {value!r}")
+        return lowered in {"1", "true", "yes", "on"}
+    if isinstance(current, Path):
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise ValueError(f"expected a folder path, got {value!r}")
+        return Path(str(value)).expanduser()
+    if isinstance(current, list):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected a list of names, got {value!r}")
+        return [v.strip() for v in value]
+    if isinstance(current, dict):
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError(f"expected a table of strings, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if isinstance(current, (int, float)):
+        return _number(value, whole=isinstance(current, int))
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _number(value: Any, *, whole: bool) -> int | float:
+    """A finite number (a whole one for integer settings); TOML's `inf` and `1e999` are refused here."""
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected {kind}, got {value!r}")
+    try:
+        number = float(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError(f"expected {kind}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    if whole:
+        if number != int(number):
+            raise ValueError(f"expected {kind}, got {value!r}")
+        return int(number)
+    return float(number)
+
+
+def _choices(section_type: type, key: str) -> tuple[Any, ...] | None:
+    """The allowed values of a field annotated `Literal[...]` (a closed set), else None."""
+    hint = get_type_hints(section_type)[key]
+    return get_args(hint) if get_origin(hint) is Literal else None
+
+
+Check = Callable[[Any], "str | None"]  # the problem with a value, or None when it is fine
+
+
+def _at_least(low: float) -> Check:
+    return lambda v: None if v >= low else f"must be at least {low}, got {v}"
+
+
+def _above(low: float) -> Check:
+    return lambda v: None if v > low else f"must be more than {low}, got {v}"
+
+
+def _within(low: float, high: float) -> Check:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}, got {v}"
+
+
+def _matching(pattern: str, what: str) -> Check:
+    return lambda v: None if re.fullmatch(pattern, v) else f"must be {what}, got {v!r}"
+
+
+def _filled(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _names(v: list[str]) -> str | None:
+    if not v or not all(v):
+        return f"must list at least one name, and no empty ones, got {v}"
+    return None if len(set(v)) == len(v) else f"names must differ, got {v}"
+
+
+def _not_a_file(v: Path) -> str | None:
+    return f"{v} is a file, not a folder" if v.exists() and not v.is_dir() else None
+
+
+def _keys(v: dict[str, str]) -> str | None:
+    empty = sorted(k for k, keys in v.items() if not keys.strip())
+    return f"no keys given for {', '.join(empty)}" if empty else None
+
+
+def _anything(v: Any) -> None:
+    return None
+
+
+# Field rules beyond their type and Literal choices. Fields not listed get the rule of their type: numbers
+# at least 0, lists at least one distinct name, tables non-empty values, paths not a file, strings anything.
+RULES: dict[str, Check] = {
+    "model.source": _filled,
+    "model.device": _matching(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, mps, cuda or cuda:N"),
+    "model.base_url": _matching(r"https?://[^\s/]+(/\S*)?", "an http:// or https:// URL"),
+    "model.request_timeout_s": _above(0),
+    "search.engines": _names,
+    "search.region": _matching(r"[a-z]{2}-[a-z]{2}", "a region like wt-wt (no region) or us-en"),
+    "search.max_results": _within(1, 100),
+    "search.timeout_s": _above(0),
+    "fetch.connect_timeout_s": _above(0),
+    "fetch.read_timeout_s": _above(0),
+    "fetch.total_timeout_s": _above(0),
+    "fetch.max_bytes": _at_least(1),
+    "fetch.per_host": _at_least(1),
+    "fetch.concurrency": _at_least(1),
+    "warp.max_steps": _at_least(1),
+    "warp.max_depth": _within(1, 6),
+    "warp.temperature": _within(0, 2),
+    "warp.top_p": lambda v: None if 0 < v <= 1 else f"must be more than 0 and at most 1, got {v}",
+    "warp.repetition_penalty": _above(0),
+    "warp.max_tokens": _at_least(16),
+    "warp.max_sections": _at_least(1),
+    "warp.passages_for_plan": _at_least(1),
+    "warp.passages_per_search": _at_least(1),
+    "warp.passage_chars": _at_least(50),
+    "warp.thought_chars": _at_least(1),
+    "warp.support_threshold": _within(0, 1),
+    "warp.no_repeat_ngram": lambda v: None if v == 0 or v >= 3 else f"must be 0 (off) or at least 3, got {v}",
+    "ui.theme": _filled,
+}
+_BY_TYPE: dict[type, Check] = {
+    bool: _anything, int: _at_least(0), float: _at_least(0), list: _names, dict: _keys, str: _anything,
+}
+
+
+def _problem(dotted: str, value: Any, choices: tuple[Any, ...] | None) -> str | None:
+    if choices is not None and value not in choices:
+        return f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+    rule = RULES.get(dotted) or (_not_a_file if isinstance(value, Path) else _BY_TYPE[type(value)])
+    return rule(value)
