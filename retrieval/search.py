@@ -1,14 +1,9 @@
-"""Web search behind a small protocol: ddgs with pinned engines, a cache, a rate limiter, backoff and
-fallback; and local search over the store, which answers offline.
+"""Web search behind a small protocol: the engines the person listed (ddgs's, arXiv, OpenAlex, a SearXNG
+instance), tried in order, with a cache, per-engine rate limits, backoff and fallback; and local search
+over the store, which answers offline.
 
-Queries go only to the engines the person listed, in order: ddgs's `backend="auto"` would spread
-them over every engine it knows, so each call names exactly one engine.
-
-How ddgs 9.16 reports trouble (read from its source): an engine's HTTP error or non-200 answer is
-swallowed per engine, and the call then raises `TimeoutException` when the last error was a timeout,
-else `DDGSException("No results found.")` -- which is also what a rate-limited engine (HTTP 202)
-looks like. `RatelimitException` exists but the library no longer raises it; we still treat it as a
-rate limit in case a later version does.
+Engines only ask and parse (retrieval/engines/); everything about trouble -- retries, backoff, the
+degraded state -- is here, once, so every engine behaves alike.
 """
 
 from __future__ import annotations
@@ -16,19 +11,17 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
+from sala_report.retrieval.engines import Engine, EngineConfig, EngineError, EngineTimeout, RateLimited, make_engine
+from sala_report.retrieval.engines.ddgs_text import TextSearchClient, normalise
 from sala_report.retrieval.types import SearchOutcome, SearchResult
+
+__all__ = ["LocalSearch", "RateLimiter", "SearchBackend", "SearchConfig", "TextSearchClient", "WebSearch", "normalise"]
 
 
 class SearchBackend(Protocol):
     def search(self, query: str, *, max_results: int | None = None) -> SearchOutcome: ...
-
-
-class TextSearchClient(Protocol):
-    """The part of `ddgs.DDGS` we use; tests pass a fake with the same signature."""
-
-    def text(self, query: str, **kwargs: Any) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -38,12 +31,25 @@ class SearchConfig:
     safesearch: str = "moderate"
     timelimit: str = ""  # d, w, m, y or empty
     max_results: int = 8
-    min_interval_s: float = 1.0  # between any two calls to any engine, process-wide
+    min_interval_s: float = 1.0  # between two calls to one engine, process-wide (an engine may ask for more)
     max_retries: int = 3  # per engine, on rate limits and timeouts
     timeout_s: float = 10.0
     backoff_s: float = 2.0  # first retry delay; doubles each time
     max_backoff_s: float = 30.0
     cache_ttl_s: float = 7 * 24 * 3600.0
+    searxng_url: str = ""  # the person's SearXNG instance (may be on their own machine)
+    openalex_api_key: str = ""
+    openalex_mailto: str = ""
+    arxiv_url: str = "https://export.arxiv.org/api/query"
+    openalex_url: str = "https://api.openalex.org/works"
+
+    def engine_config(self) -> EngineConfig:
+        from sala_report.retrieval.fetch import DEFAULT_USER_AGENT
+
+        return EngineConfig(region=self.region, safesearch=self.safesearch, timelimit=self.timelimit,
+                            timeout_s=self.timeout_s, user_agent=DEFAULT_USER_AGENT, searxng_url=self.searxng_url,
+                            arxiv_url=self.arxiv_url, openalex_url=self.openalex_url,
+                            openalex_api_key=self.openalex_api_key, openalex_mailto=self.openalex_mailto)
 
 
 class RateLimiter:
@@ -68,18 +74,16 @@ class RateLimiter:
             self._last = now
 
 
-_shared_limiter: RateLimiter | None = None
+_shared_limiters: dict[str, RateLimiter] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_rate_limiter(min_interval_s: float) -> RateLimiter:
-    """The process-wide limiter every WebSearch uses by default (the strictest interval asked for wins)."""
-    global _shared_limiter
+def shared_rate_limiter(engine: str, min_interval_s: float) -> RateLimiter:
+    """The process-wide limiter of one engine, shared by every WebSearch (the strictest interval asked for wins)."""
     with _shared_lock:
-        if _shared_limiter is None:
-            _shared_limiter = RateLimiter(min_interval_s)
-        _shared_limiter.min_interval_s = max(_shared_limiter.min_interval_s, min_interval_s)
-        return _shared_limiter
+        limiter = _shared_limiters.setdefault(engine, RateLimiter(min_interval_s))
+        limiter.min_interval_s = max(limiter.min_interval_s, min_interval_s)
+        return limiter
 
 
 def _ddgs_client(timeout_s: float) -> TextSearchClient:
@@ -89,25 +93,31 @@ def _ddgs_client(timeout_s: float) -> TextSearchClient:
 
 
 class WebSearch:
-    """Web search through ddgs. Never raises for network trouble: a failed search comes back as a
-    `SearchOutcome` with no results and `degraded` saying why."""
+    """Web search through the configured engines, in order. Never raises for network trouble: a failed
+    search comes back as a `SearchOutcome` with no results and `degraded` saying why."""
 
     def __init__(
         self,
         config: SearchConfig | None = None,
         *,
         store=None,  # a Store, for the result cache; None: no cache
-        client_factory: Callable[[float], TextSearchClient] = _ddgs_client,
-        limiter: RateLimiter | None = None,
+        client_factory: Callable[[float], TextSearchClient] | None = None,  # ddgs engines' client, for tests
+        engines: dict[str, Engine] | None = None,  # engines by name, replacing the built ones (tests)
+        limiter: RateLimiter | None = None,  # one limiter for every engine (tests)
+        limiter_for: Callable[[str, float], RateLimiter] | None = None,  # engine, interval -> its limiter
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.config = config or SearchConfig()
         if not self.config.engines:
-            raise ValueError("SearchConfig.engines must name at least one ddgs engine, got none")
+            raise ValueError("SearchConfig.engines must name at least one engine, got none")
         self._store = store
-        self._client_factory = client_factory
-        self._client: TextSearchClient | None = None
-        self._limiter = limiter or shared_rate_limiter(self.config.min_interval_s)
+        given = engines or {}
+        engine_config = self.config.engine_config()
+        self._engines = {name: given.get(name) or make_engine(name, engine_config, ddgs_client=client_factory)
+                         for name in self.config.engines}
+        limiter_for = limiter_for or shared_rate_limiter
+        self._limiters = {name: limiter or limiter_for(name, max(self.config.min_interval_s, engine.min_interval_s))
+                          for name, engine in self._engines.items()}
         self._sleep = sleep
 
     def search(self, query: str, *, max_results: int | None = None) -> SearchOutcome:
@@ -118,20 +128,20 @@ class WebSearch:
         wanted = max_results or cfg.max_results
         errors: list[str] = []
         empty_engines: list[str] = []
-        for engine in cfg.engines:
+        for name in cfg.engines:
             if self._store is not None:
-                cached = self._store.cached_search(query, engine, cfg.region, cfg.timelimit, max_age_s=cfg.cache_ttl_s)
+                cached = self._store.cached_search(query, name, cfg.region, cfg.timelimit, max_age_s=cfg.cache_ttl_s)
                 if cached:
-                    return SearchOutcome(query, cached[:wanted], engine=engine, cached=True, errors=tuple(errors))
-            results, error = self._ask(engine, query, wanted)
+                    return SearchOutcome(query, cached[:wanted], engine=name, cached=True, errors=tuple(errors))
+            results, error = self._ask(self._engines[name], query, wanted)
             if results:
                 if self._store is not None:
-                    self._store.save_search(query, engine, cfg.region, cfg.timelimit, results)
-                return SearchOutcome(query, results, engine=engine, errors=tuple(errors))
+                    self._store.save_search(query, name, cfg.region, cfg.timelimit, results)
+                return SearchOutcome(query, results, engine=name, errors=tuple(errors))
             if error is None:
-                empty_engines.append(engine)
+                empty_engines.append(name)
             else:
-                errors.append(f"{engine}: {error}")
+                errors.append(f"{name}: {error}")
         if errors:
             reason = "web search failed (" + "; ".join(errors) + ")"
         else:
@@ -140,57 +150,28 @@ class WebSearch:
                       "rate limiting; try again later or add a fallback engine in search.engines)")
         return SearchOutcome(query, [], degraded=reason, errors=tuple(errors))
 
-    def _ask(self, engine: str, query: str, wanted: int) -> tuple[list[SearchResult], str | None]:
-        """Results from one engine, retrying rate limits and timeouts with exponential backoff.
-        Returns ([], None) when the engine found nothing, ([], message) when it failed."""
-        from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
-
+    def _ask(self, engine: Engine, query: str, wanted: int) -> tuple[list[SearchResult], str | None]:
+        """Results from one engine, retrying rate limits and timeouts with exponential backoff (longer when
+        the engine said how long to wait). Returns ([], None) when it found nothing, ([], message) when it failed."""
         cfg = self.config
-        message = None
+        limiter = self._limiters[engine.name]
+        message, wait_at_least = None, 0.0
         for attempt in range(cfg.max_retries + 1):
             if attempt:
-                self._sleep(min(cfg.max_backoff_s, cfg.backoff_s * 2 ** (attempt - 1)))
-            self._limiter.wait()
+                backoff = cfg.backoff_s * 2 ** (attempt - 1)
+                self._sleep(min(cfg.max_backoff_s, max(backoff, wait_at_least)))
+            limiter.wait()
             try:
-                raw = self._client_for().text(
-                    query, region=cfg.region, safesearch=cfg.safesearch, timelimit=cfg.timelimit or None,
-                    max_results=wanted, backend=engine,
-                )
-            except RatelimitException as e:
-                message = f"rate limited ({e})"
-                continue
-            except TimeoutException as e:
-                message = f"timed out ({e})"
-                continue
-            except DDGSException as e:
-                if "no results" in str(e).lower():
-                    return [], None
+                return engine.search(query, max_results=wanted)[:wanted], None
+            except RateLimited as e:
+                message, wait_at_least = f"rate limited ({e})", e.retry_after_s or 0.0
+            except EngineTimeout as e:
+                message, wait_at_least = f"timed out ({e})", 0.0
+            except EngineError as e:
                 return [], str(e)
-            except Exception as e:  # ddgs's HTTP layer (primp) can leak its own errors
+            except Exception as e:  # an engine that breaks its promise still must not end the run
                 return [], f"{type(e).__name__}: {e}"
-            return normalise(raw)[:wanted], None
         return [], f"{message}; gave up after {cfg.max_retries + 1} tries"
-
-    def _client_for(self) -> TextSearchClient:
-        if self._client is None:
-            self._client = self._client_factory(self.config.timeout_s)
-        return self._client
-
-
-def normalise(raw: list[dict[str, Any]] | None) -> list[SearchResult]:
-    """ddgs text results ({title, href, body}) as SearchResults: http(s) URLs only, no duplicates."""
-    results, seen = [], set()
-    for item in raw or []:
-        url = str(item.get("href") or item.get("url") or "").strip()
-        if not url.startswith(("http://", "https://")) or url in seen:
-            continue
-        seen.add(url)
-        results.append(SearchResult(
-            title=" ".join(str(item.get("title") or "").split()) or url,
-            url=url,
-            snippet=" ".join(str(item.get("body") or item.get("snippet") or "").split()),
-        ))
-    return results
 
 
 class LocalSearch:
