@@ -17,3 +17,7 @@ class ExtractionError(RetrievalError):
 
 class EmptyDocument(ExtractionError):
     """The body or file was read fine but holds no text (an empty page, a scanned PDF without a text layer)."""
+
+
+class ExtractionTimeout(ExtractionError):
+    """Reading a body or file ran past its time limit and was stopped."""

@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import httpx
 
 from sala_report.retrieval.errors import AddressRefused
+from sala_report.retrieval.extract import MAX_HTML_CHARS
 from sala_report.retrieval.netguard import (
     IPAddress,
     Resolver,
@@ -68,6 +69,10 @@ class FetchConfig:
     per_host: int = 2
     concurrency: int = 8
     user_agent: str = DEFAULT_USER_AGENT
+    # Extracting a page: the HTML handed to trafilatura after scripts and styles are dropped, and a time
+    # limit past which the article extraction is stopped and the page's plain text kept.
+    max_html_chars: int = MAX_HTML_CHARS
+    extract_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class SearchResult:
     title: str
     url: str
     snippet: str
+    # what a paper search knows of the work (authors, date, doi, arxiv_id, journal); kept with the source
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ class IngestReport:
     deleted: int = 0
     failed: int = 0
     source_ids: set[int] = field(default_factory=set)
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message): read, but failed
+    # (path, why): not read by rule: an unsupported type, not a regular file, over the size cap, a link
+    # out of the folder or a broken one
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
