@@ -97,7 +97,8 @@ _HEADING_STYLE = re.compile(r"^(?:heading|berschrift|titre)\s*(\d)$", re.IGNOREC
 def _docx_paragraph(paragraph: etree._Element) -> str:
     parts = []
     for node in paragraph.iter(f"{_W}t", f"{_W}tab", f"{_W}br", f"{_W}cr"):
-        parts.append(node.text or "" if node.tag == f"{_W}t" else "\t" if node.tag == f"{_W}tab" else "\n")
+        # itertext: an unexpanded entity reference stays visible as its name instead of cutting the run
+        parts.append("".join(node.itertext()) if node.tag == f"{_W}t" else "\t" if node.tag == f"{_W}tab" else "\n")
     text = "".join(parts).strip()
     style = paragraph.find(f"{_W}pPr/{_W}pStyle")
     name = (style.get(f"{_W}val") or "") if style is not None else ""
