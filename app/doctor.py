@@ -3,6 +3,7 @@ the data dir — and say what to do about each problem. No network traffic unles
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import platform
 import shutil
@@ -148,17 +149,50 @@ def _search(settings: Settings, online: bool) -> list[Check]:
     detail = f"ddgs {_version('ddgs')}, engines: {', '.join(cfg.engines) or 'none'}"
     if not cfg.web:
         return [Check("search", OK, detail + "; web search is off (search.web = false), only your documents are used")]
-    if not online:
-        return [Check("search", OK, detail + " (not contacted; use --online)")]
-    from sala_report.retrieval import SearchConfig, WebSearch
+    checks = [Check("search", OK, detail + ("" if online else " (not contacted; use --online)"))]
+    checks += _search_settings(settings)
+    if not online or any(c.status == FAIL for c in checks):
+        return checks
+    from sala_report.app.runs import web_search_config
+    from sala_report.retrieval import WebSearch
 
-    outcome = WebSearch(SearchConfig(engines=tuple(cfg.engines), region=cfg.region, max_retries=0,
-                                     timeout_s=cfg.timeout_s)).search("heat pump efficiency", max_results=1)
-    if outcome.results:
-        return [Check("search", OK, f"{detail}; {outcome.engine} answered")]
-    return [Check("search", WARN, f"{detail}; {outcome.degraded}",
-                  "Engines rate-limit bursts: wait a few minutes, add a fallback engine to search.engines, "
-                  "or run on your documents only (--docs DIR with search.web = false).")]
+    base = dataclasses.replace(web_search_config(settings), max_retries=0)
+    for engine in cfg.engines:  # each on its own: a fallback answering must not hide a broken first choice
+        outcome = WebSearch(dataclasses.replace(base, engines=(engine,))).search("heat pump efficiency", max_results=1)
+        if outcome.results:
+            checks.append(Check(f"search {engine}", OK, "answered"))
+        else:
+            checks.append(Check(f"search {engine}", WARN, outcome.degraded or "no answer",
+                                "Engines rate-limit bursts: wait a few minutes, add a fallback engine to search.engines, "
+                                "or run on your documents only (--docs DIR with search.web = false)."))
+    return checks
+
+
+def _search_settings(settings: Settings) -> list[Check]:
+    """What can be told about the engines and domain lists without contacting anything."""
+    from sala_report.app.errors import ConfigError
+    from sala_report.app.runs import domain_filter
+
+    cfg, checks = settings.search, []
+    if "searxng" in cfg.engines:
+        if cfg.searxng_url.startswith(("http://", "https://")):
+            checks.append(Check("search searxng", OK, f"instance at {cfg.searxng_url}"))
+        else:
+            value = repr(cfg.searxng_url) if cfg.searxng_url else "empty"
+            checks.append(Check("search searxng", FAIL, f"search.engines lists searxng but search.searxng_url is {value}",
+                                "Set search.searxng_url to your instance, e.g. http://localhost:8888 (its settings.yml "
+                                "must allow the json format)."))
+    if "openalex" in cfg.engines and not cfg.openalex_api_key:
+        checks.append(Check("search openalex", WARN, "no search.openalex_api_key: OpenAlex allows only a few searches "
+                            "a day without one", "Get a free key at openalex.org and set search.openalex_api_key."))
+    try:
+        domains = domain_filter(settings)
+    except ConfigError as e:
+        return checks + [Check("search domains", FAIL, e.args[0], e.hint or "")]
+    if domains.active:
+        checks.append(Check("search domains", OK, f"only: {', '.join(domains.include) or 'any'}; never: "
+                            f"{', '.join(domains.exclude) or 'none'}"))
+    return checks
 
 
 def _pdf(settings: Settings, online: bool) -> list[Check]:

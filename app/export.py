@@ -1,5 +1,6 @@
 """Turn a report (the engine's Markdown) into the files a person keeps: Markdown, one self-contained
-HTML page, a PDF made without system libraries, or JSON. Every file is written whole or not at all."""
+HTML page, a PDF made without system libraries, JSON, a Word document, or its references as BibTeX or
+RIS. Every file is written whole or not at all."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 
 from sala_report.app import report_markdown
 
-FORMATS = ("md", "html", "pdf", "json")
-SUFFIXES = {"md": ".md", "html": ".html", "pdf": ".pdf", "json": ".json"}
+FORMATS = ("md", "html", "pdf", "json", "docx", "bib", "ris")
+SUFFIXES = {"md": ".md", "html": ".html", "pdf": ".pdf", "json": ".json", "docx": ".docx", "bib": ".bib", "ris": ".ris"}
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,10 @@ class Exported:
     warnings: tuple[str, ...] = ()
 
 
-def export_report(markdown: str, fmt: str, out: Path, *, summary: dict[str, Any] | None = None) -> Exported:
-    """Write `markdown` as `fmt` to `out`. JSON holds `summary` (the session's facts) plus the Markdown."""
+def export_report(markdown: str, fmt: str, out: Path, *, summary: dict[str, Any] | None = None,
+                  references: list[Any] | None = None) -> Exported:
+    """Write `markdown` as `fmt` to `out`. JSON holds `summary` (the session's facts) plus the Markdown.
+    BibTeX and RIS list `references` (app/bibliography.py; read from the Markdown alone when None)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
@@ -37,6 +40,18 @@ def export_report(markdown: str, fmt: str, out: Path, *, summary: dict[str, Any]
 
         result = write_pdf(markdown, out)
         return Exported(out, fmt, tuple(result.warnings))
+    if fmt == "docx":
+        from sala_report.app.export_docx import write_docx
+
+        write_docx(markdown, out)
+        return Exported(out, fmt)
+    if fmt in ("bib", "ris"):
+        from sala_report.app import bibliography
+
+        refs = references if references is not None else bibliography.references_in(markdown)
+        text = bibliography.to_bibtex(refs) if fmt == "bib" else bibliography.to_ris(refs)
+        _write_atomically(out, text)
+        return Exported(out, fmt, () if refs else ("the report has no references yet; the file is empty",))
     if fmt == "md":
         text = markdown if markdown.endswith("\n") else markdown + "\n"
     elif fmt == "html":

@@ -45,6 +45,29 @@ class RunFacts:
     max_steps: int
 
 
+def web_search_config(settings: Settings):
+    """The search settings as retrieval's SearchConfig, the other engines' addresses and keys included."""
+    import dataclasses
+
+    from sala_report.app.commands.sources import search_config
+
+    s = settings.search
+    return dataclasses.replace(search_config(settings), searxng_url=s.searxng_url,
+                               openalex_api_key=s.openalex_api_key, openalex_mailto=s.openalex_mailto)
+
+
+def domain_filter(settings: Settings):
+    """The person's include/exclude domain lists as retrieval's filter; one clear error for an entry that is no domain."""
+    from sala_report.app.errors import ConfigError
+    from sala_report.retrieval.domains import DomainFilter
+
+    try:
+        return DomainFilter.of(settings.search.include_domains, settings.search.exclude_domains)
+    except ValueError as e:
+        raise ConfigError(f"search.include_domains / exclude_domains: {e}",
+                          hint="Give host names such as nature.com (subdomains are included).") from e
+
+
 def device_label(setting: str) -> str:
     if setting != "auto":
         return setting
@@ -106,13 +129,13 @@ class LocalServices:
             return self._generators[source]
 
     def retriever(self, web: bool):
-        from sala_report.app.commands.sources import fetch_config, search_config
+        from sala_report.app.commands.sources import fetch_config
         from sala_report.retrieval import Fetcher, Retriever, WebSearch
 
         if not web:
             return Retriever(self.store)
-        return Retriever(self.store, search=WebSearch(search_config(self.settings), store=self.store),
-                         fetcher=Fetcher(fetch_config(self.settings)))  # fmt: skip
+        return Retriever(self.store, search=WebSearch(web_search_config(self.settings), store=self.store),
+                         fetcher=Fetcher(fetch_config(self.settings)), domains=domain_filter(self.settings))  # fmt: skip
 
     def ingest(self, folder: Path) -> set[int]:
         """Read a folder of documents into the store (unchanged files cost nothing); their source ids."""
@@ -191,5 +214,9 @@ class LocalServices:
     def export(self, session_id: str, fmt: str, path: Path) -> Exported:
         from sala_report.app.warp import render_markdown, session_summary
 
+        from sala_report.app.bibliography import references_in
+
         summary = session_summary(self.store, session_id) if fmt == "json" else None
-        return export_report(render_markdown(self.store, session_id), fmt, path, summary=summary)
+        markdown = render_markdown(self.store, session_id)
+        references = references_in(markdown, self.store.source_by_location) if fmt in ("bib", "ris") else None
+        return export_report(markdown, fmt, path, summary=summary, references=references)

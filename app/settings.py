@@ -75,6 +75,13 @@ class SearchSettings:
     min_interval_s: float = 1.0
     max_retries: int = 3
     timeout_s: float = 10.0
+    # Engines beside ddgs's: "arxiv", "openalex", and "searxng" (your instance; it may run on this machine).
+    searxng_url: str = ""
+    openalex_api_key: str = ""  # free at openalex.org; without one OpenAlex allows a few searches a day
+    openalex_mailto: str = ""
+    # Web results are read only from these domains (and their subdomains; empty: any), never from the excluded ones.
+    include_domains: list[str] = field(default_factory=list)
+    exclude_domains: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -302,6 +309,18 @@ def _names(v: list[str]) -> str | None:
     return None if len(set(v)) == len(v) else f"names must differ, got {v}"
 
 
+def _domains(v: list[str]) -> str | None:
+    """Host names (empty: no limit); the same rule the --include-domain / --exclude-domain flags apply."""
+    from sala_report.retrieval.domains import normalise_domain
+
+    try:
+        for entry in v:
+            normalise_domain(entry)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def _not_a_file(v: Path) -> str | None:
     return f"{v} is a file, not a folder" if v.exists() and not v.is_dir() else None
 
@@ -326,6 +345,9 @@ RULES: dict[str, Check] = {
     "search.region": _matching(r"[a-z]{2}-[a-z]{2}", "a region like wt-wt (no region) or us-en"),
     "search.max_results": _within(1, 100),
     "search.timeout_s": _above(0),
+    "search.searxng_url": lambda v: None if not v else _matching(r"https?://[^\s/]+(/\S*)?", "an http:// or https:// URL")(v),
+    "search.include_domains": _domains,
+    "search.exclude_domains": _domains,
     "fetch.connect_timeout_s": _above(0),
     "fetch.read_timeout_s": _above(0),
     "fetch.total_timeout_s": _above(0),

@@ -12,6 +12,7 @@ import threading
 from typing import Callable
 
 from sala_report.retrieval.chunk import ChunkConfig, split_text
+from sala_report.retrieval.domains import DomainFilter
 from sala_report.retrieval.errors import EmptyDocument, ExtractionError
 from sala_report.retrieval.events import (
     FetchStarted,
@@ -41,8 +42,10 @@ class Retriever:
         *,
         chunk_config: ChunkConfig = ChunkConfig(),
         retry_failed_after_s: float = 3600.0,
+        domains: DomainFilter | None = None,
     ):
         self.store = store
+        self.domains = domains  # the person's include/exclude lists, applied to web results before fetching
         self.search = search
         self.fetcher = fetcher
         self.chunk_config = chunk_config
@@ -62,7 +65,8 @@ class Retriever:
         emit = on_event or (lambda event: None)
         problems: list[str] = []
         web_ids: set[int] = set()
-        to_fetch: dict[str, None] = {}
+        to_fetch: dict[str, dict] = {}  # URL -> what the search engine knew of the work (papers)
+        filtered_out = 0
         queries = [q for q in queries if q.strip()]
         if self.search is not None:
             for query in queries:
@@ -75,13 +79,18 @@ class Retriever:
                 else:
                     emit(SearchDone(query, outcome.engine, len(outcome.results), outcome.cached))
                 for result in outcome.results:
-                    self._plan(result.url, web_ids, to_fetch, emit)
+                    if self.domains is not None and not self.domains.allows(result.url):
+                        filtered_out += 1
+                        continue
+                    self._plan(result.url, web_ids, to_fetch, emit, result.metadata)
+        if filtered_out and not to_fetch and not web_ids:
+            problems.append(f"the domain filter (include/exclude domains) left none of the {filtered_out} web results")
         new_ids: set[int] = set()
         if to_fetch and not (cancel is not None and cancel.is_set()):
             if self.fetcher is None:
                 problems.append(f"{len(to_fetch)} pages found but not read (no fetcher configured)")
             else:
-                new_ids = self._fetch(list(to_fetch), emit, cancel, problems)
+                new_ids = self._fetch(to_fetch, emit, cancel, problems)
                 web_ids |= new_ids
         if cancel is not None and cancel.is_set():
             problems.append("cancelled")
@@ -102,11 +111,11 @@ class Retriever:
         except Exception as e:  # a backend that breaks its promise still must not end the run
             return SearchOutcome(query, [], degraded=f"search failed: {type(e).__name__}: {e}")
 
-    def _plan(self, url: str, web_ids: set[int], to_fetch: dict[str, None], emit) -> None:
+    def _plan(self, url: str, web_ids: set[int], to_fetch: dict[str, dict], emit, found: dict | None = None) -> None:
         url = without_fragment(url)  # page#a and page#b are one source
         existing = self.store.source_by_location(url)
         if existing is None or self._worth_retrying(existing):
-            to_fetch.setdefault(url, None)
+            to_fetch.setdefault(url, found or {})
         elif existing.status == "ok":
             if existing.id not in web_ids:
                 emit(SourceReused(existing.id, url))
@@ -118,16 +127,16 @@ class Retriever:
         age = dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(source.fetched_at)
         return age.total_seconds() >= self.retry_failed_after_s
 
-    def _fetch(self, urls: list[str], emit, cancel, problems: list[str]) -> set[int]:
+    def _fetch(self, urls: dict[str, dict], emit, cancel, problems: list[str]) -> set[int]:
         for url in urls:
             emit(FetchStarted(url))
-        results = self.fetcher.fetch_all(urls, cancel=cancel)
+        results = self.fetcher.fetch_all(list(urls), cancel=cancel)
         stored: set[int] = set()
         failures = []
         for result in results:
             if result.failure == "cancelled":
                 continue
-            source = store_fetched(self.store, result, self.chunk_config)
+            source = store_fetched(self.store, result, self.chunk_config, work=urls.get(result.url))
             if source.status == "ok":
                 stored.add(source.id)
                 emit(SourceStored(source.id, source.location, source.title, source.chunk_count))
@@ -150,10 +159,12 @@ class Retriever:
         return list(merged.values())
 
 
-def store_fetched(store: Store, result: FetchResult, chunk_config: ChunkConfig = ChunkConfig()) -> Source:
+def store_fetched(store: Store, result: FetchResult, chunk_config: ChunkConfig = ChunkConfig(), *,
+                  work: dict | None = None) -> Source:
     """Record a fetch: extract, chunk and store a readable page, or record the failure.
 
-    A failed refetch of a page already stored keeps the stored copy.
+    A failed refetch of a page already stored keeps the stored copy. `work` is what a paper search knew of
+    the page (doi, arxiv_id, authors, date, journal); it is kept under the metadata key "work" for citations.
     """
     existing = store.source_by_location(result.url)
     meta = {"final_url": result.final_url, "http_status": result.status_code, "content_type": result.content_type}
@@ -176,7 +187,7 @@ def store_fetched(store: Store, result: FetchResult, chunk_config: ChunkConfig =
     record = SourceRecord(
         location=result.url, kind="web", title=extracted.title or result.final_url, text=extracted.text,
         content_hash=digest, chunks=split_text(extracted.text, chunk_config),
-        metadata={**extracted.metadata, **meta, "bytes": len(result.body)},
+        metadata={**extracted.metadata, **meta, "bytes": len(result.body), **({"work": work} if work else {})},
     )
     source_id, _ = store.put_source(record)
     return store.source(source_id)

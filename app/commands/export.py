@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from sala_report.app.bibliography import references_in
 from sala_report.app.errors import UsageError
 from sala_report.app.export import FORMATS, SUFFIXES, Exported, default_filename, export_report
 
@@ -14,13 +15,15 @@ from sala_report.app.export import FORMATS, SUFFIXES, Exported, default_filename
 @click.command("export")
 @click.argument("session_id")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="md, html (one self-contained file), pdf or json. Default: from --out's suffix, else md.")
+              help="md, html (one self-contained file), pdf, json, docx (Word), or the references as bib (BibTeX) "
+                   "or ris. Default: from --out's suffix, else md.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The file to write. Default: report-<id>-<title>.<format> in the data dir's reports/ folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (path, format, warnings) on stdout.")
 @click.pass_obj
 def export(obj, session_id: str, fmt: str | None, out: Path | None, as_json: bool) -> None:
-    """Write a stored session's report (finished or partial) as Markdown, HTML, PDF or JSON."""
+    """Write a stored session's report (finished or partial) as Markdown, HTML, PDF, JSON or Word, or its
+    references as BibTeX or RIS."""
     fmt = fmt or _format_from_suffix(out) or "md"
     result = export_session(obj.settings.paths.store_path, obj.settings.paths.reports_dir, session_id, fmt, out)
     if as_json:
@@ -47,11 +50,12 @@ def export_session(store_path: Path, reports_dir: Path, session_id: str, fmt: st
                              hint="`sala-report sessions` lists them with their ids.")  # fmt: skip
         markdown = render_markdown(store, found)
         summary = session_summary(store, found) if fmt == "json" else None
+        references = references_in(markdown, store.source_by_location) if fmt in ("bib", "ris") else None
     finally:
         store.close()
     title = next((line[2:].strip() for line in markdown.splitlines() if line.startswith("# ")), None)
     target = out or reports_dir / default_filename(title, found, fmt)
-    return export_report(markdown, fmt, target, summary=summary)
+    return export_report(markdown, fmt, target, summary=summary, references=references)
 
 
 def _format_from_suffix(out: Path | None) -> str | None:

@@ -37,6 +37,23 @@ _steps_option = click.option("--max-steps", type=click.IntRange(min=1), help="St
 _headless_option = click.option("--headless", is_flag=True, help="No terminal app: progress on stderr, report to a file.")
 
 
+def _domain(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    from sala_report.retrieval.domains import normalise_domain
+
+    try:
+        return tuple(normalise_domain(v) for v in values)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+
+
+_include_option = click.option("--include-domain", "include_domains", multiple=True, metavar="DOMAIN", callback=_domain,
+                               help="Read web results only from this domain and its subdomains (repeatable; "
+                                    "adds to search.include_domains).")
+_exclude_option = click.option("--exclude-domain", "exclude_domains", multiple=True, metavar="DOMAIN", callback=_domain,
+                               help="Never read web results from this domain or its subdomains (repeatable; "
+                                    "adds to search.exclude_domains).")
+
+
 @click.command("run")
 @click.argument("question")
 @_headless_option
@@ -49,13 +66,17 @@ _headless_option = click.option("--headless", is_flag=True, help="No terminal ap
 @_json_option
 @click.option("--allow-private-addresses", is_flag=True,
               help="Let the fetcher read pages on loopback, private and link-local addresses.")  # fmt: skip
+@_include_option
+@_exclude_option
 @click.pass_obj
 def run(obj, question: str, headless: bool, docs: Path | None, no_web: bool, model_source: str | None,
-        max_steps: int | None, out: Path | None, as_json: bool, allow_private_addresses: bool) -> int:  # fmt: skip
+        max_steps: int | None, out: Path | None, as_json: bool, allow_private_addresses: bool,
+        include_domains: tuple[str, ...], exclude_domains: tuple[str, ...]) -> int:  # fmt: skip
     """Research QUESTION and write a cited report."""
     from sala_report.app.runs import RunRequest
 
     settings = _with_flags(obj.settings, model_source, max_steps, allow_private_addresses)
+    settings = _with_domains(settings, include_domains, exclude_domains)
     web = settings.search.web and not no_web
     if not question.strip():
         raise UsageError("the research question is empty")
@@ -133,6 +154,12 @@ def _with_flags(settings: Settings, model_source: str | None, max_steps: int | N
     warp = dataclasses.replace(settings.warp, **({"max_steps": max_steps} if max_steps else {}))
     fetch = dataclasses.replace(settings.fetch, allow_private_addresses=settings.fetch.allow_private_addresses or allow_private)
     return dataclasses.replace(settings, model=model, warp=warp, fetch=fetch)
+
+
+def _with_domains(settings: Settings, include: tuple[str, ...], exclude: tuple[str, ...]) -> Settings:
+    search = dataclasses.replace(settings.search, include_domains=[*settings.search.include_domains, *include],
+                                 exclude_domains=[*settings.search.exclude_domains, *exclude])
+    return dataclasses.replace(settings, search=search)
 
 
 def _open_store(settings: Settings):

@@ -142,8 +142,8 @@ def test_export_writes_markdown_html_and_json(tmp_path):
     data = json.loads(export_report(REPORT, "json", tmp_path / "r.json", summary={"session_id": 7}).path.read_text())
     assert data["session_id"] == 7 and data["markdown"] == REPORT
     assert not list(tmp_path.rglob("*.part"))
-    with pytest.raises(ValueError, match="format must be one of md, html, pdf, json, got 'docx'"):
-        export_report(REPORT, "docx", tmp_path / "r.docx")
+    with pytest.raises(ValueError, match="format must be one of md, html, pdf, json, docx, bib, ris, got 'odt'"):
+        export_report(REPORT, "odt", tmp_path / "r.odt")
 
 
 def test_references_split_into_anchored_entries_and_only_real_citations_link():

@@ -104,8 +104,8 @@ def _bad_values(section_type, key: str, default):
         return [5, "maybe", [True]]
     if isinstance(default, (int, float)):
         return [float("inf"), float("nan"), -1, "many", True]
-    if isinstance(default, list):
-        return [[], [""], [1], {"a": "b"}]
+    if isinstance(default, list):  # an empty list is bad unless it is the default (domain lists: no limit)
+        return [v for v in ([], [""], [1], {"a": "b"}) if v != default]
     if isinstance(default, dict):
         return [{"a": ""}, {"a": 5}, ["a"]]
     if isinstance(default, Path):
