@@ -99,6 +99,16 @@ class FetchSettings:
 
 
 @dataclass
+class DocumentSettings:
+    """Reading folders of documents: size caps per file (text-like; PDF and packaged formats) and a time
+    limit per file."""
+
+    max_text_bytes: int = 20_000_000
+    max_file_bytes: int = 200_000_000
+    timeout_s: float = 120.0
+
+
+@dataclass
 class WarpSettings:
     """Budgets and sampling for the WARP loop (warp.md §1.8)."""
 
@@ -143,6 +153,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     search: SearchSettings = field(default_factory=SearchSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
     warp: WarpSettings = field(default_factory=WarpSettings)
     ui: UISettings = field(default_factory=UISettings)
 
@@ -354,6 +365,9 @@ RULES: dict[str, Check] = {
     "fetch.max_bytes": _at_least(1),
     "fetch.per_host": _at_least(1),
     "fetch.concurrency": _at_least(1),
+    "documents.max_text_bytes": _at_least(1),
+    "documents.max_file_bytes": _at_least(1),
+    "documents.timeout_s": _above(0),
     "warp.max_steps": _at_least(1),
     "warp.max_depth": _within(1, 6),
     "warp.temperature": _within(0, 2),

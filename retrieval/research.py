@@ -22,11 +22,11 @@ from sala_report.retrieval.events import (
     SourceReused,
     SourceStored,
 )
-from sala_report.retrieval.extract import extract
-from sala_report.retrieval.fetch import Fetcher, FetchResult, without_fragment
+from sala_report.retrieval.fetch import FetchConfig, Fetcher, FetchResult, without_fragment
 from sala_report.retrieval.search import SearchBackend
 from sala_report.retrieval.store import SourceRecord, Store
 from sala_report.retrieval.types import GatherResult, Passage, SearchOutcome, Source
+from sala_report.retrieval.worker import extract_within
 
 # Failures worth another try later; the others (refused address, wrong type, too large, no text) are
 # properties of the page and are not retried by searches.
@@ -103,7 +103,7 @@ class Retriever:
         """Fetch `url` now (even if stored before) and store it; the returned Source's status says how it went."""
         fetcher = self.fetcher or Fetcher()
         (result,) = fetcher.fetch_all([url], cancel=cancel)
-        return store_fetched(self.store, result, self.chunk_config)
+        return store_fetched(self.store, result, self.chunk_config, fetch_config=fetcher.config)
 
     def _search(self, query: str) -> SearchOutcome:
         try:
@@ -136,7 +136,8 @@ class Retriever:
         for result in results:
             if result.failure == "cancelled":
                 continue
-            source = store_fetched(self.store, result, self.chunk_config, work=urls.get(result.url))
+            source = store_fetched(self.store, result, self.chunk_config, work=urls.get(result.url),
+                                   fetch_config=self.fetcher.config)
             if source.status == "ok":
                 stored.add(source.id)
                 emit(SourceStored(source.id, source.location, source.title, source.chunk_count))
@@ -160,7 +161,7 @@ class Retriever:
 
 
 def store_fetched(store: Store, result: FetchResult, chunk_config: ChunkConfig = ChunkConfig(), *,
-                  work: dict | None = None) -> Source:
+                  work: dict | None = None, fetch_config: FetchConfig | None = None) -> Source:
     """Record a fetch: extract, chunk and store a readable page, or record the failure.
 
     A failed refetch of a page already stored keeps the stored copy. `work` is what a paper search knew of
@@ -178,7 +179,9 @@ def store_fetched(store: Store, result: FetchResult, chunk_config: ChunkConfig =
     if existing is not None and existing.status == "ok" and existing.content_hash == digest:
         return existing
     try:
-        extracted = extract(result.body, result.kind or "html", url=result.final_url, charset=result.charset)
+        limits = fetch_config or FetchConfig()  # extraction stays within its size and time limits
+        extracted = extract_within(result.body, result.kind or "html", url=result.final_url, charset=result.charset,
+                                   timeout_s=limits.extract_timeout_s, max_html_chars=limits.max_html_chars)
     except ExtractionError as e:
         status = "empty" if isinstance(e, EmptyDocument) else "failed"
         source_id = store.put_failure(result.url, "web", status=status, failure="extract", error=str(e),

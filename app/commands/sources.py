@@ -22,7 +22,10 @@ from sala_report.retrieval import (
     ingest_file,
     ingest_folder,
 )
+from sala_report.retrieval.documents import DocumentConfig, location_of
 from sala_report.retrieval.errors import RetrievalError
+
+SKIPPED_SHOWN = 20  # skipped files listed by name; the rest are counted (--json lists all)
 
 
 def open_store(settings: Settings) -> Store:
@@ -34,6 +37,12 @@ def fetch_config(settings: Settings, allow_private_addresses: bool = False) -> F
     values = {key: value for key, value in dataclasses.asdict(settings.fetch).items() if key in known}
     values["allow_private_addresses"] = allow_private_addresses or settings.fetch.allow_private_addresses
     return FetchConfig(**values)
+
+
+def document_config(settings: Settings, follow_links_outside: bool = False) -> DocumentConfig:
+    d = settings.documents
+    return DocumentConfig(max_text_bytes=d.max_text_bytes, max_file_bytes=d.max_file_bytes, timeout_s=d.timeout_s,
+                          follow_links_outside=follow_links_outside)
 
 
 def search_config(settings: Settings) -> SearchConfig:
@@ -59,10 +68,16 @@ def sources() -> None:
 @sources.command("add")
 @click.argument("target")
 @_private_option
+@click.option(
+    "--follow-links-outside", is_flag=True,
+    help="Also read files that links inside the folder point to outside it (by default they are skipped).",
+)
 @_json_option
 @click.pass_context
-def add(ctx: click.Context, target: str, allow_private_addresses: bool, as_json: bool) -> None:
-    """Add a web page (URL), a document, or a folder of documents (md, txt, html, pdf; re-adding is incremental)."""
+def add(ctx: click.Context, target: str, allow_private_addresses: bool, follow_links_outside: bool,
+        as_json: bool) -> None:
+    """Add a web page (URL), a document, or a folder of documents (md, txt, rst, html, pdf, docx, odt, epub;
+    re-adding is incremental). Files that are not read are listed with the reason."""
     settings = ctx.obj.settings
     with open_store(settings) as store:
         if "://" in target:
@@ -72,19 +87,21 @@ def add(ctx: click.Context, target: str, allow_private_addresses: bool, as_json:
         if not path.exists():
             raise UsageError(f"{target}: no such file or folder", hint="Give a path, or a URL starting with https://")
         try:
+            config = document_config(settings, follow_links_outside)
             if path.is_dir():
-                report = ingest_folder(store, path)
+                report = ingest_folder(store, path, config=config)
                 payload = {
-                    "folder": str(path.resolve()), "added": report.added, "updated": report.updated,
+                    "folder": location_of(str(path.resolve())), "added": report.added, "updated": report.updated,
                     "unchanged": report.unchanged, "deleted": report.deleted, "failed": report.failed,
                     "source_ids": sorted(report.source_ids),
                     "errors": [{"path": p, "error": e} for p, e in report.errors],
+                    "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
                 }
                 _emit(payload, as_json, lambda: _folder_lines(payload))
                 if report.failed:
                     ctx.exit(EXIT_PARTIAL)
                 return
-            outcome, source_id, error = ingest_file(store, path)
+            outcome, source_id, error = ingest_file(store, path, config=config)
         except RetrievalError as e:
             raise UsageError(str(e)) from e
         source = store.source(source_id)
@@ -143,7 +160,8 @@ def search(ctx: click.Context, query: str, k: int, web: bool, allow_private_addr
 @_json_option
 @click.pass_context
 def list_sources(ctx: click.Context, as_json: bool) -> None:
-    """List stored sources: id, kind, status, chunks, title and location."""
+    """List stored sources, one a line: id, kind, chunk count (or the status when not readable: empty,
+    failed, deleted), title and location."""
     with open_store(ctx.obj.settings) as store:
         rows = store.sources(with_text=False)
     payload = {"sources": [_source_json(s) for s in rows]}
@@ -201,7 +219,12 @@ def _folder_lines(payload: dict) -> list[str]:
         f"{payload['folder']}: {payload['added']} added, {payload['updated']} updated, "
         f"{payload['unchanged']} unchanged, {payload['deleted']} deleted, {payload['failed']} failed"
     ]
+    if payload["skipped"]:
+        lines[0] += f", {len(payload['skipped'])} skipped"
     lines += [f"  not readable: {e['path']}: {e['error']}" for e in payload["errors"]]
+    lines += [f"  skipped: {s['path']}: {s['reason']}" for s in payload["skipped"][:SKIPPED_SHOWN]]
+    if len(payload["skipped"]) > SKIPPED_SHOWN:
+        lines.append(f"  … and {len(payload['skipped']) - SKIPPED_SHOWN} more skipped (--json lists them all)")
     return lines
 
 

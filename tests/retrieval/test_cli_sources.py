@@ -93,3 +93,42 @@ def test_unreadable_page_and_missing_things_give_clear_errors(server, capsys):
 def test_empty_store_lists_nothing(run):
     assert "No sources stored yet." in run("sources", "list").output
     assert json.loads(run("sources", "search", "anything", "--json").output)["passages"] == []
+
+
+def test_folder_summary_lists_skipped_files_with_the_reason(run, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ok.md").write_text("# Fine\n\nReadable words.\n", encoding="utf-8")
+    (docs / "guide.rst").write_text("Guide\n=====\n\nKestrels hover.\n", encoding="utf-8")
+    (docs / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    os.mkfifo(docs / "fifo.txt")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private words\n", encoding="utf-8")
+    (docs / "out.txt").symlink_to(secret)
+    with open(os.fsencode(docs) + b"/caf\xe9.md", "wb") as f:
+        f.write(b"# Cafe\n\nEspresso.\n")
+    result = run("sources", "add", str(docs))
+    assert result.exit_code == 0, result.output
+    assert "3 added" in result.output and "3 skipped" in result.output
+    assert f"skipped: {docs / 'photo.jpg'}: .jpg: not a type that is read" in result.output
+    assert f"skipped: {docs / 'fifo.txt'}: a FIFO" in result.output
+    assert f"skipped: {docs / 'out.txt'}: a link to {secret}, outside the folder" in result.output
+    payload = json.loads(run("sources", "add", str(docs), "--follow-links-outside", "--json").output)
+    assert payload["added"] == 1 and [s["reason"][:6] for s in payload["skipped"]] == [".jpg: ", "a FIFO"]
+
+
+def test_adding_a_fifo_directly_is_a_clear_error(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.md")
+    assert main(["sources", "add", str(tmp_path / "pipe.md")]) == 2
+    assert "a FIFO, not a regular file" in capsys.readouterr().err
+
+
+def test_list_help_describes_the_columns_it_prints(run, tmp_path, capsys):
+    (tmp_path / "a.md").write_text("# Alpha\n\nWords.\n", encoding="utf-8")
+    (tmp_path / "b.md").write_text("", encoding="utf-8")
+    run("sources", "add", str(tmp_path / "a.md"))
+    assert main(["sources", "add", str(tmp_path / "b.md")]) == 1
+    lines = run("sources", "list").output.splitlines()
+    assert " file 1 chunks — Alpha — " in lines[0] and " file empty — b.md — " in lines[1]
+    help_text = " ".join(run("sources", "list", "--help").output.split())
+    assert "chunk count (or the status when not readable" in help_text
