@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from dataclasses import dataclass
 
 import httpx
 
@@ -17,27 +18,45 @@ from sala_report.retrieval.engines.base import EngineError, EngineTimeout, RateL
 MAX_ANSWER_BYTES = 5_000_000
 
 
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+
+
 def get(
     url: str, params: dict[str, str | int], *, engine: str, timeout_s: float, user_agent: str, accept: str
-) -> httpx.Response:
+) -> Answer:
+    """The engine's answer, read whole up to MAX_ANSWER_BYTES. Raises RateLimited (429, 503), EngineTimeout,
+    and EngineError (unreachable, a redirect, too large); other statuses are the engine's to judge."""
     try:
-        response = httpx.get(url, params=params, timeout=timeout_s, follow_redirects=False, trust_env=False,
-                             headers={"User-Agent": user_agent, "Accept": accept})
+        with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
+            request = client.build_request("GET", url, params=params, headers={"User-Agent": user_agent, "Accept": accept})
+            response = client.send(request, stream=True)
+            try:
+                body = bytearray()
+                for piece in response.iter_bytes():
+                    body += piece
+                    if len(body) > MAX_ANSWER_BYTES:  # stop reading: the rest never reaches memory
+                        raise EngineError(f"{engine} answered with more than {MAX_ANSWER_BYTES:,} bytes")
+            finally:
+                response.close()
     except httpx.TimeoutException as e:
         raise EngineTimeout(f"no answer within {timeout_s:g} s ({type(e).__name__})") from e
     except httpx.HTTPError as e:
         raise EngineError(f"cannot reach {engine} at {url}: {type(e).__name__}: {e}") from e
-    if response.status_code in (429, 503):
-        raise RateLimited(f"HTTP {response.status_code} from {engine}", retry_after(response))
-    if 300 <= response.status_code < 400:
-        target = response.headers.get("location", "?")
+    # the body as decoded (gzip undone); a new httpx.Response would decode it a second time
+    answer = Answer(response.status_code, response.headers, bytes(body))
+    if answer.status_code in (429, 503):
+        raise RateLimited(f"HTTP {answer.status_code} from {engine}", retry_after(answer))
+    if 300 <= answer.status_code < 400:
+        target = answer.headers.get("location", "?")
         raise EngineError(f"{engine} at {url} redirects to {target}; set its address to where it answers")
-    if len(response.content) > MAX_ANSWER_BYTES:
-        raise EngineError(f"{engine} answered with {len(response.content):,} bytes, over the {MAX_ANSWER_BYTES:,} limit")
-    return response
+    return answer
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: Answer) -> float | None:
     """Seconds from a Retry-After header (a number, or an HTTP date), None when absent or unreadable."""
     value = response.headers.get("retry-after", "").strip()
     if not value:

@@ -7,6 +7,7 @@ private-address guard; the pages their results lead to still go through it (the 
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -159,6 +160,22 @@ def test_openalex_prefers_open_access_copies_and_keeps_the_doi(api, clock):
     params = api.params()
     assert params["search"] == "cold climate heat pumps" and params["per-page"] == "5"
     assert params["api_key"] == "k-123" and params["mailto"] == "me@example.org"
+
+
+def test_a_gzip_answer_is_read_once(api, clock):
+    body = gzip.compress((ENGINES / "searxng_search.json").read_bytes())
+    api.answer("/search", (200, "application/json", body, {"Content-Encoding": "gzip"}))
+    outcome = make_search(api, clock, ("searxng",))[0].search("q")
+    assert len(outcome.results) == 2, outcome.degraded
+
+
+def test_an_answer_over_the_size_cap_is_refused(api, clock, monkeypatch):
+    from sala_report.retrieval.engines import http
+
+    monkeypatch.setattr(http, "MAX_ANSWER_BYTES", 1000)
+    api.answer("/search", ok("searxng_search.json", "application/json"))
+    outcome = make_search(api, clock, ("searxng",))[0].search("q")
+    assert "more than 1,000 bytes" in outcome.degraded
 
 
 def test_openalex_allowance_used_up_degrades_with_the_api_key_hint(api, clock):
