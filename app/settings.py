@@ -320,6 +320,15 @@ def _names(v: list[str]) -> str | None:
     return None if len(set(v)) == len(v) else f"names must differ, got {v}"
 
 
+def _engines(v: list[str]) -> str | None:
+    """Names an engine has: ddgs would send an unknown name to another engine without a word."""
+    from sala_report.retrieval.engines.base import known_engines
+
+    known = known_engines()
+    unknown = [name for name in v if known is not None and name not in known]
+    return f"unknown engine {', '.join(unknown)}; known: {', '.join(known)}" if unknown else None
+
+
 def _domains(v: list[str]) -> str | None:
     """Host names (empty: no limit); the same rule the --include-domain / --exclude-domain flags apply."""
     from sala_report.retrieval.domains import normalise_domain
@@ -352,7 +361,7 @@ RULES: dict[str, Check] = {
     "model.device": _matching(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, mps, cuda or cuda:N"),
     "model.base_url": _matching(r"https?://[^\s/]+(/\S*)?", "an http:// or https:// URL"),
     "model.request_timeout_s": _above(0),
-    "search.engines": _names,
+    "search.engines": lambda v: _names(v) or _engines(v),
     "search.region": _matching(r"[a-z]{2}-[a-z]{2}", "a region like wt-wt (no region) or us-en"),
     "search.max_results": _within(1, 100),
     "search.timeout_s": _above(0),

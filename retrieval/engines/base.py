@@ -57,8 +57,28 @@ class EngineConfig:
     openalex_mailto: str = ""
 
 
+def ddgs_engines() -> tuple[str, ...] | None:
+    """The text engines this ddgs knows, None when it does not say (then any name is passed through)."""
+    try:
+        from ddgs.engines import ENGINES
+    except ImportError:
+        return None
+    return tuple(sorted(ENGINES.get("text", {})))
+
+
+def known_engines() -> tuple[str, ...] | None:
+    text = ddgs_engines()
+    return None if text is None else (*API_ENGINES, *text)
+
+
 def make_engine(name: str, config: EngineConfig, *, ddgs_client=None) -> Engine:
-    """The engine called `name`. `ddgs_client` (a callable taking the timeout) is for tests of ddgs engines."""
+    """The engine called `name`. `ddgs_client` (a callable taking the timeout) is for tests of ddgs engines.
+
+    Raises ValueError for a name no engine has: ddgs quietly sends an unknown backend name to another
+    engine (Yahoo, in ddgs 9.16), which would break the promise that queries go only where the person said."""
+    known = known_engines()
+    if known is not None and name not in known:
+        raise ValueError(f"search engine must be one of {', '.join(known)}, got {name!r}")
     if name == "arxiv":
         from sala_report.retrieval.engines.arxiv import ArxivEngine
 

@@ -33,6 +33,7 @@ def test_settings_and_flags_reach_the_retriever(tmp_path):
 
 @pytest.mark.parametrize("key, value, message", [
     ("search.searxng_url", "localhost:8888", "must be an http:// or https:// URL"),
+    ("search.engines", "duckduckgo,arxv", "unknown engine arxv; known: arxiv, openalex, searxng, brave, duckduckgo"),
     ("search.include_domains", "nature.com,user@evil", "expected a domain such as example.org, got 'user@evil'"),
 ])
 def test_bad_search_settings_are_named(key, value, message):

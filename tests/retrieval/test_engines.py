@@ -257,3 +257,9 @@ def test_what_the_engine_knew_of_a_paper_is_stored_with_its_page(server):
     result = Retriever(store, search=search, fetcher=fetcher).gather(["q"], 3)
     (source,) = store.sources(result.new_source_ids, with_text=False)
     assert source.metadata["work"] == {"doi": "10.1/x", "type": "paper"}
+
+
+def test_an_unknown_engine_name_is_refused_not_sent_elsewhere():
+    """ddgs sends a backend name it does not know to another engine; we refuse the name instead."""
+    with pytest.raises(ValueError, match="search engine must be one of arxiv, openalex, searxng, .*got 'arxv'"):
+        WebSearch(SearchConfig(engines=("duckduckgo", "arxv")))
