@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -94,6 +95,31 @@ def cpu_table(prompt_len: int = 256, steps: int = 64, repeats: int = 3) -> str:
     return "\n".join(lines)
 
 
+PERPLEXITY_TEXT = Path(__file__).resolve().parents[1] / "tests" / "data" / "model" / "perplexity.txt"
+
+
+def perplexity_table(formats: list[str], checkpoints: list[str]) -> str:
+    """SmolLM2 (the embedded GGUF, dequantised to fp32) perplexity on tests/data/model/perplexity.txt per format,
+    each quantized by round-to-nearest at load, and of each quantized checkpoint given."""
+    from .load import load_tokenizer
+    from .perplexity import perplexity
+
+    if not PERPLEXITY_TEXT.exists():
+        raise SystemExit(f"no perplexity text at {PERPLEXITY_TEXT}: run from a source checkout")
+    ids = load_tokenizer(DEFAULT_MODEL).encode(PERPLEXITY_TEXT.read_text(encoding="utf-8"))
+    rows = []
+    for label, source, fmt in [("fp32", DEFAULT_MODEL, None), *((f"{f} round-to-nearest", DEFAULT_MODEL, f) for f in formats),
+                               *((f"checkpoint {c}", c, None) for c in checkpoints)]:  # fmt: skip
+        t = time.perf_counter()
+        lm = load_model(source, device="cpu", dtype=torch.float32, quantize=fmt)
+        rows.append((label, perplexity(lm, ids), time.perf_counter() - t))
+    base = rows[0][1]
+    lines = [f"SmolLM2-135M-Instruct perplexity on {PERPLEXITY_TEXT.name} ({len(ids)} tokens), CPU, {torch.get_num_threads()} threads",
+             "| weights | perplexity | vs fp32 | load + eval s |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [f"| {label} | {ppl:.3f} | {100 * (ppl / base - 1):+.2f}% | {secs:.1f} |" for label, ppl, secs in rows]
+    return "\n".join(lines)
+
+
 def _sizes(text: str) -> list[int]:
     """'64K,256K,1M' or '65536,262144' -> token counts (K = 1024, M = 1024 * 1024)."""
     out = []
@@ -120,11 +146,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="256K", help="GPU: context of the per-component breakdown ('' to skip)")
     ap.add_argument("--no-warmup", action="store_true", help="GPU: time each context's first prefill (compiles included)")
     ap.add_argument("--out", help="GPU: folder for bench_gpu.json")
+    ap.add_argument("--quantize", default="", help="weight formats beside bf16, e.g. int8,int4,fp8: the GPU formats "
+                    "table (model/quant_bench.py) or, with --cpu, SmolLM2 perplexity per format")
+    ap.add_argument("--checkpoint", action="append", default=[], help="CPU perplexity: also a quantized checkpoint "
+                    "folder written by `python -m sala_report.model.quantize` (repeatable)")
+    ap.add_argument("--consumer", default="12,16,24", help="GPU formats: GB left free for the consumer-card runs ('' to skip)")
+    ap.add_argument("--no-kernels", action="store_true", help="GPU formats: skip the per-kernel table")
     args = ap.parse_args(argv)
     if args.cpu == args.gpu:
         ap.error("choose one table: --cpu or --gpu")
+    formats = [f.strip() for f in args.quantize.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("int8", "int4", "fp8")]
+    if bad:
+        ap.error(f"--quantize takes int8, int4 and fp8, got {', '.join(bad)}")
+    if args.cpu and (formats or args.checkpoint):
+        print(perplexity_table(formats, args.checkpoint))
+        return 0
     if args.cpu:
         print(cpu_table(args.prompt, args.steps, args.repeats))
+        return 0
+    if formats:
+        from .quant_bench import QuantBenchSettings, run_quant_bench
+
+        qs = QuantBenchSettings(formats=formats, config=args.config, ttft_contexts=_sizes(args.contexts),
+                                decode_contexts=_sizes(args.decode_contexts), batches=_sizes(args.batches),
+                                new_tokens=args.new_tokens, kernels=not args.no_kernels,
+                                consumer=_sizes(args.consumer), out=args.out)  # fmt: skip
+        print(run_quant_bench(qs))
         return 0
     from .gpu_bench import GpuBenchSettings, run_gpu_bench
 

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 
 from . import gguf as gguf_file
+from . import quant, quant_checkpoint
 from .config import ModelConfig
 from .model import CausalLM
+from .plan import choose_format, free_cuda_bytes
 from .sources import Progress, Resolved, resolve
 from .tokenizer import Tokenizer, tokenizer_from_folder, tokenizer_from_gguf
-from .weights import assign_tensors, check_tensors, load_safetensors
+from .weights import assign_tensors, check_tensors, safetensors_files, safetensors_shapes, safetensors_tensors, safetensors_to_device
 
 
 def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
@@ -33,12 +35,19 @@ def load_model(
     hf_cache: str | os.PathLike | None = None,
     pip_args: Sequence[str] = (),
     config: ModelConfig | None = None,
+    quantize: str | None = None,
+    context: int | None = None,
 ) -> CausalLM:
     """A CausalLM in eval mode from a checkpoint folder, a .gguf file or a known name.
 
     device defaults to CUDA when present, else CPU; dtype to bf16 on CUDA, fp32 on CPU. `config`
-    overrides the checkpoint's (tests use it to scale sparse_config down).
+    overrides the checkpoint's (tests use it to scale sparse_config down). `quantize` packs the linear layers as
+    they load: None / "bf16" keeps them in dtype, "int8" / "int4" / "fp8" (model/quant.py), "auto" the best format
+    whose memory plan fits `context` tokens (default: the config's longest) on this GPU, none on a CPU. A folder
+    written by `python -m sala_report.model.quantize` loads in its own format whatever `quantize` says.
+    The format ends up in `model.quantize`.
     """
+    fmt = quant.check_format(quantize)
     device, dtype = _device_dtype(device, dtype)
     where = resolve(source, cache_dir=cache_dir, hf_cache=hf_cache, progress=progress, pip_args=pip_args)
     if where.kind == "gguf":
@@ -46,13 +55,36 @@ def load_model(
         config = config or gguf_file.config_from_gguf(reader, where.path)
         gguf_file.check_types(reader, where.path)
         model = _meta_model(config)
+        fmt = _resolve_format(fmt, config, device, dtype, context)
         check_tensors(model, gguf_file.tensor_shapes(reader), str(where.path))
-        assign_tensors(model, gguf_file.read_tensors(reader, config), device=device, dtype=dtype)
+        tensors = gguf_file.read_tensors(reader, config)
     else:
         config = config or ModelConfig.from_json(where.path / "config.json")
         model = _meta_model(config)
-        load_safetensors(model, where.path, device=device, dtype=dtype)
+        if quant_checkpoint.is_quantized(where.path):
+            quant_checkpoint.load(model, where.path, device=device, dtype=dtype)
+            return model.eval().requires_grad_(False)
+        fmt = _resolve_format(fmt, config, device, dtype, context)
+        files = safetensors_files(where.path)
+        check_tensors(model, safetensors_shapes(files), str(where.path))
+        direct = device.type == "cuda"
+        tensors = safetensors_to_device(files, device) if direct else safetensors_tensors(files)
+    if fmt is not None:
+        tensors = quant.quantizing_stream(model, tensors, fmt, device=device, dtype=dtype)
+    assign_tensors(model, tensors, device=device, dtype=dtype)
+    model.quantize = None
+    if fmt is not None:
+        quant.quantize_model(model, fmt)  # what the stream did not see: a head tied to the embedding
     return model.eval().requires_grad_(False)
+
+
+def _resolve_format(fmt: str | None, config: ModelConfig, device: torch.device, dtype, context: int | None) -> str | None:
+    if fmt != "auto":
+        return fmt
+    if device.type != "cuda":
+        return None
+    n = context if context is not None else config.max_position_embeddings
+    return choose_format(config, free_cuda_bytes(device), n, dtype=dtype)
 
 
 def _meta_model(config: ModelConfig) -> CausalLM:

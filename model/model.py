@@ -133,7 +133,9 @@ def project(x: torch.Tensor, fused: torch.Tensor | None, *linears: nn.Linear) ->
     runtime fuses them for the GPU, `runtime.fuse_projections`), else one matmul each."""
     if fused is None:
         return [lin(x) for lin in linears]
-    return list(F.linear(x, fused).split([lin.out_features for lin in linears], dim=-1))
+    # a quantized model fuses into a module (model/quant.py) rather than a weight
+    y = F.linear(x, fused) if isinstance(fused, torch.Tensor) else fused(x)
+    return list(y.split([lin.out_features for lin in linears], dim=-1))
 
 
 class MLP(nn.Module):
@@ -357,7 +359,7 @@ class CausalLM(nn.Module):
         self.logit_divisor = None if config.dim_model_base is None else config.hidden_size / config.dim_model_base
 
     def new_cache(self, batch_size: int = 1, *, capacity: int = 256) -> InferenceState:
-        p = self.lm_head.weight
+        p = self.model.embed_tokens.weight  # the activations' dtype (the head may hold packed codes)
         return InferenceState(self.config, batch_size, device=p.device, dtype=p.dtype, capacity=capacity)
 
     def forward(self, input_ids: torch.Tensor, cache: InferenceState | None = None, *, last_only: bool = False) -> torch.Tensor:

@@ -18,8 +18,11 @@ from .errors import ModelError
 GiB = 2**30
 DEFAULT_CHUNK = 16384
 # Prefill working memory per token of a chunk: the widest layer's live activations (bf16 hidden states, the
-# SwiGLU pair and its product, fp32 lightning inputs and output), with room for allocator rounding.
-PREFILL_BYTES_PER_TOKEN = 160 * 1024
+# stacked SwiGLU pair [T, 2 x 16384] and its product: 112 KB a token at hidden 4096), with room for allocator
+# rounding. Was 160 KB; the H200's 1M-token bf16 run peaked 2.6 GB above weights and state with 16K-token chunks,
+# which 120 KB (plus PREFILL_FIXED) still covers.
+PREFILL_BYTES_PER_TOKEN = 120 * 1024
+SMALLEST_CHUNK = 8192  # the shortest prefill chunk the runtime falls back to when memory is tight (>= dense_len)
 # Fixed prefill buffers: the InfLLM-V2 block-score chunk (512 MiB), lightning segment states, temporaries.
 PREFILL_FIXED = 768 * 2**20
 RESERVE = 512 * 2**20  # allocator fragmentation and library workspaces (cuBLAS)
@@ -31,6 +34,46 @@ def count_parameters(config: ModelConfig) -> int:
     with torch.device("meta"):
         lm = CausalLM(config)
     return sum(p.numel() for p in lm.parameters())
+
+
+def weight_bytes(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> tuple[int, int]:
+    """(bytes of the weights on the GPU, bytes of the largest 16-bit weight a quantized prefill dequantises at once).
+
+    Packed linears count their codes, scales and zero points (`kernels/quant/README.md`); the embedding and the
+    norms stay in `dtype`; a quantized head tied to the embedding is a second, packed copy."""
+    from .model import CausalLM
+    from .quant import ZERO_POINT, format_for, target_linears
+
+    esize = torch.empty((), dtype=dtype).element_size()
+    with torch.device("meta"):
+        lm = CausalLM(config)
+    if quantize is None:
+        return sum(p.numel() for p in lm.parameters()) * esize, 0
+    linears = dict(target_linears(lm))
+    total = scratch = 0
+    seen = set()
+    for name, module in lm.named_modules():
+        if name in linears:
+            N, K = module.weight.shape
+            total += packed_bytes(N, K, format_for(quantize, linears[name]), ZERO_POINT)
+            if name != "lm_head":
+                seen.add(id(module.weight))
+            continue
+        for p in module.parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel() * esize
+    for layer in lm.model.layers:  # the stacked projections (runtime.fuse_projections) are dequantised together
+        for group in (layer.self_attn.inputs, [layer.mlp.gate_proj, layer.mlp.up_proj], [layer.mlp.down_proj]):
+            scratch = max(scratch, sum(lin.weight.numel() for lin in group) * esize)
+    return total, scratch
+
+
+def packed_bytes(N: int, K: int, fmt: str, zero_point: bool = True) -> int:
+    if fmt in ("int8", "fp8"):
+        return N * K + 4 * N
+    groups = -(-K // 128)
+    return N * groups * 64 + N * groups * 2 * (2 if zero_point else 1)
 
 
 @dataclass(frozen=True)
@@ -51,6 +94,7 @@ class MemoryPlan:
     free: int | None
     per_token: int  # state bytes per token of capacity, per sequence
     weights_loaded: bool
+    quantize: str | None = None
 
     @property
     def state(self) -> int:
@@ -94,7 +138,8 @@ class MemoryPlan:
                  f"prefill workspace {g(self.prefill_workspace)}", f"decode workspace {g(self.decode_workspace)}",
                  f"reserve {g(self.reserve)}"]  # fmt: skip
         free = "unknown" if self.free is None else g(self.free)
-        return (f"batch {self.batch} x {self.context:,} + {self.max_new_tokens:,} tokens needs {g(self.total)} "
+        fmt = f" with {self.quantize} weights" if self.quantize else ""
+        return (f"batch {self.batch} x {self.context:,} + {self.max_new_tokens:,} tokens{fmt} needs {g(self.total)} "
                 f"({', '.join(parts)}); {free} free")  # fmt: skip
 
     def check(self) -> None:
@@ -114,9 +159,10 @@ class MemoryPlan:
 
 def plan_memory(config: ModelConfig, batch: int, context: int, max_new_tokens: int, dtype: torch.dtype = torch.bfloat16,
                 free_bytes: int | None = None, *, chunk_tokens: int = DEFAULT_CHUNK, prefill_batch: int | None = None,
-                weights_loaded: bool = False) -> MemoryPlan:
+                weights_loaded: bool = False, quantize: str | None = None) -> MemoryPlan:
     """Plan `batch` sequences of `context` prompt tokens plus `max_new_tokens` (prefill `prefill_batch` of them at a
-    time, default all; 0 when the state is filled by replicating a finished prefill)."""
+    time, default all; 0 when the state is filled by replicating a finished prefill), with weights in `dtype` or
+    packed in the `quantize` format (activations and state stay in `dtype`)."""
     if batch < 1 or context < 0 or max_new_tokens < 0:
         raise ValueError(f"expected batch >= 1 and non-negative lengths, got {batch}, {context}, {max_new_tokens}")
     esize = torch.empty((), dtype=dtype).element_size()
@@ -137,12 +183,48 @@ def plan_memory(config: ModelConfig, batch: int, context: int, max_new_tokens: i
             per_token += row * (1 / s.kernel_stride + 1 / (4 * s.kernel_stride))
     pb = batch if prefill_batch is None else prefill_batch
     chunk = min(chunk_tokens, max(1, context))
-    prefill = 0 if pb == 0 else pb * chunk * PREFILL_BYTES_PER_TOKEN * config.hidden_size // 4096 + PREFILL_FIXED
+    weights, scratch = weight_bytes(config, dtype, quantize)
+    prefill = 0 if pb == 0 else pb * chunk * PREFILL_BYTES_PER_TOKEN * config.hidden_size // 4096 + PREFILL_FIXED + scratch
     decode = batch * (config.vocab_size * 12 + 2**20) + 64 * 2**20  # fp32 logits and sampling, split-K partials
     return MemoryPlan(batch=batch, context=context, max_new_tokens=max_new_tokens, chunk_tokens=chunk,
-                      weights=count_parameters(config) * esize, kv_cache=kv, compressed_keys=compressed,
+                      weights=weights, kv_cache=kv, compressed_keys=compressed,
                       lightning_state=lightning, prefill_workspace=prefill, decode_workspace=decode, reserve=RESERVE,
-                      free=free_bytes, per_token=int(per_token), weights_loaded=weights_loaded)  # fmt: skip
+                      free=free_bytes, per_token=int(per_token), weights_loaded=weights_loaded,
+                      quantize=quantize)  # fmt: skip
+
+
+# From the most faithful to the smallest: "auto" takes the first that fits (fp8 only when asked: it serves prefill
+# speed on cards that have fp8 matrix units, at int8's size).
+AUTO_ORDER = (None, "int8", "int4")
+
+
+def format_contexts(config: ModelConfig, free_bytes: int, *, batch: int = 1, max_new_tokens: int = 256,
+                    dtype: torch.dtype = torch.bfloat16, formats=AUTO_ORDER) -> dict[str | None, int]:
+    """The longest prompt each weight format allows in `free_bytes` (weights not loaded yet); 0 = does not load."""
+    chunk = smallest_chunk(config)
+    out = {}
+    for fmt in formats:
+        plan = plan_memory(config, batch, chunk, max_new_tokens, dtype, free_bytes, chunk_tokens=chunk, quantize=fmt)
+        out[fmt] = plan.max_context if plan.fits else 0
+    return out
+
+
+def smallest_chunk(config: ModelConfig) -> int:
+    s = config.sparse_config
+    return max(SMALLEST_CHUNK, s.dense_len) if s is not None else SMALLEST_CHUNK
+
+
+def choose_format(config: ModelConfig, free_bytes: int | None, context: int, *, max_new_tokens: int = 256,
+                  dtype: torch.dtype = torch.bfloat16) -> str | None:
+    """quantize="auto": the first of AUTO_ORDER whose plan fits `context + max_new_tokens` tokens (unknown free
+    memory: the checkpoint's own weights); the smallest format when none fits, so the plan's error names it."""
+    if free_bytes is None:
+        return None
+    chunk = smallest_chunk(config)
+    for fmt in AUTO_ORDER:
+        if plan_memory(config, 1, context, max_new_tokens, dtype, free_bytes, chunk_tokens=chunk, quantize=fmt).fits:
+            return fmt
+    return AUTO_ORDER[-1]
 
 
 def free_cuda_bytes(device) -> int:

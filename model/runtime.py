@@ -16,7 +16,9 @@ from torch import nn
 
 from .cache import InferenceState
 from .errors import ModelError
-from .plan import DEFAULT_CHUNK, MemoryPlan, free_cuda_bytes, plan_memory
+from .plan import DEFAULT_CHUNK, MemoryPlan, free_cuda_bytes, plan_memory, smallest_chunk
+from .quant import QuantLinear
+from .quant import fuse as quant_fuse
 
 
 def fuse_projections(lm) -> None:
@@ -27,6 +29,9 @@ def fuse_projections(lm) -> None:
     for layer in lm.model.layers:
         for module, linears in ((layer.self_attn, layer.self_attn.inputs), (layer.mlp, [layer.mlp.gate_proj, layer.mlp.up_proj])):
             if module.fused is not None:
+                continue
+            if all(isinstance(lin, QuantLinear) for lin in linears):
+                module.fused = quant_fuse(linears)
                 continue
             fused = torch.cat([lin.weight for lin in linears])
             row = 0
@@ -47,7 +52,7 @@ class Runtime:
             # a prompt at or above dense_len must be sparse from its first chunk, as it is in one pass
             raise ValueError(f"chunk_tokens must be at least dense_len = {s.dense_len}, got {chunk_tokens}")
         self.lm, self.cache, self.chunk_tokens, self.plan = lm, cache, chunk_tokens, plan
-        self.device = lm.lm_head.weight.device
+        self.device = lm.model.embed_tokens.weight.device
         if self.device.type == "cuda":
             fuse_projections(lm)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
@@ -60,11 +65,18 @@ class Runtime:
                cuda_graphs: bool = True, prefill_batch: int | None = None) -> Runtime:
         """A runtime with room for `context + max_new_tokens` tokens per sequence; on a GPU the memory plan is
         checked first and a ModelError says what fits when this does not."""
-        device = lm.lm_head.weight.device
+        embed = lm.model.embed_tokens.weight
         plan = None
-        if device.type == "cuda":
-            plan = plan_memory(lm.config, batch_size, context, max_new_tokens, lm.lm_head.weight.dtype, free_cuda_bytes(device),
-                               chunk_tokens=chunk_tokens, prefill_batch=prefill_batch, weights_loaded=True)  # fmt: skip
+        if embed.device.type == "cuda":
+            free = free_cuda_bytes(embed.device)
+            # shorter prefill chunks when the default ones do not fit (a small card at a long context)
+            for chunk in dict.fromkeys((chunk_tokens, min(chunk_tokens, smallest_chunk(lm.config)))):
+                plan = plan_memory(lm.config, batch_size, context, max_new_tokens, embed.dtype, free, chunk_tokens=chunk,
+                                   prefill_batch=prefill_batch, weights_loaded=True,
+                                   quantize=getattr(lm, "quantize", None))  # fmt: skip
+                if plan.fits:
+                    chunk_tokens = chunk
+                    break
             plan.check()
         cache = lm.new_cache(batch_size, capacity=max(1, context + max_new_tokens))
         return cls(lm, cache, chunk_tokens=chunk_tokens, cuda_graphs=cuda_graphs, plan=plan)
@@ -138,8 +150,8 @@ class Runtime:
         plan = None
         if self.device.type == "cuda":
             plan = plan_memory(self.lm.config, batch_size, self.cache.length, (capacity or self.cache.length) - self.cache.length,
-                               self.lm.lm_head.weight.dtype, free_cuda_bytes(self.device), prefill_batch=0,
-                               weights_loaded=True)  # fmt: skip
+                               self.lm.model.embed_tokens.weight.dtype, free_cuda_bytes(self.device), prefill_batch=0,
+                               weights_loaded=True, quantize=getattr(self.lm, "quantize", None))  # fmt: skip
             plan.check()
         cache = self.cache.replicate(batch_size, capacity)
         return Runtime(self.lm, cache, chunk_tokens=self.chunk_tokens, cuda_graphs=self.cuda_graphs, plan=plan)

@@ -1,0 +1,182 @@
+"""Triton kernels for quantized weights: one dequantising matmul for every format, tiled for decode (M <= 16,
+split along K so that a batch-1 GEMV fills the GPU) or prefill, and a dequantise kernel that writes the weight in
+16-bit for cuBLAS. The byte layouts and the math are in README.md; naive.py is the specification."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._triton_utils import interpreting, num_sms, tl_dtype_ok
+from .naive import GROUP, PackedWeight
+
+_FMT = {"int8": 0, "int4": 1, "fp8": 2}
+
+
+@triton.jit
+def _qmm_kernel(x, w, s, z, out, M, N, K, s_xm, s_wn, s_sn, s_om, s_ok, GPS, NG,
+                FMT: tl.constexpr, HAS_ZERO: tl.constexpr, G: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):  # fmt: skip
+    pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rm = pid_m * BM + tl.arange(0, BM)
+    rn = pid_n * BN + tl.arange(0, BN)
+    mm, nm = rm < M, rn < N
+    xrow = x + rm.to(tl.int64)[:, None] * s_xm
+    wrow = w + rn.to(tl.int64)[:, None] * s_wn
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    g0 = pid_k * GPS
+    g1 = tl.minimum(g0 + GPS, NG)
+    for g in range(g0, g1):
+        k0 = g * G
+        if FMT == 1:
+            HALF: tl.constexpr = G // 2
+            j = tl.arange(0, HALF)
+            p = tl.load(wrow + (g * HALF + j)[None, :], mask=nm[:, None], other=0)  # [BN, G/2] uint8
+            lo = (p & 0xF).to(x.dtype.element_ty)
+            hi = (p >> 4).to(x.dtype.element_ty)
+            kl, kh = k0 + j, k0 + HALF + j
+            xl = tl.load(xrow + kl[None, :], mask=mm[:, None] & (kl < K)[None, :], other=0.0)
+            xh = tl.load(xrow + kh[None, :], mask=mm[:, None] & (kh < K)[None, :], other=0.0)
+            # codes are small integers, exact in any 16-bit float: the group's dot is exact up to fp32 sums
+            part = tl.dot(xl, tl.trans(lo)) + tl.dot(xh, tl.trans(hi))  # [BM, BN]
+            xs = tl.sum(xl.to(tl.float32), 1) + tl.sum(xh.to(tl.float32), 1)  # [BM]
+            sc = tl.load(s + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)
+            if HAS_ZERO:
+                zp = tl.load(z + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)
+                acc += part * sc[None, :] + xs[:, None] * zp[None, :]
+            else:
+                acc += (part - 8.0 * xs[:, None]) * sc[None, :]
+        else:
+            kk = k0 + tl.arange(0, G)
+            km = kk < K
+            q = tl.load(wrow + kk[None, :], mask=nm[:, None] & km[None, :], other=0)  # [BN, G]
+            if FMT == 2:
+                q = q.to(tl.float8e4nv, bitcast=True)
+            xt = tl.load(xrow + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
+            acc += tl.dot(xt, tl.trans(q.to(x.dtype.element_ty)))
+    if FMT != 1:  # per-channel scale, applied once
+        acc *= tl.load(s + rn, mask=nm, other=0.0).to(tl.float32)[None, :]
+    optr = out + pid_k.to(tl.int64) * s_ok + rm.to(tl.int64)[:, None] * s_om + rn[None, :]
+    tl.store(optr, acc.to(out.dtype.element_ty), mask=mm[:, None] & nm[None, :])
+
+
+@triton.jit
+def _dequant_kernel(w, s, z, out, N, K, s_wn, s_sn, FMT: tl.constexpr, HAS_ZERO: tl.constexpr, G: tl.constexpr,
+                    BN: tl.constexpr):  # fmt: skip
+    pid_n, g = tl.program_id(0), tl.program_id(1)
+    rn = pid_n * BN + tl.arange(0, BN)
+    nm = rn < N
+    wrow = w + rn.to(tl.int64)[:, None] * s_wn
+    orow = out + rn.to(tl.int64)[:, None] * K
+    k0 = g * G
+    if FMT == 1:
+        HALF: tl.constexpr = G // 2
+        j = tl.arange(0, HALF)
+        p = tl.load(wrow + (g * HALF + j)[None, :], mask=nm[:, None], other=0)
+        sc = tl.load(s + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)[:, None]
+        if HAS_ZERO:
+            zp = tl.load(z + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)[:, None]
+        else:
+            zp = -8.0 * sc
+        lo = (p & 0xF).to(tl.float32) * sc + zp
+        hi = (p >> 4).to(tl.float32) * sc + zp
+        kl, kh = k0 + j, k0 + HALF + j
+        tl.store(orow + kl[None, :], lo.to(out.dtype.element_ty), mask=nm[:, None] & (kl < K)[None, :])
+        tl.store(orow + kh[None, :], hi.to(out.dtype.element_ty), mask=nm[:, None] & (kh < K)[None, :])
+    else:
+        kk = k0 + tl.arange(0, G)
+        m = nm[:, None] & (kk < K)[None, :]
+        q = tl.load(wrow + kk[None, :], mask=m, other=0)
+        if FMT == 2:
+            q = q.to(tl.float8e4nv, bitcast=True)
+        sc = tl.load(s + rn, mask=nm, other=0.0).to(tl.float32)[:, None]
+        tl.store(orow + kk[None, :], (q.to(tl.float32) * sc).to(out.dtype.element_ty), mask=m)
+
+
+def dequantize_triton(p: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
+    """-> w [N, K] in dtype, one pass over the packed bytes."""
+    N, K = p.out_features, p.in_features
+    out = torch.empty(N, K, dtype=dtype, device=p.data.device)
+    BN = 32
+    s_sn = p.scale.stride(0) if p.fmt == "int4" else 0
+    grid = (triton.cdiv(N, BN), triton.cdiv(K, GROUP))
+    _dequant_kernel[grid](p.data, p.scale, p.zero if p.zero is not None else p.scale, out, N, K, p.data.stride(0), s_sn,
+                          FMT=_FMT[p.fmt], HAS_ZERO=p.zero is not None, G=GROUP, BN=BN, num_warps=4)  # fmt: skip
+    return out
+
+
+# (BN, programs per SM aimed at through the K split, warps, stages), tried in order on the first call of a shape
+_DECODE_CANDIDATES = [(bn, per_sm, 4, st) for bn in (32, 64, 128) for per_sm in (2, 4, 8) for st in (3, 4)]
+_PREFILL = (64, 128, 8, 3)  # BM, BN, warps, stages
+_tuned: dict[tuple, tuple] = {}
+
+
+def quant_matmul(x: torch.Tensor, p: PackedWeight, *, config: tuple | None = None) -> torch.Tensor:
+    """x [..., K] @ dequantize(p).T -> [..., N] in x.dtype, accumulated in fp32.
+
+    Up to 16 rows (decode) the weight is streamed once, split along K so that enough programs keep the packed bytes
+    in flight; `config` = (BN, K splits, warps, stages) pins the tiling (benchmarks), else it is tuned per shape.
+    """
+    tl_dtype_ok(x)
+    if x.shape[-1] != p.in_features:
+        raise ValueError(f"expected input of size {p.in_features} in the last dim, got {tuple(x.shape)}")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, p.in_features)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M, N, K = x2.shape[0], p.out_features, p.in_features
+    if M == 0:
+        return x.new_empty(*lead, N)
+    NG = triton.cdiv(K, GROUP)
+    if M > 16:
+        BM, BN, warps, stages = _PREFILL
+        out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+        _launch(x2, p, out, M, N, K, NG, NG, 1, BM, BN, warps, stages)
+        return out.view(*lead, N)
+    if config is None:
+        key = (M > 1, N, K, p.fmt, p.zero is not None, x.dtype, x.device)
+        config = _tuned.get(key)
+        if config is None:
+            config = _tuned[key] = _tune(x2, p, NG)
+    BN, splits, warps, stages = config
+    return _decode(x2, p, NG, BN, splits, warps, stages).view(*lead, N)
+
+
+def _decode(x2, p, NG, BN, splits, warps, stages):
+    M, N, K = x2.shape[0], p.out_features, p.in_features
+    gps = triton.cdiv(NG, splits)
+    splits = triton.cdiv(NG, gps)
+    if splits == 1:
+        out = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
+    else:
+        out = torch.empty(splits, M, N, dtype=torch.float32, device=x2.device)
+    _launch(x2, p, out, M, N, K, NG, gps, splits, 16, BN, warps, stages)
+    return out if splits == 1 else out.sum(0).to(x2.dtype)
+
+
+def _launch(x2, p, out, M, N, K, NG, gps, splits, BM, BN, warps, stages):
+    s_sn = p.scale.stride(0) if p.fmt == "int4" else 0
+    s_ok = out.stride(0) if out.dim() == 3 else 0
+    s_om = out.stride(-2)
+    grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), splits)
+    _qmm_kernel[grid](x2, p.data, p.scale, p.zero if p.zero is not None else p.scale, out, M, N, K, x2.stride(0),
+                      p.data.stride(0), s_sn, s_om, s_ok, gps, NG, FMT=_FMT[p.fmt], HAS_ZERO=p.zero is not None, G=GROUP,
+                      BM=BM, BN=BN, num_warps=warps, num_stages=stages)  # fmt: skip
+
+
+def _splits(N: int, BN: int, NG: int, per_sm: int, sms: int) -> int:
+    tiles = triton.cdiv(N, BN)
+    return max(1, min(NG, triton.cdiv(per_sm * sms, tiles)))
+
+
+def _tune(x2, p, NG) -> tuple:
+    """The fastest decode tiling for this shape (the first candidate under the interpreter, which times nothing)."""
+    sms = num_sms(x2.device)
+    cands = [(bn, _splits(p.out_features, bn, NG, per_sm, sms), w, st) for bn, per_sm, w, st in _DECODE_CANDIDATES]
+    cands = list(dict.fromkeys(cands))
+    if interpreting() or x2.device.type != "cuda":
+        return cands[0]
+    from triton.testing import do_bench
+
+    times = [(do_bench(lambda c=c: _decode(x2, p, NG, *c), warmup=5, rep=20), c) for c in cands]
+    return min(times)[1]
