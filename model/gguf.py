@@ -1,15 +1,17 @@
 """GGUF files (llama.cpp): metadata -> ModelConfig, tensors -> checkpoint names, dequantised in torch.
 
-Supported tensor types: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K. The block layouts follow ggml
-(`ggml-quants.c`); each decoder below works on all blocks of a tensor at once. llama.cpp stores
-q_proj/k_proj rows permuted for its RoPE layout; `_unpermute` undoes that.
+Tensors are decoded by the `gguf` package (`gguf.quants`): every type it supports, K- and I-quants
+included. llama.cpp stores q_proj/k_proj rows permuted for its RoPE layout; `_unpermute` undoes that.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +189,8 @@ def config_from_gguf(reader: GGUFFile, path: Path) -> ModelConfig:
         # llama.cpp stores the muP scalars already combined (convert_hf_to_gguf.py, MiniCPMModel)
         d["scale_emb"] = field(reader, "minicpm.embedding_scale")
         d["scale_depth"] = field(reader, "minicpm.residual_scale") * math.sqrt(layers)
-        d["dim_model_base"] = field(reader, "minicpm.logit_scale") * hidden
+        # logit_scale is hidden_size / dim_model_base: logits = lm_head(h / logit_scale)
+        d["dim_model_base"] = hidden / field(reader, "minicpm.logit_scale")
     return ModelConfig.from_dict(d, source=f"{path} (GGUF metadata)")
 
 
@@ -209,10 +212,17 @@ def tensor_shapes(reader: GGUFFile) -> dict[str, tuple[int, ...]]:
 
 
 def check_types(reader: GGUFFile, path: Path) -> None:
-    bad = [f"{t.name} ({t.type_name})" for t in reader.tensors if t.type_name not in DEQUANT]
+    """Refuse, before any tensor is read, a file this runtime cannot use: a vocabulary that cannot become
+    a tokenizer (load_tokenizer would fail only after the whole model had loaded), or tensor types that
+    gguf.quants cannot decode."""
+    from .tokenizer import check_gguf_vocab
+
+    check_gguf_vocab(reader, path, required=False)
+    known = supported_types()
+    bad = [f"{t.name} ({t.type_name})" for t in reader.tensors if t.type_name not in known]
     if bad:
         raise ModelError(f"{path} uses quantization types this runtime cannot read: {', '.join(bad)}",
-                         hint=f"Supported types: {', '.join(DEQUANT)}. Use a GGUF quantized to one of them.",
+                         hint=f"Supported types: {', '.join(known)}. Use a GGUF quantized to one of them.",
                          title="Unsupported quantization")  # fmt: skip
 
 
@@ -222,8 +232,7 @@ def read_tensors(reader: GGUFFile, config: ModelConfig):
         name = checkpoint_name(t.name)
         if name is None:
             continue
-        raw = torch.from_numpy(np.array(reader.data[t.offset : t.offset + t.n_bytes]))
-        w = DEQUANT[t.type_name](raw, math.prod(t.shape)).reshape(t.shape)
+        w = dequantize(reader.data[t.offset : t.offset + t.n_bytes], t.type_name, math.prod(t.shape)).reshape(t.shape)
         if name.endswith("self_attn.q_proj.weight"):
             w = _unpermute(w, config.num_attention_heads)
         elif name.endswith("self_attn.k_proj.weight"):
@@ -237,89 +246,51 @@ def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def _blocks(raw: torch.Tensor, n: int, block_elems: int, block_bytes: int) -> torch.Tensor:
-    if n % block_elems or raw.numel() != n // block_elems * block_bytes:
-        raise ModelError(f"tensor data has {raw.numel()} bytes, expected {n // block_elems * block_bytes} for {n} values")
-    return raw.view(-1, block_bytes)
+_RUN = 1 << 20  # values per gguf.quants call: amortises numpy's per-call cost, keeps its temporaries in cache
 
 
-def _f16(b: torch.Tensor) -> torch.Tensor:
-    """[..., 2k] uint8 -> [..., k] float32 read as little-endian float16."""
-    return b.contiguous().view(torch.float16).float()
+def dequantize(raw: np.ndarray, type_name: str, n: int) -> torch.Tensor:
+    """The `n` float32 values that `raw` (the tensor's bytes, uint8) holds in ggml type `type_name`.
+
+    Quantized types go through `gguf.quants` in runs of whole blocks handed over as flat byte arrays:
+    given a 2-D array it works in groups of 16 rows, several times slower on short rows. Runs go to a
+    thread pool because numpy releases the GIL inside each array operation. BF16, which numpy lacks
+    and gguf decodes by integer shifts (~4x slower), is a torch dtype view.
+    """
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[type_name]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    if n % block or raw.size != n // block * size:
+        raise ModelError(f"tensor data has {raw.size} bytes, expected {n // block * size} for {n} values of {type_name}")
+    if type_name == "BF16":
+        return torch.from_numpy(np.array(raw)).view(torch.bfloat16).float()
+    out = np.empty(n, dtype=np.float32)
+    step = max(1, _RUN // block) * block
+    runs = range(0, n, step)
+
+    def run(start: int) -> None:
+        stop = min(start + step, n)
+        out[start:stop] = gguf.quants.dequantize(raw[start // block * size : stop // block * size], qtype).reshape(-1)
+
+    if len(runs) == 1:
+        run(0)
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(runs), os.cpu_count() or 1)) as pool:
+            list(pool.map(run, runs))
+    return torch.from_numpy(out)
 
 
-def _nibbles(qs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """qs [..., 16] uint8 -> out [..., 32] float: the 16 low nibbles, then the 16 high ones (ggml's order).
-    Writing into a preallocated output avoids the temporaries a cat would make (4x faster)."""
-    out[..., :16] = qs & 0x0F
-    out[..., 16:] = qs >> 4
-    return out
+@cache
+def supported_types() -> tuple[str, ...]:
+    """The ggml types `gguf.quants` can decode, found by decoding one zero block of each."""
+    import gguf
 
-
-def _q8_0(raw, n):
-    b = _blocks(raw, n, 32, 34)
-    return b[:, 2:].contiguous().view(torch.int8).float().mul_(_f16(b[:, :2]))
-
-
-def _q4_0(raw, n):
-    b = _blocks(raw, n, 32, 18)
-    q = _nibbles(b[:, 2:], torch.empty(b.shape[0], 32))
-    return q.sub_(8).mul_(_f16(b[:, :2]))
-
-
-def _q4_1(raw, n):
-    b = _blocks(raw, n, 32, 20)
-    q = _nibbles(b[:, 4:], torch.empty(b.shape[0], 32))
-    return q.mul_(_f16(b[:, :2])).add_(_f16(b[:, 2:4]))
-
-
-def _q4_k(raw, n):
-    # 256 values in 8 groups of 32: d, dmin (f16), 12 bytes of packed 6-bit scales and mins, 128 bytes of nibbles
-    b = _blocks(raw, n, 256, 144)
-    nb = b.shape[0]
-    d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])
-    s = b[:, 4:16].reshape(nb, 3, 4)
-    sd, sm, smd = s[:, 0], s[:, 1], s[:, 2]
-    scale = torch.cat((sd & 0x3F, (smd & 0x0F) | ((sd >> 2) & 0x30)), dim=-1).float()  # ggml get_scale_min_k4
-    mins = torch.cat((sm & 0x3F, (smd >> 4) | ((sm >> 2) & 0x30)), dim=-1).float()
-    qs = b[:, 16:].reshape(nb, 4, 32)  # each 32-byte run holds group 2i (low nibbles) and 2i+1 (high)
-    q = torch.empty(nb, 4, 2, 32)
-    q[:, :, 0] = qs & 0x0F
-    q[:, :, 1] = qs >> 4
-    q = q.view(nb, 8, 32)
-    return q.mul_((d * scale)[:, :, None]).sub_((dmin * mins)[:, :, None]).view(nb, 256)
-
-
-def _q6_k(raw, n):
-    # 256 values in 16 groups of 16: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales, d (f16)
-    b = _blocks(raw, n, 256, 210)
-    nb = b.shape[0]
-    ql, qh = b[:, :128].reshape(nb, 2, 1, 64), b[:, 128:192].reshape(nb, 2, 1, 32)
-    scales = b[:, 192:208].contiguous().view(torch.int8).float()
-    d = _f16(b[:, 208:210])
-    lo = torch.cat((ql & 0x0F, ql >> 4), dim=2).reshape(nb, 8, 32)
-    hi = torch.cat((qh & 3, (qh >> 2) & 3, (qh >> 4) & 3, (qh >> 6) & 3), dim=2).reshape(nb, 8, 32)
-    q = (lo | (hi << 4)).float().sub_(32).view(nb, 16, 16)
-    return q.mul_((d * scales)[:, :, None]).view(nb, 256)
-
-
-def _plain(dtype):
-    def read(raw, n):
-        size = torch.finfo(dtype).bits // 8
-        if raw.numel() != n * size:
-            raise ModelError(f"tensor data has {raw.numel()} bytes, expected {n * size}")
-        return raw.view(dtype).float()
-
-    return read
-
-
-DEQUANT = {
-    "F32": _plain(torch.float32),
-    "F16": _plain(torch.float16),
-    "BF16": _plain(torch.bfloat16),
-    "Q8_0": _q8_0,
-    "Q4_0": _q4_0,
-    "Q4_1": _q4_1,
-    "Q4_K": _q4_k,
-    "Q6_K": _q6_k,
-}
+    names = []
+    for qtype, (block, size) in gguf.GGML_QUANT_SIZES.items():
+        try:
+            gguf.quants.dequantize(np.zeros(size, dtype=np.uint8), qtype)
+        except NotImplementedError:
+            continue
+        names.append(qtype.name)
+    return tuple(names)
