@@ -72,7 +72,7 @@ class FetchConfig:
     # Extracting a page: the HTML handed to trafilatura after scripts and styles are dropped, and a time
     # limit past which the article extraction is stopped and the page's plain text kept.
     max_html_chars: int = MAX_HTML_CHARS
-    extract_timeout_s: float = 30.0
+    extract_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ _HEADER = struct.Struct(">Q")
 class _Child:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sala_report.retrieval.worker"],
+            # -c rather than -m: the package imports this module, and runpy would run it a second time
+            [sys.executable, "-c", "from sala_report.retrieval.worker import serve; serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
         )
 
@@ -129,7 +130,7 @@ def extract_within(
     return Extracted(text, html_title(html) or first_line_title(text), {"extraction": "plain", "truncated": cut})
 
 
-def _serve() -> None:
+def serve() -> None:
     """The child's loop: answer requests until the parent closes stdin (or dies)."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a library printing to stdout must not corrupt the answers
@@ -153,6 +154,3 @@ def _serve() -> None:
         out.write(_HEADER.pack(len(payload)) + payload)
         out.flush()
 
-
-if __name__ == "__main__":
-    _serve()

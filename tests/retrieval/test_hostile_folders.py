@@ -184,7 +184,15 @@ def test_unreadable_file_is_reported_and_the_rest_read(tmp_path):
     locked = docs / "locked.md"
     locked.write_text("# Locked\n", encoding="utf-8")
     locked.chmod(0)
+    closed = docs / "closed"
+    closed.mkdir()
+    (closed / "inside.md").write_text("# Inside\n", encoding="utf-8")
+    closed.chmod(0)
     store = Store.open(":memory:")
-    with file_permissions_enforced(locked):
-        report = ingest_folder(store, docs)
+    try:
+        with file_permissions_enforced(locked):
+            report = ingest_folder(store, docs)
+    finally:
+        closed.chmod(0o700)  # so that pytest can clean up
     assert report.added == 1 and report.errors == [(str(locked), "permission denied")]
+    assert report.skipped == [(str(closed), "folder not readable (permission denied)")]
