@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -18,13 +19,14 @@ import time
 
 from sala_report.retrieval.errors import EmptyDocument, ExtractionError, ExtractionTimeout
 from sala_report.retrieval.extract import (
+    KINDS,
     MAX_HTML_CHARS,
     Extracted,
-    first_line_title,
-    html_title,
     bounded_html,
     decode_text,
     extract,
+    first_line_title,
+    html_title,
 )
 from sala_report.retrieval.packaged import html_block_text
 
@@ -88,6 +90,10 @@ def extract_bounded(
     new child."""
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    if kind not in KINDS:  # checked here: in the child every error is taken to be about the body
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if set(limits) - {"max_html_chars", "max_unpacked_bytes"}:
+        raise ValueError(f"limits are max_html_chars and max_unpacked_bytes, got {sorted(limits)}")
     global _child
     with _lock:
         if _child is None or _child.proc.poll() is not None:
@@ -108,9 +114,7 @@ def extract_bounded(
         return value
     if status == "empty":
         raise EmptyDocument(value)
-    if status == "error":
-        raise ExtractionError(value)
-    raise ValueError(value)
+    raise ExtractionError(value)
 
 
 def extract_within(
@@ -132,6 +136,7 @@ def extract_within(
 
 def serve() -> None:
     """The child's loop: answer requests until the parent closes stdin (or dies)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the parent's to handle; it ends us by closing stdin
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a library printing to stdout must not corrupt the answers
     source = sys.stdin.buffer
@@ -146,8 +151,6 @@ def serve() -> None:
             answer = ("empty", str(e))
         except ExtractionError as e:
             answer = ("error", str(e))
-        except ValueError as e:
-            answer = ("value", str(e))
         except Exception as e:  # a parser bug on this body; the next body still gets a reader
             answer = ("error", f"could not be read ({type(e).__name__}: {e})")
         payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
