@@ -149,7 +149,7 @@ def test_binary_bytes_in_text_files_are_not_stored_as_text(tmp_path):
     rng = random.Random(1)
     (docs / "blob.md").write_bytes(rng.randbytes(4096))
     (docs / "zeros.txt").write_bytes(b"\0" * 1000)
-    (docs / "latin.txt").write_bytes("Café crème, déjà vu — naïve façade.\n".encode("cp1252"))  # text, not UTF-8
+    (docs / "latin.txt").write_bytes("Café crème, déjà vu — naïve façade.\n".encode("cp1252"))  # not UTF-8
     store = Store.open(":memory:")
     report = ingest_folder(store, docs)
     assert report.added == 1 and report.failed == 2

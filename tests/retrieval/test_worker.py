@@ -62,7 +62,9 @@ def test_a_reader_that_dies_mid_request_fails_that_body_only():
     assert extract_bounded(b"still reading", "text", timeout_s=60).text == "still reading"
 
 
-@pytest.mark.parametrize("kwargs", [{"timeout_s": 0}, {"timeout_s": 1, "kind": "exe"}, {"timeout_s": 1, "max_pages": 3}])
+@pytest.mark.parametrize(
+    "kwargs", [{"timeout_s": 0}, {"timeout_s": 1, "kind": "exe"}, {"timeout_s": 1, "max_pages": 3}]
+)
 def test_bad_arguments_are_value_errors(kwargs):
     kind = kwargs.pop("kind", "text")
     with pytest.raises(ValueError):
