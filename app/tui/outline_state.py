@@ -65,7 +65,7 @@ class OutlineState:
 
     def on_event(self, event: Any) -> bool:
         """Fold one engine event in; True when the outline pane should redraw."""
-        if isinstance(event, events.OutlineChanged):
+        if isinstance(event, events.OutlineChanged) or (isinstance(event, events.RunStarted) and event.outline):
             self.view = event.outline
             self.written.clear()
             self.skipped.clear()
@@ -88,7 +88,11 @@ class OutlineState:
         return True
 
     def add_pending(self, edit: Any) -> None:
-        self.pending.append(Pending(edit, edits.describe(edit), frozenset(self.node_ids())))
+        self.pending.append(Pending(edit, edits.describe(edit, self.names()), frozenset(self.node_ids())))
+
+    def names(self) -> dict[int, str]:
+        """Node id → what the outline shows for it ("4 Storage"): how the activity log names sections."""
+        return {node_id: f"{p.node.number} {p.node.title}" for node_id, p in self.places().items()}
 
     def node_ids(self) -> set[int]:
         return {place.node.id for place in self.places().values()}
@@ -108,24 +112,29 @@ class OutlineState:
 
     def rows(self) -> list[Row]:
         notes: dict[int, list[str]] = {}
-        ghosts: dict[int | None, list[str]] = {}
+        ghosts: dict[int | None, list[tuple[int | None, str]]] = {}
         for p in self.pending:
             if isinstance(p.edit, edits.AddSection):
-                ghosts.setdefault(p.edit.parent_id, []).append(p.edit.title)
+                ghosts.setdefault(p.edit.parent_id, []).append((p.edit.index, p.edit.title))
             elif hasattr(p.edit, "node_id"):
                 notes.setdefault(p.edit.node_id, []).append(_pending_note(p.edit))
         rows: list[Row] = []
 
-        def visit(nodes: tuple[events.NodeView, ...], parent: int | None, depth: int, prefix: str) -> None:
-            for node in nodes:
-                rows.append(Row(node.id, node.number, node.title, node.plan, depth, self._state(node), node.deepen,
-                                tuple(notes.get(node.id, ()))))
-                visit(node.children, node.id, depth + 1, node.number + ".")
-            for title in ghosts.get(parent, ()):
-                rows.append(Row(None, "", title, "", depth, "pending", pending=("new",)))
+        def visit(nodes: tuple[events.NodeView, ...], parent: int | None, depth: int) -> None:
+            # A section being added shows where it will go (its index among the siblings), not at the end.
+            slots: list[events.NodeView | str] = list(nodes)
+            for index, title in ghosts.get(parent, ()):
+                slots.insert(len(slots) if index is None else max(0, min(index, len(slots))), title)
+            for slot in slots:
+                if isinstance(slot, str):
+                    rows.append(Row(None, "", slot, "", depth, "pending", pending=("new",)))
+                    continue
+                rows.append(Row(slot.id, slot.number, slot.title, slot.plan, depth, self._state(slot), slot.deepen,
+                                tuple(notes.get(slot.id, ()))))
+                visit(slot.children, slot.id, depth + 1)
 
         if self.view is not None:
-            visit(self.view.sections, None, 1, "")
+            visit(self.view.sections, None, 1)
         return rows
 
     def _state(self, node: events.NodeView) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 from sala_report.app.warp.state import Node, Outline, container, find, subtree_height
 
@@ -29,7 +29,8 @@ class AddSection:
 
 @dataclass(frozen=True)
 class RenameSection:
-    """New title and/or plan; the written text stays (ask for a rewrite to redo it)."""
+    """New title and/or plan; the written text stays (ask for a rewrite to redo it). A new title without a
+    plan drops the old plan: it described the old title, and would be written from and exported as such."""
 
     node_id: int
     title: str | None = None
@@ -122,7 +123,10 @@ def _rename(outline: Outline, edit: RenameSection, max_depth: int) -> None:
     if edit.title is None and edit.plan is None:
         raise EditError("a rename needs a new title or plan")
     if edit.title is not None:
-        node.title = _title(edit.title, "title")
+        title = _title(edit.title, "title")
+        if title != node.title and edit.plan is None:
+            node.plan = ""
+        node.title = title
     if edit.plan is not None:
         node.plan = " ".join(edit.plan.split())
 
@@ -196,7 +200,25 @@ def from_dict(data: dict[str, Any]) -> Edit:
     return cls(**fields)
 
 
-def describe(edit: Edit) -> str:
-    name = type(edit).__name__.removesuffix("Section").lower()
-    target = getattr(edit, "node_id", None)
-    return f"{name} {target}" if target is not None else f"{name} '{edit.title}'"
+def describe(edit: Edit, names: Mapping[int, str] | None = None) -> str:
+    """The edit in a person's words. `names` maps node ids to what the screen shows ("4 Storage"); without
+    it (or for a node it lacks) a section is named by its internal id, which no screen shows."""
+
+    def name(node_id: int | None) -> str:
+        if node_id is None:
+            return "the top level"
+        return (names or {}).get(node_id) or f"the section with id {node_id}"
+
+    if isinstance(edit, AddSection):
+        where = f" under {name(edit.parent_id)}" if edit.parent_id is not None else ""
+        return f"add '{edit.title}'{where}"
+    if isinstance(edit, RenameSection):
+        changes = [f"title '{edit.title}'"] if edit.title is not None else []
+        changes += ["a new plan"] if edit.plan is not None else []
+        return f"rename {name(edit.node_id)}: {' and '.join(changes) or 'no change'}"
+    if isinstance(edit, MoveSection):
+        return f"move {name(edit.node_id)} to position {edit.index + 1} under {name(edit.parent_id)}"
+    if isinstance(edit, LockSection):
+        return f"{'lock' if edit.locked else 'unlock'} {name(edit.node_id)}"
+    verb = {DeleteSection: "delete", DeepenSection: "deepen", RewriteSection: "rewrite"}[type(edit)]
+    return f"{verb} {name(edit.node_id)}"

@@ -1,12 +1,15 @@
 """The WARP loop: one step at a time, a checkpoint after each, the person's edits applied in between.
 
 `run()` blocks, so front ends call it on a worker thread; `submit`, `pause`, `resume_run` and `cancel`
-may be called from any thread. Subscribers are called on the engine's thread, and (except for
-TokenDelta) only after what the event reports has been committed.
+may be called from any thread. Pause and cancel both abandon the step in flight (its generation and
+fetches stop at once; the last checkpoint stays, so a resumed run redoes that step). Subscribers are
+called on the engine's thread, and (except for TokenDelta) only after what the event reports has been
+committed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -21,7 +24,9 @@ from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, fr
 from sala_report.app.warp.generator import Generator
 from sala_report.app.warp.phases import Budget, RunState, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
-from sala_report.app.warp.state import find, is_complete
+from sala_report.app.warp.report import numbering
+from sala_report.app.warp.citations import render_cites
+from sala_report.app.warp.state import find, is_complete, walk
 from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome
 from sala_report.app.warp.store import Commit, WarpStore
 from sala_report.app.warp.validate import Limits
@@ -79,6 +84,9 @@ class Engine:
         self._paused = False
         self._announced_pause = False
         self._cancel = threading.Event()
+        self._stop_step: threading.Event | None = None  # set to abandon the step in flight (pause or cancel)
+        self._abandoned: int | None = None  # the step a pause stopped, redone on resume
+        self._references: tuple = ()  # the report's numbering last announced (ReferencesChanged)
         self._resumed = record.steps > 0 or record.status != "running"
         self._final_status: str | None = None
 
@@ -94,6 +102,7 @@ class Engine:
             raise UsageError("the research question is empty")
         opts = dict(options or {})
         opts["source_ids"] = sorted(docs_source_ids) if docs_source_ids is not None else None
+        opts.setdefault("max_steps", settings.max_steps)  # shown when the finished session is opened again
         session_id = WarpStore(store).create_session(question, model=getattr(generator, "name", ""), options=opts,
                                                       run=RunState())  # fmt: skip
         return cls(store, generator, retriever, settings, session_id)
@@ -148,8 +157,12 @@ class Engine:
         return edits
 
     def pause(self) -> None:
+        """Stop generating now: the step in flight is abandoned (nothing of it is kept) and redone on resume.
+        `Paused` is emitted once it has stopped."""
         with self._cond:
             self._paused = True
+            if self._stop_step is not None:
+                self._stop_step.set()
             self._cond.notify_all()
 
     def resume_run(self) -> None:
@@ -161,6 +174,8 @@ class Engine:
         """Stop as soon as possible: a step in flight is abandoned (the last checkpoint stays)."""
         self._cancel.set()
         with self._cond:
+            if self._stop_step is not None:
+                self._stop_step.set()
             self._cond.notify_all()
 
     # --- the loop ------------------------------------------------------------------------------
@@ -168,7 +183,7 @@ class Engine:
     def run(self) -> RunResult:
         started = time.perf_counter()
         self.wstore.set_status(self.session_id, "running", error=None)
-        self._emit(ev.RunStarted(self.session_id, self.question, self._resumed, self.run_state.step))
+        self._emit(self._run_started())
         try:
             self._apply_edits()  # edits a killed or ended run accepted but never applied
             if self.run_state.phase == "done" and self.outline.sections:
@@ -189,7 +204,8 @@ class Engine:
                 try:
                     self._step()
                 except Cancelled:
-                    continue  # the loop top reports the cancellation
+                    self._abandoned = self.run_state.step + 1
+                    continue  # the loop top reports the cancellation or the pause
         except (SalaError, PromptTooLong) as e:
             return self._fail(started, e)
         except (OSError, sqlite3.DatabaseError) as e:
@@ -202,7 +218,47 @@ class Engine:
             self._fail(started, e)
             raise
 
+    def _run_started(self) -> ev.RunStarted:
+        """What a front end shows before the first step: a resumed session's stored outline and sources, the
+        step budget (for a finished session, the one it ran under) and whether it searches the web."""
+        finished = self.run_state.phase == "done" and bool(self.outline.sections)
+        budget = int(self.options.get("max_steps") or 0) if finished else self.budget.max_steps
+        web = self.options.get("web")
+        sources: dict[int, ev.SourceAdded] = {}
+        for entry in self.registry.entries.values():
+            sources.setdefault(entry.source_id, ev.SourceAdded(self.session_id, self.run_state.step, entry.source_id,
+                                                               entry.title, entry.location, entry.kind))
+        self._references = self._numbering()
+        return ev.RunStarted(self.session_id, self.question, self._resumed, self.run_state.step, max_steps=budget,
+                             web=None if web is None else bool(web), finished=finished,
+                             outline=ev.outline_view(self.outline) if self.outline.sections else None,
+                             sources=tuple(sources.values()), references=self._references)
+
+    def _numbering(self) -> tuple[tuple[str, int, int], ...]:
+        """(key, source id, [n]) for every cited passage, numbered as the exported report numbers them."""
+        numbers, _ = numbering(self.outline, self.registry)
+        return tuple((key, self.registry.entries[key].source_id, n) for key, n in numbers.items())
+
+    def _announce_references(self) -> ev.ReferencesChanged | None:
+        references = self._numbering()
+        if references == self._references:
+            return None
+        self._references = references
+        return ev.ReferencesChanged(self.session_id, self.run_state.step, references)
+
     def _step(self) -> None:
+        with self._cond:
+            if self._paused or self._cancel.is_set():
+                return  # asked for between the loop's check and now: the loop top handles it
+            stop = self._stop_step = threading.Event()
+        try:
+            outcome = self._run_step(stop)
+        finally:
+            with self._cond:
+                self._stop_step = None
+        self._commit(outcome)
+
+    def _run_step(self, stop: threading.Event) -> StepOutcome:
         run = self.run_state
         step = run.step + 1
         loc = find(self.outline, run.target) if run.target is not None else None
@@ -212,17 +268,16 @@ class Engine:
             registry=type(self.registry)(list(self.registry.entries.values())), limits=self.limits, budget=self.budget,
             settings=self.settings, generator=self.generator, retriever=self.retriever,
             source_pool=None if self.options.get("source_ids") is None else set(self.options["source_ids"]),
-            context_tokens=self.settings.context_tokens or self.generator.context_tokens(), cancel=self._cancel,
+            context_tokens=self.settings.context_tokens or self.generator.context_tokens(), cancel=stop,
             on_delta=lambda text: self._emit(ev.TokenDelta(self.session_id, step, text)),
             on_restart=lambda: self._emit(ev.TokenDelta(self.session_id, step, "", restart=True)),
             on_retrieval_event=self._emit,
         )  # fmt: skip
-        outcome = STEPS[run.phase](ctx)
-        self._commit(outcome)
+        return STEPS[run.phase](ctx)
 
     def _commit(self, outcome: StepOutcome) -> None:
         checkpoint = ev.Checkpointed(self.session_id, outcome.run.step, outcome.run.phase)
-        events = [*outcome.events, checkpoint]
+        events = [*self._numbered(outcome), checkpoint]
         self.wstore.commit(self.session_id, Commit(
             run=outcome.run, outline=outcome.outline, step=outcome.record, new_entries=outcome.new_entries,
             drafts=outcome.drafts, citations=outcome.citations, events=[ev.to_record(e) for e in events],
@@ -232,8 +287,19 @@ class Engine:
             self.registry.insert(entry)
         if outcome.status is not None:
             self._final_status = outcome.status
-        for event in events:
+        self._abandoned = None
+        references = self._announce_references()
+        for event in ([references] if references else []) + events:
             self._emit(event)
+
+    def _numbered(self, outcome: StepOutcome) -> list:
+        """The step's events with each written section cited as the exported report numbers it after this step
+        (one numbering on every screen), and its raw text, so a front end can renumber it later."""
+        registry = type(self.registry)([*self.registry.entries.values(), *outcome.new_entries])
+        numbers, _ = numbering(outcome.outline, registry)
+        drafts = dict(outcome.drafts)
+        return [dataclasses.replace(e, markdown=render_cites(drafts[e.node_id], numbers), content=drafts[e.node_id])
+                if isinstance(e, ev.SectionWritten) and e.node_id in drafts else e for e in outcome.events]
 
     def _apply_edits(self) -> None:
         with self._cond:
@@ -248,12 +314,14 @@ class Engine:
                 self._emit(event)
                 continue
             run = reconcile(self.run_state, outline, self.budget)
-            events = [ev.EditApplied(self.session_id, step, edit, describe(edit)),
+            names = {loc.node.id: f"{loc.number} {loc.node.title}" for loc in walk(self.outline)}
+            events = [ev.EditApplied(self.session_id, step, edit, describe(edit, names)),
                       ev.OutlineChanged(self.session_id, step, "edit", ev.outline_view(outline))]  # fmt: skip
             self.wstore.commit(self.session_id, Commit(run=run, outline=outline, events=[ev.to_record(e) for e in events],
                                                        done_edit=seq))  # fmt: skip
             self.run_state, self.outline = run, outline
-            for event in events:
+            references = self._announce_references()
+            for event in events + ([references] if references else []):
                 self._emit(event)
 
     def _wait_while_paused(self) -> bool:
@@ -263,7 +331,7 @@ class Engine:
                 return False
         if not self._announced_pause:
             self._announced_pause = True
-            self._emit(ev.Paused(self.session_id, self.run_state.step))
+            self._emit(ev.Paused(self.session_id, self.run_state.step, redo_step=self._abandoned))
         with self._cond:
             while self._paused and not self._edits and not self._cancel.is_set():
                 self._cond.wait()

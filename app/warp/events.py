@@ -1,7 +1,8 @@
 """What the engine tells front ends: frozen dataclasses, delivered to subscribers on the engine's thread.
 
-Every event except TokenDelta is also written to the session's journal (warp_events), in the same
-transaction as the step that caused it.
+The events a step or an edit causes are also written to the session's journal (warp_events), in the same
+transaction; TokenDelta and the engine's own announcements (RunStarted, Paused, Unpaused,
+ReferencesChanged) are not.
 """
 
 from __future__ import annotations
@@ -43,11 +44,31 @@ def outline_view(outline: Outline) -> OutlineView:
 
 
 @dataclass(frozen=True)
+class SourceAdded:
+    """A stored source first shown to the model in this session."""
+
+    session_id: str
+    step: int
+    source_id: int
+    title: str
+    location: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class RunStarted:
+    """A resumed session comes with what it has so far, so a front end can show it before any step."""
+
     session_id: str
     question: str
     resumed: bool
     step: int
+    max_steps: int = 0  # the step budget (a finished session: the one it ran under; 0: not recorded)
+    web: bool | None = None  # whether it searches the web (None: not recorded)
+    finished: bool = False  # it ended before; run() only reports that
+    outline: OutlineView | None = None
+    sources: tuple[SourceAdded, ...] = ()
+    references: tuple[tuple[str, int, int], ...] = ()  # as ReferencesChanged
 
 
 @dataclass(frozen=True)
@@ -91,18 +112,6 @@ class SearchFinished:
 
 
 @dataclass(frozen=True)
-class SourceAdded:
-    """A stored source first shown to the model in this session."""
-
-    session_id: str
-    step: int
-    source_id: int
-    title: str
-    location: str
-    kind: str
-
-
-@dataclass(frozen=True)
 class OutlineChanged:
     session_id: str
     step: int
@@ -112,7 +121,8 @@ class OutlineChanged:
 
 @dataclass(frozen=True)
 class SectionWritten:
-    """`markdown` cites as [N], N being the registry number of textidN (the final report renumbers)."""
+    """`markdown` cites [n] as the exported report numbers its sources after this step; `content` is the
+    stored text with its `\\cite{textidN}` keys (later steps and edits can renumber: see ReferencesChanged)."""
 
     session_id: str
     step: int
@@ -122,6 +132,7 @@ class SectionWritten:
     markdown: str
     citations: int
     removed_citations: int
+    content: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,14 +173,27 @@ class EditRejected:
 
 @dataclass(frozen=True)
 class Paused:
+    """The engine has stopped; `redo_step` is the step the pause interrupted (nothing of it was kept)."""
+
     session_id: str
     step: int
+    redo_step: int | None = None
 
 
 @dataclass(frozen=True)
 class Unpaused:
     session_id: str
     step: int
+
+
+@dataclass(frozen=True)
+class ReferencesChanged:
+    """The report's citation numbers changed (a section was written, moved, deleted or rewritten).
+    `references`: (registry key, source id, n) for every cited passage; n is the [n] of the export."""
+
+    session_id: str
+    step: int
+    references: tuple[tuple[str, int, int], ...]
 
 
 @dataclass(frozen=True)

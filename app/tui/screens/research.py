@@ -26,6 +26,8 @@ from sala_report.app.tui.widgets.outline_tree import OutlineTree
 from sala_report.app.tui.widgets.sources_table import SourcesTable
 from sala_report.app.tui.widgets.status_line import Status, StatusLine
 from sala_report.app.warp import events
+from sala_report.app.warp.citations import render_cites
+from sala_report.app.wording import plural, readable_keys, search_problem
 
 STEP_NAMES = {"search": "searching", "init-plan": "planning the outline", "write": "writing", "extend": "deciding what to deepen"}
 
@@ -52,12 +54,16 @@ class ResearchScreen(Screen):
         self.session_id = session_id
         self.engine: Any = None
         self.outline = OutlineState()
-        self.paused = False
+        self.paused = False  # asked for; the engine says when it has stopped (Paused)
         self.running = False
-        self.started_at = services.clock()
+        self.cancelling = False
+        self._active_s = 0.0  # time spent working (the timer stops while paused and after the end)
+        self._active_since: float | None = services.clock()
         self._step_deltas = 0
-        self._step_started_at = self.started_at
+        self._step_started_at = services.clock()
         self._headings: dict[int, str] = {}
+        self._numbers: dict[str, int] = {}  # registry key -> the report's [n]
+        self._shown: tuple[str, str] | None = None  # (heading, raw text) of the written section in the draft pane
 
     def compose(self) -> ComposeResult:
         facts = self.services.facts
@@ -90,7 +96,29 @@ class ResearchScreen(Screen):
 
     @property
     def elapsed(self) -> float:
-        return self.services.clock() - self.started_at
+        running = self.services.clock() - self._active_since if self._active_since is not None else 0.0
+        return self._active_s + running
+
+    def _set_active(self, active: bool) -> None:
+        """Start or stop the timer (and the tokens-per-second figure, which means nothing while stopped)."""
+        now = self.services.clock()
+        if active and self._active_since is None:
+            self._active_since = now
+            self._step_started_at, self._step_deltas = now, 0
+        elif not active and self._active_since is not None:
+            self._active_s += now - self._active_since
+            self._active_since = None
+            self.query_one(StatusLine).change(elapsed_s=self._active_s, tokens_per_s=None)
+
+    def _set_state(self, state: str) -> None:
+        self.query_one(StatusLine).change(state=state)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Pause and cancel are offered only while the run can still do them."""
+        if action in ("toggle_pause", "cancel_run"):
+            return self.engine is not None and self.running and not self.cancelling
+        return True
 
     def log_line(self, message: str, style: str = "") -> None:
         self.query_one(ActivityLog).entry(self.elapsed, message, style)
@@ -114,7 +142,9 @@ class ResearchScreen(Screen):
         title = error.title if isinstance(error, SalaError) else type(error).__name__
         hint = f" — {error.hint}" if isinstance(error, SalaError) and error.hint else ""
         if event.worker.name == "engine":
-            self.query_one(StatusLine).change(state="failed")
+            self.running = False
+            self._set_active(False)
+            self._set_state("failed")
         self.log_line(f"{title}: {error}{hint}", "bold red")
         self.notify(f"{error}{hint}", title=title, severity="error", timeout=15)
 
@@ -130,15 +160,26 @@ class ResearchScreen(Screen):
     def _on_RunStarted(self, event: events.RunStarted) -> None:
         self.session_id = event.session_id
         self.running = True
-        if self.request is not None:
-            search = self.services.facts.search if self.request.web else "your documents only"
-            self.query_one(StatusLine).change(search=search)
-        self.query_one(StatusLine).change(state="running", step=event.step)
+        web = event.web if event.web is not None else (self.request.web if self.request is not None else None)
+        status = self.query_one(StatusLine)
+        if web is not None:
+            status.change(search=self.services.facts.search if web else "your documents only")
+        status.change(step=event.step, max_steps=event.max_steps or status.status.max_steps)
+        self._set_state("running")
+        if event.outline is not None:
+            self._on_OutlineChanged(events.OutlineChanged(event.session_id, event.step, "resume", event.outline))
+        for source in event.sources:
+            self._on_SourceAdded(source)
+        self._on_ReferencesChanged(events.ReferencesChanged(event.session_id, event.step, event.references))
         self.log_line(f"session {event.session_id} {'resumed' if event.resumed else 'started'}")
+        if event.finished:
+            self.query_one(DraftView).show_report(self.services.report_markdown(event.session_id))
 
     def _on_StepStarted(self, event: events.StepStarted) -> None:
         self._step_deltas, self._step_started_at = 0, self.services.clock()
-        self.query_one(StatusLine).change(step=event.step, state="paused" if self.paused else "running")
+        self._shown = None
+        self.query_one(StatusLine).change(step=event.step)
+        self._set_state("pausing…" if self.paused else "running")
         target = self._heading(event.node_id) if event.node_id is not None else "the outline"
         retry = f" (try {event.attempt})" if event.attempt > 1 else ""
         self.query_one(DraftView).step_started(f"Step {event.step}: {STEP_NAMES.get(event.kind, event.kind)} — {target}{retry}",
@@ -151,14 +192,16 @@ class ResearchScreen(Screen):
 
     def _on_ActionRejected(self, event: events.ActionRejected) -> None:
         again = "; trying again" if event.will_retry else ""
-        self.log_line(f"the model's {event.kind} answer was rejected: {event.error}{again}", "yellow")
+        error = readable_keys(event.error, self._numbers)
+        self.log_line(f"the model's {event.kind} answer was rejected: {error}{again}", "yellow")
 
     def _on_SearchFinished(self, event: events.SearchFinished) -> None:
         words = ", ".join(event.keywords)
-        self.log_line(f"searched [{words}]: {event.passages} passages")
-        self.query_one(StatusLine).change(degraded=event.degraded)
-        if event.degraded:
-            self.log_line(f"search degraded: {event.degraded}", "yellow")
+        self.log_line(f"searched [{words}]: {plural(event.passages, 'passage')}")
+        problem = search_problem(event.degraded) if event.degraded else None
+        self.query_one(StatusLine).change(degraded=problem)
+        if problem:
+            self.log_line(f"search came back short: {problem}", "yellow")
 
     def _on_SourceAdded(self, event: events.SourceAdded) -> None:
         self.query_one(SourcesTable).add_source(event.source_id, event.title, event.location, event.kind)
@@ -179,24 +222,39 @@ class ResearchScreen(Screen):
         self.log_line(f"could not read {event.location}: {event.reason}", "yellow")
 
     def _on_OutlineChanged(self, event: events.OutlineChanged) -> None:
-        self._headings = {p.node.id: f"{p.node.number} {p.node.title}" for p in self.outline.places().values()}
+        self._headings = self.outline.names()
         if event.reason in ("init-plan", "expand"):
-            self.log_line(f"outline {'planned' if event.reason == 'init-plan' else event.reason}: "
-                          f"{len(self._headings)} sections")  # fmt: skip
+            self.log_line(f"outline {'planned' if event.reason == 'init-plan' else 'expanded'}: "
+                          f"{plural(len(self._headings), 'section')}")
+        if event.reason in ("edit", "resume"):
+            self._refresh_cited_by()
+
+    def _on_ReferencesChanged(self, event: events.ReferencesChanged) -> None:
+        """One numbering everywhere, the export's: the sources pane, the section shown, the log."""
+        self._numbers = {key: n for key, _, n in event.references}
+        self.query_one(SourcesTable).set_numbers({source_id: n for _, source_id, n in event.references})
+        if self._shown is not None:
+            self.query_one(DraftView).section_written(self._shown[0], render_cites(self._shown[1], self._numbers))
+        self._refresh_cited_by()
+
+    def _refresh_cited_by(self) -> None:
+        if self.session_id is not None:
+            self.query_one(SourcesTable).set_cited_by(self.services.cited_by(self.session_id))
 
     def _on_SectionWritten(self, event: events.SectionWritten) -> None:
         heading = f"{event.position.removeprefix('section-')} {event.title}"
         self.query_one(DraftView).section_written(heading, event.markdown)
+        self._shown = (heading, event.content) if event.content else None
         removed = f", {event.removed_citations} invalid removed" if event.removed_citations else ""
-        self.log_line(f"wrote {heading}: {event.citations} citations{removed}", "green")
-        if self.session_id is not None:
-            self.query_one(SourcesTable).set_cited_by(self.services.cited_by(self.session_id))
+        self.log_line(f"wrote {heading}: {plural(event.citations, 'citation')}{removed}", "green")
+        self._refresh_cited_by()
 
     def _on_SectionSkipped(self, event: events.SectionSkipped) -> None:
         self.log_line(f"gave up on {self._heading(event.node_id)}: {event.reason}", "red")
 
     def _on_CitationFlagged(self, event: events.CitationFlagged) -> None:
-        self.log_line(f"weak support for [{event.key}] in {self._heading(event.node_id)} (score {event.score:.2f})", "yellow")
+        cited = readable_keys(event.key, self._numbers)
+        self.log_line(f"weak support for {cited} in {self._heading(event.node_id)} (score {event.score:.2f})", "yellow")
 
     def _on_EditApplied(self, event: events.EditApplied) -> None:
         self.log_line(f"edit applied: {event.description}", "cyan")
@@ -206,16 +264,20 @@ class ResearchScreen(Screen):
         self.notify(event.reason, title="Edit refused", severity="warning")
 
     def _on_Paused(self, event: events.Paused) -> None:
-        self.query_one(StatusLine).change(state="paused")
-        self.log_line("paused")
+        self._set_active(False)
+        self._set_state("paused")
+        redo = f" (step {event.redo_step} was stopped; it is done again on resume)" if event.redo_step else ""
+        self.log_line(f"paused{redo}")
 
     def _on_Unpaused(self, event: events.Unpaused) -> None:
-        self.query_one(StatusLine).change(state="running")
+        self._set_active(True)
+        self._set_state("pausing…" if self.paused else "running")
         self.log_line("resumed")
 
     def _on_Finished(self, event: events.Finished) -> None:
         self._run_ended()
-        self.query_one(StatusLine).change(state=event.status, step=event.steps)
+        self.query_one(StatusLine).change(step=event.steps)
+        self._set_state(event.status)
         self.log_line(f"finished ({event.status}): {event.reason}", "bold green" if event.status == "done" else "bold yellow")
         if self.auto_export:
             title = self.outline.view.title if self.outline.view else None
@@ -226,12 +288,14 @@ class ResearchScreen(Screen):
 
     def _on_Failed(self, event: events.Failed) -> None:
         self._run_ended()
-        self.query_one(StatusLine).change(state="failed")
+        self._set_state("failed")
         hint = f" — {event.hint}" if event.hint else ""
         self.log_line(f"failed: {event.error}{hint}", "bold red")
 
     def _run_ended(self) -> None:
         self.running = False
+        self.paused = False
+        self._set_active(False)
         if self.outline.pending:
             dropped = ", ".join(p.description for p in self.outline.pending)
             self.outline.pending.clear()
@@ -242,6 +306,8 @@ class ResearchScreen(Screen):
         return self._headings.get(node_id, f"section {node_id}") if node_id is not None else "the outline"
 
     def _tick(self) -> None:
+        if self._active_since is None:
+            return  # paused or ended: the figures stay as they were
         seconds = self.services.clock() - self._step_started_at
         rate = self._step_deltas / seconds if self._step_deltas and seconds >= 1.0 else None
         self.query_one(StatusLine).change(elapsed_s=self.elapsed, tokens_per_s=rate)
@@ -268,20 +334,25 @@ class ResearchScreen(Screen):
         self.log_line(f"edit queued: {message.description}", "cyan")
 
     def action_toggle_pause(self) -> None:
-        if self.engine is None:
+        """Pausing stops the step in flight at once; the status says "pausing…" until the engine has
+        stopped (Paused), then "paused". The stopped step is done again on resume."""
+        if self.engine is None or not self.running:
             return
         if self.paused:
             self.engine.resume_run()
+            self.paused = False
+            self._set_state("resuming…" if self._active_since is None else "running")
         else:
             self.engine.pause()
-        self.paused = not self.paused
-        self.query_one(StatusLine).change(state="paused" if self.paused else "running")
+            self.paused = True
+            self._set_state("pausing…")
 
     def action_cancel_run(self) -> None:
-        if self.engine is not None:
+        if self.engine is not None and self.running:
             self.engine.cancel()
-            self.query_one(StatusLine).change(state="cancelling")
-            self.log_line("cancelling: the run stops after this step; everything so far is saved", "yellow")
+            self.cancelling = True
+            self._set_state("cancelling")
+            self.log_line("cancelling: the step in progress stops; every finished step is saved", "yellow")
 
     def action_toggle_report(self) -> None:
         draft = self.query_one(DraftView)

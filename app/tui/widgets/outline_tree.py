@@ -34,6 +34,7 @@ class _Done:
     edit: Any
     place: Place | None
     ids_before: frozenset[int]
+    description: str  # in the words of the outline when it was asked for
 
 
 class OutlineTree(Tree[Row]):
@@ -102,10 +103,11 @@ class OutlineTree(Tree[Row]):
     def request(self, edit: Any, *, undoable: bool = True) -> None:
         place = self.state.places().get(edit.node_id) if hasattr(edit, "node_id") else None
         ids = frozenset(self.state.node_ids())
+        description = edits.describe(edit, self.state.names())
         if undoable:
-            self._done.append(_Done(edit, place, ids))
+            self._done.append(_Done(edit, place, ids, description))
         self.state.add_pending(edit)
-        self.post_message(self.EditsRequested([edit], edits.describe(edit)))
+        self.post_message(self.EditsRequested([edit], description))
         self.redraw()
 
     def action_add_sibling(self) -> None:
@@ -181,10 +183,10 @@ class OutlineTree(Tree[Row]):
         done = self._done.pop()
         undo = inverse(done.edit, done.place, self.state, done.ids_before)
         if isinstance(undo, str):
-            return self.notify(f"Cannot undo {edits.describe(done.edit)}: {undo}.", severity="warning")
+            return self.notify(f"Cannot undo {done.description}: {undo}.", severity="warning")
         for edit in undo:
             self.state.add_pending(edit)
-        self.post_message(self.EditsRequested(undo, f"undo {edits.describe(done.edit)}"))
+        self.post_message(self.EditsRequested(undo, f"undo {done.description}"))
         self.redraw()
 
     def _ask_title(self, prompt: str, then, value: str = "") -> None:

@@ -17,7 +17,8 @@ def site_of(location: str, kind: str) -> str:
 
 
 class SourcesTable(DataTable):
-    """State is one of: fetching, read, cached (already stored), failed (with the reason in the log)."""
+    """State is one of: fetching, read, cached (already stored), failed (with the reason in the log).
+    `#` is the source's [n] in the report (as exported); a source no section cites yet has none."""
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -35,7 +36,18 @@ class SourcesTable(DataTable):
             if title:
                 self.update_cell(location, "title", title)
             return
-        self.add_row(str(self.row_count + 1), title or "(untitled)", "", state, site_of(location, kind), key=location)
+        self.add_row("", title or "(untitled)", "", state, site_of(location, kind), key=location)
+        if self._numbers().get(source_id) is not None:
+            self.set_numbers(self._numbers())
+
+    def set_numbers(self, numbers: dict[int, int]) -> None:
+        """`numbers` maps source ids to their [n]; cited sources are listed first, in that order."""
+        self._number_of = dict(numbers)
+        sources = {location: source_id for source_id, location in self._location_of().items()}
+        for location in list(self.rows):
+            n = numbers.get(sources.get(location.value, -1))
+            self.update_cell(location, "n", "" if n is None else str(n))
+        self.sort("n", key=lambda n: int(n) if n else len(self.rows) + 10**6)
 
     def set_state(self, location: str, state: str) -> None:
         if location in self.rows:
@@ -43,11 +55,12 @@ class SourcesTable(DataTable):
 
     def set_cited_by(self, cited_by: dict[int, list[str]]) -> None:
         """`cited_by` maps source ids to section numbers ("2.1")."""
-        locations = self._location_of()
-        for source_id, sections in cited_by.items():
-            location = locations.get(source_id)
-            if location is not None and location in self.rows:
-                self.update_cell(location, "cited", ", ".join(sections))
+        by_location = {location: cited_by.get(source_id, []) for source_id, location in self._location_of().items()}
+        for location in list(self.rows):
+            self.update_cell(location, "cited", ", ".join(by_location.get(location.value, [])))
+
+    def _numbers(self) -> dict[int, int]:
+        return getattr(self, "_number_of", {})
 
     def _location_of(self) -> dict[int, str]:
         if not hasattr(self, "_locations"):

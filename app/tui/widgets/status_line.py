@@ -11,7 +11,8 @@ from textual.widgets import Static
 
 @dataclass(frozen=True)
 class Status:
-    state: str = "starting"  # starting | running | paused | cancelling | done | partial | cancelled | failed
+    # starting | running | pausing… | paused | resuming… | cancelling | done | partial | cancelled | failed
+    state: str = "starting"
     step: int = 0
     max_steps: int = 0
     elapsed_s: float = 0.0
@@ -22,8 +23,17 @@ class Status:
     degraded: str | None = None
 
 
-STATE_STYLES = {"running": "bold green", "paused": "bold yellow", "cancelling": "bold red", "failed": "bold red",
-                "done": "bold green", "partial": "bold yellow", "cancelled": "bold red"}  # fmt: skip
+STATE_STYLES = {
+    "running": "bold green",
+    "pausing…": "bold yellow",
+    "paused": "bold yellow",
+    "resuming…": "bold green",
+    "cancelling": "bold red",
+    "failed": "bold red",
+    "done": "bold green",
+    "partial": "bold yellow",
+    "cancelled": "bold red",
+}
 
 
 def render_status(s: Status) -> Text:

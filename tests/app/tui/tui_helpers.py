@@ -26,17 +26,35 @@ class RecordingServices(LocalServices):
         engine.subscribe(self.seen.append)
         return engine
 
+    def resume(self, session_id, **kwargs):
+        engine = super().resume(session_id, **kwargs)
+        engine.subscribe(self.seen.append)
+        return engine
+
     def count(self, kind) -> int:
         return sum(isinstance(e, kind) for e in list(self.seen))
 
 
-def make_services(tmp_path: Path, *, delay_s: float = 0.0, script: dict | None = None,
-                  **warp_changes) -> RecordingServices:  # fmt: skip
+def make_services(tmp_path: Path, *, delay_s: float = 0.0, script: dict | None = None, clock=lambda: 1000.0,
+                  web: bool = True, **warp_changes) -> RecordingServices:
+    """`clock` replaces the monotonic clock (fixed by default, so screenshots do not change); `web` is
+    search.web in the settings (a run's request decides for itself)."""
     settings = load_settings(overrides={"paths.data_dir": tmp_path / "data"}, env={})
     settings.warp = warp_settings(**warp_changes)
     settings.model.device = "cpu"
+    settings.search.web = web
     generator = ScriptedGenerator(script, delay_s=delay_s)
-    return RecordingServices(settings, generator=generator, clock=lambda: 1000.0)
+    return RecordingServices(settings, generator=generator, clock=clock)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 
