@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from sala_report.app.errors import EXIT_INTERRUPTED, EXIT_USAGE, SalaError, storage_failure
+from sala_report.app.errors import EXIT_INTERRUPTED, EXIT_USAGE, SalaError, file_failure
 from sala_report.app.settings import Settings, load_settings
 
 log = logging.getLogger("sala_report")
@@ -23,7 +23,20 @@ class AppContext:
     debug: bool = False
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class SalaGroup(click.Group):
+    """The top-level group. A file or the store failing in any command becomes one clear error naming the
+    store, which is known here (from the loaded settings) and not where the failure surfaced. A group that
+    loads its subcommands lazily should extend this one."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (OSError, sqlite3.Error) as e:
+            store = ctx.obj.settings.paths.store_path if isinstance(ctx.obj, AppContext) else None
+            raise file_failure(e, store) from e
+
+
+@click.group(cls=SalaGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SALA_REPORT_HOME",
               help="Where sessions, sources and reports are kept (env: SALA_REPORT_HOME).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -83,10 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code if e.exit_code else EXIT_USAGE
     except click.exceptions.Exit as e:
         return e.exit_code
-    except (SalaError, OSError, sqlite3.DatabaseError) as e:
-        error = e if isinstance(e, SalaError) else storage_failure(e)
-        if error is None:
-            raise
+    except (SalaError, OSError, sqlite3.Error) as e:
+        error = e if isinstance(e, SalaError) else file_failure(e, None)
         print(f"Error: {error.title}: {error}", file=sys.stderr)
         if error.hint:
             print(f"  {error.hint}", file=sys.stderr)

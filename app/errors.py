@@ -1,5 +1,11 @@
 """User-facing failures: a small flat hierarchy, turned into messages and exit codes only by the CLI and TUI."""
 
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -31,6 +37,10 @@ class ConfigError(SalaError):
     exit_code = EXIT_USAGE
 
 
+class SessionBusy(SalaError):
+    title = "Session already running"
+
+
 class BackendUnavailable(SalaError):
     title = "Model backend unavailable"
     exit_code = EXIT_BACKEND
@@ -56,3 +66,47 @@ def storage_failure(error: BaseException) -> SalaError | None:
                          hint=f"Check the disk holding the data folder (free space, file-size limits, errors), then "
                               f"run the command again: {_AFTER}")  # fmt: skip
     return None
+
+
+# SQLite's primary result codes (the low byte of `sqlite_errorcode`)
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_CORRUPT, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 14, 26
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def file_failure(error: OSError | sqlite3.Error, store_path: Path | None) -> SalaError:
+    """One clear error for a file or the store failing: no room or a failing disk (`storage_failure`), a
+    damaged store, a read-only one, one busy in another process, or another file the command could not
+    use. `store_path` is None when the failure came before the settings said where the store is."""
+    known = storage_failure(error)
+    if known is not None:
+        return known
+    store = str(store_path) if store_path is not None else "the data file"
+    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+    if isinstance(error, sqlite3.Error):
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            hint = (f"Move it aside with its -wal and -shm files (mv {store}* to another folder): the next command "
+                    "starts a new, empty store; reports exported before are kept in their files.")
+            return SalaError(f"{store} is damaged or is not a sala-report store ({error})", title="Damaged data file",
+                             hint=hint)
+        if code in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN):
+            return _read_only(f"{store} cannot be written ({error})", store_path)
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return SalaError(f"{store} is busy ({error})", title="Data file busy",
+                             hint="Another sala-report process is writing to it: try again in a moment.")
+        return SalaError(f"{store}: {error}", title="Data file error", hint="`sala-report doctor` checks it.")
+    where = error.filename if isinstance(error, OSError) and error.filename else None
+    text = f"{where}: {error.strerror}" if where and error.strerror else str(error) or type(error).__name__
+    if isinstance(error, OSError) and error.errno in _DENIED:
+        inside = store_path is not None and where is not None and Path(where).is_relative_to(store_path.parent)
+        if inside or store_path is None:
+            return _read_only(text, store_path)
+        return SalaError(text, title="Permission denied", hint="Check the path and its permissions.")
+    return SalaError(text, title="File error")
+
+
+def _read_only(message: str, store_path: Path | None) -> SalaError:
+    folder = store_path.parent if store_path is not None else "the data folder"
+    hint = (f"`sala-report sessions` and `sala-report export ID --out FILE` still work; to run or resume, make "
+            f"{folder} writable or choose another with --data-dir.")
+    return SalaError(message, title="Read-only data folder", hint=hint)

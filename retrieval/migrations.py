@@ -52,6 +52,13 @@ def apply_migrations(db: sqlite_utils.Database, prefix: str, migrations: Sequenc
     return applied
 
 
+def pending_migrations(db: sqlite_utils.Database, prefix: str, migrations: Sequence[Migration]) -> list[str]:
+    """Names of the migrations not yet recorded under `prefix`, without writing anything."""
+    if not db.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{MIGRATIONS_TABLE}'").fetchone():
+        return [name for name, _ in migrations]
+    return [name for name, _ in migrations if not _is_applied(db, f"{prefix}:{name}")]
+
+
 def _is_applied(db: sqlite_utils.Database, key: str) -> bool:
     return db.execute(f"SELECT 1 FROM {MIGRATIONS_TABLE} WHERE name = ?", [key]).fetchone() is not None
 

@@ -8,7 +8,9 @@ other statuses have none, which keeps them out of passages without a filter.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import sqlite_utils
 
 from sala_report.retrieval import rank
 from sala_report.retrieval.chunk import chunk_id
-from sala_report.retrieval.migrations import RETRIEVAL_MIGRATIONS, Migration, apply_migrations
+from sala_report.retrieval.migrations import RETRIEVAL_MIGRATIONS, Migration, apply_migrations, pending_migrations
 from sala_report.retrieval.types import Passage, SearchResult, Source
 
 # Most rows one query's BM25 ranking may score: about 20 ms on one laptop core (see bench.py).
@@ -60,12 +62,17 @@ class FileState:
     mtime_ns: int | None
 
 
-class Store:
-    """Open with `Store.open(path)`; `db` is the sqlite_utils.Database other parts may add tables to."""
+class StoreReadOnly(PermissionError):
+    """The store could be opened only for reading, and what was asked needs writing."""
 
-    def __init__(self, db: sqlite_utils.Database, path: str):
+
+class Store:
+    """Open with `Store.open(path)` (or `open_for_reading`); `db` is the sqlite_utils.Database other parts may add tables to."""
+
+    def __init__(self, db: sqlite_utils.Database, path: str, *, read_only: bool = False):
         self.db = db
         self.path = path
+        self.read_only = read_only
         # One connection shared by the engine's worker thread and front ends: every use holds this lock
         # (other parts that run their own transactions on `db` take it too).
         self.lock = threading.RLock()
@@ -74,19 +81,59 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path) -> "Store":
+        """Open the store for reading and writing, creating it (and its folder) readable by this user only.
+
+        Raises OSError (or sqlite3.Error) when the file cannot be written: a read-only file or folder
+        fails here, before any work is done, rather than at the first write.
+        """
         path = str(path)
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(path))
         conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
-        db = sqlite_utils.Database(conn)
-        if path != ":memory:":
-            db.enable_wal()
-            # WAL + NORMAL: a crash of the process loses nothing committed; a power cut may lose the
-            # last transactions but never corrupts the file.
-            db.execute("PRAGMA synchronous = NORMAL")
-        db.execute("PRAGMA foreign_keys = ON")
-        store = cls(db, path)
-        store.apply_migrations("retrieval", RETRIEVAL_MIGRATIONS)
+        try:
+            db = sqlite_utils.Database(conn)
+            if path != ":memory:":
+                db.enable_wal()
+                # WAL + NORMAL: a crash of the process loses nothing committed; a power cut may lose the
+                # last transactions but never corrupts the file.
+                db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            store = cls(db, path)
+            store.apply_migrations("retrieval", RETRIEVAL_MIGRATIONS)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    @classmethod
+    def open_for_reading(cls, path: str | Path) -> "Store":
+        """Open an existing store to read it: for writing when that is possible (so pending migrations
+        apply), else read-only, as on a read-only file, folder or disk. `read_only` says which."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(errno.ENOENT, "no store here", str(path))
+        try:
+            return cls.open(path)
+        except (sqlite3.OperationalError, PermissionError) as e:
+            if not _is_read_only(e):
+                raise
+        # In a read-only folder SQLite cannot make the WAL index (-shm) it reads through; `immutable` reads
+        # the file alone, which is right there: no process can be writing to a folder nobody may write.
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{flags}", uri=True, check_same_thread=False,
+                                   timeout=30.0)
+            try:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                break
+            except sqlite3.OperationalError as e:
+                conn.close()
+                if "immutable" in flags or not _is_read_only(e):
+                    raise
+        store = cls(sqlite_utils.Database(conn), str(path), read_only=True)
+        try:
+            store.apply_migrations("retrieval", RETRIEVAL_MIGRATIONS)
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -100,7 +147,14 @@ class Store:
         self.close()
 
     def apply_migrations(self, prefix: str, migrations: Sequence[Migration]) -> list[str]:
+        """Bring `prefix`'s tables up to date; a read-only store can only check that they are."""
         with self.lock:
+            if self.read_only:
+                missing = pending_migrations(self.db, prefix, migrations)
+                if missing:
+                    raise StoreReadOnly(errno.EACCES, f"needs upgrading ({', '.join(missing)}) but cannot be written",
+                                        self.path)
+                return []
             return apply_migrations(self.db, prefix, migrations)
 
     # reading
@@ -348,6 +402,27 @@ class Store:
                 if recorded != actual:
                     problems.append(f"source {source_id}: {actual} chunks stored, {recorded} recorded")
         return problems
+
+
+# SQLite's primary result codes that mean "this file or folder may not be written" (READONLY, PERM, CANTOPEN)
+_READ_ONLY_CODES = {8, 3, 14}
+
+
+def _is_read_only(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+    return (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF in _READ_ONLY_CODES
+
+
+def _create_private(path: Path) -> None:
+    """Make the folder and the file when new, readable by this user only (sources, questions and reports
+    are the person's own; SQLite gives its -wal and -shm files the database file's mode), and check that
+    the file may be written: SQLite opens a read-only file without a word and refuses only the first write."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        os.close(os.open(path, os.O_RDWR))
 
 
 def _source(row: Sequence[Any]) -> Source:

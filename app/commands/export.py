@@ -42,7 +42,7 @@ def export_session(store_path: Path, reports_dir: Path, session_id: str, fmt: st
 
     if not store_path.exists():
         raise UsageError(f"no sessions yet: {store_path} does not exist", hint="Start one with `sala-report run QUESTION`.")
-    store = Store.open(store_path)
+    store = Store.open_for_reading(store_path)  # a read-only store still exports
     try:
         found = WarpStore(store).find_session(session_id)
         if found is None:

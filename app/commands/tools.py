@@ -147,6 +147,7 @@ def run_app(settings, **first) -> None:
         root.removeHandler(handler)
     services = LocalServices(settings)
     try:
+        services.store  # opened before the screen starts: a damaged or read-only store is one clear error here
         SalaApp(services, keymap=settings.ui.keymap, theme=settings.ui.theme, config_path=str(default_config_path()),
                 **first).run()  # fmt: skip
     finally:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from sala_report.app.errors import SessionBusy
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry
 from sala_report.app.warp.phases import RunState
 from sala_report.app.warp.state import Node, Outline, walk
@@ -170,6 +171,9 @@ class WarpStore:
         # The Store serialises use of its one connection with this lock; our transactions must hold it
         # too, or a front end's read on another thread could land inside them.
         self._lock = store.lock
+        # session id -> the step count this object last read (with the checkpoint) or wrote: a claim to run
+        # the session is refused when another process has moved it on since
+        self._steps_seen: dict[str, int] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -206,8 +210,13 @@ class WarpStore:
         return session_id
 
     def find_session(self, prefix: str) -> str | None:
-        """The session whose id is `prefix` or starts with it, if exactly one does."""
-        rows = self._query("SELECT id FROM warp_sessions WHERE id = ? OR id LIKE ? ORDER BY id", [prefix, prefix + "%"])
+        """The session whose id is `prefix` or starts with it, if exactly one does. `_` and `%` in `prefix`
+        are plain characters, and an empty prefix names no session."""
+        if not prefix.strip():
+            return None
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._query("SELECT id FROM warp_sessions WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY id",
+                           [prefix, pattern])
         exact = [r[0] for r in rows if r[0] == prefix]
         if exact:
             return exact[0]
@@ -232,20 +241,40 @@ class WarpStore:
         return [s for s in (self.session(i) for i in ids) if s is not None]
 
     def checkpoint(self, session_id: str) -> RunState:
-        rows = self._query("SELECT checkpoint FROM warp_sessions WHERE id = ?", [session_id])
+        rows = self._query("SELECT checkpoint, steps FROM warp_sessions WHERE id = ?", [session_id])
         if not rows:
             raise KeyError(session_id)
+        self._steps_seen[session_id] = rows[0][1]
         return RunState.from_dict(json.loads(rows[0][0]))
 
     def set_status(self, session_id: str, status: str, *, error: str | None = None, seconds: float = 0.0,
                    event: tuple[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
         with self.transaction():
+            if status == "running":
+                self._claim(session_id)
             self.db.execute(
                 "UPDATE warp_sessions SET status = ?, error = ?, updated_at = ?, seconds = seconds + ?, "
                 "owner = CASE WHEN ? = 'running' THEN ? ELSE owner END WHERE id = ?",
                 [status, error, utc_now(), seconds, status, this_owner(), session_id])  # fmt: skip
             if event is not None:
                 self._insert_events(session_id, self._step_of(session_id), [event])
+
+    def _claim(self, session_id: str) -> None:
+        """Inside the write transaction that marks the session running (BEGIN IMMEDIATE: one process at a
+        time gets here), refuse when another live process runs it, or moved it on since this object read its
+        checkpoint: two resumes started together then leave exactly one running, and the other changes nothing."""
+        row = self.db.execute("SELECT status, owner, steps FROM warp_sessions WHERE id = ?", [session_id]).fetchone()
+        if row is None:
+            return
+        status, owner, steps = row
+        hint = "Wait for it to finish (`sala-report sessions` shows it), then resume it if there is work left."
+        if status == "running" and owner != this_owner() and owner_alive(owner):
+            raise SessionBusy(f"session {session_id} is already running in another process ({owner})", hint=hint)
+        seen = self._steps_seen.get(session_id)
+        if seen is not None and seen != steps:
+            message = (f"session {session_id} is already running, or was just continued, in another process (it is "
+                       f"at step {steps}, not {seen} as read)")
+            raise SessionBusy(message, hint=hint)
 
     def _step_of(self, session_id: str) -> int:
         row = self.db.execute("SELECT steps FROM warp_sessions WHERE id = ?", [session_id]).fetchone()
@@ -364,6 +393,7 @@ class WarpStore:
                        [session_id, json.dumps(written)])  # fmt: skip
             self._insert_events(session_id, step, c.events)
             self._drop_edit(c.done_edit)
+        self._steps_seen[session_id] = c.run.step
 
     def _write_nodes(self, session_id: str, outline: Outline) -> None:
         self.db.execute("DELETE FROM warp_nodes WHERE session_id = ?", [session_id])
