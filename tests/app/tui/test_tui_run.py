@@ -49,6 +49,11 @@ def assert_screen_matches_engine(screen, services):
     assert [row[:6] for row in shown] == stored_outline(services, screen.session_id)
 
 
+def shown(screen) -> list[str]:
+    """The outline pane's rows as "number title", to compare with the outline the person expects."""
+    return [f"{number} {title}" for number, title, *_ in screen_outline(screen.query_one(OutlineTree))]
+
+
 def select(tree: OutlineTree, number: str) -> None:
     tree.cursor_line = next(i for i in range(tree.last_line + 1) if tree.get_node_at_line(i).data.number == number)
 
@@ -94,14 +99,26 @@ async def test_every_outline_edit_mid_run_matches_the_engine(tmp_path, request_f
         await edit_and_wait(pilot, services, "A", text="Hybrid parks")  # a child of 2
         select(tree, "2")
         await edit_and_wait(pilot, services, "r", text="Wind and solar together")  # rename
+        top = ["1 Solar power", "2 Wind and solar together", "2.1 Hybrid parks"]
+        assert shown(screen) == [*top, "3 Storage", "4 Policy"]
         select(tree, "3")
         await edit_and_wait(pilot, services, "J")  # move down
+        assert shown(screen) == [*top, "3 Policy", "4 Storage"]
         select(tree, "4")
         await edit_and_wait(pilot, services, "K")  # move up
+        assert shown(screen) == [*top, "3 Storage", "4 Policy"]
         select(tree, "4")
         await edit_and_wait(pilot, services, "greater_than_sign")  # indent: under 3
+        assert shown(screen) == [*top, "3 Storage", "3.1 Policy"]
         select(tree, "3.1")
-        await edit_and_wait(pilot, services, "less_than_sign")  # outdent: back to the top level
+        await edit_and_wait(pilot, services, "less_than_sign")  # outdent: back to the top level, after 3
+        assert shown(screen) == [*top, "3 Storage", "4 Policy"]
+        select(tree, "2.1")
+        await edit_and_wait(pilot, services, "less_than_sign")  # outdent: after its old parent, not after 1
+        assert shown(screen) == ["1 Solar power", "2 Wind and solar together", "3 Hybrid parks", "4 Storage", "5 Policy"]
+        select(tree, "3")
+        await edit_and_wait(pilot, services, "greater_than_sign")  # and back under 2
+        assert shown(screen) == [*top, "3 Storage", "4 Policy"]
         select(tree, "4")
         await edit_and_wait(pilot, services, "l")  # lock
         assert [r for r in stored_outline(services, screen.session_id) if r[0] == "4"][0][3] is True

@@ -8,7 +8,9 @@ from warp_fakes import Policy, ScriptedGenerator, check_report
 
 from sala_report.app.warp import WarpStore, edits, events as ev, render_markdown
 from sala_report.app.warp.edits import EditError, apply_edit
+from sala_report.app.warp.citations import Registry
 from sala_report.app.warp.phases import Budget, RunState, reconcile
+from sala_report.app.warp.report import render_report
 from sala_report.app.warp.state import Node, Outline, cursor, walk
 
 
@@ -36,6 +38,38 @@ def test_each_edit_applies_to_a_copy():
     assert [loc.node.locked for loc in walk(locked)] == [False, False, True, False]
     assert cursor(locked).node.title == "A"
     assert [loc.node.deepen for loc in walk(apply_edit(o, edits.DeepenSection(3), max_depth=3))][3]
+
+
+def test_moving_down_and_outdenting_put_the_section_where_the_person_expects():
+    o = outline()  # 1 A (1.1 A1), 2 B, 3 C; ids A=1, B=2, C=3, A1=4
+    assert titles(apply_edit(o, edits.MoveSection(1, None, 1), max_depth=3)) == ["1 B", "2 A", "2.1 A1", "3 C"]
+    assert titles(apply_edit(o, edits.MoveSection(2, None, 2), max_depth=3)) == ["1 A", "1.1 A1", "2 C", "3 B"]
+    assert titles(apply_edit(o, edits.MoveSection(1, None, 2), max_depth=3)) == ["1 B", "2 C", "3 A", "3.1 A1"]
+    # outdent A1 (what the outline pane sends: its parent's parent, just after its parent)
+    assert titles(apply_edit(o, edits.MoveSection(4, None, 1), max_depth=3)) == ["1 A", "2 A1", "3 B", "4 C"]
+    two = apply_edit(o, edits.AddSection("A2", parent_id=1), max_depth=3)  # A2 has id 5
+    assert titles(apply_edit(two, edits.MoveSection(4, 1, 1), max_depth=3)) == ["1 A", "1.1 A2", "1.2 A1", "2 B", "3 C"]
+    assert titles(apply_edit(two, edits.MoveSection(4, 2, 0), max_depth=3)) == ["1 A", "1.1 A2", "2 B", "2.1 A1", "3 C"]
+
+
+def test_a_renamed_section_drops_the_plan_of_its_old_title():
+    o = outline()
+    renamed = apply_edit(o, edits.RenameSection(2, title="Grids"), max_depth=3)
+    assert [(n.title, n.plan) for n in renamed.sections] == [("A", "a"), ("Grids", ""), ("C", "c")]
+    partial = render_report(renamed, Registry())
+    assert "## 2 Grids\n\n*not written yet*" in partial and "*b*" not in partial
+    kept = apply_edit(o, edits.RenameSection(2, title="B", plan="new plan"), max_depth=3)
+    assert kept.sections[1].plan == "new plan"
+    assert apply_edit(o, edits.RenameSection(2, title="B"), max_depth=3).sections[1].plan == "b"  # same title
+
+
+def test_descriptions_name_sections_as_the_outline_shows_them():
+    names = {3: "4 Policy", 1: "1 Solar"}
+    assert edits.describe(edits.DeleteSection(3), names) == "delete 4 Policy"
+    assert edits.describe(edits.MoveSection(3, 1, 0), names) == "move 4 Policy to position 1 under 1 Solar"
+    assert edits.describe(edits.LockSection(3, locked=False), names) == "unlock 4 Policy"
+    assert edits.describe(edits.AddSection("Grids", parent_id=1), names) == "add 'Grids' under 1 Solar"
+    assert "3" not in edits.describe(edits.RewriteSection(3), names)
 
 
 def test_rewrite_forgets_the_text():
