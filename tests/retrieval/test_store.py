@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
+import subprocess
+import sys
 
 import pytest
+from read_only import read_only, run_without_write_access  # noqa: F401 (a fixture)
 
 from sala_report.retrieval import Store
 from sala_report.retrieval.chunk import chunk_id
@@ -244,3 +249,71 @@ def test_another_connections_writes_are_seen_by_passages(tmp_path):
     assert reader.passages("quokka", 3) == []  # counted (zero) and cached by the reader
     put(writer, "/d/b.md", ["a quokka smiles"])
     assert [p.location for p in reader.passages("quokka", 3)] == ["/d/b.md"]
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)  # the usual umask, under which the old code made 0755 folders and 0644 files
+    yield
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_new_store_and_its_folder_are_private(tmp_path, umask_022):
+    path = tmp_path / "fresh" / "sala.db"
+    with Store.open(path) as store:
+        put(store, "/docs/a.md", ["private notes"])
+        assert {p.name for p in path.parent.iterdir()} == {"sala.db", "sala.db-wal", "sala.db-shm"}
+        modes = {p.name: _mode(p) for p in path.parent.iterdir()}
+    assert _mode(path.parent) == 0o700
+    assert modes == {"sala.db": 0o600, "sala.db-wal": 0o600, "sala.db-shm": 0o600}
+
+
+def test_an_existing_folder_keeps_its_mode(tmp_path, umask_022):
+    folder = tmp_path / "research"
+    folder.mkdir(mode=0o755)  # a folder the person chose with --data-dir: theirs to set
+    Store.open(folder / "sala.db").close()
+    assert (_mode(folder), _mode(folder / "sala.db")) == (0o755, 0o600)
+
+
+def _in_read_only_child(code: str, *args: str) -> subprocess.CompletedProcess:
+    return run_without_write_access([sys.executable, "-c", code, *args])
+
+
+READ_BACK = """
+import sys
+from sala_report.retrieval.store import Store
+for how in ("open_for_reading", "open"):
+    try:
+        with getattr(Store, how)(sys.argv[1]) as store:
+            print(how, store.read_only, [s.location for s in store.sources()])
+    except Exception as e:
+        print(how, "refused:", type(e).__name__, e)
+"""
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_read_only_store_opens_for_reading_and_refuses_writing(tmp_path, read_only, what):
+    path = tmp_path / "store" / "sala.db"
+    with Store.open(path) as store:
+        put(store, "/docs/a.md", ["kept"])
+    read_only(path.parent if what == "folder" else path)
+    child = _in_read_only_child(READ_BACK, str(path))
+    lines = child.stdout.splitlines()
+    assert child.returncode == 0 and lines[0] == "open_for_reading True ['/docs/a.md']", child.stdout + child.stderr
+    assert lines[1].startswith("open refused: ") and ("readonly" in lines[1] or "Permission denied" in lines[1])
+    if what == "folder":  # nothing could be made in it, and nothing was
+        assert sorted(p.name for p in path.parent.iterdir()) == ["sala.db"]
+
+
+def test_a_read_only_store_with_migrations_pending_says_so(tmp_path, read_only):
+    path = tmp_path / "store" / "sala.db"
+    Store.open(path).close()
+    with sqlite3.connect(path) as conn:  # as if written by an older version, before the searches table
+        conn.execute("DELETE FROM migrations WHERE name = 'retrieval:002_searches'")
+    read_only(path)
+    child = _in_read_only_child(READ_BACK, str(path))
+    assert "open_for_reading refused: StoreReadOnly" in child.stdout and "002_searches" in child.stdout, child.stderr
