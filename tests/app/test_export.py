@@ -13,7 +13,7 @@ from pypdf import PdfReader
 from sala_report.app import report_markdown
 from sala_report.app.export import default_filename, export_report, to_html
 from sala_report.app.pdf import write_pdf
-from sala_report.app.pdf_fonts import FontSources, _packaged_files
+from sala_report.app.pdf_fonts import FontSources, package_font_folders
 
 LONG_URL = ("https://www.example.org/reports/2024/heat-pumps/cold-climate/field-trials/appendix-b/raw-data/"
             "measurements-by-site-and-month.csv")
@@ -91,6 +91,47 @@ def test_pdf_keeps_every_script_with_packaged_fonts(report_pdf):
     assert LONG_URL in text.replace("\n", "")  # wrapped over lines, nothing lost
 
 
+def _embedded_fonts(path: Path) -> set[str]:
+    """Base names of the fonts the PDF embeds ("NotoSansCJKjp-Regular"), without the subset tag."""
+    names: set[str] = set()
+
+    def visit(resources) -> None:
+        if resources is None:
+            return
+        resources = resources.get_object()
+        for font in (resources.get("/Font") or {}).values():
+            for face in [font.get_object(), *(d.get_object() for d in font.get_object().get("/DescendantFonts") or [])]:
+                names.add(str(face.get("/BaseFont")).lstrip("/").split("+")[-1].removesuffix("-Identity-H"))
+        for xobject in (resources.get("/XObject") or {}).values():
+            visit(xobject.get_object().get("/Resources"))
+
+    for page in PdfReader(path).pages:
+        visit(page.get("/Resources"))
+    return names
+
+
+CJK_FACES = {"NotoSansCJKsc-Regular", "NotoSansCJKjp-Regular", "NotoSansCJKkr-Regular"}
+
+
+@pytest.mark.parametrize("text, face", [
+    ("日本語：寒冷地向けのヒートポンプは外気温が低くても暖房できます。", "NotoSansCJKjp-Regular"),
+    ("한국어: 한랭 지역에서도 히트펌프의 효율이 높아지고 있습니다.", "NotoSansCJKkr-Regular"),
+    ("中文：空气源热泵在寒冷地区的应用越来越广泛。", "NotoSansCJKsc-Regular"),
+])
+def test_japanese_and_korean_get_their_own_cjk_face(tmp_path, text, face):
+    """Shared Han characters are drawn differently per region: Japanese text set in the Chinese face looks
+    wrong to a Japanese reader. The face each paragraph used is the one the PDF embeds."""
+    out = tmp_path / "cjk.pdf"
+    write_pdf(f"# Heat pumps\n\n{text}\n", out)
+    assert _embedded_fonts(out) & CJK_FACES == {face}
+    assert text in _text(out)
+
+
+def test_a_report_in_three_cjk_languages_embeds_three_faces(report_pdf):
+    path, _ = report_pdf
+    assert CJK_FACES <= _embedded_fonts(path)
+
+
 def test_pdf_headings_are_bookmarks_and_links_are_annotations(report_pdf):
     path, _ = report_pdf
     reader = PdfReader(path)
@@ -107,18 +148,19 @@ def test_pdf_headings_are_bookmarks_and_links_are_annotations(report_pdf):
 def test_pdf_without_fonts_says_which_are_missing_and_still_writes(tmp_path):
     latin_only = tmp_path / "fonts"
     latin_only.mkdir()
-    shutil.copy(_packaged_files()["NotoSans[wght].ttf"], latin_only)
+    noto_sans = next(f for folder in package_font_folders() for f in folder.glob("NotoSans[[]*.ttf"))
+    shutil.copy(noto_sans, latin_only)
     result = write_pdf(REPORT, tmp_path / "r.pdf", sources=FontSources(packages=False, folders=(latin_only,)))
     messages = " ".join(result.warnings)
     assert (tmp_path / "r.pdf").stat().st_size > 1000
-    assert "Noto Sans CJK" in messages and "pip install noto-cjk-sans-otc" in messages
-    assert "Noto Sans Arabic" in messages and "Noto Emoji" in messages
+    assert "Noto Sans CJK" in messages and "pip install 'sala-report[cjk]'" in messages
+    assert "Almarai" in messages and "Noto Emoji" in messages
     assert "Tromsø-1" in _text(tmp_path / "r.pdf")
 
 
 def test_pdf_with_no_unicode_font_falls_back_to_core_fonts(tmp_path):
     result = write_pdf("# Plain\n\nText with 中文.\n", tmp_path / "r.pdf", sources=FontSources(packages=False, folders=()))
-    assert "Noto Sans" in result.warnings[0] and "manimgx-fonts" in result.warnings[0]
+    assert "Noto Sans" in result.warnings[0] and "fontpkg-noto-sans" in result.warnings[0]
     assert "Text with" in _text(tmp_path / "r.pdf")
 
 
