@@ -135,7 +135,7 @@ class WarpSettings:
     no_repeat_ngram: int = 4  # compact prompts: no answer repeats a run of this many tokens or copies the prompt's (0: off, else >= 3)
     # "evidence": answers are chosen from the documents (verbatim sentences, their headings); "generate": the model
     # writes; "auto": evidence for in-process models under 1B parameters when prompt_style is "auto"
-    writing: str = "auto"
+    writing: Literal["auto", "evidence", "generate"] = "auto"
 
 
 @dataclass

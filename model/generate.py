@@ -16,6 +16,8 @@ import torch
 from .tokenizer import Tokenizer
 
 LogitsHook = Callable[[list[int], torch.Tensor], torch.Tensor]
+# generated ids -> the tokens that must come next (a grammar's forced tokens); fed to the model in one chunk
+FastForward = Callable[[list[int]], list[int]]
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,15 @@ class Generation:
     """An iterator of text deltas; after (or during) iteration it holds the result so far."""
 
     def __init__(self, lm, tok: Tokenizer, prompt_ids: Sequence[int], config: GenerationConfig,
-                 logits_hook: LogitsHook | None, cancel: threading.Event | None, cache=None):  # fmt: skip
+                 logits_hook: LogitsHook | None, cancel: threading.Event | None, cache=None,
+                 fast_forward: FastForward | None = None):  # fmt: skip
         if len(prompt_ids) == 0:
             raise ValueError("prompt_ids is empty; give at least one token")
         self.lm, self.tok, self.config = lm, tok, config
         self.prompt_ids = list(prompt_ids)
         self.logits_hook, self.cancel, self.cache = logits_hook, cancel, cache
+        self.fast_forward = fast_forward
+        self.forced_tokens = 0  # of completion_tokens, how many were forced (and fed in chunks)
         self.text = ""
         self.token_ids: list[int] = []  # generated ids, without the stop token
         self.finish_reason: str | None = None  # "stop" | "length" | "cancelled"
@@ -128,11 +133,36 @@ class Generation:
             if c.max_new_tokens == 0 or self._cancelled():
                 self.finish_reason = "cancelled" if self._cancelled() else "length"
                 return
-            prefill, step = self._steps(device)
+            prefill, step, chunk = self._steps(device)
             with torch.inference_mode():
                 logits = prefill(torch.tensor([self.prompt_ids], device=device))
                 self.prefill_seconds = time.perf_counter() - start
                 while True:
+                    forced = self._forced(stops)
+                    if forced:
+                        for token in forced:
+                            self.token_ids.append(token)
+                            pending += stream.push(token)
+                            out, pending, hit = _split_stop(pending, c.stop_strings)
+                            if out:
+                                self.text += out
+                                yield out
+                            if hit:
+                                self.finish_reason = "stop"
+                                return
+                        self.forced_tokens += len(forced)
+                        if c.repetition_penalty != 1.0:
+                            seen = torch.cat((seen, seen.new_tensor(forced)))
+                        if self.finish_reason is not None or len(self.token_ids) >= c.max_new_tokens:
+                            self.finish_reason = self.finish_reason or "length"
+                            break
+                        if self._cancelled():
+                            self.finish_reason = "cancelled"
+                            break
+                        logits = chunk(forced)
+                        continue
+                    if self.finish_reason == "stop":  # the grammar's next token is a stop token
+                        break
                     if c.repetition_penalty != 1.0:
                         logits = penalise(logits, seen, c.repetition_penalty)
                     if self.logits_hook is not None:
@@ -173,10 +203,28 @@ class Generation:
             from .runtime import Runtime
 
             rt = Runtime.create(lm, 1, len(self.prompt_ids), n_new + 1)
-            return (lambda ids: rt.prefill(ids)[0]), (lambda token: rt.decode(torch.tensor([token], device=device))[0])
+
+            def decode(token: int) -> torch.Tensor:
+                return rt.decode(torch.tensor([token], device=device))[0]
+
+            # the CUDA-graph decode takes one token: forced tokens go through it one by one
+            return (lambda ids: rt.prefill(ids)[0]), decode, (lambda ids: [decode(t) for t in ids][-1])
         cache = self.cache if self.cache is not None else lm.new_cache(1, capacity=len(self.prompt_ids) + n_new + 1)
         return ((lambda ids: lm(ids, cache=cache, last_only=True)[0, -1]),
-                (lambda token: lm(torch.tensor([[token]], device=device), cache=cache)[0, -1]))  # fmt: skip
+                (lambda token: lm(torch.tensor([[token]], device=device), cache=cache)[0, -1]),
+                (lambda ids: lm(torch.tensor([ids], device=device), cache=cache, last_only=True)[0, -1]))  # fmt: skip
+
+    def _forced(self, stops: set[int]) -> list[int]:
+        """The forced tokens from `fast_forward`, up to a stop token (which then ends the generation) and
+        within max_new_tokens."""
+        if self.fast_forward is None:
+            return []
+        forced = list(self.fast_forward(list(self.token_ids)))[: self.config.max_new_tokens - len(self.token_ids)]
+        for i, token in enumerate(forced):
+            if token in stops:
+                self.finish_reason = "stop"
+                return forced[:i]
+        return forced
 
     def _cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
@@ -199,10 +247,13 @@ def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
 
 
 def generate(lm, tok: Tokenizer, prompt_ids: Sequence[int], config: GenerationConfig | None = None, *,
-             logits_hook: LogitsHook | None = None, cancel: threading.Event | None = None, cache=None) -> Generation:  # fmt: skip
+             logits_hook: LogitsHook | None = None, cancel: threading.Event | None = None, cache=None,
+             fast_forward: FastForward | None = None) -> Generation:  # fmt: skip
     """Stream a continuation of `prompt_ids`; the model runs as the returned Generation is iterated.
 
     logits_hook(generated_ids, logits[V]) -> logits is called before each token is sampled; cancel is
     checked between tokens. Pass `cache` to continue a sequence already in that inference state.
+    fast_forward(generated_ids) -> tokens that must come next: they are fed to the model as one chunk
+    (one forward call) instead of one step each; the hook still sees them before the next sample.
     """
-    return Generation(lm, tok, prompt_ids, config or GenerationConfig(), logits_hook, cancel, cache)
+    return Generation(lm, tok, prompt_ids, config or GenerationConfig(), logits_hook, cancel, cache, fast_forward)

@@ -182,10 +182,7 @@ class GrammarHook:
         import torch
 
         start = time.perf_counter()
-        for token in generated_ids[self.consumed :]:
-            if not self.matcher.consume_token(token) and self.error is None:
-                self.error = self.matcher.get_error() or "token rejected"
-        self.consumed = len(generated_ids)
+        self._consume(generated_ids)
         if self.error is not None:
             return logits  # the validator will reject the answer; never mask everything
         allowed = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
@@ -211,6 +208,22 @@ class GrammarHook:
         self.mask_seconds += time.perf_counter() - start
         self.masks += 1
         return out
+
+    def _consume(self, generated_ids: list[int]) -> None:
+        for token in generated_ids[self.consumed :]:
+            if not self.matcher.consume_token(token) and self.error is None:
+                self.error = self.matcher.get_error() or "token rejected"
+        self.consumed = len(generated_ids)
+
+    def fast_forward(self, generated_ids: list[int]) -> list[int]:
+        """The tokens the grammar allows as the only continuation of `generated_ids` (llguidance's
+        fast-forward tokens): model.generate feeds them in one chunk instead of sampling each. Empty
+        when there is a choice, after an error, or while a closer is being forced."""
+        start = time.perf_counter()
+        self._consume(generated_ids)
+        forced = [] if self.error is not None or self.forced else list(self.matcher.compute_ff_tokens())
+        self.mask_seconds += time.perf_counter() - start
+        return forced
 
     def _wants_to_stop(self, logits, allowed) -> bool:
         if not self.stop_tokens:

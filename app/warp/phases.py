@@ -24,6 +24,7 @@ class RunState:
     evidence: list[str] = field(default_factory=list)  # registry keys that search found, shown to the writer
     feedback: str | None = None  # the last rejection, fed back to the retry
     reason: str = ""  # why the run is done
+    searched: list[str] = field(default_factory=list)  # every search phrase used so far (evidence mode: none twice)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +45,7 @@ class Budget:
 def moved_to(run: RunState, phase: str, *, target: int | None = None, reason: str = "") -> RunState:
     """A fresh attempt at `phase`: feedback and retry count reset; evidence kept only for a write."""
     evidence = run.evidence if phase == "write" else []
-    return RunState(phase, run.step, run.extends, 1, target, evidence, None, reason)
+    return RunState(phase, run.step, run.extends, 1, target, evidence, None, reason, list(run.searched))
 
 
 def after_drafting(run: RunState, outline: Outline, budget: Budget) -> RunState:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from sala_report.app.errors import ConfigError
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
-from sala_report.app.warp.actions import ActionError, ExtendPlan, parse_response
+from sala_report.app.warp.actions import ActionError, ExtendPlan, InitPlan, WriteAction, parse_response
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry, check_support, citation_count, render_cites
 from sala_report.app.warp.generator import GenRequest, GenResult, Generator
 from sala_report.app.warp.grammar import (
@@ -91,6 +91,17 @@ def prompt_style(ctx: StepContext) -> str:
     return s.prompt_style
 
 
+def writing(ctx: StepContext) -> str:
+    """"evidence" or "generate" (warp.writing): "auto" is evidence for in-process models under 1B
+    parameters (LocalGenerator.small_model) when warp.prompt_style is "auto" too."""
+    s = ctx.settings
+    if s.writing == "auto":
+        return "evidence" if s.prompt_style == "auto" and getattr(ctx.generator, "small_model", False) else "generate"
+    if s.writing not in ("evidence", "generate"):
+        raise ConfigError(f"warp.writing is '{s.writing}'", hint="Use auto, evidence or generate.")
+    return s.writing
+
+
 def step_limits(ctx: StepContext, style: str, kind: str) -> Limits:
     """With compact prompts a small model gets no room to think: it would only copy text into its thought,
     which its action then repeats. Before an outline its thought is the list of topics (grammar.py)."""
@@ -157,6 +168,10 @@ def _retry(ctx: StepContext, error: str) -> RunState:
 
 
 def search_step(ctx: StepContext) -> StepOutcome:
+    if writing(ctx) == "evidence":
+        from sala_report.app.warp.evidence_steps import choose_keywords
+
+        return choose_keywords(ctx)
     loc = find(ctx.outline, ctx.run.target) if ctx.run.target is not None else None
     style = prompt_style(ctx)
     limits = step_limits(ctx, style, "search")
@@ -179,6 +194,12 @@ def search_step(ctx: StepContext) -> StepOutcome:
         if retry:
             return StepOutcome(_retry(ctx, error), ctx.outline, _record(ctx, "search", ctx.run.target, result, error=error), events)
         keywords = [loc.node.title if loc else ctx.question]  # give up on the model's queries, not on the step
+    return gather_step(ctx, loc, keywords, result, error, events)
+
+
+def gather_step(ctx: StepContext, loc: Located | None, keywords: list[str], result: GenResult | None, error: str | None,
+                events: list) -> StepOutcome:  # fmt: skip
+    """The retrieval half of SEARCH, for the `keywords` chosen."""
     k = ctx.settings.passages_for_plan if loc is None else ctx.settings.passages_per_search
     gathered = ctx.retriever.gather(keywords, k, source_ids=_pool(ctx), on_event=ctx.on_retrieval_event, cancel=ctx.cancel)
     passages = list(gathered.passages)
@@ -202,6 +223,7 @@ def search_step(ctx: StepContext) -> StepOutcome:
     events.append(ev.SearchFinished(ctx.session_id, ctx.step, ctx.run.target, tuple(keywords), len(keys), gathered.degraded))
     run = moved_to(_stepped(ctx.run, ctx.step), "init-plan" if loc is None else "write", target=ctx.run.target)
     run.evidence = list(dict.fromkeys(keys))
+    run.searched = list(dict.fromkeys([*run.searched, *keywords]))
     record = _record(ctx, "search", ctx.run.target, result, error=error, action={"name": "search", "keywords": keywords})
     return StepOutcome(run, ctx.outline, record, events, new_entries)
 
@@ -216,6 +238,12 @@ def _pool(ctx: StepContext) -> set[int] | None:
 
 
 def init_plan_step(ctx: StepContext) -> StepOutcome:
+    if writing(ctx) == "evidence":
+        from sala_report.app.warp.evidence_steps import choose_outline
+
+        outcome = choose_outline(ctx)
+        if outcome is not None:  # None: too few headings in the evidence to choose from
+            return outcome
     style = prompt_style(ctx)
     limits = step_limits(ctx, style, "init-plan")
     entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
@@ -237,6 +265,11 @@ def init_plan_step(ctx: StepContext) -> StepOutcome:
         run = moved_to(_stepped(ctx.run, ctx.step), "done", reason="the model gave no valid outline")
         return StepOutcome(run, ctx.outline, record, events, status="failed",
                            error=f"no valid outline after {ctx.run.attempt} tries: {e}")  # fmt: skip
+    return planned(ctx, plan, result)
+
+
+def planned(ctx: StepContext, plan: InitPlan, result: GenResult) -> StepOutcome:
+    """An INIT-PLAN that passed validation: the outline and the first section to write."""
     outline = ctx.outline
     outline.title = plan.title
     outline.sections = [outline.new_node(s.title, s.plan) for s in plan.sections]
@@ -252,6 +285,10 @@ def init_plan_step(ctx: StepContext) -> StepOutcome:
 def write_step(ctx: StepContext) -> StepOutcome:
     loc = find(ctx.outline, ctx.run.target)
     assert loc is not None, "reconcile() keeps the write target in the outline"
+    if writing(ctx) == "evidence":
+        from sala_report.app.warp.evidence_steps import choose_sentences
+
+        return choose_sentences(ctx, loc)
     style = prompt_style(ctx)
     limits = step_limits(ctx, style, "write")
     entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
@@ -275,10 +312,21 @@ def write_step(ctx: StepContext) -> StepOutcome:
         record = _record(ctx, "write", loc.node.id, result, error=str(e))
         if retry:
             return StepOutcome(_retry(ctx, str(e)), ctx.outline, record, events)
-        loc.node.skipped = True
-        events += [ev.SectionSkipped(ctx.session_id, ctx.step, loc.node.id, f"no valid text after {ctx.run.attempt} tries"),
-                   ev.OutlineChanged(ctx.session_id, ctx.step, "skip", ev.outline_view(ctx.outline))]  # fmt: skip
-        return StepOutcome(next_to_write(_stepped(ctx.run, ctx.step), ctx.outline, ctx.budget), ctx.outline, record, events)
+        return skip_section(ctx, loc, record, events)
+    return written(ctx, loc, action, result)
+
+
+def skip_section(ctx: StepContext, loc: Located, record: StepRecord | None, events: list, *,
+                 reason: str = "") -> StepOutcome:  # fmt: skip
+    loc.node.skipped = True
+    reason = reason or f"no valid text after {ctx.run.attempt} tries"
+    events = [*events, ev.SectionSkipped(ctx.session_id, ctx.step, loc.node.id, reason),
+              ev.OutlineChanged(ctx.session_id, ctx.step, "skip", ev.outline_view(ctx.outline))]  # fmt: skip
+    return StepOutcome(next_to_write(_stepped(ctx.run, ctx.step), ctx.outline, ctx.budget), ctx.outline, record, events)
+
+
+def written(ctx: StepContext, loc: Located, action: WriteAction, result: GenResult) -> StepOutcome:
+    """A WRITE that passed validation: the section's text, its citation checks and events."""
     node = loc.node
     node.content = action.content
     checks = check_support(action.content, ctx.registry, ctx.settings.support_threshold)
@@ -318,6 +366,10 @@ def extend_step(ctx: StepContext) -> StepOutcome:
         run = moved_to(_stepped(ctx.run, ctx.step - 1), "done", reason="no section can be expanded further")
         return StepOutcome(run, ctx.outline, None)
 
+    if writing(ctx) == "evidence":
+        from sala_report.app.warp.evidence_steps import choose_subsections
+
+        return choose_subsections(ctx, positions, forced)
     style = prompt_style(ctx)
     limits = step_limits(ctx, style, "extend")
     sections = [(loc.position, loc.node.title) for loc in walk(ctx.outline)]
@@ -348,6 +400,11 @@ def extend_step(ctx: StepContext) -> StepOutcome:
     if not isinstance(action, ExtendPlan):
         record = _record(ctx, "extend", None, result, action={"name": "nop"})
         return StepOutcome(moved_to(run, "done", reason="the model judged the report complete"), ctx.outline, record)
+    return expanded(ctx, run, action, result)
+
+
+def expanded(ctx: StepContext, run: RunState, action: ExtendPlan, result: GenResult) -> StepOutcome:
+    """An EXPAND that passed validation: the new subsections and the first of them to write."""
     target = next(loc for loc in walk(ctx.outline) if loc.position == action.position)
     target.node.children = [ctx.outline.new_node(s.title, s.plan) for s in action.subsections]
     target.node.deepen = False
@@ -355,7 +412,7 @@ def extend_step(ctx: StepContext) -> StepOutcome:
     record = _record(ctx, "extend", target.node.id, result, action={
         "name": "extend-plan", "position": action.position,
         "subsections": [{"title": s.title, "plan": s.plan} for s in action.subsections]})  # fmt: skip
-    return StepOutcome(next_to_write(run, ctx.outline, budget), ctx.outline, record, events)
+    return StepOutcome(next_to_write(run, ctx.outline, ctx.budget), ctx.outline, record, events)
 
 
 STEPS = {"search": search_step, "init-plan": init_plan_step, "write": write_step, "extend": extend_step}

@@ -20,6 +20,7 @@ from sala_report.app.warp.actions import (
     WriteAction,
 )
 from sala_report.app.warp.citations import citation_count, drop_marks, drop_unknown, strip_cites
+from sala_report.app.warp.filler import filler_phrase
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ def _sections(value: Any, what: str, low: int, high: int, limits: Limits, questi
         _keys(item, ("title", "plan"), f"{what} entry")
         out.append(PlanSection(clean_title(_text(item["title"], f"the title of entry {i}")),
                                _text(item["plan"], f"the plan of entry {i}")))  # fmt: skip
+    for i, section in enumerate(out, 1):
+        check_filler(f"{section.title}. {section.plan}", f"entry {i} of {what}")
     if limits.hard:
         for i, section in enumerate(out, 1):
             check_title(section.title, f"the title of entry {i} of {what}")
@@ -181,6 +184,7 @@ def validate_init_plan(action: str, limits: Limits, question: str) -> InitPlan:
         raise ActionError(f'expected name "init-plan", got {obj.get("name")!r}')
     _keys(obj, ("name", "title", "sections"), "init-plan")
     title = clean_title(_text(obj["title"], "title"))
+    check_filler(title, "the report's title")
     if limits.hard:
         check_title(title, "the report's title")
     sections = _sections(obj["sections"], "sections", limits.min_sections, limits.max_sections, limits, question)
@@ -220,6 +224,7 @@ def validate_write(action: str, limits: Limits, question: str, known_keys, *, re
     text, marks = drop_marks(text)
     removed += marks
     text = text.strip()
+    check_filler(text, "the section")
     if limits.hard:
         if "#" in text:
             raise ActionError("write the section's text only: no headings and no '#' characters")
@@ -255,3 +260,10 @@ def check_repeats(text: str) -> None:
             start = " ".join(words[:8]) + (" …" if len(words) > 8 else "")
             raise ActionError(f'say each thing once: the sentence "{start}" appears more than once')
         seen.add(folded)
+
+
+def check_filler(text: str, what: str) -> None:
+    """No chatter about the task (filler.py), whatever the mode: it would reach the report."""
+    phrase = filler_phrase(strip_cites(text))
+    if phrase is not None:
+        raise ActionError(f"{what} must hold only content, no talk about the task such as {phrase!r}")

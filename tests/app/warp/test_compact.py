@@ -197,7 +197,7 @@ def test_a_section_may_not_say_the_same_sentence_twice():
 
 def test_auto_style_gives_a_small_model_compact_prompts_through_a_whole_run(start, corpus):
     generator = ScriptedGenerator(policy=Policy(expands=1), small_model=True)
-    engine, seen = start(generator, prompt_style="auto")
+    engine, seen = start(generator, prompt_style="auto", writing="generate")  # evidence mode: test_evidence.py
     result = engine.run()
     assert result.status == "done"
     assert {k for k, _ in generator.requests} == {"search", "init-plan", "write", "extend"}
@@ -232,7 +232,7 @@ def test_bad_style_settings_fail_the_run_with_a_config_error(start, changes):
 def test_a_compact_write_answer_with_repeats_is_retried(start):
     looping = answer("x", "Solar power grew quickly in Spain. Solar power grew quickly in Spain \\cite{textid1}.")
     generator = ScriptedGenerator({"write": [looping]}, policy=Policy(expands=0), small_model=True)
-    engine, seen = start(generator)
+    engine, seen = start(generator, writing="generate")
     assert engine.run().status == "done"
     rejected = [e for e in seen if isinstance(e, ev.ActionRejected)]
     assert len(rejected) == 1 and "say each thing once" in rejected[0].error
