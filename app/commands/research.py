@@ -136,9 +136,14 @@ def sessions(obj, as_json: bool) -> None:
     if not found:
         click.echo("No sessions yet. Start one with `sala-report run QUESTION`.", err=True)
         return
-    for s in found:
-        question = s.question if len(s.question) <= 60 else s.question[:57] + "..."
-        click.echo(f"{s.id}  {s.status:<9} {s.steps:>4} steps  {s.updated_at[:16].replace('T', ' ')}  {question}")
+    from sala_report.app.commands.table import table
+
+    def short(text: str) -> str:
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    rows = [(s.id, s.status, str(s.steps), s.updated_at[:16].replace("T", " "), short(s.question)) for s in found]
+    for line in table(("ID", "STATUS", "STEPS", "UPDATED", "QUESTION"), rows, right=(2,)):
+        click.echo(line)
 
 
 COMMANDS: list = [run, resume, sessions]
@@ -165,7 +170,7 @@ def _with_domains(settings: Settings, include: tuple[str, ...], exclude: tuple[s
 def _open_store(settings: Settings):
     from sala_report.retrieval import Store
 
-    return Store.open(settings.paths.store_path)
+    return Store.open_for_reading(settings.paths.store_path)  # only `sessions` uses it: a read-only store lists
 
 
 def _interactive() -> bool:
