@@ -1,22 +1,21 @@
-"""Fonts for PDF export: pick a face for every script a report uses, from the font packages we depend
-on (Noto) or the system's fonts, cut each down to the characters used, and name what is missing."""
+"""Fonts for PDF export: find faces by family name in the font packages and the system's folders, choose
+one for every script a report uses (a Chinese, Japanese or Korean face by the text), and name what is missing."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
-import io
-import logging
 import os
 import unicodedata
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
-from fontTools import subset, ttLib
-from fontTools.pens.cu2quPen import Cu2QuPen
-from fontTools.pens.ttGlyphPen import TTGlyphPen
-from fontTools.varLib import instancer
+from fontTools import ttLib
+from platformdirs import user_cache_path
 
+COVERAGE_CACHE = user_cache_path("sala-report") / "font-coverage"
 SYSTEM_FONT_DIRS = (
     Path("/usr/share/fonts"),
     Path("/usr/local/share/fonts"),
@@ -28,20 +27,48 @@ SYSTEM_FONT_DIRS = (
     Path("C:/Windows/Fonts"),
 )
 
+LATIN_HINT = (
+    "install the Python package fontpkg-noto-sans (`pip install fontpkg-noto-sans`) "
+    "or the system's Noto fonts (Debian/Ubuntu: `apt install fonts-noto-core`)"
+)
+ARABIC_HINT = (
+    "install the Python package fontpkg-almarai (`pip install fontpkg-almarai`) "
+    "or the system's Noto fonts (Debian/Ubuntu: `apt install fonts-noto-core`)"
+)
 CJK_HINT = (
-    "install the Python package noto-cjk-sans-otc (`pip install noto-cjk-sans-otc`) "
+    "install sala-report's CJK extra (`pip install 'sala-report[cjk]'`, the package noto-cjk-sans-otc) "
     "or the system's Noto CJK fonts (Debian/Ubuntu: `apt install fonts-noto-cjk`)"
 )
 NOTO_HINT = (
-    "install the Python package manimgx-fonts (`pip install manimgx-fonts`) "
+    "install the Python package manimgx-fonts (`pip install manimgx-fonts`, Noto Emoji, Symbols and other scripts) "
     "or the system's Noto fonts (Debian/Ubuntu: `apt install fonts-noto-core`)"
 )
+# Folders of font-only packages that do not register with fontpkg; their faces are found by family name.
+FONT_PACKAGES = ("manimgx_fonts", "noto_cjk_sans_otc")
+
+BODY_FAMILIES = ("Noto Sans", "DejaVu Sans", "Liberation Sans", "Arial")
+MONO_FAMILIES = ("DejaVu Sans Mono",)  # built into typst, so code always has a face
+# Typst's own serif, used when no sans face is found at all: Latin text still shows.
+BUILTIN_BODY = "Libertinus Serif"
+# Noto Sans Arabic draws a letter's dots as separate glyphs, which typst maps back to text wrongly
+# (typst issue 4225: copied Arabic comes out garbled); Almarai draws each letter whole.
+ARABIC_FAMILIES = ("Almarai", "Amiri", "Noto Sans Arabic", "Noto Naskh Arabic")
+CJK_FAMILIES = {
+    "SC": ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei", "Microsoft YaHei"),
+    "JP": ("Noto Sans CJK JP", "Noto Sans JP", "Source Han Sans JP", "Yu Gothic", "Hiragino Sans"),
+    "KR": ("Noto Sans CJK KR", "Noto Sans KR", "Source Han Sans KR", "Malgun Gothic", "Apple SD Gothic Neo"),
+}
+CJK_MONO_FAMILIES = {region: (f"Noto Sans Mono CJK {region}",) for region in CJK_FAMILIES}
+OTHER_FAMILIES = ("Noto Sans Hebrew", "Noto Emoji", "Noto Color Emoji", "Noto Sans Symbols", "Noto Sans Symbols 2",
+                  "DejaVu Sans", "Symbola", "Segoe UI Emoji", "Apple Color Emoji")
+CJK_LANG = {"SC": "zh", "JP": "ja", "KR": "ko"}
+
 # (first, last, what the text is, the font that covers it, how to get it)
 _SCRIPT_RANGES = (
     (0x0590, 0x05FF, "Hebrew", "Noto Sans Hebrew", NOTO_HINT),
-    (0x0600, 0x08FF, "Arabic", "Noto Sans Arabic", NOTO_HINT),
-    (0xFB50, 0xFDFF, "Arabic", "Noto Sans Arabic", NOTO_HINT),
-    (0xFE70, 0xFEFF, "Arabic", "Noto Sans Arabic", NOTO_HINT),
+    (0x0600, 0x08FF, "Arabic", "Almarai", ARABIC_HINT),
+    (0xFB50, 0xFDFF, "Arabic", "Almarai", ARABIC_HINT),
+    (0xFE70, 0xFEFF, "Arabic", "Almarai", ARABIC_HINT),
     (0x1100, 0x11FF, "Chinese, Japanese or Korean", "Noto Sans CJK", CJK_HINT),
     (0x2E80, 0x9FFF, "Chinese, Japanese or Korean", "Noto Sans CJK", CJK_HINT),
     (0xA960, 0xA97F, "Chinese, Japanese or Korean", "Noto Sans CJK", CJK_HINT),
@@ -56,15 +83,15 @@ _SCRIPT_RANGES = (
 
 @dataclass(frozen=True)
 class FontFace:
-    """One face: a file, the face's number inside a .ttc collection, and variable axes to pin."""
+    """One face by its family name, with the file (and the face's number inside a .ttc) it comes from."""
 
+    family: str
     path: Path
     index: int = 0
-    axes: tuple[tuple[str, float], ...] = ()
 
     @property
     def label(self) -> str:
-        return self.path.name if not self.index else f"{self.path.name}#{self.index}"
+        return f"{self.family} ({self.path.name})"
 
 
 @dataclass(frozen=True)
@@ -82,12 +109,30 @@ class MissingFont:
 
 @dataclass
 class FontPlan:
-    """The faces one document needs: body styles ('', 'B', 'I', 'BI'), code, and fallbacks for other scripts."""
+    """The faces one document needs and the folders the PDF engine loads them from.
 
+    `body` has the upright face under '' (bold and italic are the same family's other faces);
+    `cjk` names the family for each region ('SC', 'JP', 'KR') that exists, `cjk_mono` its code face.
+    """
+
+    folders: tuple[Path, ...] = ()
     body: dict[str, FontFace] = field(default_factory=dict)
-    mono: FontFace | None = None
+    mono: tuple[str, ...] = MONO_FAMILIES
     fallbacks: list[FontFace] = field(default_factory=list)
+    cjk: dict[str, str] = field(default_factory=dict)
+    cjk_mono: dict[str, str] = field(default_factory=dict)
     missing: list[MissingFont] = field(default_factory=list)
+
+    def families(self, region: str = "SC") -> tuple[str, ...]:
+        """The font list for text: the body, then the fallbacks, with `region`'s CJK face before the others."""
+        body = self.body[""].family if self.body else BUILTIN_BODY
+        others = [f.family for f in self.fallbacks if f.family not in self.cjk.values()]
+        cjk = [self.cjk[r] for r in (region, "SC", "JP", "KR") if r in self.cjk]
+        return tuple(dict.fromkeys([body, *others, *cjk]))
+
+    def mono_families(self, region: str = "SC") -> tuple[str, ...]:
+        cjk = [self.cjk_mono[r] for r in (region, "SC", "JP", "KR") if r in self.cjk_mono]
+        return tuple(dict.fromkeys([*self.mono, *cjk, *self.families(region)]))
 
 
 @dataclass(frozen=True)
@@ -98,37 +143,35 @@ class FontSources:
     folders: tuple[Path, ...] = SYSTEM_FONT_DIRS
 
 
+def cjk_region(text: str) -> str:
+    """Which regional CJK face suits `text`: 'JP' with kana, 'KR' with Hangul, else 'SC' (Chinese)."""
+    if any("\u3040" <= c <= "\u30ff" or "\u31f0" <= c <= "\u31ff" for c in text):
+        return "JP"
+    if any("\uac00" <= c <= "\ud7af" or "\u1100" <= c <= "\u11ff" or "\u3130" <= c <= "\u318f" for c in text):
+        return "KR"
+    return "SC"
+
+
 def plan_fonts(text: str, sources: FontSources = FontSources()) -> FontPlan:
     """Choose faces so that every character of `text` has a glyph; record the ones that cannot."""
-    files = _available_files(sources)
-    plan = FontPlan()
-    regular = _variable_or_static(files, "NotoSans[wght].ttf", 400, ("NotoSans-Regular.ttf", "DejaVuSans.ttf",
-                                  "LiberationSans-Regular.ttf", "Arial.ttf", "arial.ttf"))
-    if regular is None:
-        plan.missing.append(MissingFont("Latin", "Aa", "Noto Sans", NOTO_HINT))
+    folders = tuple(dict.fromkeys([*(package_font_folders() if sources.packages else ()),
+                                   *(f for f in sources.folders if f.is_dir())]))
+    faces = _faces(folders)
+    plan = FontPlan(folders=folders)
+    plan.cjk = {r: fam for r, names in CJK_FAMILIES.items() if (fam := _first(faces, names))}
+    plan.cjk_mono = {r: fam for r, names in CJK_MONO_FAMILIES.items() if (fam := _first(faces, names))}
+    body = _first(faces, BODY_FAMILIES)
+    if body is None:
+        plan.missing.append(MissingFont("Latin", "Aa", "Noto Sans", LATIN_HINT))
         return plan
-    bold = _variable_or_static(files, "NotoSans[wght].ttf", 700, ("NotoSans-Bold.ttf", "DejaVuSans-Bold.ttf",
-                               "LiberationSans-Bold.ttf", "Arial Bold.ttf", "arialbd.ttf")) or regular
-    italic = _variable_or_static(files, "NotoSans-Italic[wght].ttf", 400, ("NotoSans-Italic.ttf",
-                                 "DejaVuSans-Oblique.ttf", "LiberationSans-Italic.ttf", "ariali.ttf")) or regular
-    bold_italic = _variable_or_static(files, "NotoSans-Italic[wght].ttf", 700, ("NotoSans-BoldItalic.ttf",
-                                      "DejaVuSans-BoldOblique.ttf", "LiberationSans-BoldItalic.ttf")) or bold
-    plan.body = {"": regular, "B": bold, "I": italic, "BI": bold_italic}
-
-    needed = {c for c in text if _needs_glyph(c)}
-    uncovered = needed - coverage(regular)
-    cjk_files = [files["NotoSansCJK-Regular.ttc"]] if "NotoSansCJK-Regular.ttc" in files else []
-    if cjk_files:
-        plan.mono = FontFace(cjk_files[0], _cjk_face(cjk_files[0], text, mono=True))
-    else:
-        plan.mono = next((FontFace(files[n]) for n in ("DejaVuSansMono.ttf", "NotoSansMono-Regular.ttf",
-                          "LiberationMono-Regular.ttf", "consola.ttf") if n in files), regular)
-    for face in _fallback_candidates(files, text, cjk_files):
+    plan.body = {"": faces[body]}
+    uncovered = {c for c in text if _needs_glyph(c)} - coverage(faces[body])
+    for family in _fallback_order(faces, text):
         if not uncovered:
             break
-        covered = uncovered & coverage(face)
+        covered = uncovered & coverage(faces[family])
         if covered:
-            plan.fallbacks.append(face)
+            plan.fallbacks.append(faces[family])
             uncovered -= covered
     plan.missing = _describe_missing(uncovered)
     return plan
@@ -140,81 +183,90 @@ def coverage(face: FontFace) -> frozenset[str]:
 
 @functools.cache
 def _coverage(path: Path, index: int) -> frozenset[str]:
-    font = ttLib.TTFont(path, fontNumber=index, lazy=True)
-    return frozenset(chr(cp) for cp in font["cmap"].getBestCmap())
+    """The characters a face has glyphs for. Reading a CJK font's map takes a third of a second, so it is
+    kept on disk as code point ranges, keyed by the file's path, size and modification time."""
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{index}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    cached = COVERAGE_CACHE / f"{key}.txt"
+    try:
+        ranges = [line.split("-") for line in cached.read_text(encoding="ascii").split()]
+        return frozenset(chr(cp) for lo, hi in ranges for cp in range(int(lo), int(hi) + 1))
+    except (OSError, ValueError):
+        pass
+    points = sorted(ttLib.TTFont(path, fontNumber=index, lazy=True).getBestCmap())
+    try:
+        COVERAGE_CACHE.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.part")
+        partial.write_text("\n".join(f"{lo}-{hi}" for lo, hi in _ranges(points)), encoding="ascii")
+        os.replace(partial, cached)
+    except OSError:  # a read-only cache only costs time
+        pass
+    return frozenset(chr(cp) for cp in points)
 
 
-def prepare(faces: list[FontFace], text: str, out_dir: Path) -> dict[FontFace, Path]:
-    """Write small static TrueType fonts holding the glyphs `text` needs (and their shaping closure).
-
-    Cutting first keeps the PDF engine fast on 20 MB CJK collections; pinning variable axes gives
-    real bold; CFF outlines become TrueType ones, which every PDF reader (and text extractor) maps
-    back to Unicode the same way. Faces from one file share one cut, the slow part.
-    """
-    out: dict[FontFace, Path] = {}
-    by_file: dict[tuple[Path, int], list[FontFace]] = {}
-    for face in dict.fromkeys(faces):
-        by_file.setdefault((face.path, face.index), []).append(face)
-    for (path, index), group in by_file.items():
-        cut = io.BytesIO()
-        _subset(path, index, text).save(cut)
-        for face in group:
-            font = ttLib.TTFont(io.BytesIO(cut.getvalue()), recalcTimestamp=False)
-            if "fvar" in font:
-                location = {axis.axisTag: axis.defaultValue for axis in font["fvar"].axes}
-                location.update({tag: value for tag, value in face.axes if tag in location})
-                font = instancer.instantiateVariableFont(font, location, static=True)
-            if "CFF " in font:
-                _cff_to_truetype(font)
-            target = out_dir / f"font{len(out)}.ttf"
-            font.save(str(target))
-            out[face] = target
+def _ranges(points: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for cp in points:
+        if out and cp == out[-1][1] + 1:
+            out[-1] = (out[-1][0], cp)
+        else:
+            out.append((cp, cp))
     return out
 
 
-def _subset(path: Path, index: int, text: str) -> ttLib.TTFont:
-    # fontTools warns about every table it drops (FFTM, ...); none of them matter in a PDF.
-    logging.getLogger("fontTools.subset").setLevel(logging.ERROR)
-    font = ttLib.TTFont(path, fontNumber=index, recalcTimestamp=False)
-    options = subset.Options()
-    options.layout_features = ["*"]
-    options.name_IDs = ["*"]
-    options.name_languages = ["*"]
-    options.notdef_outline = True
-    options.hinting = False
-    subsetter = subset.Subsetter(options)
-    subsetter.populate(text=text + " ")
-    subsetter.subset(font)
-    return font
+def package_font_folders() -> tuple[Path, ...]:
+    """Folders of the installed font packages: fontpkg families (by their entry point) and FONT_PACKAGES."""
+    return _package_font_folders()
 
 
-def _cff_to_truetype(font: ttLib.TTFont) -> None:
-    """Replace cubic CFF outlines with quadratic `glyf` ones (1 font unit of error at most)."""
-    order = font.getGlyphOrder()
-    glyph_set = font.getGlyphSet()
-    glyf = ttLib.newTable("glyf")
-    glyf.glyphOrder = order
-    glyf.glyphs = {}
-    for name in order:
-        pen = TTGlyphPen(glyph_set)
-        glyph_set[name].draw(Cu2QuPen(pen, max_err=1.0, reverse_direction=True))
-        glyf[name] = pen.glyph()
-    font["glyf"] = glyf
-    font["loca"] = ttLib.newTable("loca")
-    maxp = ttLib.newTable("maxp")
-    maxp.tableVersion = 0x00010000
-    maxp.numGlyphs = len(order)
-    maxp.maxZones = 1
-    for key in ("maxTwilightPoints", "maxStorage", "maxFunctionDefs", "maxInstructionDefs",
-                "maxStackElements", "maxSizeOfInstructions", "maxComponentElements"):
-        setattr(maxp, key, 0)
-    font["maxp"] = maxp
-    font["head"].glyphDataFormat = 0
-    font["post"].formatType = 3.0
-    for tag in ("CFF ", "VORG"):
-        if tag in font:
-            del font[tag]
-    font.sfntVersion = "\x00\x01\x00\x00"
+@functools.cache
+def _package_font_folders() -> tuple[Path, ...]:
+    folders: list[Path] = []
+    for entry in entry_points(group="fontpkg.family"):
+        spec = importlib.util.find_spec(entry.value)
+        if spec is not None and spec.origin is not None:
+            folders.append(Path(spec.origin).parent / "files")
+    for package in FONT_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin is not None:
+            folders.append(Path(spec.origin).parent)
+    return tuple(f for f in folders if f.is_dir())
+
+
+@functools.cache
+def font_book(folders: tuple[Path, ...]):
+    """typst's index of the faces in `folders` plus its built-in ones; made once per set of folders."""
+    import typst
+
+    return typst.Fonts(include_system_fonts=False, include_embedded_fonts=True, font_paths=[str(f) for f in folders])
+
+
+@functools.cache
+def _faces(folders: tuple[Path, ...]) -> dict[str, FontFace]:
+    """Family name to its upright regular face (the first found: package folders come first)."""
+    faces: dict[str, FontFace] = {}
+    regular: dict[str, bool] = {}
+    for info in font_book(folders).fonts():
+        if info.path is None:  # typst's built-in faces: used by name, never scanned
+            continue
+        upright = info.style == "normal" and info.weight == 400
+        if info.family not in faces or (upright and not regular[info.family]):
+            faces[info.family] = FontFace(info.family, Path(info.path), info.index)
+            regular[info.family] = upright
+    return faces
+
+
+def _first(faces: dict[str, FontFace], names: tuple[str, ...]) -> str | None:
+    return next((n for n in names if n in faces), None)
+
+
+def _fallback_order(faces: dict[str, FontFace], text: str):
+    """Families to try for characters the body lacks: chosen ones first, then every other face found."""
+    region = cjk_region(text)
+    preferred = [*ARABIC_FAMILIES, *CJK_FAMILIES[region], *OTHER_FAMILIES]
+    rest = sorted(f for f in faces if f not in preferred)
+    noto = [f for f in rest if f.startswith("Noto ")]
+    yield from (f for f in dict.fromkeys([*preferred, *noto, *rest]) if f in faces)
 
 
 def _needs_glyph(c: str) -> bool:
@@ -235,88 +287,12 @@ def _describe_missing(chars: set[str]) -> list[MissingFont]:
     return [MissingFont(s, "".join(cs[:8]), f, h) for (s, f, h), cs in by_script.items()]
 
 
-def _fallback_candidates(files: dict[str, Path], text: str, cjk_files: list[Path]):
-    """Faces to try, in order: the packaged Noto faces, then common system fonts."""
-    for name, path in sorted(files.items()):
-        if path.parent.name == "manimgx_fonts" and not name.startswith("NotoSans[") \
-                and not name.startswith("NotoSans-Italic"):
-            yield FontFace(path, 0, (("wght", 400),))
-    for path in cjk_files:
-        yield FontFace(path, _cjk_face(path, text))
-    for name in ("NotoSansArabic-Regular.ttf", "NotoNaskhArabic-Regular.ttf", "NotoSansHebrew-Regular.ttf",
-                 "DejaVuSans.ttf", "NotoSansSymbols-Regular.ttf", "NotoSansSymbols2-Regular.ttf",
-                 "NotoEmoji-Regular.ttf", "Symbola.ttf", "wqy-microhei.ttc", "wqy-zenhei.ttc",
-                 "DroidSansFallbackFull.ttf", "msyh.ttc", "YuGothR.ttc", "malgun.ttf", "seguiemj.ttf",
-                 "PingFang.ttc", "Hiragino Sans GB.ttc", "AppleSDGothicNeo.ttc"):
-        if name in files:
-            yield FontFace(files[name])
-
-
-def _cjk_face(path: Path, text: str, *, mono: bool = False) -> int:
-    """Pick the collection's regional face: Japanese with kana, Korean with Hangul only, else Simplified Chinese."""
-    has_kana = any("\u3040" <= c <= "\u30ff" for c in text)
-    has_hangul = any("\uac00" <= c <= "\ud7af" for c in text)
-    has_han = any("\u4e00" <= c <= "\u9fff" for c in text)
-    region = "JP" if has_kana else "KR" if has_hangul and not has_han else "SC"
-    names = _collection_names(path)
-    wanted = f"Noto Sans {'Mono ' if mono else ''}CJK {region}"
-    return next((i for i, n in enumerate(names) if n == wanted), 0)
-
-
-@functools.cache
-def _collection_names(path: Path) -> tuple[str, ...]:
-    if path.suffix.lower() not in (".ttc", ".otc"):
-        return ()
-    collection = ttLib.TTCollection(path, lazy=True)
-    return tuple(str(font["name"].getDebugName(4)) for font in collection.fonts)
-
-
-def _variable_or_static(files: dict[str, Path], variable: str, weight: int, static: tuple[str, ...]) -> FontFace | None:
-    if variable in files:
-        return FontFace(files[variable], 0, (("wght", weight),))
-    return next((FontFace(files[name]) for name in static if name in files), None)
-
-
-def _available_files(sources: FontSources) -> dict[str, Path]:
-    """Font file names to paths; the packaged fonts win over system fonts of the same name."""
-    files: dict[str, Path] = {}
-    for folder in sources.folders:
-        files.update({k: v for k, v in _scan(folder).items() if k not in files})
-    if sources.packages:
-        files.update(_packaged_files())
-    return files
-
-
-@functools.cache
-def _packaged_files() -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for package in ("manimgx_fonts", "noto_cjk_sans_otc"):
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            continue
-        folder = Path(spec.origin).parent
-        files.update({p.name: p for p in folder.iterdir() if p.suffix.lower() in (".ttf", ".otf", ".ttc")})
-    return files
-
-
-@functools.cache
-def _scan(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    if not folder.is_dir():
-        return files
-    for root, _dirs, names in os.walk(folder):
-        for name in names:
-            if name.lower().endswith((".ttf", ".otf", ".ttc")):
-                files.setdefault(name, Path(root) / name)
-    return files
-
-
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of the font packages (for `sala-report doctor`)."""
+    """Installed versions of the PDF engine and font packages (for `sala-report doctor`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {}
-    for dist in ("manimgx-fonts", "noto-cjk-sans-otc"):
+    for dist in ("typst", "fontpkg-noto-sans", "fontpkg-almarai", "manimgx-fonts", "noto-cjk-sans-otc"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
