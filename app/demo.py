@@ -18,9 +18,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEMO_MODEL = "smollm2-135m"
-# Small budgets: the 135M model on a CPU writes a short report in a few minutes.
-DEMO_WARP = {"max_steps": 16, "max_expands": 1, "max_sections": 3, "max_tokens": 256, "passages_for_plan": 6,
-             "passages_per_search": 3, "passage_chars": 600, "temperature": 0.3}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,7 +39,8 @@ def questions() -> list[str]:
 
 
 def plan(settings: Settings, question: str | None, model: str | None) -> DemoPlan:
-    """The demo's settings: no web, the default model (unless one is named), small budgets."""
+    """The demo's settings: no web, the default model (unless one is named). Its budgets are the ones any
+    run gets: fitted to this machine when the model is small (app/warp/budget.py)."""
     asked = questions()
     if question is None:
         text = asked[0]
@@ -53,8 +51,6 @@ def plan(settings: Settings, question: str | None, model: str | None) -> DemoPla
     settings.search.web = False
     settings.model.backend = "local"
     settings.model.source = model or DEMO_MODEL
-    for key, value in DEMO_WARP.items():
-        setattr(settings.warp, key, value)
     return DemoPlan(RunRequest(text, web=False, docs=corpus_folder(), model=settings.model.source), settings)
 
 
@@ -79,11 +75,16 @@ def run_headless(services: Any, request: RunRequest, *, out: TextIO = sys.stderr
 
 
 def progress_printer(out: TextIO, events) -> Callable[[Any], None]:
-    """One readable line per engine event (token deltas are skipped)."""
+    """One readable line per engine event; within a long step, tokens so far and tokens/s every few seconds."""
+    from sala_report.app.warp.throughput import StepThroughput
+
+    throughput = StepThroughput()
 
     def show(event: Any) -> None:
-        line = None
-        if isinstance(event, events.RunStarted):
+        line = throughput(event)
+        if line is not None:
+            line = f"  {line}"
+        elif isinstance(event, events.RunStarted):
             line = f"session {event.session_id}: {event.question}"
         elif isinstance(event, events.StepStarted):
             line = f"step {event.step}: {event.kind}" + (f" {event.position}" if event.position else "")

@@ -167,8 +167,8 @@ class LocalServices:
         options = {"web": request.web, "docs": str(request.docs.resolve()) if request.docs else None,
                    "model_source": request.model or (cfg.served_model if cfg.backend == "openai" else cfg.source),
                    "backend": cfg.backend}  # fmt: skip
-        return Engine.start(self.store, generator, self.retriever(request.web), self.settings.warp, request.question,
-                            docs_source_ids=source_ids, options=options)  # fmt: skip
+        return Engine.start(self.store, generator, self.retriever(request.web), self.fitted(generator),
+                            request.question, docs_source_ids=source_ids, options=options)  # fmt: skip
 
     def resume(self, session_id: str, *, model: str = "") -> Any:
         """Continue a session with the sources it was started with, and its model unless `model` names another."""
@@ -184,7 +184,23 @@ class LocalServices:
         web = bool(record.options.get("web", self.settings.search.web))
         same_backend = record.options.get("backend") == self.settings.model.backend
         model = model or (record.options.get("model_source", "") if same_backend else "")
-        return Engine.resume(self.store, found, self.generator(model), self.retriever(web), self.settings.warp)
+        generator = self.generator(model)
+        return Engine.resume(self.store, found, generator, self.retriever(web), self.fitted(generator))
+
+    def fitted(self, generator: Any):
+        """The WARP settings with the budgets they leave at their defaults fitted to this machine, for a
+        small in-process model (app/warp/budget.py); as they are for any other."""
+        from sala_report.app.warp.budget import derive, describe
+
+        warp = self.settings.warp
+        speed = getattr(generator, "speed", None)
+        if speed is None or not getattr(generator, "small_model", False):
+            return warp
+        fitted = derive(warp, speed)
+        changed = describe(warp, fitted)
+        if changed:
+            self.progress(f"budgets for this machine ({speed.decode_tps:.0f} tokens/s): {changed}")
+        return fitted
 
     def sessions(self) -> list[SessionInfo]:
         from sala_report.app.warp import list_sessions

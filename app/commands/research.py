@@ -1,7 +1,7 @@
 """CLI commands: `run` (a new research session), `resume` (continue one), `sessions` (list them).
 
 Progress goes to stderr, the optional `--json` summary to stdout. Exit codes: 0 done, 3 partial (a budget
-ended it, or some searches came back short), 2 usage, 4 model backend unavailable, 130 interrupted (the last step's checkpoint is kept).
+ended it, some searches came back short, or weak sections), 2 usage, 4 model backend unavailable, 130 interrupted (the last step's checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _headless(settings: Settings, make_engine, out: Path | None, as_json: bool) 
 
 def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -> int:
     """Run the engine with progress on stderr; Ctrl-C cancels at once, keeping the last checkpoint."""
-    printer = Progress(settings.warp.max_steps)
+    printer = Progress(getattr(engine.settings, "max_steps", settings.warp.max_steps))  # budgets fitted at start
     engine.subscribe(printer)
     previous = signal.getsignal(signal.SIGINT)
 
@@ -216,6 +216,8 @@ def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -
         _say(f"failed: {result.error}")
     if result.status == "done" and summary["searches"]["degraded"]:
         return EXIT_PARTIAL  # complete, but some sections were written from fewer sources than asked for
+    if result.status == "done" and summary["quality"]["weak_sections"]:
+        return EXIT_PARTIAL  # complete, but some sections fail the quality checks (named in the summary)
     return EXIT_CODES.get(result.status, EXIT_ERROR)
 
 
@@ -242,6 +244,8 @@ def _report(session_id: str, store, settings: Settings, out: Path | None, as_jso
         _say(f"warning: {searches['degraded']} of {searches['total']} searches found less than asked "
              f"({'; '.join(searches['problems'][:3])}); those sections rest on fewer sources. "
              "`sala-report doctor` checks the search engine; rewriting a section in the app searches again.")  # fmt: skip
+    for weak in summary["quality"]["weak_sections"]:
+        _say(f"warning: section {weak['number']} \"{weak['title']}\" is weak: {'; '.join(weak['reasons'])}")
     if as_json:
         click.echo(json.dumps(_json_summary(summary, [path]), ensure_ascii=False))
     return summary
@@ -259,6 +263,7 @@ def _json_summary(summary: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
                     for s in summary["sources"]],  # fmt: skip
         "citations": {k: summary["citations"][k] for k in ("verified", "total", "flagged", "removed")},
         "searches": summary["searches"],
+        "quality": summary["quality"],
         "steps": summary["steps"],
         "tokens": {**tokens, "total": tokens["prompt"] + tokens["completion"]},
         "time": {"seconds": summary["seconds"]},
@@ -274,15 +279,28 @@ class Progress:
     """One line per step on stderr: `[step 3/140 00:42] search section-1 "Solar"` and what came of it."""
 
     def __init__(self, max_steps: int):
+        from sala_report.app.warp.throughput import StepThroughput
+
         self.max_steps = max_steps
         self.started = time.monotonic()
         self.tokens = 0
+        self.throughput = StepThroughput()  # within a step: "… 120 tokens, 31.5 tokens/s"
+        self.tty = sys.stderr.isatty()
+        self.dangling = False  # a progress line waits to be rewritten
 
     def __call__(self, event) -> None:
         from sala_report.app.warp import events as ev
 
         elapsed = int(time.monotonic() - self.started)
         clock = f"{elapsed // 60:02d}:{elapsed % 60:02d}"
+        within = self.throughput(event)
+        if within is not None:  # a terminal gets one line rewritten in place, a log one line each time
+            click.echo(f"\r    {within}\033[K" if self.tty else f"    {within}", err=True, nl=not self.tty)
+            self.dangling = self.tty
+            return
+        if self.dangling and not isinstance(event, ev.TokenDelta):
+            click.echo("\r\033[K", err=True, nl=False)
+            self.dangling = False
         if isinstance(event, ev.StepStarted):
             where = event.position or "the outline"
             retry = f" (try {event.attempt})" if event.attempt > 1 else ""

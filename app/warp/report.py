@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sala_report.app.warp.citations import Registry, cited_keys, render_cites
+from sala_report.app.warp.citations import CITE, Registry, cited_keys, cited_sentences, render_cites, strip_cites
 from sala_report.app.warp.state import Node, Outline, walk
 from sala_report.app.warp.store import WarpStore
 
@@ -53,22 +53,67 @@ def _inline(text: str) -> str:
 _SECTION_MENTION = re.compile(r"\bsection-(\d+(?:\.\d+)*)\b", re.I)
 
 
-def _body(node: Node, numbers: dict[str, int]) -> str:
+WEAK_MARK = "⚑"  # after a citation whose sentence shares few words with the passage (the TUI's flag)
+WEAK_NOTE = f"{WEAK_MARK} marks a citation whose sentence shares few words with the cited passage (weak support)."
+
+
+def _body(node: Node, numbers: dict[str, int], weak: frozenset[tuple[str, str]] = frozenset()) -> str:
     if node.content is None:
         plan = (node.plan or "not written yet").replace("*", "\\*")
         return f"*{plan}*"
-    text = render_cites(node.content, numbers)
+    text = render_cites(mark_weak(node.content, weak), numbers) if weak else render_cites(node.content, numbers)
     text = _SECTION_MENTION.sub(r"section \1", text)
     # A line that starts like a heading would break the numbered structure (only possible in soft mode).
     return re.sub(r"(?m)^(\s*)#", r"\1\\#", text).strip()
 
 
-def render_report(outline: Outline, registry: Registry, *, question: str = "") -> str:
+def mark_weak(content: str, weak: frozenset[tuple[str, str]]) -> str:
+    """`content` with WEAK_MARK after each citation of a sentence whose support was flagged; `weak` holds
+    (sentence without citations, key) pairs (CitationCheck.sentence, .key), as stored after the WRITE."""
+    out = []
+    for sentence, keys in _pieces(content):
+        flagged = any((strip_cites(sentence).strip(), k) in weak for k in keys)
+        out.append(CITE.sub(lambda m: m.group(0) + WEAK_MARK, sentence) if flagged else sentence)
+    return "".join(out)
+
+
+def _pieces(content: str) -> list[tuple[str, list[str]]]:
+    """`content` cut into its cited sentences (as citations.cited_sentences finds them) and the text
+    between them, in order; joined back they give `content`."""
+    out: list[tuple[str, list[str]]] = []
+    rest = content
+    for sentence, keys in cited_sentences(content):
+        at = rest.find(sentence)
+        if at < 0:
+            continue
+        out += [(rest[:at], []), (sentence, keys)]
+        rest = rest[at + len(sentence) :]
+    return [*out, (rest, [])]
+
+
+def weak_pairs(checks) -> dict[int, frozenset[tuple[str, str]]]:
+    """node id -> the (sentence, key) pairs flagged weak, from WarpStore.citations."""
+    out: dict[int, set[tuple[str, str]]] = {}
+    for node_id, check in checks:
+        if check.weak:
+            out.setdefault(node_id, set()).add((check.sentence.strip(), check.key))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def render_report(outline: Outline, registry: Registry, *, question: str = "",
+                  weak: dict[int, frozenset[tuple[str, str]]] | None = None) -> str:  # fmt: skip
+    """`weak` (weak_pairs): citations to mark with WEAK_MARK; a note before the References says what it means."""
+    weak = weak or {}
     numbers, references = numbering(outline, registry)
     parts = [f"# {_inline(outline.title or question or 'Report')}"]
+    marked = False
     for loc in walk(outline):
         parts.append(f"{'#' * (loc.depth + 1)} {loc.number} {_inline(loc.node.title)}")
-        parts.append(_body(loc.node, numbers))
+        body = _body(loc.node, numbers, weak.get(loc.node.id, frozenset()))
+        marked = marked or WEAK_MARK in body
+        parts.append(body)
+    if marked:
+        parts.append(f"*{WEAK_NOTE}*")
     if references:
         parts.append("## References")
         parts.extend(f"[{r.number}] {_inline(r.title or r.location)} — {' '.join(r.location.split())}" for r in references)
@@ -81,7 +126,8 @@ def render_markdown(store, session_id: str) -> str:
     record = warp.session(session_id)
     if record is None:
         raise KeyError(f"no session '{session_id}'")
-    return render_report(warp.outline(session_id), warp.registry(session_id), question=record.question)
+    return render_report(warp.outline(session_id), warp.registry(session_id), question=record.question,
+                         weak=weak_pairs(warp.citations(session_id)))  # fmt: skip
 
 
 def session_summary(store, session_id: str) -> dict[str, Any]:
@@ -96,6 +142,7 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
     checks = warp.citations(session_id)
     verified = sum(1 for _, c in checks if not c.weak and registry.get(c.key) and registry.get(c.key).source_id in stored)
     numbers_by_id = {loc.node.id: loc.number for loc in walk(outline)}
+    weak = weak_pairs(checks)
     searches, problems = warp.search_problems(session_id)
     degraded = [p for p in problems if p]
 
@@ -118,7 +165,9 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
         "error": record.error,
         "outline": [tree(n) for n in outline.sections],
         "sections": [{"id": loc.node.id, "number": loc.number, "level": loc.depth, "title": loc.node.title,
-                      "plan": loc.node.plan, "markdown": _body(loc.node, numbers) if loc.node.content is not None else None}
+                      "plan": loc.node.plan, "weak_citations": len(weak.get(loc.node.id, ())),
+                      "markdown": _body(loc.node, numbers, weak.get(loc.node.id, frozenset()))
+                      if loc.node.content is not None else None}
                      for loc in walk(outline)],  # fmt: skip
         "sources": [{"n": r.number, "source_id": r.source_id, "title": r.title, "location": r.location, "kind": r.kind,
                      "stored": r.source_id in stored} for r in references],  # fmt: skip
@@ -126,4 +175,30 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
                       "removed": record.removed_citations, "passages_seen": len(registry)},  # fmt: skip
         # searches whose web results were cut short (rate limits, no network): their sections rest on fewer sources
         "searches": {"total": searches, "degraded": len(degraded), "problems": list(dict.fromkeys(degraded))},
+        # written sections that fail the quality checks: the run is then not a plain "done" (exit code 3)
+        "quality": {"weak_sections": weak_sections(outline, checks, numbers_by_id)},
     }
+
+
+def weak_sections(outline: Outline, checks, numbers: dict[int, str]) -> list[dict[str, Any]]:
+    """Each written section that fails a quality check, with why: no citation, most citations weakly
+    supported, a title without letters."""
+    by_node: dict[int, list] = {}
+    for node_id, check in checks:
+        by_node.setdefault(node_id, []).append(check)
+    out = []
+    for loc in walk(outline):
+        node = loc.node
+        if node.content is None:
+            continue
+        reasons = []
+        found = by_node.get(node.id, [])
+        if not cited_keys(node.content):
+            reasons.append("no citation")
+        elif found and sum(c.weak for c in found) * 2 > len(found):
+            reasons.append(f"{sum(c.weak for c in found)} of {len(found)} citations weakly supported")
+        if not any(c.isalpha() for c in node.title):
+            reasons.append("a title without letters")
+        if reasons:
+            out.append({"number": numbers[node.id], "title": node.title, "reasons": reasons})
+    return out
