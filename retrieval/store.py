@@ -116,8 +116,8 @@ class Store:
         except (sqlite3.OperationalError, PermissionError) as e:
             if not _is_read_only(e):
                 raise
-        # In a read-only folder SQLite cannot make the WAL index (-shm) it reads through; `immutable` reads
-        # the file alone, which is right there: no process can be writing to a folder nobody may write.
+        # In a read-only folder SQLite cannot make the WAL index (-shm) it reads through; `immutable` reads the
+        # file alone. It would miss a live writer's WAL, but no run of this user can write in that folder.
         for flags in ("mode=ro", "mode=ro&immutable=1"):
             conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{flags}", uri=True, check_same_thread=False,
                                    timeout=30.0)
