@@ -34,7 +34,7 @@ _LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-# tensors llama.cpp stores for its own RoPE code; we compute RoPE from the metadata
+# tensors llama.cpp stores for its own RoPE code: config_from_gguf reads the LongRoPE factors from them
 _IGNORED = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
@@ -191,6 +191,21 @@ def config_from_gguf(reader: GGUFFile, path: Path) -> ModelConfig:
         d["scale_depth"] = field(reader, "minicpm.residual_scale") * math.sqrt(layers)
         # logit_scale is hidden_size / dim_model_base: logits = lm_head(h / logit_scale)
         d["dim_model_base"] = hidden / field(reader, "minicpm.logit_scale")
+    factors = {t.name: t for t in reader.tensors if t.name in ("rope_factors_long.weight", "rope_factors_short.weight")}
+    if len(factors) == 2:
+        # LongRoPE (MiniCPM4.1, AgentCPM-Report): llama.cpp keeps the per-frequency factors as two small tensors
+        # and uses the short ones up to the training context, like the HF code up to original_max_position_embeddings
+        read = {}
+        for name, t in factors.items():
+            read[name] = dequantize(reader.data[t.offset : t.offset + t.n_bytes], t.type_name, math.prod(t.shape))
+        d["rope_scaling"] = {
+            "rope_type": "longrope",
+            "long_factor": read["rope_factors_long.weight"].tolist(),
+            "short_factor": read["rope_factors_short.weight"].tolist(),
+            "original_max_position_embeddings": field(
+                reader, f"{arch}.rope.scaling.original_context_length", d["max_position_embeddings"]
+            ),
+        }
     return ModelConfig.from_dict(d, source=f"{path} (GGUF metadata)")
 
 

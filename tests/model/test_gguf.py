@@ -144,10 +144,13 @@ def write_gguf(path, config: dict, state: dict, types: dict[str, Q] | None = Non
     H, Hkv, L = config["num_attention_heads"], config["num_key_value_heads"], config["num_hidden_layers"]
     arch = "minicpm" if config["model_type"] == "minicpm" else "llama"
     w = gguf.GGUFWriter(str(path), arch)
-    if arch == "minicpm":  # convert_hf_to_gguf.py MiniCPMModel.set_gguf_parameters
+    if arch == "minicpm":  # convert_hf_to_gguf.py MiniCPMModel: set_gguf_parameters, generate_extra_tensors
         w.add_embedding_scale(config["scale_emb"])
         w.add_residual_scale(config["scale_depth"] / math.sqrt(L))
         w.add_logit_scale(config["hidden_size"] / config["dim_model_base"])
+        if config.get("rope_scaling"):
+            for which in ("long", "short"):
+                w.add_tensor(f"rope_factors_{which}.weight", np.array(config["rope_scaling"][f"{which}_factor"], np.float32))
     w.add_block_count(L)
     w.add_context_length(config["max_position_embeddings"])
     w.add_embedding_length(config["hidden_size"])
@@ -230,15 +233,18 @@ def test_q5_k_gguf_loads(tmp_path, tiny_config, make_state):
 
 def test_minicpm_gguf_logit_scale(tmp_path, checkpoint, tiny_config, make_state):
     """llama.cpp stores logit_scale = hidden_size / dim_model_base (4 here: 64 / 16); MiniCPM's logits
-    are lm_head(h / 4). The GGUF gives the same dim_model_base and the same logits as the HF folder."""
+    are lm_head(h / 4). The GGUF gives the same dim_model_base and the same logits as the HF folder;
+    its LongRoPE factors come from llama.cpp's rope_factors tensors."""
     config = tiny_config("minicpm")
-    config["rope_scaling"] = None  # llama.cpp keeps LongRoPE factors as tensors, which this test leaves out
+    # as MiniCPM4.1's config.json: the LongRoPE training context is the whole context, so the short factors apply
+    config["rope_scaling"]["original_max_position_embeddings"] = config["max_position_embeddings"]
     folder = checkpoint(config, seed=6)
     write_gguf(tmp_path / "minicpm.gguf", config, make_state(config, seed=6))
     assert open_gguf(tmp_path / "minicpm.gguf").fields["minicpm.logit_scale"] == 4.0
     from_gguf = config_from_gguf(open_gguf(tmp_path / "minicpm.gguf"), tmp_path / "minicpm.gguf")
     assert from_gguf.dim_model_base == 16 and from_gguf.logit_scale == 0.25
     assert from_gguf.scale_emb == 12 and from_gguf.scale_depth == pytest.approx(1.4)
+    assert from_gguf.rope_scaling.short_factor == pytest.approx(config["rope_scaling"]["short_factor"])
     a = load_model(folder, device="cpu")
     b = load_model(tmp_path / "minicpm.gguf", device="cpu")
     assert a.config.dim_model_base == b.config.dim_model_base
