@@ -35,13 +35,13 @@ TEXTS = [
 ]
 
 
-def _train(model_type: str) -> bytes:
+def _train(model_type: str, vocab_size: int = 600) -> bytes:
     out = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(CORPUS * 30),
         model_writer=out,
         model_type=model_type,
-        vocab_size=600,
+        vocab_size=vocab_size,
         byte_fallback=True,
         character_coverage=1.0,
         split_digits=True,
@@ -203,3 +203,15 @@ def test_damaged_tokenizer_model(tmp_path, spm_bpe):
     folder = _spm_folder(tmp_path, spm_bpe[: len(spm_bpe) // 2])
     with pytest.raises(ModelError, match="not a readable SentencePiece model"):
         load_tokenizer(folder)
+
+
+def test_unigram_tokenizer_model_equals_sentencepiece(tmp_path):
+    """A Unigram model (T5-style SentencePiece) becomes a tokenizers Unigram, not BPE merges: ids equal
+    sentencepiece's own wherever the HF convention agrees with it (see the GGUF test above)."""
+    model = _train("unigram", vocab_size=400)
+    assert read_model_proto(model).model_type == "unigram"
+    tok = load_tokenizer(_spm_folder(tmp_path, model))
+    sp = sentencepiece.SentencePieceProcessor(model_proto=model)
+    for text in TEXTS[:3] + TEXTS[4:]:
+        assert tok.encode(text) == sp.encode(text), text
+        assert tok.decode(tok.encode(text)) == text
