@@ -25,6 +25,7 @@ from sala_report.app.errors import (
     UsageError,
 )
 from sala_report.app.settings import Settings
+from sala_report.app.wording import plural, readable_keys, search_problem
 
 EXIT_CODES = {"done": EXIT_OK, "partial": EXIT_PARTIAL, "cancelled": EXIT_INTERRUPTED, "failed": EXIT_ERROR}
 
@@ -237,12 +238,13 @@ def _report(session_id: str, store, settings: Settings, out: Path | None, as_jso
     path = out or settings.paths.reports_dir / default_filename(summary["title"], session_id, "md")
     export_report(render_markdown(store, session_id), "md", path)
     citations = summary["citations"]
-    _say(f"report: {path} ({summary['status']}; {len(summary['sources'])} sources; "
-         f"{citations['verified']}/{citations['total']} citations verified)")  # fmt: skip
+    _say(f"report: {path} ({summary['status']}; {plural(len(summary['sources']), 'source')}; "
+         f"{citations['verified']}/{plural(citations['total'], 'citation')} verified)")
     searches = summary["searches"]
     if searches["degraded"]:
-        _say(f"warning: {searches['degraded']} of {searches['total']} searches found less than asked "
-             f"({'; '.join(searches['problems'][:3])}); those sections rest on fewer sources. "
+        problems = "; ".join(dict.fromkeys(search_problem(p) for p in searches["problems"][:3]))
+        _say(f"warning: {searches['degraded']} of {plural(searches['total'], 'search')} found less than asked "
+             f"({problems}); those sections rest on fewer sources. "
              "`sala-report doctor` checks the search engine; rewriting a section in the app searches again.")  # fmt: skip
     for weak in summary["quality"]["weak_sections"]:
         _say(f"warning: section {weak['number']} \"{weak['title']}\" is weak: {'; '.join(weak['reasons'])}")
@@ -282,6 +284,7 @@ class Progress:
         from sala_report.app.warp.throughput import StepThroughput
 
         self.max_steps = max_steps
+        self.numbers: dict[str, int] = {}  # citation key -> the report's [n] (events.ReferencesChanged)
         self.started = time.monotonic()
         self.tokens = 0
         self.throughput = StepThroughput()  # within a step: "… 120 tokens, 31.5 tokens/s"
@@ -301,27 +304,33 @@ class Progress:
         if self.dangling and not isinstance(event, ev.TokenDelta):
             click.echo("\r\033[K", err=True, nl=False)
             self.dangling = False
-        if isinstance(event, ev.StepStarted):
+        if isinstance(event, ev.RunStarted) and event.max_steps:
+            self.max_steps = event.max_steps
+        elif isinstance(event, ev.ReferencesChanged):
+            self.numbers = {key: n for key, _, n in event.references}
+        elif isinstance(event, ev.StepStarted):
             where = event.position or "the outline"
             retry = f" (try {event.attempt})" if event.attempt > 1 else ""
             _say(f"[step {event.step}/{self.max_steps} {clock}] {event.kind} {where}{retry}")
         elif isinstance(event, ev.SearchFinished):
-            degraded = f"; {event.degraded}" if event.degraded else ""
-            _say(f"    {event.passages} passages for: {', '.join(event.keywords)}{degraded}")
+            degraded = f"; {search_problem(event.degraded)}" if event.degraded else ""
+            _say(f"    {plural(event.passages, 'passage')} for: {', '.join(event.keywords)}{degraded}")
         elif isinstance(event, ev.SourceAdded):
             _say(f"    + {event.title or event.location}")
         elif isinstance(event, ev.OutlineChanged) and event.reason != "edit":
             _say(f"    outline: {', '.join(n.title for n in event.outline.sections)}")
         elif isinstance(event, ev.SectionWritten):
             removed = f", {event.removed_citations} invalid removed" if event.removed_citations else ""
-            _say(f"    wrote {event.position} ({len(event.markdown.split())} words, {event.citations} citations{removed})")
+            words, cites = plural(len(event.markdown.split()), "word"), plural(event.citations, "citation")
+            _say(f"    wrote {event.position} ({words}, {cites}{removed})")
         elif isinstance(event, ev.CitationFlagged):
-            _say(f"    weak support for [{event.key}]: {event.sentence[:80]}")
+            _say(f"    weak support for {readable_keys(event.key, self.numbers)}: {event.sentence[:80]}")
         elif isinstance(event, ev.ActionRejected):
-            _say(f"    rejected: {event.error}" + (" (retrying)" if event.will_retry else " (giving up)"))
+            error = readable_keys(event.error, self.numbers)
+            _say(f"    rejected: {error}" + (" (retrying)" if event.will_retry else " (giving up)"))
         elif isinstance(event, (ev.EditApplied, ev.EditRejected)):
             _say(f"    edit: {getattr(event, 'description', None) or event.reason}")
         elif isinstance(event, ev.Finished):
-            _say(f"{event.status} after {event.steps} steps ({clock}): {event.reason}")
+            _say(f"{event.status} after {plural(event.steps, 'step')} ({clock}): {event.reason}")
         elif isinstance(event, ev.Failed):
             _say(f"failed at step {event.step}: {event.error}")
