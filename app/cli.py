@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import logging.handlers
 import sqlite3
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from click.utils import make_default_short_help
 
 from sala_report.app.errors import EXIT_INTERRUPTED, EXIT_USAGE, SalaError, file_failure
 from sala_report.app.settings import Settings, load_settings
@@ -36,7 +38,60 @@ class SalaGroup(click.Group):
             raise file_failure(e, store) from e
 
 
-@click.group(cls=SalaGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+# Each subcommand's module under app/commands and its one-line help, so `--help` lists them without importing
+# any (they pull in retrieval, httpx and sqlite-utils: most of a second). tests/app/test_lazy_cli.py keeps
+# these lines equal to the commands' own.
+LAZY_COMMANDS = {
+    "run": ("research", "Research QUESTION and write a cited report."),
+    "resume": ("research", "Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget)."),
+    "sessions": ("research", "List research sessions, newest first, with their ids and status."),
+    "sources": ("sources", "The source store: add files, folders and pages; search and read what is stored."),
+    "export": ("export", "Write a stored session's report (finished or partial) as Markdown, HTML, PDF, JSON or Word, "
+                         "or its references as BibTeX or RIS."),
+    "doctor": ("tools", "Check GPU and kernels, model files, web search, PDF export and the data dir; say how to fix "
+                        "problems."),
+    "config": ("tools", "Where the settings file is, and the settings in effect."),
+    "demo": ("tools", "Run the whole app offline: the embedded default model on documents shipped with sala-report."),
+}
+
+
+class LazySalaGroup(SalaGroup):
+    """Imports a subcommand's module only when that subcommand runs (or its own help is asked for)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            module = importlib.import_module(f"sala_report.app.commands.{LAZY_COMMANDS[cmd_name][0]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand:  # click suggests from the loaded commands only: offer them all
+            raise click.exceptions.NoSuchCommand(args[0], possibilities=self.list_commands(ctx), ctx=ctx) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands or name not in LAZY_COMMANDS:
+                command = self.get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit)))
+            else:
+                rows.append((name, make_default_short_help(LAZY_COMMANDS[name][1], limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazySalaGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SALA_REPORT_HOME",
               help="Where sessions, sources and reports are kept (env: SALA_REPORT_HOME).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -76,16 +131,13 @@ def _setup_logging(settings: Settings, debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    from sala_report.app.commands import export, research, sources, tools
-
-    for group in (research.COMMANDS, sources.COMMANDS, export.COMMANDS, tools.COMMANDS):
-        for command in group:
-            cli.add_command(command)
+    """Import every subcommand now (tests that look at all of them); `main` leaves them to the lazy group."""
+    for name in LAZY_COMMANDS:
+        cli.get_command(click.Context(cli), name)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns our errors into one message on stderr and an exit code."""
-    _register_commands()
     try:
         result = cli.main(args=argv, prog_name="sala-report", standalone_mode=False)
     except click.exceptions.Abort:

@@ -4,6 +4,8 @@ its `Services` protocol (app/tui/services.py), the demo directly; nothing here i
 
 from __future__ import annotations
 
+import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -69,11 +71,14 @@ def domain_filter(settings: Settings):
 
 
 def device_label(setting: str) -> str:
+    """The device for the status line, without importing torch for it (about a second of start-up): torch is
+    asked once something else has loaded it; before, a machine with no NVIDIA driver is 'cpu', else 'auto'."""
     if setting != "auto":
         return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "auto" if Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") else "cpu"
 
 
 class LocalServices:
