@@ -196,14 +196,14 @@ def _search_settings(settings: Settings) -> list[Check]:
 
 
 def _pdf(settings: Settings, online: bool) -> list[Check]:
-    missing_packages = [name for name in ("fpdf2", "uharfbuzz", "fonttools") if _version(name) is None]
+    missing_packages = [name for name in ("typst", "fonttools") if _version(name) is None]
     if missing_packages:
         return [Check("pdf", FAIL, f"missing {', '.join(missing_packages)}; PDF export cannot run",
                       f"pip install {' '.join(missing_packages)} (Markdown and HTML export still work)")]
     from sala_report.app import pdf_fonts
 
     plan = pdf_fonts.plan_fonts(PDF_SAMPLE)
-    engine = f"fpdf2 {_version('fpdf2')} with HarfBuzz shaping (no system libraries needed)"
+    engine = f"typst {_version('typst')} (no system libraries needed)"
     checks = [Check("pdf", OK, engine)]
     faces = [plan.body[""].label] if plan.body else []
     faces += [f.label for f in plan.fallbacks]
