@@ -85,7 +85,8 @@ def run(obj, question: str, headless: bool, docs: Path | None, no_web: bool, mod
     if not headless and _interactive():
         from sala_report.app.commands.tools import run_app
 
-        run_app(settings, run=request)
+        for line in run_app(settings, run=request):
+            _say(line)
         return EXIT_OK
     return _headless(settings, lambda services: services.start(request), out, as_json)
 
@@ -109,7 +110,8 @@ def resume(obj, session_id: str, headless: bool, model_source: str | None, max_s
     if not headless and _interactive():
         from sala_report.app.commands.tools import run_app
 
-        run_app(settings, resume=session_id)
+        for line in run_app(settings, resume=session_id):
+            _say(line)
         return EXIT_OK
     return _headless(settings, lambda services: services.resume(session_id, model=model_source or ""), out, as_json)
 

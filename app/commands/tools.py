@@ -121,7 +121,8 @@ def demo(obj, question: str | None, model: str | None, headless: bool, list_ques
         for path in written:
             click.echo(str(path))
         return EXIT_CODES.get(result.status, EXIT_ERROR)
-    run_app(plan.settings, run=plan.request, auto_export="pdf")
+    for line in run_app(plan.settings, run=plan.request, auto_export="pdf"):
+        click.echo(line, err=True)
     return 0
 
 
@@ -137,7 +138,8 @@ def launch_tui(ctx) -> None:
     run_app(ctx.settings)
 
 
-def run_app(settings, **first) -> None:
+def run_app(settings, **first) -> list[str]:
+    """Run the terminal app; returns the lines to print after it quits (where the reports are)."""
     from sala_report.app.runs import LocalServices
     from sala_report.app.tui.app import SalaApp
 
@@ -148,7 +150,9 @@ def run_app(settings, **first) -> None:
     services = LocalServices(settings)
     try:
         services.store  # opened before the screen starts: a damaged or read-only store is one clear error here
-        SalaApp(services, keymap=settings.ui.keymap, theme=settings.ui.theme, config_path=str(default_config_path()),
-                **first).run()  # fmt: skip
+        app = SalaApp(services, keymap=settings.ui.keymap, theme=settings.ui.theme,
+                      config_path=str(default_config_path()), **first)
+        app.run()
     finally:
         services.close()
+    return app.farewell()

@@ -3,6 +3,7 @@ widgets; the engine reaches the app only as messages (see screens/research.py)."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 from textual.app import App, SystemCommand
@@ -35,6 +36,8 @@ class SalaApp(App):
         self._start_form = start_form
         self._theme_name = theme
         self.auto_export = auto_export  # a format to export to when a run ends (the demo asks for "pdf")
+        self.exported: list[Path] = []  # reports written while the app ran, for the line printed after it quits
+        self.session_ids: list[str] = []  # sessions run or resumed here
 
     def on_mount(self) -> None:
         if self._theme_name in self.available_themes:
@@ -49,6 +52,13 @@ class SalaApp(App):
             self.push_screen(ResearchScreen(self.services, session_id=self._first_resume))
         else:
             self.push_screen(self._start_form or StartScreen(model=self.services.facts.model))
+
+    def farewell(self) -> list[str]:
+        """What to print once the screen is gone: where the reports are, or how to get one."""
+        if self.exported:
+            return [f"report: {path}" for path in dict.fromkeys(self.exported)]
+        return [f"session {sid} is saved; `sala-report export {sid}` writes its report, "
+                f"`sala-report resume {sid}` continues it" for sid in dict.fromkeys(self.session_ids)]
 
     def start_run(self, request: RunRequest) -> None:
         self.switch_screen(ResearchScreen(self.services, request=request))

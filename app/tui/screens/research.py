@@ -159,6 +159,7 @@ class ResearchScreen(Screen):
 
     def _on_RunStarted(self, event: events.RunStarted) -> None:
         self.session_id = event.session_id
+        self.app.session_ids.append(event.session_id)
         self.running = True
         web = event.web if event.web is not None else (self.request.web if self.request is not None else None)
         status = self.query_one(StatusLine)
@@ -380,6 +381,7 @@ class ResearchScreen(Screen):
         self.app.call_from_thread(self._exported, result)
 
     def _exported(self, result) -> None:
+        self.app.exported.append(result.path)
         self.log_line(f"exported {result.format.upper()} to {result.path}", "green")
         for warning in result.warnings:
             self.log_line(warning, "yellow")
