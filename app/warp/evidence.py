@@ -239,6 +239,8 @@ def keyword_choices(question: str, title: str = "", plan: str = "", *, used: Ite
     if title and subject and folded(subject) not in folded(title):
         candidates.append(f"{title} {subject}")
     candidates += [plan.rstrip(".!?"), *clauses, question.rstrip("?")]
+    if title:  # the title with each part of the question: fresh phrases when the plain ones were searched
+        candidates += [f"{title} {c}" for c in clauses if folded(c) not in folded(title)]
     seen = {folded(u) for u in used}
     out = []
     for phrase in candidates:

@@ -277,3 +277,5 @@ def test_a_small_model_chooses_through_a_whole_run(start, corpus, smollm2):
     body = " ".join(e.markdown for e in written)
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", re.sub(r"\s*\[\d+\]", "", body)) if s.strip()]
     assert len(sentences) == len(set(sentences))  # no sentence twice in the report
+    searched = [k.casefold() for e in seen if isinstance(e, ev.SearchFinished) for k in e.keywords]
+    assert len(searched) == len(set(searched)) and len(searched) >= 4  # no phrase searched twice in the run
