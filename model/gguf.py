@@ -262,6 +262,7 @@ def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 _RUN = 1 << 20  # values per gguf.quants call: amortises numpy's per-call cost, keeps its temporaries in cache
+_FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 def dequantize(raw: np.ndarray, type_name: str, n: int) -> torch.Tensor:
@@ -269,8 +270,8 @@ def dequantize(raw: np.ndarray, type_name: str, n: int) -> torch.Tensor:
 
     Quantized types go through `gguf.quants` in runs of whole blocks handed over as flat byte arrays:
     given a 2-D array it works in groups of 16 rows, several times slower on short rows. Runs go to a
-    thread pool because numpy releases the GIL inside each array operation. BF16, which numpy lacks
-    and gguf decodes by integer shifts (~4x slower), is a torch dtype view.
+    thread pool because numpy releases the GIL inside each array operation. Unquantized floats are a
+    torch dtype view: one copy out of the memory map (gguf decodes BF16 by integer shifts, ~4x slower).
     """
     import gguf
 
@@ -278,8 +279,8 @@ def dequantize(raw: np.ndarray, type_name: str, n: int) -> torch.Tensor:
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     if n % block or raw.size != n // block * size:
         raise ModelError(f"tensor data has {raw.size} bytes, expected {n // block * size} for {n} values of {type_name}")
-    if type_name == "BF16":
-        return torch.from_numpy(np.array(raw)).view(torch.bfloat16).float()
+    if type_name in _FLOATS:
+        return torch.from_numpy(np.array(raw)).view(_FLOATS[type_name]).float()
     out = np.empty(n, dtype=np.float32)
     step = max(1, _RUN // block) * block
     runs = range(0, n, step)
