@@ -20,7 +20,7 @@ def plural(count: int, noun: str) -> str:
 _NETWORK = (
     (re.compile(r"dns|name resolution|resolv|getaddrinfo|nodename nor servname|name or service not known", re.I),
      "could not be reached: the address could not be looked up (no network, or DNS is down)"),
-    (re.compile(r"ratelimit|rate limit|\b429\b|too many requests", re.I), "is limiting requests; try again in a while"),
+    (re.compile(r"ratelimit|rate limit|\b429\b|too many requests", re.I), "is rate limiting; try again in a while"),
     (re.compile(r"timed? ?out|timeout", re.I), "did not answer in time"),
     (re.compile(r"ssl|tls|certificate", re.I), "could not be reached securely (a TLS or certificate error)"),
     (re.compile(r"refused|unreachable|connect|network|reset by peer", re.I), "could not be reached (no connection)"),

@@ -15,17 +15,20 @@ from sala_report.app.tui import keys
 
 
 def bindings_table(keymap: dict[str, str]) -> Group:
-    """One small table per group: keys (after the keymap), what they do, and the id to remap them with."""
+    """One small table per group: keys (after the keymap), what they do, and the id to remap them with.
+    Keys and ids are never cut (a cut id cannot be remapped); on a narrow terminal the descriptions wrap."""
     tables = []
     groups = [(title, [(keys.keys_for(b, keymap), b.description, b.id or "") for b in group])
               for title, group in keys.GROUPS]  # fmt: skip
     groups.append(("Built into Textual", [(key, what, "") for key, what in keys.BUILT_IN]))
+    key_width = max(len(row[0]) for _, rows in groups for row in rows)
+    id_width = max(len(row[2]) for _, rows in groups for row in rows)
     for title, rows in groups:
-        table = Table(box=None, show_header=False, padding=(0, 2), title=Text(title, style="bold underline"),
-                      title_justify="left")  # fmt: skip
-        table.add_column("keys", style="bold cyan", no_wrap=True, min_width=18)
-        table.add_column("action", min_width=26)
-        table.add_column("id", style="dim", no_wrap=True)
+        table = Table(box=None, show_header=False, padding=(0, 1), title=Text(title, style="bold underline"),
+                      title_justify="left", expand=True)
+        table.add_column("keys", style="bold cyan", no_wrap=True, width=key_width)
+        table.add_column("action", ratio=1, overflow="fold")
+        table.add_column("id", style="dim", no_wrap=True, width=id_width)
         for row in rows:
             table.add_row(*row)
         tables.append(table)

@@ -42,6 +42,9 @@ class EngineEvent(Message):
 
 class ResearchScreen(Screen):
     BINDINGS = keys.RESEARCH
+    # Below 110 columns the sources and activity panes go under the outline and draft (app.tcss), so the
+    # draft keeps a readable width on an 80-column terminal.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
     def __init__(self, services: Services, *, request: RunRequest | None = None, session_id: str | None = None,
                  auto_export: str | None = None) -> None:  # fmt: skip
