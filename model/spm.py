@@ -56,7 +56,7 @@ def to_tokenizer(vocab: SentencePieceVocab) -> tokenizers.Tokenizer:
     tok = tokenizers.Tokenizer(model)
     if vocab.precompiled_charsmap:
         tok.normalizer = normalizers.Precompiled(vocab.precompiled_charsmap)
-    # "first": the "▁" goes before the text's first piece only, not after each special token inside it
+    # "first": one "▁" at the start of the text, none again after each special token inside it
     scheme = "first" if vocab.add_dummy_prefix else "never"
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme=scheme, split=False)
     steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
@@ -101,7 +101,8 @@ def read_model_proto(data: bytes) -> SentencePieceVocab:
 
     Only the fields needed to tokenize are read: the pieces (field 1: piece 1, score 2, type 3), the
     trainer spec (2: model_type 3, unk_id 40, bos_id 41, eos_id 42) and the normalizer spec (3:
-    precompiled_charsmap 2, add_dummy_prefix 3). Raises ValueError on bytes that are not such a message.
+    precompiled_charsmap 2, add_dummy_prefix 3). Like transformers, remove_extra_whitespaces is not
+    applied (Llama-style models turn it off). Raises ValueError on bytes that are not such a message.
     """
     pieces, scores, types = [], [], []
     trainer: dict[int, int] = {}
