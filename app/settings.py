@@ -57,8 +57,9 @@ class ModelSettings:
     served_model: str = ""
     api_key: str = ""
     request_timeout_s: float = 600.0
-    # How a served model is constrained: "json_schema" (response_format), "grammar" (vLLM structured_outputs), "none"
-    structured_output: Literal["json_schema", "grammar", "none"] = "json_schema"
+    # How a served model is constrained: "auto" (probe the server once: a grammar where it takes one, else a JSON
+    # schema, else none), "grammar" (GBNF), "lark" (llguidance backends), "json_schema", "none"
+    structured_output: Literal["auto", "grammar", "lark", "json_schema", "none"] = "auto"
     max_retries: int = 3  # retries of a failed request to a served model, with exponential backoff
 
 

@@ -1,15 +1,20 @@
-"""A Generator over an OpenAI-compatible server (vLLM or SGLang serving MiniCPM-SALA or AgentCPM-Report).
+"""A Generator over an OpenAI-compatible server: vLLM, SGLang, llama.cpp's server or Ollama, serving
+MiniCPM-SALA, AgentCPM-Report or another model.
 
-Each step is one streamed `POST {base_url}/chat/completions`. What we send besides the usual fields:
+Each step is one streamed `POST {base_url}/chat/completions` (for Ollama, its native `/api/chat`, the only
+endpoint that honours `num_ctx`: its OpenAI endpoint cuts prompts at its default context, silently).
+What we send besides the usual fields:
 - `chat_template_kwargs: {"enable_thinking": false}`, as the released WARP pipeline does;
 - `stream_options: {"include_usage": true}`, for token counts;
 - the step's constraint, chosen by `structured_output`:
-  - "json_schema" (default; vLLM, SGLang, llama.cpp): `response_format = {"type": "json_schema",
-    "json_schema": {"name": "warp_<kind>", "schema": ..., "strict": true}}`. The server then returns
-    `{"thought": ..., "action": {...}}` (or `{"thought": ..., "text": ...}` for WRITE), which is turned
-    back into the tag format before parsing;
-  - "grammar" (vLLM >= 0.10.2 with the guidance backend): `structured_outputs = {"grammar": <Lark>}`, the
-    same llguidance grammar the in-process model uses, so the server emits the tag format itself;
+  - "auto" (default): the server is probed once (served.py) and gets "grammar" where it takes one (vLLM,
+    SGLang, llama.cpp), "json_schema" where it takes only that (Ollama), "none" otherwise;
+  - "grammar": the tag format as GBNF, in the field the server reads: vLLM `structured_outputs.grammar`
+    (`guided_grammar` before 0.10.2), SGLang `ebnf`, llama.cpp `grammar`;
+  - "lark": the same as llguidance Lark (vLLM or SGLang started with the guidance/llguidance backend);
+  - "json_schema": `response_format = {"type": "json_schema", "json_schema": {"name": "warp_<kind>",
+    "schema": ..., "strict": true}}` (Ollama: `format`). The server then returns `{"thought": ...,
+    "action": {...}}` (or `{"thought": ..., "text": ...}` for WRITE), turned back into tags before parsing;
   - "none": nothing; the validators and retries do all the work.
 Connection failures, timeouts, 429 and 5xx answers, and streams that drop are retried with exponential
 backoff; when the retries are used up, BackendUnavailable says what to check.
@@ -28,8 +33,10 @@ import httpx
 
 from sala_report.app.errors import BackendUnavailable
 from sala_report.app.warp.generator import GenRequest, GenResult, OnDelta
+from sala_report.app.warp.served import ServerInfo, probe, version_at_least
 
-MODES = ("json_schema", "grammar", "none")
+MODES = ("auto", "grammar", "lark", "json_schema", "none")
+DEFAULT_CONTEXT = 32768  # a server that does not say (Ollama without /api/show: 8192, as we set num_ctx)
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 
 
@@ -41,7 +48,7 @@ class _Retry(Exception):
 
 class OpenAIGenerator:
     def __init__(self, base_url: str, model: str = "", *, api_key: str = "", timeout_s: float = 600.0,
-                 connect_timeout_s: float = 10.0, structured_output: str = "json_schema", max_retries: int = 3,
+                 connect_timeout_s: float = 10.0, structured_output: str = "auto", max_retries: int = 3,
                  backoff_s: float = 1.0, context_tokens: int = 0, stream: bool = True,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep):  # fmt: skip
         if structured_output not in MODES:
@@ -57,7 +64,30 @@ class OpenAIGenerator:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s), headers=headers,
                                    transport=transport)  # fmt: skip
-        self.name = f"{model or 'served model'} at {self.base_url}"
+        self._label = f"{model or 'served model'} at {self.base_url}"
+        self._info: ServerInfo | None = None
+
+    @property
+    def name(self) -> str:
+        """The model and server, with what the probe found and the structured output chosen (the session
+        records this name); without the probe when the server cannot be reached yet."""
+        try:
+            info = self.server()
+        except BackendUnavailable:
+            return self._label
+        return f"{self._label} ({info.describe(self.mode)})"
+
+    def server(self) -> ServerInfo:
+        """What the server is, probed once."""
+        if self._info is None:
+            entry, response = self._model_entry()
+            self._info = probe(self.client, self.base_url, entry, response)
+        return self._info
+
+    @property
+    def mode(self) -> str:
+        """The structured output in use: `structured_output`, or for "auto" what the server takes."""
+        return self.server().auto_mode if self.structured_output == "auto" else self.structured_output
 
     def close(self) -> None:
         self.client.close()
@@ -66,8 +96,8 @@ class OpenAIGenerator:
 
     def context_tokens(self) -> int:
         if not self._context:
-            entry = self._model_entry()
-            self._context = int(entry.get("max_model_len") or entry.get("context_length") or 32768)
+            info = self.server()
+            self._context = info.context or (8192 if info.kind == "ollama" else DEFAULT_CONTEXT)
         return self._context
 
     def count_tokens(self, text: str) -> int:
@@ -88,7 +118,10 @@ class OpenAIGenerator:
                     on_delta(text)
 
             try:
-                text, finish, usage = self._stream(body, emit, cancel) if self.stream else self._complete(body, emit)
+                if self.server().kind == "ollama":
+                    text, finish, usage = self._ollama(body, emit, cancel)
+                else:
+                    text, finish, usage = self._stream(body, emit, cancel) if self.stream else self._complete(body, emit)
             except _Retry as e:
                 last = str(e)
                 if attempt == self.max_retries:
@@ -97,7 +130,7 @@ class OpenAIGenerator:
                     on_restart()
                 self._sleep(e.delay if e.delay is not None else self.backoff_s * 2**attempt)
                 continue
-            if request.constraint is not None and self.structured_output == "json_schema":
+            if request.constraint is not None and self.mode == "json_schema":
                 text = request.constraint.from_json(text)
             prompt_tokens = usage.get("prompt_tokens") or self.count_tokens(request.system + request.prompt)
             completion_tokens = usage.get("completion_tokens") or self.count_tokens(text)
@@ -110,7 +143,7 @@ class OpenAIGenerator:
 
     def _body(self, request: GenRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model or self._model_entry()["id"],
+            "model": self.model or self.server().entry["id"],
             "messages": [{"role": "system", "content": request.system}, {"role": "user", "content": request.prompt}],
             "stream": self.stream,
             **({"stream_options": {"include_usage": True}} if self.stream else {}),
@@ -121,13 +154,56 @@ class OpenAIGenerator:
             **({"repetition_penalty": request.repetition_penalty} if request.repetition_penalty != 1.0 else {}),
             "chat_template_kwargs": {"enable_thinking": False},
         }
-        constraint = request.constraint
-        if constraint is not None and self.structured_output == "json_schema":
+        constraint, mode, info = request.constraint, self.mode, self.server()
+        if constraint is None or mode == "none":
+            return body
+        if mode == "json_schema":
             body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "warp_" + constraint.kind.replace("-", "_"), "schema": constraint.json_schema, "strict": True}}  # fmt: skip
-        elif constraint is not None and self.structured_output == "grammar":
+        elif mode == "lark":
             body["structured_outputs"] = {"grammar": constraint.lark}
+        elif info.kind == "sglang":
+            body["ebnf"] = constraint.gbnf
+        elif info.kind == "llamacpp":
+            body["grammar"] = constraint.gbnf
+        elif info.kind == "vllm" and not version_at_least(info.version, (0, 10, 2)):
+            body["guided_grammar"] = constraint.gbnf
+        else:
+            body["structured_outputs"] = {"grammar": constraint.gbnf}
         return body
+
+    def _ollama(self, body: dict[str, Any], emit: OnDelta, cancel: threading.Event | None) -> tuple[str, str, dict]:
+        """Ollama's native chat: `options.num_ctx` sets the context (its OpenAI endpoint ignores it), `format`
+        takes the JSON schema, and the answer streams as one JSON object a line."""
+        native = {"model": body["model"], "messages": body["messages"], "stream": self.stream, "think": False,
+                  "options": {"num_ctx": self.context_tokens(), "num_predict": body["max_tokens"],
+                              "temperature": body["temperature"], "top_p": body["top_p"],
+                              **({"seed": body["seed"]} if "seed" in body else {}),
+                              **({"repeat_penalty": body["repetition_penalty"]} if "repetition_penalty" in body else {})}}  # fmt: skip
+        if "response_format" in body:
+            native["format"] = body["response_format"]["json_schema"]["schema"]
+        url = self.base_url.removesuffix("/v1") + "/api/chat"
+        parts: list[str] = []
+        with _retryable("the connection dropped mid-answer", "the server sent a malformed line"), \
+                self.client.stream("POST", url, json=native) as response:  # fmt: skip
+            self._check(response)
+            for line in response.iter_lines():
+                if cancel is not None and cancel.is_set():
+                    return "".join(parts), "cancelled", {}
+                if not line.strip():
+                    continue
+                chunk = json.loads(line)
+                if chunk.get("error"):
+                    raise _Retry(f"Ollama: {chunk['error']}")
+                text = (chunk.get("message") or {}).get("content") or ""
+                if text:
+                    parts.append(text)
+                    emit(text)
+                if chunk.get("done"):
+                    finish = "length" if chunk.get("done_reason") == "length" else "stop"
+                    usage = {"prompt_tokens": chunk.get("prompt_eval_count"), "completion_tokens": chunk.get("eval_count")}
+                    return "".join(parts), finish, usage
+        raise _Retry("the answer ended before its last line (done: true)")
 
     def _stream(self, body: dict[str, Any], emit: OnDelta, cancel: threading.Event | None) -> tuple[str, str, dict]:
         parts: list[str] = []
@@ -177,12 +253,12 @@ class OpenAIGenerator:
             403: "Set model.api_key to a key the server accepts.",
             404: "Check model.base_url (it ends in /v1) and model.served_model.",
         }
-        hint = hints.get(response.status_code, "If the server does not support this structured-output option, set "
-                                                "model.structured_output to 'grammar', 'json_schema' or 'none'.")  # fmt: skip
+        hint = hints.get(response.status_code, f"The server refused structured output '{self.mode}'; set "
+                                                "model.structured_output to 'grammar', 'lark', 'json_schema' or 'none'.")  # fmt: skip
         raise BackendUnavailable(f"the model server refused the request: HTTP {response.status_code}: {detail}", hint=hint)
 
-    def _model_entry(self) -> dict[str, Any]:
-        """The served model's entry in GET /models (vLLM reports `max_model_len` there)."""
+    def _model_entry(self) -> tuple[dict[str, Any], httpx.Response]:
+        """The served model's entry in GET /models (vLLM reports `max_model_len` there), and the response."""
         for attempt in range(self.max_retries + 1):
             try:
                 response = self.client.get(self.base_url + "/models")
@@ -199,7 +275,7 @@ class OpenAIGenerator:
                 self._sleep(self.backoff_s * 2**attempt)
         for entry in models:
             if not self.model or entry.get("id") == self.model:
-                return entry
+                return entry, response
         raise BackendUnavailable(f"the server at {self.base_url} does not serve '{self.model}'",
                                  hint="Set model.served_model to one of: " + ", ".join(m.get("id", "?") for m in models))  # fmt: skip
 

@@ -41,7 +41,7 @@ def generator(url, **kw):
 
 
 def test_streaming_answer_with_json_schema_output(server):
-    gen, _ = generator(server.url)
+    gen, _ = generator(server.url, structured_output="json_schema")
     deltas: list[str] = []
     result = gen.generate(request(search_constraint(Limits())), on_delta=deltas.append)
     assert result.text == SEARCH_ANSWER  # rebuilt from the server's {"thought", "action"} JSON
@@ -58,19 +58,54 @@ def test_streaming_answer_with_json_schema_output(server):
 
 
 def test_not_streaming(server):
-    gen, _ = generator(server.url, stream=False)
+    gen, _ = generator(server.url, stream=False, structured_output="json_schema")
     deltas: list[str] = []
     result = gen.generate(request(search_constraint(Limits())), on_delta=deltas.append)
     assert result.text == SEARCH_ANSWER and len(deltas) == 1  # the raw JSON-mode answer, as it came
     assert not server.bodies[-1]["stream"] and "stream_options" not in server.bodies[-1]
 
 
-def test_grammar_mode_sends_the_lark_grammar(server):
-    gen, _ = generator(server.url, structured_output="grammar")
+def test_grammar_modes_send_gbnf_or_lark(server):
     constraint = write_constraint(Limits(), ["textid1"])
-    gen.generate(request(constraint))
-    body = server.bodies[-1]
-    assert body["structured_outputs"] == {"grammar": constraint.lark} and "response_format" not in body
+    for mode, grammar in (("grammar", constraint.gbnf), ("lark", constraint.lark)):
+        gen, _ = generator(server.url, structured_output=mode)
+        gen.generate(request(constraint))
+        body = server.bodies[-1]
+        assert body["structured_outputs"] == {"grammar": grammar} and "response_format" not in body
+
+
+def test_auto_on_an_unknown_server_sends_no_constraint(server):
+    gen, _ = generator(server.url)
+    gen.generate(request(search_constraint(Limits())))
+    assert not {"structured_outputs", "response_format", "grammar", "ebnf"} & set(server.bodies[-1])
+    assert gen.name.endswith("(server, none)")
+
+
+FIELDS = {"vllm": lambda body: body["structured_outputs"]["grammar"], "sglang": lambda body: body["ebnf"],
+          "llamacpp": lambda body: body["grammar"], "ollama": lambda body: body["format"]}
+NAMES = {"vllm": "(vLLM 0.11.0, grammar)", "sglang": "(SGLang 0.5.4, grammar)", "llamacpp": "(llama.cpp server b6000, grammar)",
+         "ollama": "(Ollama 0.12.3, json_schema)"}  # fmt: skip
+
+
+@pytest.mark.parametrize("flavour", list(FIELDS))
+def test_a_cited_report_from_each_kind_of_server(corpus, flavour):
+    """"auto" probes the server and sends the constraint in the field it reads; the fake applies it with
+    xgrammar (vLLM's and SGLang's engine; llama.cpp's GBNF and Ollama's schema read the same), refusing
+    what does not compile or does not accept the answer. Ollama gets its native API with num_ctx."""
+    store, retriever, ids = corpus
+    with FakeOpenAI(policy_answer, flavour=flavour, context=16384) as fake:
+        gen, _ = generator(fake.url)
+        engine = Engine.start(store, gen, retriever, settings(context_tokens=0, max_expands=0), "How is solar changing?",
+                              docs_source_ids=ids)  # fmt: skip
+        result = engine.run()
+    assert result.status == "done", result
+    assert all(FIELDS[flavour](body) for body in fake.bodies)
+    assert WarpStore(store).session(result.session_id).model.endswith(NAMES[flavour])
+    assert gen.context_tokens() == 16384
+    if flavour == "ollama":
+        assert {b["options"]["num_ctx"] for b in fake.bodies} == {16384} and "/v1/chat/completions" not in fake.paths
+    markdown = check_report(store, result.session_id)
+    assert "## References" in markdown and "[1]" in markdown
 
 
 def test_none_mode_sends_no_constraint(server):
@@ -131,8 +166,8 @@ def test_a_server_that_is_down_is_backend_unavailable():
     gen, sleeps = generator(url, max_retries=1)
     with pytest.raises(BackendUnavailable, match="cannot reach the model server"):
         gen.context_tokens()
-    gen, sleeps = generator(url, model="m", max_retries=1)
-    with pytest.raises(BackendUnavailable, match="cannot connect"):
+    gen, sleeps = generator(url, model="m", max_retries=1, structured_output="none")
+    with pytest.raises(BackendUnavailable, match="cannot reach the model server"):  # the probe comes first
         gen.generate(request())
 
 
