@@ -111,7 +111,7 @@ def _model(settings: Settings, online: bool) -> list[Check]:
         detail = f"OpenAI-compatible server at {cfg.base_url}" + (f", model {cfg.served_model}" if cfg.served_model else "")
         if not online:
             return [Check("model", OK, detail + " (not contacted; use --online)")]
-        return [_probe_server(cfg.base_url, cfg.api_key, detail)]
+        return [_probe_server(cfg, detail)]
     from sala_report.model import sources
 
     key = sources.ALIASES.get(cfg.source.lower(), cfg.source.lower())
@@ -130,16 +130,39 @@ def _model(settings: Settings, online: bool) -> list[Check]:
     return [Check("model", OK, f"{cfg.source}: {resolved.kind} at {resolved.path}")]
 
 
-def _probe_server(base_url: str, api_key: str, detail: str) -> Check:
-    import httpx
+def _probe_server(cfg, detail: str) -> Check:
+    """What answers (kind, version, context), which structured output it gets, and whether it honours it:
+    one tiny constrained SEARCH request whose answer must parse and validate."""
+    from sala_report.app.errors import BackendUnavailable
+    from sala_report.app.warp.actions import ActionError, parse_response
+    from sala_report.app.warp.generator import GenRequest
+    from sala_report.app.warp.grammar import search_constraint
+    from sala_report.app.warp.openai_http import OpenAIGenerator
+    from sala_report.app.warp.validate import Limits, validate_search
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    gen = OpenAIGenerator(cfg.base_url, cfg.served_model, api_key=cfg.api_key, timeout_s=60.0,
+                          structured_output=cfg.structured_output, max_retries=0)  # fmt: skip
     try:
-        response = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=5.0)
-        response.raise_for_status()
-    except httpx.HTTPError as e:
-        return Check("model", FAIL, f"{detail}: {e}", "Start the server (vLLM or SGLang) or fix model.base_url.")
-    return Check("model", OK, f"{detail}: answering")
+        info = gen.server()
+        found = f"{detail}: {info.describe(gen.mode)}, context {gen.context_tokens()} tokens"
+        limits = Limits(max_keywords=2, keyword_chars=20, thought_chars=40)
+        request = GenRequest("Reply in the requested format.", 'Give one search keyword for "solar power". Answer as '
+                             '<thought>...</thought><action>{"name": "search", "keywords": ["..."]}</action>',
+                             search_constraint(limits), max_tokens=64, temperature=0.0, top_p=1.0)  # fmt: skip
+        answer = gen.generate(request).text
+    except BackendUnavailable as e:
+        return Check("model", FAIL, f"{detail}: {e}", e.hint or "Start the server or fix model.base_url.")
+    finally:
+        gen.close()
+    try:
+        validate_search(parse_response(answer).action, limits)
+    except ActionError as e:
+        if gen.mode == "none":
+            return Check("model", WARN, f"{found}; unconstrained, and a test answer was malformed ({e})",
+                         "Set model.structured_output to 'grammar' or 'json_schema' if the server takes one.")
+        return Check("model", FAIL, f"{found}; the server did not honour the {gen.mode} constraint ({e})",
+                     "Set model.structured_output to another mode ('grammar', 'lark', 'json_schema', 'none').")
+    return Check("model", OK, f"{found}; a constrained test answer came back well-formed")
 
 
 def _search(settings: Settings, online: bool) -> list[Check]:
