@@ -68,6 +68,9 @@ def _torch_and_gpu(settings: Settings, online: bool) -> list[Check]:
                  f"{torch.cuda.get_device_properties(i).total_memory / 1024**3:.0f} GiB)"
                  for i in range(torch.cuda.device_count())]
         checks.append(Check("gpu", OK, f"CUDA {torch.version.cuda}: " + "; ".join(names)))
+        from sala_report.model.quant import describe_choice
+
+        checks.append(Check("weights", OK, describe_choice(settings.model.quantize, torch.device("cuda"))))
     else:
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device visible"
         checks.append(Check("gpu", WARN, f"no GPU: {why}; the CPU runs the small default model only",

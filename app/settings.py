@@ -53,6 +53,8 @@ class ModelSettings:
     backend: Literal["local", "openai"] = "local"
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # Weight format on a GPU: "auto" is the most faithful that fits the card at the model's context (model/quant.py)
+    quantize: Literal["auto", "bf16", "int8", "int4", "fp8"] = "auto"
     base_url: str = "http://127.0.0.1:8000/v1"
     served_model: str = ""
     api_key: str = ""

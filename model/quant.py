@@ -65,7 +65,8 @@ def quantized_linear(x: torch.Tensor, p: PackedWeight) -> torch.Tensor:
     rows = x.numel() // max(1, x.shape[-1])
     if x.is_cuda and rows > 16:
         how = PREFILL[p.fmt]
-        if how == "scaled_mm" and fp8_matmul_available(x.device):
+        # cuBLAS fp8 needs both matrix sizes divisible by 16 (the 73,448-row head is not)
+        if how == "scaled_mm" and p.out_features % 16 == 0 and p.in_features % 16 == 0 and fp8_matmul_available(x.device):
             return fp8_linear(x, p)
         if how != "triton":
             return F.linear(x, quant.dequantize(p, x.dtype))

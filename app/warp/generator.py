@@ -94,14 +94,14 @@ class LocalGenerator:
 
     @classmethod
     def load(cls, source: str, *, device: str = "auto", dtype: str = "auto", progress=None,
-             constrained: bool = True) -> "LocalGenerator":  # fmt: skip
+             constrained: bool = True, quantize: str = "auto") -> "LocalGenerator":  # fmt: skip
         from sala_report.model import ModelError, load_model, load_tokenizer
 
         try:
             import torch
 
             torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
-            lm = load_model(source, None if device == "auto" else device, torch_dtype, progress=progress)
+            lm = load_model(source, None if device == "auto" else device, torch_dtype, progress=progress, quantize=quantize)
             tok = load_tokenizer(source)
         except ModelError as e:
             raise BackendUnavailable(e.message, hint=e.hint, title=e.title) from e
@@ -220,4 +220,4 @@ def make_generator(model: "ModelSettings", *, source: str | None = None, constra
     if model.backend != "local":
         raise ConfigError(f"unknown model backend '{model.backend}'", hint="Set model.backend to 'local' or 'openai'.")
     return LocalGenerator.load(source or model.source, device=model.device, dtype=model.dtype, progress=progress,
-                               constrained=constrained)  # fmt: skip
+                               constrained=constrained, quantize=model.quantize)  # fmt: skip

@@ -15,7 +15,7 @@ _FMT = {"int8": 0, "int4": 1, "fp8": 2}
 
 
 @triton.jit
-def _qmm_kernel(x, w, s, z, out, M, N, K, s_xm, s_wn, s_sn, s_om, s_ok, GPS, NG,
+def _qmm_kernel(x, w, s, z, out, part, count, M, N, K, s_xm, s_wn, s_sn, s_om, GPS, NG, SPLITS,
                 FMT: tl.constexpr, HAS_ZERO: tl.constexpr, G: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):  # fmt: skip
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BM + tl.arange(0, BM)
@@ -38,14 +38,14 @@ def _qmm_kernel(x, w, s, z, out, M, N, K, s_xm, s_wn, s_sn, s_om, s_ok, GPS, NG,
             xl = tl.load(xrow + kl[None, :], mask=mm[:, None] & (kl < K)[None, :], other=0.0)
             xh = tl.load(xrow + kh[None, :], mask=mm[:, None] & (kh < K)[None, :], other=0.0)
             # codes are small integers, exact in any 16-bit float: the group's dot is exact up to fp32 sums
-            part = tl.dot(xl, tl.trans(lo)) + tl.dot(xh, tl.trans(hi))  # [BM, BN]
+            dots = tl.dot(xl, tl.trans(lo)) + tl.dot(xh, tl.trans(hi))  # [BM, BN]
             xs = tl.sum(xl.to(tl.float32), 1) + tl.sum(xh.to(tl.float32), 1)  # [BM]
             sc = tl.load(s + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)
             if HAS_ZERO:
                 zp = tl.load(z + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)
-                acc += part * sc[None, :] + xs[:, None] * zp[None, :]
+                acc += dots * sc[None, :] + xs[:, None] * zp[None, :]
             else:
-                acc += (part - 8.0 * xs[:, None]) * sc[None, :]
+                acc += (dots - 8.0 * xs[:, None]) * sc[None, :]
         else:
             kk = k0 + tl.arange(0, G)
             km = kk < K
@@ -56,8 +56,24 @@ def _qmm_kernel(x, w, s, z, out, M, N, K, s_xm, s_wn, s_sn, s_om, s_ok, GPS, NG,
             acc += tl.dot(xt, tl.trans(q.to(x.dtype.element_ty)))
     if FMT != 1:  # per-channel scale, applied once
         acc *= tl.load(s + rn, mask=nm, other=0.0).to(tl.float32)[None, :]
-    optr = out + pid_k.to(tl.int64) * s_ok + rm.to(tl.int64)[:, None] * s_om + rn[None, :]
-    tl.store(optr, acc.to(out.dtype.element_ty), mask=mm[:, None] & nm[None, :])
+    omask = mm[:, None] & nm[None, :]
+    tile = rm.to(tl.int64)[:, None] * N + rn[None, :]
+    if SPLITS > 1:
+        # split K: each program leaves its fp32 partial; the last one of a tile to finish (counted atomically, with
+        # release/acquire order) sums them in split order, so the result is deterministic, and re-arms the counter
+        tl.store(part + pid_k.to(tl.int64) * M * N + tile, acc, mask=omask)
+        slot = count + pid_n * tl.num_programs(1) + pid_m
+        # every thread's partial must be stored before the one thread that counts releases them (measured on an
+        # H200: without this barrier the last program sometimes summed unwritten partials)
+        tl.debug_barrier()
+        if tl.atomic_add(slot, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+            for k in range(0, SPLITS):
+                acc += tl.load(part + k * M * N + tile, mask=omask, other=0.0, cache_modifier=".cg")
+            tl.atomic_xchg(slot, 0)
+        else:
+            return
+    tl.store(out + rm.to(tl.int64)[:, None] * s_om + rn[None, :], acc.to(out.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -146,22 +162,30 @@ def _decode(x2, p, NG, BN, splits, warps, stages):
     M, N, K = x2.shape[0], p.out_features, p.in_features
     gps = triton.cdiv(NG, splits)
     splits = triton.cdiv(NG, gps)
-    if splits == 1:
-        out = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
-    else:
-        out = torch.empty(splits, M, N, dtype=torch.float32, device=x2.device)
+    out = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
     _launch(x2, p, out, M, N, K, NG, gps, splits, 16, BN, warps, stages)
-    return out if splits == 1 else out.sum(0).to(x2.dtype)
+    return out
+
+
+_COUNTERS: dict[torch.device, torch.Tensor] = {}
+
+
+def _counters(device: torch.device, n: int) -> torch.Tensor:
+    """Per-tile arrival counters of the split-K reduction; every launch leaves them at zero again."""
+    c = _COUNTERS.get(device)
+    if c is None or c.numel() < n:
+        c = _COUNTERS[device] = torch.zeros(max(n, 8192), dtype=torch.int32, device=device)
+    return c
 
 
 def _launch(x2, p, out, M, N, K, NG, gps, splits, BM, BN, warps, stages):
     s_sn = p.scale.stride(0) if p.fmt == "int4" else 0
-    s_ok = out.stride(0) if out.dim() == 3 else 0
-    s_om = out.stride(-2)
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), splits)
-    _qmm_kernel[grid](x2, p.data, p.scale, p.zero if p.zero is not None else p.scale, out, M, N, K, x2.stride(0),
-                      p.data.stride(0), s_sn, s_om, s_ok, gps, NG, FMT=_FMT[p.fmt], HAS_ZERO=p.zero is not None, G=GROUP,
-                      BM=BM, BN=BN, num_warps=warps, num_stages=stages)  # fmt: skip
+    part = torch.empty(splits, M, N, dtype=torch.float32, device=x2.device) if splits > 1 else out
+    count = _counters(x2.device, grid[0] * grid[1])
+    _qmm_kernel[grid](x2, p.data, p.scale, p.zero if p.zero is not None else p.scale, out, part, count, M, N, K,
+                      x2.stride(0), p.data.stride(0), s_sn, out.stride(0), gps, NG, splits, FMT=_FMT[p.fmt],
+                      HAS_ZERO=p.zero is not None, G=GROUP, BM=BM, BN=BN, num_warps=warps, num_stages=stages)  # fmt: skip
 
 
 def _splits(N: int, BN: int, NG: int, per_sm: int, sms: int) -> int:
@@ -176,7 +200,21 @@ def _tune(x2, p, NG) -> tuple:
     cands = list(dict.fromkeys(cands))
     if interpreting() or x2.device.type != "cuda":
         return cands[0]
-    from triton.testing import do_bench
+    from triton.testing import do_bench_cudagraph
 
-    times = [(do_bench(lambda c=c: _decode(x2, p, NG, *c), warmup=5, rep=20), c) for c in cands]
-    return min(times)[1]
+    # graph replays, as decode runs (a Python launch costs more than a small GEMV); a weight that fits in the L2 is
+    # rotated among copies, so that the tiling is chosen for bytes streamed from memory
+    copies = [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
+    ref = _decode(x2, p, NG, 64, 1, 4, 2).float()  # no K split: no cross-program reduction
+    times = []
+    for c in cands:  # compile outside the timed graphs, and keep only tilings that reproduce the unsplit result
+        got = _decode(x2, p, NG, *c).float()
+        if not torch.isfinite(got).all() or (got - ref).norm() > 1e-2 * ref.norm():
+            continue
+        fn = lambda c=c: [_decode(x2, q, NG, *c) for q in copies]  # noqa: E731
+        times.append((do_bench_cudagraph(fn, rep=20), c))
+    return min(times)[1] if times else (64, 1, 4, 2)
+
+
+def _copy(p: PackedWeight) -> PackedWeight:
+    return PackedWeight(p.fmt, p.data.clone(), p.scale.clone(), None if p.zero is None else p.zero.clone(), p.in_features)

@@ -3,6 +3,8 @@ plan's packed sizes and per-format contexts, GPTQ against round-to-nearest, and 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -99,3 +101,27 @@ def test_settings_carry_quantize():
     from sala_report.app.settings import ModelSettings
 
     assert ModelSettings().quantize == "auto"
+
+
+@pytest.mark.parametrize("method", ["clip", "gptq"])
+def test_offline_methods_write_a_checkpoint_the_loader_reads(method, checkpoint, tmp_path):
+    from sala_report.model.quantize import quantize_offline
+
+    folder = checkpoint("sala")
+    lm = load_model(folder, device="cpu", dtype=torch.float32)
+    ref = load_model(folder, device="cpu", dtype=torch.float32)
+    calib = [torch.randint(0, 128, (1, 200), generator=torch.Generator().manual_seed(5))]
+    quantize_offline(lm, calib, method)
+    back = load_model(quant_checkpoint.save(lm, tmp_path / method, method=method), device="cpu")
+    ids = torch.randint(0, 128, (1, 30), generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        assert torch.equal(back(ids), lm(ids)) and _rel(back(ids), ref(ids)) < 0.3
+    assert json.loads((tmp_path / method / "quantization.json").read_text())["method"] == method
+
+
+def test_quantize_command_reports_a_missing_calibration_text(tmp_path, capsys):
+    from sala_report.model.quantize import main
+
+    assert main(["smollm2-135m", str(tmp_path / "out"), "--calib", str(tmp_path / "absent.txt")]) == 2
+    assert "cannot read the calibration text" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
