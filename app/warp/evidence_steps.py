@@ -167,10 +167,10 @@ def choose_sentences(ctx: StepContext, loc: Located) -> StepOutcome:
     low = min(SENTENCES[0], high)
 
     def constraint(prompt: Prompt) -> Constraint:
-        text = one_line(prompt.user)
-        offered = [c.cited for c in choices if c.text in text and c.key in {e.key for e in prompt.evidence}]
-        return sentences_constraint(offered or [c.cited for c in choices], min(low, len(offered) or low), high,
-                                    lead_chars=LEAD_CHARS)  # fmt: skip
+        """Only sentences the prompt still shows (fitting it may drop or shorten passages)."""
+        text, shown = one_line(prompt.user), {e.key for e in prompt.evidence}
+        offered = [c.cited for c in choices if c.text in text and c.key in shown] or [c.cited for c in choices]
+        return sentences_constraint(offered, min(low, len(offered)), high, lead_chars=LEAD_CHARS)
 
     budget = _tokens(ctx, [c.cited for c in choices], high) + LEAD_CHARS // 3 + 32
     prompt, result = _ask(ctx, "write_evidence.jinja", constraint, budget, entries=entries,
