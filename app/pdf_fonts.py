@@ -286,15 +286,3 @@ def _describe_missing(chars: set[str]) -> list[MissingFont]:
         by_script.setdefault(match, []).append(c)
     return [MissingFont(s, "".join(cs[:8]), f, h) for (s, f, h), cs in by_script.items()]
 
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the PDF engine and font packages (for `sala-report doctor`)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {}
-    for dist in ("typst", "fontpkg-noto-sans", "fontpkg-almarai", "manimgx-fonts", "noto-cjk-sans-otc"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
