@@ -189,12 +189,13 @@ def choose_sentences(ctx: StepContext, loc: Located) -> StepOutcome:
 
 
 def _subtopics(ctx: StepContext, loc: Located, taken: list[str]) -> list[Heading]:
-    """Headings of the passages a section cites, then of passages sharing words with its title."""
+    """Headings of the passages a section cites, then of other passages of the same documents: the
+    section's own sources say what its parts are."""
     from sala_report.app.warp.citations import cited_keys
 
     cited = [e for e in (ctx.registry.get(k) for k in cited_keys(loc.node.content or "")) if e is not None]
-    words = content_words(loc.node.title)
-    near = [e for e in ctx.registry.entries.values() if e not in cited and content_words(e.text[:400]) & words]
+    sources = {e.source_id for e in cited}
+    near = [e for e in ctx.registry.entries.values() if e not in cited and e.source_id in sources]
     limits = _limits(ctx)
     return heading_choices(cited + near, question=ctx.question, taken=taken, title_chars=limits.title_chars,
                            plan_chars=limits.plan_chars, documents=False, topic=loc.node.title)[:HEADING_CHOICES]  # fmt: skip
