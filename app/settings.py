@@ -132,9 +132,13 @@ class WarpSettings:
     thought_chars: int = 600  # longest <thought> the grammar allows
     support_threshold: float = 0.25  # cited sentences sharing fewer of their words with the passage are flagged
     constrained: bool = True  # constrain every answer to the action grammar
-    # "full": the released prompts; "compact": short ones for tiny models that copy instruction text;
-    # "auto": compact for in-process models under 1B parameters (the embedded default), full otherwise
-    prompt_style: Literal["auto", "full", "compact"] = "auto"
+    # "full": our own prompts; "compact": short ones for tiny models that copy instruction text; "agentcpm": the
+    # released pipeline's structure for AgentCPM-Report; "auto": agentcpm for AgentCPM-Report (by its name or
+    # path), compact for in-process models under 1B parameters (the embedded default), full otherwise
+    prompt_style: Literal["auto", "full", "compact", "agentcpm"] = "auto"
+    # A folder with your copies of the released surveycpm_*.jinja templates: rendered instead, as the released
+    # pipeline renders them ("" : the built-in prompts)
+    prompt_dir: str = ""
     no_repeat_ngram: int = 4  # compact prompts: no answer repeats a run of this many tokens or copies the prompt's (0: off, else >= 3)
     # "evidence": answers are chosen from the documents (verbatim sentences, their headings); "generate": the model
     # writes; "auto": evidence for in-process models under 1B parameters when prompt_style is "auto"

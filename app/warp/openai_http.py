@@ -144,7 +144,9 @@ class OpenAIGenerator:
     def _body(self, request: GenRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model or self.server().entry["id"],
-            "messages": [{"role": "system", "content": request.system}, {"role": "user", "content": request.prompt}],
+            # No system turn when there is no system prompt (AgentCPM-Report's pipeline sends none)
+            "messages": ([{"role": "system", "content": request.system}] if request.system else [])
+                        + [{"role": "user", "content": request.prompt}],
             "stream": self.stream,
             **({"stream_options": {"include_usage": True}} if self.stream else {}),
             "max_tokens": request.max_tokens,

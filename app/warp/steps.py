@@ -15,6 +15,8 @@ from sala_report.app.warp.actions import ActionError, ExtendPlan, InitPlan, Writ
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry, check_support, citation_count, render_cites
 from sala_report.app.warp.generator import GenRequest, GenResult, Generator
 from sala_report.app.warp.grammar import (
+    OPEN,
+    STRICT,
     Constraint,
     extend_constraint,
     init_plan_constraint,
@@ -23,13 +25,24 @@ from sala_report.app.warp.grammar import (
     write_constraint,
 )
 from sala_report.app.warp.phases import Budget, RunState, moved_to, next_to_write
-from sala_report.app.warp.prompts import STYLES, Prompt, fit, instruction_text, render, template
+from sala_report.app.warp.prompts import (
+    STYLES,
+    Prompt,
+    auto_style,
+    fit,
+    instruction_text,
+    released,
+    render,
+    template,
+    user_style,
+)
 from sala_report.app.warp.state import Located, Node, Outline, deepen_requests, expandable, find, walk
 from sala_report.app.warp.store import StepRecord
 from sala_report.app.warp.validate import Limits, validate_extend, validate_init_plan, validate_search, validate_write
 
 
 RETRY_TEMPERATURE = 0.8
+AGENTCPM_THOUGHT_CHARS = 6000  # about its whole 2,048-token answer budget
 
 
 class Cancelled(Exception):
@@ -84,8 +97,10 @@ def prompt_style(ctx: StepContext) -> str:
     if s.no_repeat_ngram < 0 or s.no_repeat_ngram in (1, 2):
         raise ConfigError(f"warp.no_repeat_ngram is {s.no_repeat_ngram}",
                           hint="Use 0 (off) or 3 and more: shorter runs repeat in normal prose.")  # fmt: skip
+    if s.prompt_dir:
+        return user_style(s.prompt_dir)
     if s.prompt_style == "auto":
-        return "compact" if getattr(ctx.generator, "small_model", False) else "full"
+        return auto_style(ctx.generator)
     if s.prompt_style not in STYLES:
         raise ConfigError(f"warp.prompt_style is '{s.prompt_style}'", hint=f"Use auto, {', '.join(STYLES)}.")
     return s.prompt_style
@@ -105,6 +120,8 @@ def writing(ctx: StepContext) -> str:
 def step_limits(ctx: StepContext, style: str, kind: str) -> Limits:
     """With compact prompts a small model gets no room to think: it would only copy text into its thought,
     which its action then repeats. Before an outline its thought is the list of topics (grammar.py)."""
+    if released(style):  # AgentCPM-Report reasons at length before it acts (the released validator sets no cap)
+        return replace(ctx.limits, thought_chars=max(ctx.limits.thought_chars, AGENTCPM_THOUGHT_CHARS))
     if style != "compact":
         return ctx.limits
     return replace(ctx.limits, thought_chars=topic_list_chars(ctx.limits) if kind == "init-plan" else 1)
@@ -299,7 +316,8 @@ def write_step(ctx: StepContext) -> StepOutcome:
                       title=loc.node.title, plan=loc.node.plan, evidence=evidence, keys=[e.key for e in shown],
                       max_citations=limits.max_citations, feedback=ctx.run.feedback)  # fmt: skip
 
-    prompt, result = _ask(ctx, build, lambda p: write_constraint(limits, [e.key for e in p.evidence]),
+    grammar = OPEN if released(style) else STRICT
+    prompt, result = _ask(ctx, build, lambda p: write_constraint(limits, [e.key for e in p.evidence], style=grammar),
                           entries=entries, keep_full=keep, closers=_write_closers, limits=limits, style=style,
                           values=(ctx.question, loc.node.title, loc.node.plan), prose=True)  # fmt: skip
     try:

@@ -21,7 +21,7 @@ SEARCH_ANSWER = '<thought>look</thought>\n<action>{"name": "search", "keywords":
 
 
 def policy_answer(body: dict) -> str:
-    request = SimpleNamespace(prompt=body["messages"][1]["content"])
+    request = SimpleNamespace(prompt=body["messages"][-1]["content"])
     return Policy(expands=0)(kind_of(request), request)
 
 
