@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import click
 
 from sala_report.app.errors import EXIT_PARTIAL, SalaError, UsageError
+from sala_report.app.runs import domain_filter, web_search_config
 from sala_report.app.settings import Settings
 from sala_report.retrieval import (
     FetchConfig,
@@ -28,8 +29,13 @@ from sala_report.retrieval.errors import RetrievalError
 SKIPPED_SHOWN = 20  # skipped files listed by name; the rest are counted (--json lists all)
 
 
-def open_store(settings: Settings) -> Store:
-    return Store.open(settings.paths.store_path)
+def open_store(settings: Settings, *, for_reading: bool = False) -> Store:
+    """The source store; `for_reading` opens an existing one read-only where it cannot be written (a read-only
+    file, folder or disk), so listing, showing and offline search still work there."""
+    path = settings.paths.store_path
+    if for_reading and path.is_file():
+        return Store.open_for_reading(path)
+    return Store.open(path)
 
 
 def fetch_config(settings: Settings, allow_private_addresses: bool = False) -> FetchConfig:
@@ -46,6 +52,7 @@ def document_config(settings: Settings, follow_links_outside: bool = False) -> D
 
 
 def search_config(settings: Settings) -> SearchConfig:
+    """The search settings that every engine shares; `runs.web_search_config` adds the API engines' addresses and keys."""
     s = settings.search
     return SearchConfig(
         engines=tuple(s.engines), region=s.region, safesearch=s.safesearch, timelimit=s.timelimit,
@@ -132,11 +139,11 @@ def _add_url(store: Store, url: str, config: FetchConfig, as_json: bool) -> None
 def search(ctx: click.Context, query: str, k: int, web: bool, allow_private_addresses: bool, as_json: bool) -> None:
     """Find passages about QUERY in the stored sources (offline), or on the web with --web."""
     settings = ctx.obj.settings
-    with open_store(settings) as store:
+    with open_store(settings, for_reading=not web) as store:
         if web:
             retriever = Retriever(
-                store, search=WebSearch(search_config(settings), store=store),
-                fetcher=Fetcher(fetch_config(settings, allow_private_addresses)),
+                store, search=WebSearch(web_search_config(settings), store=store),
+                fetcher=Fetcher(fetch_config(settings, allow_private_addresses)), domains=domain_filter(settings),
             )
             result = retriever.gather([query], k)
             passages, degraded = result.passages, result.degraded
@@ -162,7 +169,7 @@ def search(ctx: click.Context, query: str, k: int, web: bool, allow_private_addr
 def list_sources(ctx: click.Context, as_json: bool) -> None:
     """List stored sources, one a line: id, kind, chunk count (or the status when not readable: empty,
     failed, deleted), title and location."""
-    with open_store(ctx.obj.settings) as store:
+    with open_store(ctx.obj.settings, for_reading=True) as store:
         rows = store.sources(with_text=False)
     payload = {"sources": [_source_json(s) for s in rows]}
     _emit(payload, as_json, lambda: [_source_line(s) for s in rows] or ["No sources stored yet."])
@@ -174,7 +181,7 @@ def list_sources(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, source_id: int, as_json: bool) -> None:
     """Show one stored source with its metadata and extracted text."""
-    with open_store(ctx.obj.settings) as store:
+    with open_store(ctx.obj.settings, for_reading=True) as store:
         source = store.source(source_id)
     if source is None:
         raise UsageError(f"no source with id {source_id}", hint="`sala-report sources list` shows the ids.")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
+from read_only import read_only, run_without_write_access  # noqa: F401 (a fixture)
 
 from sala_report.app.cli import _register_commands, cli, main
 
@@ -132,3 +137,90 @@ def test_list_help_describes_the_columns_it_prints(run, tmp_path, capsys):
     assert " file 1 chunks — Alpha — " in lines[0] and " file empty — b.md — " in lines[1]
     help_text = " ".join(run("sources", "list", "--help").output.split())
     assert "chunk count (or the status when not readable" in help_text
+
+
+class SearxngHandler(BaseHTTPRequestHandler):
+    """A SearXNG instance's JSON answer: the results lead to the loopback fixture servers' pages."""
+
+    results: list[dict] = []
+    queries: list[str] = []
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        parts = urlsplit(self.path)
+        self.queries.append(parts.path + "?" + parts.query)
+        body = json.dumps({"query": "q", "number_of_results": 0, "results": self.results, "answers": [],
+                           "suggestions": [], "unresponsive_engines": []}).encode()
+        self.send_response(200 if parts.path == "/search" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_web_search_uses_the_searxng_address_and_the_domain_filter_from_the_settings(
+        run, server, public_server, monkeypatch):
+    SearxngHandler.results = [
+        {"url": f"{public_server.base}/notes.md", "title": "Field notes", "content": "Owls.", "engine": "brave"},
+        {"url": f"{server.base}/article", "title": "Urban foxes", "content": "Foxes at night.", "engine": "brave"},
+    ]
+    searxng = ThreadingHTTPServer(("127.0.0.1", 0), SearxngHandler)
+    threading.Thread(target=searxng.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setenv("SALA_REPORT_SEARCH__ENGINES", "searxng")
+    monkeypatch.setenv("SALA_REPORT_SEARCH__SEARXNG_URL", f"http://127.0.0.1:{searxng.server_address[1]}")
+    monkeypatch.setenv("SALA_REPORT_SEARCH__EXCLUDE_DOMAINS", "127.0.0.2")
+    public_server.hits.clear()
+    try:
+        result = run("sources", "search", "fox foraging corridors", "--web", "--allow-private-addresses", "--json")
+    finally:
+        searxng.shutdown()
+        searxng.server_close()
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found["degraded"] is None and any(q.startswith("/search?") for q in SearxngHandler.queries)
+    assert found["passages"][0]["location"] == server.base + "/article"
+    assert public_server.hits == []  # excluded by search.exclude_domains: never fetched
+    listed = json.loads(run("sources", "list", "--json").output)["sources"]
+    assert [s["location"] for s in listed] == [server.base + "/article"]
+
+
+# Each command line through the CLI's entry point, in one child that cannot override file modes; prints
+# [{"code", "out", "err"}] as JSON. A traceback would end the child and fail the test.
+RUN_ALL = """
+import contextlib, io, json, sys
+from sala_report.app.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    results.append({"code": code, "out": out.getvalue(), "err": err.getvalue()})
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_read_only_store_still_lists_shows_and_searches_and_refuses_adding(run, tmp_path, read_only, what):
+    data = Path(os.environ["SALA_REPORT_HOME"])
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "owls.md").write_text("# Barn owls\n\nBarn owls nest in the old hay loft.\n", encoding="utf-8")
+    assert run("sources", "add", str(docs)).exit_code == 0
+    store = data / "sala.db"
+    assert sorted(p.name for p in data.iterdir()) == ["sala.db"]  # closed: the WAL is folded in
+    before = store.read_bytes()
+    read_only(data if what == "folder" else store)
+    argv = [["--data-dir", str(data), *args] for args in (
+        ["sources", "list", "--json"], ["sources", "show", "1", "--json"], ["sources", "search", "owls nest", "--json"],
+        ["sources", "add", str(docs)])]
+    child = run_without_write_access([sys.executable, "-c", RUN_ALL, json.dumps(argv)])
+    assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr
+    listed, shown, found, added = json.loads(child.stdout)
+    assert listed["code"] == 0 and [s["title"] for s in json.loads(listed["out"])["sources"]] == ["Barn owls"], listed
+    assert shown["code"] == 0 and "hay loft" in json.loads(shown["out"])["text"], shown
+    assert found["code"] == 0 and json.loads(found["out"])["passages"][0]["title"] == "Barn owls", found
+    assert added["code"] == 1 and "Traceback" not in added["err"], added
+    assert "Error: Read-only data folder" in added["err"], added
+    assert store.read_bytes() == before
