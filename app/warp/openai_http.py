@@ -75,7 +75,8 @@ class OpenAIGenerator:
             info = self.server()
         except BackendUnavailable:
             return self._label
-        return f"{self._label} ({info.describe(self.mode)})"
+        served = self.model or info.entry.get("id") or "served model"
+        return f"{served} at {self.base_url} ({info.describe(self.mode)})"
 
     def server(self) -> ServerInfo:
         """What the server is, probed once."""

@@ -129,3 +129,45 @@ def test_agentcpm_report_is_recognised_by_name():
 def test_jinja_default_drops_one_trailing_newline():
     """The fact the expected strings rest on (jinja2.Template's default keep_trailing_newline=False)."""
     assert jinja2.Template("a\n").render() == "a" and jinja2.Template("a\n\n").render() == "a\n"
+
+
+def agentcpm_answer(body: dict) -> str:
+    """A stand-in for AgentCPM-Report behind vLLM: reads our agentcpm prompts (bibkey blocks, released
+    outline lines) and answers in the trained format, with a space after <action> and "COP < 2" in prose."""
+    import json
+    import re
+
+    prompt = body["messages"][-1]["content"]
+    if prompt.startswith("You are the Searcher"):
+        return '<thought>find it</thought>\n<action>{"name": "search", "keywords": ["solar power"]}</action>'
+    if "first outline" in prompt:
+        sections = [{"title": t, "plan": f"What {t.lower()} covers"} for t in ("Solar power", "Storage", "Policy")]
+        return "<thought>three parts</thought>\n<action>" + json.dumps(
+            {"name": "init-plan", "title": "Solar today", "sections": sections}) + "</action>"
+    if prompt.startswith("You are the Writer"):
+        key = re.findall(r"^bibkey:(textid\d+)$", prompt, re.M)[0]
+        return (f"<thought>cite {key}</thought>\n<action> Solar panels now reach a COP < 2 equivalent in winter "
+                f"tests, and modules got much cheaper over the decade \\cite{{{key}}}.</action>")
+    return '<thought>deep enough</thought>\n<action>{"name": "nop"}</action>'
+
+
+def test_agentcpm_report_behind_vllm_runs_in_its_own_format(corpus):
+    from fake_openai import FakeOpenAI
+    from warp_fakes import check_report, settings
+
+    from sala_report.app.warp import Engine
+    from sala_report.app.warp.openai_http import OpenAIGenerator
+
+    store, retriever, ids = corpus
+    with FakeOpenAI(agentcpm_answer, flavour="vllm", model="openbmb/AgentCPM-Report", context=32768) as fake:
+        gen = OpenAIGenerator(fake.url, sleep=lambda s: None)
+        engine = Engine.start(store, gen, retriever, settings(context_tokens=0, max_expands=1), "How is solar changing?",
+                              docs_source_ids=ids)  # fmt: skip
+        result = engine.run()
+    assert result.status == "done", result
+    assert all(m["role"] == "user" for body in fake.bodies for m in body["messages"])  # no system prompt
+    writes = [b for b in fake.bodies if b["messages"][-1]["content"].startswith("You are the Writer")]
+    assert writes and all("\nbibkey:textid" in b["messages"][-1]["content"] for b in writes)
+    assert "# Section-1 [Solar power]: [OK] Solar panels" in writes[-1]["messages"][-1]["content"]
+    markdown = check_report(store, result.session_id)
+    assert "COP < 2" in markdown and "[1]" in markdown
