@@ -245,7 +245,7 @@ def _pdf(settings: Settings, online: bool) -> list[Check]:
 def _data_dir(settings: Settings, online: bool) -> list[Check]:
     data = settings.paths.data_dir
     try:
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)  # sources, questions and reports are private
         with tempfile.NamedTemporaryFile(dir=data, prefix=".doctor-"):
             pass
     except OSError as e:
