@@ -36,7 +36,7 @@ def export_report(markdown: str, fmt: str, out: Path, *, summary: dict[str, Any]
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     if fmt == "pdf":
-        from sala_report.app.pdf import write_pdf  # fpdf2 and fontTools load only when a PDF is asked for
+        from sala_report.app.pdf import write_pdf  # typst (a large native module) loads only when a PDF is asked for
 
         result = write_pdf(markdown, out)
         return Exported(out, fmt, tuple(result.warnings))

@@ -26,8 +26,8 @@ through to subscribers as they happen, unjournaled.
 Edits (`edits.*`, naming nodes by the stable `id` that events carry): AddSection, RenameSection,
 DeleteSection, MoveSection, LockSection (never written, rewritten or expanded), DeepenSection
 (expanded at the next decision), RewriteSection (searched and written again). An edit that cannot
-apply yields EditRejected and changes nothing. Edits queued but not yet applied when the process
-dies are lost; applied ones are in the checkpoint.
+apply yields EditRejected and changes nothing. An edit is stored when it is submitted, so one not yet
+applied when the process dies is applied by the resumed run; applied ones are in the checkpoint.
 
 Generators (`generator.Generator` protocol): LocalGenerator (model/, in-process, grammar through the
 logits hook) and openai_http.OpenAIGenerator (vLLM / SGLang).
