@@ -33,7 +33,6 @@ class PathSettings:
     """Where state lives. `data_dir` holds the SQLite store and reports; `SALA_REPORT_HOME` moves it."""
 
     data_dir: Path = field(default_factory=lambda: PlatformDirs(APP_NAME).user_data_path)
-    cache_dir: Path = field(default_factory=lambda: PlatformDirs(APP_NAME).user_cache_path)
     log_dir: Path = field(default_factory=lambda: PlatformDirs(APP_NAME).user_log_path)
 
     @property
