@@ -52,7 +52,7 @@ def document_config(settings: Settings, follow_links_outside: bool = False) -> D
 
 
 def search_config(settings: Settings) -> SearchConfig:
-    """The search settings that every engine shares; `runs.web_search_config` adds the API engines' addresses and keys."""
+    """The search settings all engines share; `runs.web_search_config` adds the API engines' addresses and keys."""
     s = settings.search
     return SearchConfig(
         engines=tuple(s.engines), region=s.region, safesearch=s.safesearch, timelimit=s.timelimit,
