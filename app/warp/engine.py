@@ -24,7 +24,7 @@ from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, fr
 from sala_report.app.warp.generator import Generator
 from sala_report.app.warp.phases import Budget, RunState, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
-from sala_report.app.warp.report import numbering
+from sala_report.app.warp.report import mark_weak, numbering, weak_pairs
 from sala_report.app.warp.citations import render_cites
 from sala_report.app.warp.state import find, is_complete, walk
 from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome
@@ -293,11 +293,13 @@ class Engine:
             self._emit(event)
 
     def _numbered(self, outcome: StepOutcome) -> list:
-        """The step's events with each written section cited as the exported report numbers it after this step
-        (one numbering on every screen), and its raw text, so a front end can renumber it later."""
+        """The step's events with each written section cited as the exported report shows it after this step (its
+        numbers, weak citations marked): one numbering on every screen. The text with its keys goes along, so
+        a front end can renumber it when later steps or edits do."""
         registry = type(self.registry)([*self.registry.entries.values(), *outcome.new_entries])
         numbers, _ = numbering(outcome.outline, registry)
-        drafts = dict(outcome.drafts)
+        weak = weak_pairs((node_id, check) for node_id, checks in outcome.citations.items() for check in checks)
+        drafts = {node_id: mark_weak(text, weak.get(node_id, frozenset())) for node_id, text in outcome.drafts}
         return [dataclasses.replace(e, markdown=render_cites(drafts[e.node_id], numbers), content=drafts[e.node_id])
                 if isinstance(e, ev.SectionWritten) and e.node_id in drafts else e for e in outcome.events]
 

@@ -121,8 +121,9 @@ class OutlineChanged:
 
 @dataclass(frozen=True)
 class SectionWritten:
-    """`markdown` cites [n] as the exported report numbers its sources after this step; `content` is the
-    stored text with its `\\cite{textidN}` keys (later steps and edits can renumber: see ReferencesChanged)."""
+    """`markdown` is the section as the exported report shows it after this step ([n] numbers, weak citations
+    marked); `content` the same text with its `\\cite{textidN}` keys (later steps and edits can renumber: see
+    ReferencesChanged)."""
 
     session_id: str
     step: int

@@ -144,15 +144,21 @@ async def test_one_citation_numbering_everywhere_the_exports(tmp_path, request_f
             held.set()
             hold.wait(timeout=30)
 
+    start = services.start
+
+    def start_and_hold(request):  # subscribed before the engine runs
+        engine = start(request)
+        engine.subscribe(hold_after_the_last_planned_section)
+        return engine
+
+    services.start = start_and_hold
     app = SalaApp(services, run=request_for)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
-        await until(pilot, lambda: screen.engine is not None, what="the engine")
-        screen.engine.subscribe(hold_after_the_last_planned_section)
         await until(pilot, held.is_set, what="the third section")
         await pilot.pause(0.2)
         report = services.report_markdown(screen.session_id)  # the export as it stands now
-        section = re.search(r"(?ms)^## 3 Policy\n\n(.*?)(?=\n\n#|\Z)", report).group(1)
+        section = re.search(r"(?ms)^## 3 Policy\n\n(.*?)(?=\n\n#|\n\n\*⚑|\Z)", report).group(1)
         assert "[" in section
         assert screen.query_one("#draft-body", Markdown).source == section  # the draft pane, as exported
         references = dict(re.findall(r"(?m)^\[(\d+)\] .* — .*/([^/\n]+)$", report))  # n -> file name
@@ -163,7 +169,9 @@ async def test_one_citation_numbering_everywhere_the_exports(tmp_path, request_f
         assert "textid" not in log and re.search(r"weak support for \[\d+\] in 2 Storage", log), log
         flagged_n = re.search(r"weak support for \[(\d+)\]", log).group(1)
         storage = re.search(r"(?ms)^## 2 Storage\n\n(.*?)\n\n#", report).group(1)
-        assert storage.startswith(f"Kittens nap quietly beside warm windows [{flagged_n}].")
+        assert storage.startswith(f"Kittens nap quietly beside warm windows [{flagged_n}]⚑.")
+        shown = next(e.markdown for e in services.seen if isinstance(e, events.SectionWritten) and e.position == "section-2")
+        assert shown == storage  # as the draft pane showed it when it was written, weak mark and all
         hold.set()
         await until(pilot, lambda: services.count(events.Finished) == 1, what="the end of the run")
 
