@@ -90,11 +90,13 @@ class SalaApp(App):
         yield SystemCommand("Help: keys", "Every key binding and how to change it", self.action_help)
         yield SystemCommand("New research", "Ask a new question", self.action_new_research)
         yield SystemCommand("Sessions", "Read or resume a past run", self.action_show_sessions)
-        if isinstance(screen, ResearchScreen) and screen.check_action("toggle_pause", ()):
+        if not isinstance(screen, ResearchScreen):
+            return
+        if screen.check_action("toggle_pause", ()):  # only while the run can still pause or stop
             yield SystemCommand("Pause or resume the run", "Stops the step in progress; it is done again on resume",
                                 screen.action_toggle_pause)
             yield SystemCommand("Cancel the run", "Stops the step in progress; every finished step is saved",
                                 screen.action_cancel_run)
-            yield SystemCommand("Show the whole report / the section being written", "Toggle the draft pane",
-                                screen.action_toggle_report)  # fmt: skip
-            yield SystemCommand("Export the report", "PDF, HTML, Markdown or JSON", screen.action_export)
+        yield SystemCommand("Show the whole report / the section being written", "Toggle the draft pane",
+                            screen.action_toggle_report)
+        yield SystemCommand("Export the report", "PDF, HTML, Markdown or JSON", screen.action_export)

@@ -96,6 +96,8 @@ async def test_pause_stops_the_step_at_once_and_the_screen_follows_the_engine(tm
         await pilot.pause(1.2)
         assert status(screen).elapsed_s == ended and status(screen).tokens_per_s is None
         assert not {"toggle_pause", "cancel_run"} & offered(app)  # nothing left to pause or cancel
+        palette = [c.title for c in app.get_system_commands(screen)]
+        assert "Export the report" in palette and not any("Pause" in t or "Cancel" in t for t in palette)
         await pilot.press("p")
         await pilot.press("escape")
         await pilot.pause(0.1)
