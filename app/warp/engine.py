@@ -20,12 +20,12 @@ from typing import Any, Callable
 from sala_report.app.errors import SalaError, UsageError, storage_failure
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
+from sala_report.app.warp.citations import render_cites
 from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
 from sala_report.app.warp.generator import Generator
 from sala_report.app.warp.phases import Budget, RunState, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
 from sala_report.app.warp.report import mark_weak, numbering, weak_pairs
-from sala_report.app.warp.citations import render_cites
 from sala_report.app.warp.state import find, is_complete, walk
 from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome
 from sala_report.app.warp.store import Commit, WarpStore
