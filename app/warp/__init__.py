@@ -9,7 +9,7 @@ Headless: the CLI and the TUI are front ends. The whole API a front end needs:
 
     # from any thread, while run() works:
     engine.submit(edits.RenameSection(node_id, title="..."))   # applied between steps, journaled
-    engine.pause(); engine.resume_run(); engine.cancel()       # cancel abandons the step in flight
+    engine.pause(); engine.resume_run(); engine.cancel()       # both abandon the step in flight (redone on resume)
 
     render_markdown(store, session_id) -> str     # the report now (partial while running)
     session_summary(store, session_id) -> dict    # JSON-able: question, status, outline, sections,
@@ -18,8 +18,10 @@ Headless: the CLI and the TUI are front ends. The whole API a front end needs:
 
 Events (`events.*`, frozen dataclasses): RunStarted, StepStarted, TokenDelta, ActionRejected,
 SearchFinished, SourceAdded, OutlineChanged (with an OutlineView), SectionWritten, SectionSkipped,
-CitationFlagged, EditApplied, EditRejected, Paused, Unpaused, Checkpointed, Finished, Failed.
-Every event but TokenDelta is journaled, and delivered only after its step is committed. Retrieval's
+CitationFlagged, EditApplied, EditRejected, Paused, Unpaused, ReferencesChanged (the export's [n] numbers),
+Checkpointed, Finished, Failed. What a step or an edit causes is journaled and delivered only after it is
+committed; RunStarted (with a resumed session's outline, sources and budget), Paused, Unpaused,
+ReferencesChanged and TokenDelta are not journaled. Retrieval's
 own progress events (sala_report.retrieval: SearchDone, FetchStarted, SourceStored, ...) are passed
 through to subscribers as they happen, unjournaled.
 
