@@ -239,7 +239,7 @@ def consumer_run(config: ModelConfig, fmt: str | None, free_gb: int, s: QuantBen
     _free()
     free, _ = torch.cuda.mem_get_info()
     filler = torch.empty(max(0, free - free_gb * 2**30), dtype=torch.uint8, device="cuda")
-    row: dict = {"free_GB": free_gb, "format": fmt or "bf16"}
+    row: dict = {"free_GB": free_gb, "format": fmt or "bf16", "filler_GB": round(filler.numel() / GB, 2)}
     try:
         plan_ctx = format_contexts(config, free_cuda_bytes("cuda"), max_new_tokens=s.new_tokens, formats=[fmt])[fmt]
         n = min(plan_ctx // 1024 * 1024, s.consumer_cap)
@@ -253,7 +253,7 @@ def consumer_run(config: ModelConfig, fmt: str | None, free_gb: int, s: QuantBen
         tok = rt.prefill(torch.randint(0, config.vocab_size, (1, n), device="cuda")).argmax(-1)
         row |= {"context": n, "ttft_s": round(_sync_time() - t, 2)}
         row["decode"] = _decode_run(rt, tok, s.new_tokens - 2)
-        row["peak_GB"] = round(torch.cuda.max_memory_allocated() / GB, 2)
+        row["peak_GB"] = round((torch.cuda.max_memory_allocated() - filler.numel()) / GB, 2)  # ours, filler excluded
         del rt, lm
     except (torch.OutOfMemoryError, ModelError) as e:
         row["error"] = str(e)[:300]
