@@ -157,7 +157,7 @@ async def test_one_citation_numbering_everywhere_the_exports(tmp_path, request_f
     app = SalaApp(services, run=request_for)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
-        await until(pilot, held.is_set, what="the third section")
+        await until(pilot, held.is_set, timeout=90, what="the third section")
         await pilot.pause(0.2)
         report = services.report_markdown(screen.session_id)  # the export as it stands now
         section = re.search(r"(?ms)^## 3 Policy\n\n(.*?)(?=\n\n#|\n\n\*⚑|\Z)", report).group(1)
