@@ -30,6 +30,7 @@ DOCS = {
 SETTINGS = {
     "TEMPERATURE": "0", "MAX_TOKENS": "160", "THOUGHT_CHARS": "60", "MAX_SECTIONS": "3", "MAX_EXPANDS": "1",
     "MAX_RETRIES": "2", "PASSAGES_FOR_PLAN": "3", "PASSAGES_PER_SEARCH": "2", "PASSAGE_CHARS": "250",
+    "WRITING": "generate",  # the model writing in its own words; evidence mode: test_evidence_e2e.py
 }  # fmt: skip
 
 
