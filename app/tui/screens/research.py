@@ -18,7 +18,7 @@ from sala_report.app.errors import SalaError
 from sala_report.app.export import default_filename
 from sala_report.app.tui import keys
 from sala_report.app.tui.outline_state import OutlineState
-from sala_report.app.tui.screens.dialogs import ExportDialog
+from sala_report.app.tui.screens.dialogs import ConfirmDialog, ExportDialog, TextDialog
 from sala_report.app.tui.services import RunRequest, Services
 from sala_report.app.tui.widgets.activity_log import ActivityLog
 from sala_report.app.tui.widgets.draft_view import DraftView
@@ -315,6 +315,22 @@ class ResearchScreen(Screen):
         seconds = self.services.clock() - self._step_started_at
         rate = self._step_deltas / seconds if self._step_deltas and seconds >= 1.0 else None
         self.query_one(StatusLine).change(elapsed_s=self.elapsed, tokens_per_s=rate)
+
+    @on(OutlineTree.TitleWanted)
+    def ask_title(self, message: OutlineTree.TitleWanted) -> None:
+        def answered(title: str | None) -> None:
+            if title and title.strip():
+                message.then(title.strip())
+
+        self.app.push_screen(TextDialog(message.prompt, value=message.value), answered)
+
+    @on(OutlineTree.ConfirmWanted)
+    def ask_confirm(self, message: OutlineTree.ConfirmWanted) -> None:
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                message.then()
+
+        self.app.push_screen(ConfirmDialog(message.question), confirmed)
 
     @on(OutlineTree.EditsRequested)
     def submit_edits(self, message: OutlineTree.EditsRequested) -> None:

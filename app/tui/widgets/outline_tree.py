@@ -6,7 +6,7 @@ engine's events say they were applied (or refused)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Callable
 
 from rich.text import Text
 from textual.message import Message
@@ -14,7 +14,6 @@ from textual.widgets import Tree
 
 from sala_report.app.tui import keys
 from sala_report.app.tui.outline_state import STATE_ICONS, OutlineState, Place, Row, inverse
-from sala_report.app.tui.screens.dialogs import ConfirmDialog, TextDialog
 from sala_report.app.warp import edits
 
 STATE_STYLES = {
@@ -31,7 +30,7 @@ STATE_STYLES = {
 
 @dataclass
 class _Done:
-    edit: Any
+    edit: edits.Edit
     place: Place | None
     ids_before: frozenset[int]
     description: str  # in the words of the outline when it was asked for
@@ -45,10 +44,27 @@ class OutlineTree(Tree[Row]):
     class EditsRequested(Message):
         """The person asked for these edits (in order); `description` is for the activity log."""
 
-        def __init__(self, edits: list[Any], description: str) -> None:
+        def __init__(self, edits: list[edits.Edit], description: str) -> None:
             super().__init__()
             self.edits = edits
             self.description = description
+
+    class TitleWanted(Message):
+        """Ask the person for a title (the screen opens the dialog); `then` gets it stripped, if not empty."""
+
+        def __init__(self, prompt: str, value: str, then: Callable[[str], None]) -> None:
+            super().__init__()
+            self.prompt = prompt
+            self.value = value
+            self.then = then
+
+    class ConfirmWanted(Message):
+        """Ask the person to confirm (the screen opens the dialog); `then` runs on yes."""
+
+        def __init__(self, question: str, then: Callable[[], None]) -> None:
+            super().__init__()
+            self.question = question
+            self.then = then
 
     def __init__(self, state: OutlineState, **kwargs) -> None:
         super().__init__("Outline", **kwargs)
@@ -100,7 +116,7 @@ class OutlineTree(Tree[Row]):
     def _place(self, row: Row | None) -> Place | None:
         return self.state.places().get(row.node_id) if row and row.node_id is not None else None
 
-    def request(self, edit: Any, *, undoable: bool = True) -> None:
+    def request(self, edit: edits.Edit, *, undoable: bool = True) -> None:
         place = self.state.places().get(edit.node_id) if hasattr(edit, "node_id") else None
         ids = frozenset(self.state.node_ids())
         description = edits.describe(edit, self.state.names())
@@ -134,11 +150,8 @@ class OutlineTree(Tree[Row]):
         if row is None:
             return
 
-        def confirmed(yes: bool | None) -> None:
-            if yes:
-                self.request(edits.DeleteSection(row.node_id))
-
-        self.app.push_screen(ConfirmDialog(f"Delete {row.number} {row.title} and everything under it?"), confirmed)
+        question = f"Delete {row.number} {row.title} and everything under it?"
+        self.post_message(self.ConfirmWanted(question, lambda: self.request(edits.DeleteSection(row.node_id))))
 
     def action_move(self, step: int) -> None:
         place = self._place(self.selected)
@@ -189,9 +202,5 @@ class OutlineTree(Tree[Row]):
         self.post_message(self.EditsRequested(undo, f"undo {done.description}"))
         self.redraw()
 
-    def _ask_title(self, prompt: str, then, value: str = "") -> None:
-        def answered(title: str | None) -> None:
-            if title and title.strip():
-                then(title.strip())
-
-        self.app.push_screen(TextDialog(prompt, value=value), answered)
+    def _ask_title(self, prompt: str, then: Callable[[str], None], value: str = "") -> None:
+        self.post_message(self.TitleWanted(prompt, value, then))
