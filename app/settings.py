@@ -7,6 +7,7 @@ the slice it needs as plain values.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import re
@@ -64,40 +65,69 @@ class ModelSettings:
     max_retries: int = 3  # retries of a failed request to a served model, with exponential backoff
 
 
+class _Owned:
+    """The default of a setting that a retrieval config type keeps (`OWNED` below)."""
+
+    def __repr__(self) -> str:
+        return "OWNED"
+
+
+# A field left at OWNED takes its default from the config type of the module that uses it, so each default
+# is written once. That type is imported when a section is built, not here: `sala-report --help` imports this
+# module and must not load retrieval.
+OWNED: Any = _Owned()
+
+
+def _fill_owned(section: Any, owner: str) -> None:
+    """Give the OWNED fields of a settings section the defaults of its config type (`owner`, "module:Class")."""
+    module, _, name = owner.partition(":")
+    defaults = getattr(importlib.import_module(module), name)()
+    for f in dataclasses.fields(section):
+        if getattr(section, f.name) is OWNED:
+            value = getattr(defaults, f.name)
+            setattr(section, f.name, list(value) if isinstance(value, tuple) else value)
+
+
 @dataclass
 class SearchSettings:
     """Web search. Queries go only to the engines listed here, in this order (the first is the default)."""
 
     web: bool = True
-    engines: list[str] = field(default_factory=lambda: ["duckduckgo"])
-    region: str = "wt-wt"
-    safesearch: Literal["on", "moderate", "off"] = "moderate"
-    timelimit: Literal["", "d", "w", "m", "y"] = ""  # any time, or the last day, week, month, year
-    max_results: int = 8
-    min_interval_s: float = 1.0
-    max_retries: int = 3
-    timeout_s: float = 10.0
+    engines: list[str] = OWNED
+    region: str = OWNED
+    safesearch: Literal["on", "moderate", "off"] = OWNED
+    timelimit: Literal["", "d", "w", "m", "y"] = OWNED  # any time, or the last day, week, month, year
+    max_results: int = OWNED
+    min_interval_s: float = OWNED
+    max_retries: int = OWNED
+    timeout_s: float = OWNED
     # Engines beside ddgs's: "arxiv", "openalex", and "searxng" (your instance; it may run on this machine).
-    searxng_url: str = ""
-    openalex_api_key: str = ""  # free at openalex.org; without one OpenAlex allows a few searches a day
-    openalex_mailto: str = ""
+    searxng_url: str = OWNED
+    openalex_api_key: str = OWNED  # free at openalex.org; without one OpenAlex allows a few searches a day
+    openalex_mailto: str = OWNED
     # Web results are read only from these domains (and their subdomains; empty: any), never from the excluded ones.
     include_domains: list[str] = field(default_factory=list)
     exclude_domains: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _fill_owned(self, "sala_report.retrieval.search:SearchConfig")
 
 
 @dataclass
 class FetchSettings:
     """Reading pages. Private, loopback and link-local addresses are refused unless allowed here."""
 
-    allow_private_addresses: bool = False
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 20.0
-    total_timeout_s: float = 45.0
-    max_bytes: int = 15_000_000
-    max_redirects: int = 5
-    per_host: int = 2
-    concurrency: int = 8
+    allow_private_addresses: bool = OWNED
+    connect_timeout_s: float = OWNED
+    read_timeout_s: float = OWNED
+    total_timeout_s: float = OWNED
+    max_bytes: int = OWNED
+    max_redirects: int = OWNED
+    per_host: int = OWNED
+    concurrency: int = OWNED
+
+    def __post_init__(self) -> None:
+        _fill_owned(self, "sala_report.retrieval.fetch:FetchConfig")
 
 
 @dataclass
@@ -105,9 +135,12 @@ class DocumentSettings:
     """Reading folders of documents: size caps per file (text-like; PDF and packaged formats) and a time
     limit per file."""
 
-    max_text_bytes: int = 20_000_000
-    max_file_bytes: int = 200_000_000
-    timeout_s: float = 120.0
+    max_text_bytes: int = OWNED
+    max_file_bytes: int = OWNED
+    timeout_s: float = OWNED
+
+    def __post_init__(self) -> None:
+        _fill_owned(self, "sala_report.retrieval.documents:DocumentConfig")
 
 
 @dataclass
