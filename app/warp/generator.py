@@ -165,7 +165,10 @@ class LocalGenerator:
         return len(self.tok.encode(text))
 
     def prompt_ids(self, request: GenRequest) -> list[int]:
-        messages = [{"role": "system", "content": request.system}, {"role": "user", "content": request.prompt}]
+        # No system turn when there is no system prompt (AgentCPM-Report's pipeline sends none): an empty
+        # one is still a turn the model was never trained on.
+        system = [{"role": "system", "content": request.system}] if request.system else []
+        messages = [*system, {"role": "user", "content": request.prompt}]
         return self.tok.encode(self.tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False))
 
     def generate(self, request: GenRequest, *, on_delta: OnDelta | None = None,

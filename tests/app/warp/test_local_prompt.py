@@ -42,6 +42,17 @@ def test_the_system_and_user_messages_reach_the_model_as_chatml(tok, style):
     assert ids.count(IM_START) == 3 and ids.count(IM_END) == 2
 
 
+def test_no_system_prompt_sends_no_system_turn(tok):
+    """The agentcpm style has no system prompt, as AgentCPM-Report's pipeline sends only the user message:
+    the chat template then gets the user turn alone (SmolLM2's own template fills in its default line),
+    never an empty system turn."""
+    assert system_prompt("agentcpm") == ""
+    ids = LocalGenerator(None, tok).prompt_ids(GenRequest("", USER, None, 16))
+    default = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # from SmolLM2's template
+    assert ids == chatml_ids(tok, default, USER)
+    assert "system\n<|im_end|>" not in tok.decode(ids)
+
+
 @pytest.mark.slow
 def test_the_real_model_is_fed_exactly_those_tokens(tok):
     generator = LocalGenerator.load("smollm2-135m", device="cpu", dtype="float32", constrained=False)
