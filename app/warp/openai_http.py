@@ -122,7 +122,7 @@ class OpenAIGenerator:
                 if self.server().kind == "ollama":
                     text, finish, usage = self._ollama(body, emit, cancel)
                 else:
-                    text, finish, usage = self._stream(body, emit, cancel) if self.stream else self._complete(body, emit)
+                    text, finish, usage = self._stream(body, emit, cancel) if self.stream else self._complete(body, emit, cancel)
             except _Retry as e:
                 last = str(e)
                 if attempt == self.max_retries:
@@ -232,9 +232,27 @@ class OpenAIGenerator:
                     finish = choice.get("finish_reason") or finish
             raise _Retry("the stream ended before its [DONE] event")
 
-    def _complete(self, body: dict[str, Any], emit: OnDelta) -> tuple[str, str, dict]:
+    def _complete(self, body: dict[str, Any], emit: OnDelta, cancel: threading.Event | None) -> tuple[str, str, dict]:
+        # A whole answer can take minutes and a blocking request cannot be interrupted, so it runs on its own
+        # thread and a pause or cancel returns at once; the abandoned answer is dropped when it comes.
+        done: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                done["response"] = self.client.post(self.base_url + "/chat/completions", json=body)
+            except BaseException as e:  # handed to the waiting thread below
+                done["error"] = e
+
+        worker = threading.Thread(target=call, name="openai-request", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.05)
+            if cancel is not None and cancel.is_set():
+                return "", "cancelled", {}
         with _retryable("the connection dropped", "the server sent malformed JSON"):
-            response = self.client.post(self.base_url + "/chat/completions", json=body)
+            if "error" in done:
+                raise done["error"]
+            response = done["response"]
             self._check(response)
             data = response.json()
         choice = (data.get("choices") or [{}])[0]

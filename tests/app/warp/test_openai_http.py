@@ -4,6 +4,7 @@ structured-output fields, retries with backoff, dropped connections, timeouts, e
 from __future__ import annotations
 
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -182,6 +183,18 @@ def test_cancel_stops_the_stream(server):
     gen, _ = generator(server.url, model="served-model")
     result = gen.generate(request(), on_delta=lambda text: cancel.set(), cancel=cancel)
     assert result.finish_reason == "cancelled"
+
+
+def test_cancel_stops_waiting_for_a_whole_answer(server):
+    """Not streaming, a pause or cancel must not wait for the server's whole answer."""
+    server.faults.append(("slow", 5.0))
+    cancel = threading.Event()
+    gen, _ = generator(server.url, model="served-model", stream=False)
+    threading.Timer(0.3, cancel.set).start()
+    started = time.perf_counter()
+    result = gen.generate(request(), cancel=cancel)
+    assert result.finish_reason == "cancelled" and result.text == ""
+    assert time.perf_counter() - started < 3.0
 
 
 @pytest.mark.parametrize("mode", ["json_schema", "grammar"])
