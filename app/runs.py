@@ -144,17 +144,24 @@ class LocalServices:
 
     def ingest(self, folder: Path) -> set[int]:
         """Read a folder of documents into the store (unchanged files cost nothing); their source ids."""
+        from sala_report.app.commands.sources import document_config
         from sala_report.app.errors import UsageError
         from sala_report.retrieval import ingest_folder
+        from sala_report.retrieval.extract import SUFFIX_KINDS
 
         self.progress(f"reading the documents in {folder} …")
-        report = ingest_folder(self.store, folder)
+        report = ingest_folder(self.store, folder, config=document_config(self.settings))
         self.progress(f"{len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed, "
-                      f"{report.failed} unreadable)")  # fmt: skip
+                      f"{report.failed} unreadable, {len(report.skipped)} skipped)")  # fmt: skip
         for path, error in report.errors[:5]:
             self.progress(f"could not read {path}: {error}")
+        for path, why in report.skipped[:5]:
+            self.progress(f"skipped {path}: {why}")
+        if len(report.errors) + len(report.skipped) > 10:
+            self.progress("`sala-report sources add FOLDER --json` lists every file not read")
         if not report.source_ids:
-            raise UsageError(f"no readable documents in {folder}", hint="It should hold .md, .txt, .html or .pdf files.")
+            kinds = " ".join(sorted(SUFFIX_KINDS))
+            raise UsageError(f"no readable documents in {folder}", hint=f"It should hold files of these types: {kinds}")
         return set(report.source_ids)
 
     def start(self, request: RunRequest) -> Any:
