@@ -4,9 +4,12 @@ engine works on, flags, and the person's edits that wait for the engine. Pure da
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sala_report.app.warp import edits, events
+
+if TYPE_CHECKING:
+    from sala_report.app.warp.engine import Delivered
 
 STATE_ICONS = {
     "planned": "○",
@@ -47,7 +50,7 @@ class Place:
 
 @dataclass
 class Pending:
-    edit: Any
+    edit: edits.Edit
     description: str
     ids_before: frozenset[int]
 
@@ -63,7 +66,7 @@ class OutlineState:
     written: set[int] = field(default_factory=set)
     skipped: set[int] = field(default_factory=set)
 
-    def on_event(self, event: Any) -> bool:
+    def on_event(self, event: Delivered) -> bool:
         """Fold one engine event in; True when the outline pane should redraw."""
         if isinstance(event, events.OutlineChanged) or (isinstance(event, events.RunStarted) and event.outline):
             self.view = event.outline
@@ -87,7 +90,7 @@ class OutlineState:
             return False
         return True
 
-    def add_pending(self, edit: Any) -> None:
+    def add_pending(self, edit: edits.Edit) -> None:
         self.pending.append(Pending(edit, edits.describe(edit, self.names()), frozenset(self.node_ids())))
 
     def names(self) -> dict[int, str]:
@@ -149,7 +152,7 @@ class OutlineState:
         return "written" if node.written or node.id in self.written else "planned"
 
 
-def _pending_note(edit: Any) -> str:
+def _pending_note(edit: edits.Edit) -> str:
     if isinstance(edit, edits.RenameSection):
         return f"rename → {edit.title}" if edit.title else "new plan"
     if isinstance(edit, edits.LockSection):
@@ -157,14 +160,16 @@ def _pending_note(edit: Any) -> str:
     return type(edit).__name__.removesuffix("Section").lower()
 
 
-def _without_first(pending: list[Pending], edit: Any) -> list[Pending]:
+def _without_first(pending: list[Pending], edit: edits.Edit) -> list[Pending]:
     for i, p in enumerate(pending):
         if p.edit == edit:
             return pending[:i] + pending[i + 1 :]
     return pending
 
 
-def inverse(edit: Any, place: Place | None, state: OutlineState, ids_before: frozenset[int]) -> list[Any] | str:
+def inverse(
+    edit: edits.Edit, place: Place | None, state: OutlineState, ids_before: frozenset[int]
+) -> list[edits.Edit] | str:
     """The edits that undo `edit`, computed from where the node was before it; a reason when none can."""
     if isinstance(edit, edits.AddSection):
         added = [i for i in state.node_ids() - ids_before if state.places()[i].node.title == " ".join(edit.title.split())]

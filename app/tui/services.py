@@ -5,12 +5,33 @@ pass the same with a scripted generator."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from sala_report.app.export import Exported
 from sala_report.app.runs import RunFacts, RunRequest, SessionInfo
+from sala_report.app.warp.edits import Edit
 
-__all__ = ["RunFacts", "RunRequest", "Services", "SessionInfo"]
+if TYPE_CHECKING:
+    from sala_report.app.warp.engine import RunResult, Subscriber
+
+__all__ = ["RunFacts", "RunRequest", "RunningEngine", "Services", "SessionInfo"]
+
+
+class RunningEngine(Protocol):
+    """What the app asks of an engine (app/warp/engine.py): `run` blocks on a worker thread; the rest may be
+    called from the app's thread while it runs."""
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]: ...
+
+    def run(self) -> RunResult: ...
+
+    def submit(self, edit: Edit) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume_run(self) -> None: ...
+
+    def cancel(self) -> None: ...
 
 
 class Services(Protocol):
@@ -21,10 +42,10 @@ class Services(Protocol):
     def clock(self) -> float:
         """Seconds on a monotonic clock (tests fix it so screenshots do not change)."""
 
-    def start(self, request: RunRequest) -> Any:
+    def start(self, request: RunRequest) -> RunningEngine:
         """A new engine, ready to run. Called on a worker thread: loading a model may take a while."""
 
-    def resume(self, session_id: str) -> Any:
+    def resume(self, session_id: str) -> RunningEngine:
         """An engine that continues a stored session. Called on a worker thread."""
 
     def sessions(self) -> list[SessionInfo]:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from sala_report.app.errors import SalaError, UsageError, storage_failure
 from sala_report.app.settings import WarpSettings
@@ -26,14 +26,20 @@ from sala_report.app.warp.generator import Generator
 from sala_report.app.warp.phases import Budget, RunState, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
 from sala_report.app.warp.report import mark_weak, numbering, weak_pairs
+from sala_report.app.warp.retriever import Retriever
 from sala_report.app.warp.state import find, is_complete, walk
 from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome
 from sala_report.app.warp.store import Commit, WarpStore
 from sala_report.app.warp.validate import Limits
 
+if TYPE_CHECKING:
+    from sala_report.app.warp.retriever import RetrievalEvent
+    from sala_report.retrieval.store import Store
+
 log = logging.getLogger("sala_report.warp")
 
-Subscriber = Callable[[Any], None]
+Delivered = Union[ev.Event, "RetrievalEvent"]  # what a subscriber is called with
+Subscriber = Callable[[Delivered], None]
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ def limits_from(settings: WarpSettings) -> Limits:
 
 
 class Engine:
-    def __init__(self, store, generator: Generator, retriever, settings: WarpSettings, session_id: str):
+    def __init__(self, store: Store, generator: Generator, retriever: Retriever, settings: WarpSettings,
+                 session_id: str) -> None:
         self.wstore = WarpStore(store)
         self.store = store
         self.generator = generator
@@ -86,14 +93,12 @@ class Engine:
         self._cancel = threading.Event()
         self._stop_step: threading.Event | None = None  # set to abandon the step in flight (pause or cancel)
         self._abandoned: int | None = None  # the step a pause stopped, redone on resume
-        self._references: tuple = ()  # the report's numbering last announced (ReferencesChanged)
+        self._references: tuple[tuple[str, int, int], ...] = ()  # the report's numbering last announced
         self._resumed = record.steps > 0 or record.status != "running"
         self._final_status: str | None = None
 
-    # --- construction ------------------------------------------------------------------------
-
     @classmethod
-    def start(cls, store, generator: Generator, retriever, settings: WarpSettings, question: str, *,
+    def start(cls, store: Store, generator: Generator, retriever: Retriever, settings: WarpSettings, question: str, *,
               docs_source_ids: set[int] | None = None, options: dict[str, Any] | None = None) -> "Engine":  # fmt: skip
         """A new session. `docs_source_ids`: the sources passages may come from besides the web pages
         this run finds; None lets them come from the whole store."""
@@ -108,7 +113,8 @@ class Engine:
         return cls(store, generator, retriever, settings, session_id)
 
     @classmethod
-    def resume(cls, store, session_id: str, generator: Generator, retriever, settings: WarpSettings) -> "Engine":
+    def resume(cls, store: Store, session_id: str, generator: Generator, retriever: Retriever,
+               settings: WarpSettings) -> Engine:
         """Continue a session from its last checkpoint (a killed, cancelled, failed or partial run)."""
         found = WarpStore(store).find_session(session_id)
         if found is None:
@@ -120,8 +126,6 @@ class Engine:
                 hint="Wait for it to finish, or stop that process first; its progress is saved after every step.",
             )
         return cls(store, generator, retriever, settings, found)
-
-    # --- thread-safe controls ----------------------------------------------------------------
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(event)` for every event; returns a function that unsubscribes."""
@@ -177,8 +181,6 @@ class Engine:
             if self._stop_step is not None:
                 self._stop_step.set()
             self._cond.notify_all()
-
-    # --- the loop ------------------------------------------------------------------------------
 
     def run(self) -> RunResult:
         started = time.perf_counter()
@@ -292,7 +294,7 @@ class Engine:
         for event in ([references] if references else []) + events:
             self._emit(event)
 
-    def _numbered(self, outcome: StepOutcome) -> list:
+    def _numbered(self, outcome: StepOutcome) -> list[ev.Event]:
         """The step's events with each written section cited as the exported report shows it after this step (its
         numbers, weak citations marked): one numbering on every screen. The text with its keys goes along, so
         a front end can renumber it when later steps or edits do."""
@@ -343,8 +345,6 @@ class Engine:
             self._emit(ev.Unpaused(self.session_id, self.run_state.step))
         return True
 
-    # --- endings -------------------------------------------------------------------------------
-
     def _finish(self, started: float, reason: str, *, status: str | None = None) -> RunResult:
         if status is None:
             status = self._final_status or ("done" if is_complete(self.outline) else "partial")
@@ -372,7 +372,7 @@ class Engine:
         return RunResult(self.session_id, status, record.steps, reason, record.prompt_tokens, record.completion_tokens,
                          record.seconds, error or record.error)  # fmt: skip
 
-    def _emit(self, event: Any) -> None:
+    def _emit(self, event: Delivered) -> None:
         with self._cond:
             subscribers = list(self._subscribers)
         for callback in subscribers:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
+from sala_report.app.warp.edits import Edit
 from sala_report.app.warp.state import Node, Outline, walk
 
 
@@ -160,7 +161,7 @@ class CitationFlagged:
 class EditApplied:
     session_id: str
     step: int
-    edit: Any  # one of sala_report.app.warp.edits
+    edit: Edit
     description: str
 
 
@@ -168,7 +169,7 @@ class EditApplied:
 class EditRejected:
     session_id: str
     step: int
-    edit: Any
+    edit: Edit
     reason: str
 
 
@@ -220,7 +221,16 @@ class Failed:
     hint: str | None
 
 
-def to_record(event: Any) -> tuple[str, dict[str, Any]]:
+# Everything the engine itself announces (subscribers also get retrieval's progress
+# events: retriever.RetrievalEvent).
+Event = Union[
+    RunStarted, StepStarted, TokenDelta, ActionRejected, SearchFinished, SourceAdded, OutlineChanged, SectionWritten,
+    SectionSkipped, CitationFlagged, EditApplied, EditRejected, Paused, Unpaused, ReferencesChanged, Checkpointed,
+    Finished, Failed,
+]
+
+
+def to_record(event: Event) -> tuple[str, dict[str, Any]]:
     """(type name, JSON-able payload) for the journal."""
     payload = dataclasses.asdict(event)
     if "edit" in payload:

@@ -4,7 +4,7 @@ are handed to the panes; the person's edits and pause/resume/cancel go back to t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,7 +19,7 @@ from sala_report.app.export import default_filename
 from sala_report.app.tui import keys
 from sala_report.app.tui.outline_state import OutlineState
 from sala_report.app.tui.screens.dialogs import ConfirmDialog, ExportDialog, TextDialog
-from sala_report.app.tui.services import RunRequest, Services
+from sala_report.app.tui.services import RunningEngine, RunRequest, Services
 from sala_report.app.tui.widgets.activity_log import ActivityLog
 from sala_report.app.tui.widgets.draft_view import DraftView
 from sala_report.app.tui.widgets.outline_tree import OutlineTree
@@ -29,13 +29,16 @@ from sala_report.app.warp import events
 from sala_report.app.warp.citations import render_cites
 from sala_report.app.wording import plural, readable_keys, search_problem
 
+if TYPE_CHECKING:
+    from sala_report.app.warp.engine import Delivered, RunResult
+
 STEP_NAMES = {"search": "searching", "init-plan": "planning the outline", "write": "writing", "extend": "deciding what to deepen"}
 
 
 class EngineEvent(Message):
     """One engine event, posted from the engine's thread (post_message is thread-safe)."""
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: Delivered) -> None:
         super().__init__()
         self.event = event
 
@@ -55,7 +58,7 @@ class ResearchScreen(Screen):
         self.auto_export = auto_export
         self.request = request
         self.session_id = session_id
-        self.engine: Any = None
+        self.engine: RunningEngine | None = None
         self.outline = OutlineState()
         self.paused = False  # asked for; the engine says when it has stopped (Paused)
         self.running = False
@@ -127,7 +130,7 @@ class ResearchScreen(Screen):
         self.query_one(ActivityLog).entry(self.elapsed, message, style)
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False, name="engine")
-    def run_engine(self) -> Any:
+    def run_engine(self) -> RunResult:
         self.services.progress = lambda message: self.app.call_from_thread(self.log_line, message)
         if self.request is not None:
             engine = self.services.start(self.request)
