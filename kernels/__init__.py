@@ -8,6 +8,9 @@ when a kernel runs, so a CPU-only install without Triton works.
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Literal
+
 import torch
 
 from .lightning import naive as _lightning_ref
@@ -32,21 +35,26 @@ __all__ = [
     "silu_mul",
 ]
 
+Backend = Literal["auto", "reference", "triton"]
 _BACKENDS = ("auto", "reference", "triton")
 
 
-def _use_triton(backend: str, x: torch.Tensor) -> bool:
+def _use_triton(backend: Backend, x: torch.Tensor) -> bool:
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     return backend == "triton" or (backend == "auto" and x.is_cuda)
 
 
-def _expect(cond: bool, what: str, got) -> None:
+def _expect(cond: bool, what: str, got: object) -> None:
     if not cond:
         raise ValueError(f"expected {what}, got {got}")
 
 
-def lightning_prefill(q, k, v, log_decay, *, scale, initial_state=None, cu_seqlens=None, fp32_products=False, backend="auto"):
+def lightning_prefill(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
+    initial_state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, fp32_products: bool = False,
+    backend: Backend = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked Lightning attention over a prompt; see lightning/README.md.
 
     q, k: [B, T, H, Dk]; v: [B, T, H, Dv]; log_decay: [H] fp32 (<= 0); initial_state: [N, H, Dk, Dv] fp32 or None,
@@ -75,7 +83,10 @@ def lightning_prefill(q, k, v, log_decay, *, scale, initial_state=None, cu_seqle
     return _lightning_ref.chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
 
 
-def lightning_decode(q, k, v, log_decay, state, *, scale, backend="auto"):
+def lightning_decode(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor, *, scale: float,
+    backend: Backend = "auto",
+) -> torch.Tensor:
     """One token for each of B sequences. q, k: [B, H, Dk]; v: [B, H, Dv]; state [B, H, Dk, Dv] fp32 is updated IN PLACE.
 
     -> o [B, H, Dv] in q.dtype
@@ -91,7 +102,7 @@ def lightning_decode(q, k, v, log_decay, state, *, scale, backend="auto"):
     return _lightning_ref.lightning_decode(q, k, v, log_decay, state, scale=scale)
 
 
-def compress_keys(k, *, kernel_size, stride, backend="auto"):
+def compress_keys(k: torch.Tensor, *, kernel_size: int, stride: int, backend: Backend = "auto") -> torch.Tensor:
     """k: [B, L, Hkv, D] -> [B, n, Hkv, D], n = (L - kernel_size) // stride + 1 (0 if L < kernel_size).
 
     Entry c = mean(k[:, c*stride : c*stride + kernel_size]) in fp32, cast to k.dtype. For decode, compress only
@@ -105,7 +116,10 @@ def compress_keys(k, *, kernel_size, stride, backend="auto"):
     return _sparse_ref.compress_keys(k, kernel_size=kernel_size, stride=stride)
 
 
-def select_blocks(q, k1, k2, *, q_start, kv_len, params, causal, scale=None, backend="auto"):
+def select_blocks(
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
+    causal: bool, scale: float | None = None, backend: Backend = "auto",
+) -> torch.Tensor:
     """InfLLM-V2 block selection (sala-model.md §3.5) -> int32 [B, Hkv, Tq, k_eff], ascending, -1 where invalid.
 
     q: [B, Tq, Hq, D] at absolute positions q_start .. q_start + Tq - 1; k1 = compress(k, 32, 16) and
@@ -124,7 +138,10 @@ def select_blocks(q, k1, k2, *, q_start, kv_len, params, causal, scale=None, bac
     return _sparse_ref.select_blocks(q, k1, k2, q_start=q_start, kv_len=kv_len, params=params, causal=causal, scale=scale)
 
 
-def sparse_attention(q, k, v, block_idx, *, q_start, block_size, scale, forced_blocks=None, backend="auto"):
+def sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_idx: torch.Tensor, *, q_start: int, block_size: int,
+    scale: float, forced_blocks: tuple[int, int] | None = None, backend: Backend = "auto",
+) -> torch.Tensor:
     """Exact softmax attention of each query over the union of its selected blocks, causal within its own block.
 
     q: [B, Tq, Hq, D]; k, v: [B, L, Hkv, D]; block_idx: int32 [B, Hkv, Tq, K] (unique per row, -1 = none)
@@ -145,14 +162,17 @@ def sparse_attention(q, k, v, block_idx, *, q_start, block_size, scale, forced_b
     return _sparse_ref.sparse_attention(q, k, v, block_idx, q_start=q_start, block_size=block_size, scale=scale)
 
 
-def dense_attention(q, k, v, *, q_start, scale):
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_start: int, scale: float) -> torch.Tensor:
     """Causal GQA attention over all keys (torch SDPA): query i at position q_start + i sees keys 0 .. q_start + i."""
     _expect(q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3], "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
             (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
     return _sparse_ref.dense_attention(q, k, v, q_start=q_start, scale=scale)
 
 
-def sparse_decode(q, k, v, k1, k2, pos, *, params, scale, max_kv_len, backend="auto"):
+def sparse_decode(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor, *,
+    params: SparseParams, scale: float, max_kv_len: int, backend: Backend = "auto",
+) -> torch.Tensor:
     """One decode step of InfLLM-V2 (selection, then attention) that a CUDA graph can replay at any length.
 
     q: [B, 1, Hq, D] at position pos (int64 [1] tensor on q's device; the same for the whole batch); k, v: key/value
@@ -181,7 +201,10 @@ def _windows(length: int, kernel_size: int, stride: int) -> int:
     return (length - kernel_size) // stride + 1 if length >= kernel_size else 0
 
 
-def append_compressed(k, k1, k2, pos, *, kernel_size, stride, backend="auto"):
+def append_compressed(
+    k: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor, *, kernel_size: int, stride: int,
+    backend: Backend = "auto",
+) -> None:
     """After the key at position pos (int64 [1] tensor) was written into k [B, cap, Hkv, D]: write, in place, the
     K1 entry (kernel_size, stride) and the K2 entry (4 x both) that this key completes, if any."""
     _expect(k.dim() == 4 and k1.dim() == 4 and k2.dim() == 4, "k, k1, k2 of rank 4", (k.dim(), k1.dim(), k2.dim()))
@@ -197,7 +220,7 @@ def append_compressed(k, k1, k2, pos, *, kernel_size, stride, backend="auto"):
     return None
 
 
-def _pointwise(x: torch.Tensor):
+def _pointwise(x: torch.Tensor) -> ModuleType:
     """The Triton module for CUDA tensors, the reference otherwise."""
     if x.is_cuda:
         from .pointwise import fused
@@ -206,26 +229,31 @@ def _pointwise(x: torch.Tensor):
     return _pointwise_ref
 
 
-def rms_norm(x, weight, eps):
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """weight * (x / rms(x)) over the last dim (variance in fp32, cast to x.dtype before the weight)."""
     return _pointwise(x).rms_norm(x, weight, eps)
 
 
-def add_rms_norm(h, a, scale, weight, eps):
+def add_rms_norm(
+    h: torch.Tensor, a: torch.Tensor, scale: float, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The residual step: -> (h + scale * a, rms_norm(h + scale * a))."""
     return _pointwise(h).add_rms_norm(h, a, scale, weight, eps)
 
 
-def head_norm_rope(x, weight, eps, cos, sin, out_dtype=None):
+def head_norm_rope(
+    x: torch.Tensor, weight: torch.Tensor | None, eps: float, cos: torch.Tensor | None, sin: torch.Tensor | None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """x [B, T, H, D]: per-head RMSNorm (weight [D] or None), then rotate-half RoPE with cos/sin [T, D] (or None)."""
     return _pointwise(x).head_norm_rope(x, weight, eps, cos, sin, out_dtype)
 
 
-def gated_rms_norm(o, gate, weight, eps):
+def gated_rms_norm(o: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
     """rms_norm(o.to(gate.dtype)) * sigmoid(gate); with weight None, just the gate."""
     return _pointwise(gate).gated_rms_norm(o, gate, weight, eps)
 
 
-def silu_mul(gate, up):
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) * up (SwiGLU)."""
     return _pointwise(gate).silu_mul(gate, up)

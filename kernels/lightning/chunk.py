@@ -179,8 +179,11 @@ def _segments(bounds: list[int], device, seg: int | None, programs_per_segment: 
     return mk(starts), mk(lens), mk(first)
 
 
-def chunk_lightning(q, k, v, log_decay, *, scale, initial_state=None, cu_seqlens=None, fp32_products=False, segment_len=None,
-                    out=None):
+def chunk_lightning(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
+    initial_state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, fp32_products: bool = False,
+    segment_len: int | None = None, out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k: [B, T, H, Dk]; v: [B, T, H, Dv] -> (o [B, T, H, Dv] q.dtype, final_state [N, H, Dk, Dv] fp32).
 
     fp32_products: every product after QKᵀ (the decay-masked scores times V, Q times the state, the state update)

@@ -27,7 +27,10 @@ def _decode_kernel(q, k, v, g, state, o, scale, H: tl.constexpr, DK: tl.constexp
     tl.store(o + i_bh * DV + o_v, (tl.sum(b_q[:, None] * S, 0) * scale).to(o.dtype.element_ty))
 
 
-def fused_recurrent_decode(q, k, v, log_decay, state, *, scale, out=None):
+def fused_recurrent_decode(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor, *, scale: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """q, k: [B, H, Dk]; v: [B, H, Dv]; state: [B, H, Dk, Dv] fp32 (contiguous), updated in place -> o [B, H, Dv]."""
     for x in (q, k, v):
         tl_dtype_ok(x)

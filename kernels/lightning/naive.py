@@ -13,7 +13,10 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def recurrent_lightning(q, k, v, log_decay, *, scale, initial_state=None):
+def recurrent_lightning(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
+    initial_state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-by-token recurrence. q, k: [B, T, H, Dk]; v: [B, T, H, Dv] -> (o, final_state [B, H, Dk, Dv])."""
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
@@ -50,7 +53,10 @@ def _chunk_one(q, k, v, log_decay, scale, S, chunk_size):
     return o, S
 
 
-def chunk_lightning(q, k, v, log_decay, *, scale, initial_state=None, cu_seqlens=None, chunk_size=64):
+def chunk_lightning(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
+    initial_state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked form of the same recurrence; with cu_seqlens (B == 1) each sequence starts from its own state.
 
     -> (o [B, T, H, Dv] in q.dtype, final_state [N, H, Dk, Dv] in float32, or float64 for float64 inputs)
@@ -76,7 +82,9 @@ def chunk_lightning(q, k, v, log_decay, *, scale, initial_state=None, cu_seqlens
     return o.to(q.dtype), torch.cat(finals, 0) if finals else q.new_zeros(0, H, Dk, Dv, dtype=dt)
 
 
-def lightning_decode(q, k, v, log_decay, state, *, scale):
+def lightning_decode(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor, *, scale: float
+) -> torch.Tensor:
     """One token per sequence. q, k: [B, H, Dk]; v: [B, H, Dv]; state [B, H, Dk, Dv] updated in place."""
     dt = state.dtype
     decay = log_decay.to(dt).exp()[None, :, None, None]

@@ -210,8 +210,11 @@ def _combine_kernel(part_o, part_ml, o, n_split, s_ob, s_ot, s_oh, HKV: tl.const
     tl.store(dst, out.to(o.dtype.element_ty), mask=dv < DV)
 
 
-def sparse_attention_triton(q, k, v, block_idx, *, q_start: int, block_size: int, scale: float, n_split: int | None = None,
-                            forced_blocks: tuple[int, int] | None = None, out=None, pos=None, range_blocks: int | None = None):
+def sparse_attention_triton(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_idx: torch.Tensor, *, q_start: int, block_size: int,
+    scale: float, n_split: int | None = None, forced_blocks: tuple[int, int] | None = None,
+    out: torch.Tensor | None = None, pos: torch.Tensor | None = None, range_blocks: int | None = None,
+) -> torch.Tensor:
     """q: [B, Tq, Hq, D]; k, v: [B, L, Hkv, D]; block_idx int [B, Hkv, Tq, K] -> [B, Tq, Hq, Dv] in q.dtype.
 
     forced_blocks = (init_blocks, local_blocks) promises that every row lists blocks [0, init_blocks) and

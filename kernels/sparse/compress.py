@@ -33,7 +33,8 @@ def _compress_kernel(k, out, n, s_kb, s_kt, s_kh, s_ob, s_on, s_oh, H: tl.conste
     tl.store(dst, (acc / KS).to(out.dtype.element_ty), mask=(c < n)[:, None] & (d < D)[None, :])
 
 
-def compress_keys_triton(k: torch.Tensor, *, kernel_size: int, stride: int, out=None) -> torch.Tensor:
+def compress_keys_triton(k: torch.Tensor, *, kernel_size: int, stride: int,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
     """k: [B, L, Hkv, D] (last dim contiguous) -> [B, n, Hkv, D], entry c = mean(k[:, c*stride : c*stride + kernel_size])."""
     tl_dtype_ok(k)
     B, L, H, D = k.shape
@@ -83,8 +84,10 @@ def _append_window_kernel(k, k1, k2, pos_ptr, n1_cap, n2_cap, s_kb, s_kt, s_kh, 
     tl.store(dst, mean.to(dst.dtype.element_ty), mask=hit_d & (d < D))
 
 
-def append_windows_triton(k, k1, k2, pos, *, kernel_size: int, stride: int, n1_cap: int | None = None,
-                          n2_cap: int | None = None) -> None:
+def append_windows_triton(
+    k: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor, *, kernel_size: int, stride: int,
+    n1_cap: int | None = None, n2_cap: int | None = None,
+) -> None:
     """After the key at position `pos` (int64 [1] device tensor) was written into k [B, cap, Hkv, D]: write the K1
     entry (window kernel_size, stride) and the K2 entry (4x both) that this key completes, if any, in place.
     Reads the position on the device, so a CUDA graph of it replays at any length."""

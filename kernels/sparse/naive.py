@@ -57,7 +57,10 @@ def _block_scores(q, k1, k2, pos, *, params: SparseParams, causal: bool, scale: 
     return gathered.amax(-1)
 
 
-def block_scores(q, k1, k2, *, q_start: int, kv_len: int, params: SparseParams, causal: bool, scale: float | None = None):
+def block_scores(
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
+    causal: bool, scale: float | None = None,
+) -> torch.Tensor:
     """The scores top-k ranks -> fp32 [B, Hkv, Tq, num_blocks]: pooled scores, +inf for the forced init/local blocks,
     -inf for blocks after the query's own and for blocks with no visible K1 entry. Builds the whole score tensor:
     for tests and small inputs only."""
@@ -71,7 +74,10 @@ def block_scores(q, k1, k2, *, q_start: int, kv_len: int, params: SparseParams, 
     return score.masked_fill(forced, float("inf")).masked_fill(j[None, :] > bt, float("-inf"))
 
 
-def select_blocks(q, k1, k2, *, q_start: int, kv_len: int, params: SparseParams, causal: bool, scale: float | None = None):
+def select_blocks(
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
+    causal: bool, scale: float | None = None,
+) -> torch.Tensor:
     """-> int32 [B, Hkv, Tq, k_eff]: the selected block indices, ascending, -1 where invalid (sala-model.md §3.5).
 
     Ties are broken towards the lower block index, so the result is deterministic.
@@ -92,7 +98,10 @@ def select_blocks(q, k1, k2, *, q_start: int, kv_len: int, params: SparseParams,
     return out
 
 
-def sparse_attention(q, k, v, block_idx, *, q_start: int, block_size: int, scale: float):
+def sparse_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_idx: torch.Tensor, *, q_start: int, block_size: int,
+    scale: float,
+) -> torch.Tensor:
     """Exact softmax attention of each query over the union of its selected blocks, causal (keys <= its position).
 
     q: [B, Tq, Hq, D]; k, v: [B, L, Hkv, D]; block_idx: int [B, Hkv, Tq, K] (-1 = none) -> [B, Tq, Hq, D] in q.dtype.
@@ -123,7 +132,7 @@ def sparse_attention(q, k, v, block_idx, *, q_start: int, block_size: int, scale
     return out
 
 
-def dense_attention(q, k, v, *, q_start: int, scale: float):
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_start: int, scale: float) -> torch.Tensor:
     """Causal GQA attention over all keys: query i (absolute position q_start + i) sees keys 0 .. q_start + i."""
     B, Tq, Hq, D = q.shape
     L, Hkv = k.shape[1], k.shape[2]

@@ -291,7 +291,10 @@ def _splits(work: int, unit: int, base_programs: int, device) -> tuple[int, int]
     return per, max(1, -(-work // per))
 
 
-def select_blocks_triton(q, k1, k2, *, q_start: int, kv_len: int, params: SparseParams, causal: bool, scale=None, out=None):
+def select_blocks_triton(
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
+    causal: bool, scale: float | None = None, out: torch.Tensor | None = None,
+) -> torch.Tensor:
     tl_dtype_ok(q)
     B, Tq, Hq, D = q.shape
     Hkv = k1.shape[2]
@@ -354,7 +357,10 @@ def select_blocks_triton(q, k1, k2, *, q_start: int, kv_len: int, params: Sparse
     return out
 
 
-def select_blocks_decode_triton(q, k1, k2, pos, *, params: SparseParams, max_kv_len: int, scale=None, out=None):
+def select_blocks_decode_triton(
+    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor, *, params: SparseParams, max_kv_len: int,
+    scale: float | None = None, out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Decode selection that a CUDA graph can replay at any length: one query per sequence at the position held in
     `pos` (int64 [1] device tensor; keys 0..pos are visible), with every size taken from `max_kv_len`.
 
