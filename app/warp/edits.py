@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, get_args
 
 from sala_report.app.warp.state import Node, Outline, container, find, subtree_height
 
@@ -75,8 +75,8 @@ class RewriteSection:
     node_id: int
 
 
-Edit = Union[AddSection, RenameSection, DeleteSection, MoveSection, LockSection, DeepenSection, RewriteSection]
-EDIT_TYPES: dict[str, type] = {cls.__name__: cls for cls in Edit.__args__}  # type: ignore[attr-defined]
+Edit = AddSection | RenameSection | DeleteSection | MoveSection | LockSection | DeepenSection | RewriteSection
+EDIT_TYPES: dict[str, type] = {cls.__name__: cls for cls in get_args(Edit)}
 
 
 def apply_edit(outline: Outline, edit: Edit, *, max_depth: int) -> Outline:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from sala_report.app.warp.edits import Edit
 from sala_report.app.warp.state import Node, Outline, walk
@@ -223,11 +223,11 @@ class Failed:
 
 # Everything the engine itself announces (subscribers also get retrieval's progress
 # events: retriever.RetrievalEvent).
-Event = Union[
-    RunStarted, StepStarted, TokenDelta, ActionRejected, SearchFinished, SourceAdded, OutlineChanged, SectionWritten,
-    SectionSkipped, CitationFlagged, EditApplied, EditRejected, Paused, Unpaused, ReferencesChanged, Checkpointed,
-    Finished, Failed,
-]
+Event = (
+    RunStarted | StepStarted | TokenDelta | ActionRejected | SearchFinished | SourceAdded | OutlineChanged
+    | SectionWritten | SectionSkipped | CitationFlagged | EditApplied | EditRejected | Paused | Unpaused
+    | ReferencesChanged | Checkpointed | Finished | Failed
+)
 
 
 def to_record(event: Event) -> tuple[str, dict[str, Any]]:

@@ -7,7 +7,8 @@ so the types below are named for checkers only.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable, Protocol, Union
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from sala_report.retrieval.events import (
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from sala_report.retrieval.types import GatherResult
 
     # What `gather` reports through `on_event`; the engine passes these on to its subscribers unchanged.
-    RetrievalEvent = Union[SearchDone, SearchDegraded, FetchStarted, SourceStored, SourceFailed, SourceReused]
+    RetrievalEvent = SearchDone | SearchDegraded | FetchStarted | SourceStored | SourceFailed | SourceReused
 
 
 class Retriever(Protocol):
