@@ -152,9 +152,6 @@ def sessions(obj, as_json: bool) -> None:
 COMMANDS: list = [run, resume, sessions]
 
 
-# --- helpers -------------------------------------------------------------------------------------
-
-
 def _with_flags(settings: Settings, model_source: str | None, max_steps: int | None, allow_private: bool) -> Settings:
     model = dataclasses.replace(settings.model, **({"source": model_source} if model_source else {}))
     if model_source and settings.model.backend == "openai":

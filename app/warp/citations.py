@@ -144,8 +144,6 @@ def render_cites(text: str, numbers: dict[str, int]) -> str:
     return CITE.sub(number, text)
 
 
-# --- lexical support ---------------------------------------------------------------------------
-
 _STOP = frozenset(
     "a an the and or but if then than that this these those there their they them it its is are was were be been "
     "being am to of in on at by for with from as into onto about over under after before between through during "

@@ -93,8 +93,6 @@ class OpenAIGenerator:
     def close(self) -> None:
         self.client.close()
 
-    # --- the protocol ------------------------------------------------------------------------
-
     def context_tokens(self) -> int:
         if not self._context:
             info = self.server()
@@ -139,8 +137,6 @@ class OpenAIGenerator:
         raise BackendUnavailable(f"the model server at {self.base_url} failed {self.max_retries + 1} times: {last}",
                                  hint="Check that vLLM/SGLang is running and reachable (model.base_url), "
                                       "then `sala-report resume` the session.")  # fmt: skip
-
-    # --- details -----------------------------------------------------------------------------
 
     def _body(self, request: GenRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -193,8 +193,6 @@ class WarpStore:
         with self._lock:
             return self.db.execute(sql, params).fetchall()
 
-    # --- sessions ------------------------------------------------------------------------------
-
     def create_session(self, question: str, *, model: str, options: dict[str, Any], run: RunState) -> str:
         with self.transaction():
             while True:
@@ -286,8 +284,6 @@ class WarpStore:
             self._insert_events(session_id, step, events)
             self._drop_edit(done_edit)
 
-    # --- the person's queued edits -------------------------------------------------------------
-
     def queue_edit(self, session_id: str, edit: dict[str, Any]) -> int:
         """Store an edit before the engine applies it; -> its sequence number."""
         with self.transaction():
@@ -303,8 +299,6 @@ class WarpStore:
     def _drop_edit(self, seq: int | None) -> None:
         if seq is not None:
             self.db.execute("DELETE FROM warp_pending_edits WHERE seq = ?", [seq])
-
-    # --- outline, registry ---------------------------------------------------------------------
 
     def outline(self, session_id: str) -> Outline:
         rows = self._query(
@@ -349,8 +343,6 @@ class WarpStore:
         rows = self._query("SELECT json_extract(payload, '$.degraded') FROM warp_events WHERE session_id = ? AND "
                            "type = 'SearchFinished' ORDER BY seq", [session_id])  # fmt: skip
         return len(rows), [r[0] for r in rows]
-
-    # --- the step transaction ------------------------------------------------------------------
 
     def commit(self, session_id: str, c: Commit) -> None:
         with self.transaction():
