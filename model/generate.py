@@ -139,56 +139,40 @@ class Generation:
                 self.prefill_seconds = time.perf_counter() - start
                 while True:
                     forced = self._forced(stops)
-                    if forced:
-                        for token in forced:
-                            self.token_ids.append(token)
-                            pending += stream.push(token)
-                            out, pending, hit = _split_stop(pending, c.stop_strings)
-                            if out:
-                                self.text += out
-                                yield out
-                            if hit:
-                                self.finish_reason = "stop"
-                                return
+                    if forced:  # fed to the model in one chunk below, none of them sampled
+                        tokens = forced
                         self.forced_tokens += len(forced)
+                    else:
+                        if self.finish_reason == "stop":  # the grammar's next token is a stop token
+                            break
                         if c.repetition_penalty != 1.0:
-                            seen = torch.cat((seen, seen.new_tensor(forced)))
-                        if self.finish_reason is not None or len(self.token_ids) >= c.max_new_tokens:
-                            self.finish_reason = self.finish_reason or "length"
+                            logits = penalise(logits, seen, c.repetition_penalty)
+                        if self.logits_hook is not None:
+                            logits = self.logits_hook(list(self.token_ids), logits)
+                        token = sample(logits, c, generator)
+                        if token in stops:
+                            self.finish_reason = "stop"
                             break
-                        if self._cancelled():
-                            self.finish_reason = "cancelled"
-                            break
-                        logits = chunk(forced)
-                        continue
-                    if self.finish_reason == "stop":  # the grammar's next token is a stop token
-                        break
+                        tokens = [token]
+                    for token in tokens:
+                        self.token_ids.append(token)
+                        pending += stream.push(token)
+                        out, pending, hit = _split_stop(pending, c.stop_strings)
+                        if out:
+                            self.text += out
+                            yield out
+                        if hit:
+                            self.finish_reason = "stop"
+                            return
                     if c.repetition_penalty != 1.0:
-                        logits = penalise(logits, seen, c.repetition_penalty)
-                    if self.logits_hook is not None:
-                        logits = self.logits_hook(list(self.token_ids), logits)
-                    token = sample(logits, c, generator)
-                    if token in stops:
-                        self.finish_reason = "stop"
-                        break
-                    self.token_ids.append(token)
-                    if c.repetition_penalty != 1.0:
-                        seen = torch.cat((seen, seen.new_tensor([token])))
-                    pending += stream.push(token)
-                    out, pending, hit = _split_stop(pending, c.stop_strings)
-                    if out:
-                        self.text += out
-                        yield out
-                    if hit:
-                        self.finish_reason = "stop"
-                        return
-                    if len(self.token_ids) >= c.max_new_tokens:
-                        self.finish_reason = "length"
+                        seen = torch.cat((seen, seen.new_tensor(tokens)))
+                    if self.finish_reason is not None or len(self.token_ids) >= c.max_new_tokens:
+                        self.finish_reason = self.finish_reason or "length"
                         break
                     if self._cancelled():
                         self.finish_reason = "cancelled"
                         break
-                    logits = step(token)
+                    logits = chunk(tokens) if forced else step(tokens[0])
             if pending:  # the generation ended without the held-back text becoming a stop string
                 self.text += pending
                 yield pending
