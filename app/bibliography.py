@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from sala_report.app import report_markdown
 
 _REFERENCE = re.compile(r"^\s*\[(\d{1,4})\]\s+(.*?)\s+[—–-]\s+(\S.*?)\s*$")
-_ARXIV_URL = re.compile(r"arxiv\.org/(?:abs|pdf|html)/((?:\d{4}\.\d{4,5})|(?:[a-z][a-z.-]*/\d{7}))(?:v\d+)?(?:\.pdf)?",
-                        re.IGNORECASE)
+_ARXIV_URL = re.compile(
+    r"arxiv\.org/(?:abs|pdf|html)/((?:\d{4}\.\d{4,5})|(?:[a-z][a-z.-]*/\d{7}))(?:v\d+)?(?:\.pdf)?", re.IGNORECASE
+)
 _DOI_IN_URL = re.compile(r"(?:doi\.org/|/doi/(?:abs/|full/|pdf/|epdf/)?)(10\.\d{4,9}/[^\s?#&]+)", re.IGNORECASE)
 _DOI = re.compile(r"^10\.\d{4,9}/\S+$")
 _MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
@@ -47,8 +49,16 @@ def references_in(markdown: str, lookup: Callable[[str], Any] | None = None) -> 
         title = _MARKDOWN_ESCAPE.sub(r"\1", match.group(2).strip())  # the report escapes * _ [ ] in titles
         source = lookup(location) if lookup is not None else None
         kind = getattr(source, "kind", None) or ("web" if "://" in location else "file")
-        found.append(Reference(number, title, location, kind, dict(getattr(source, "metadata", None) or {}),
-                               getattr(source, "fetched_at", "") or ""))
+        found.append(
+            Reference(
+                number,
+                title,
+                location,
+                kind,
+                dict(getattr(source, "metadata", None) or {}),
+                getattr(source, "fetched_at", "") or "",
+            )
+        )
     return found
 
 
@@ -107,15 +117,26 @@ def describe(ref: Reference) -> Work:
     else:
         kind = "web"
     url = ref.location if ref.kind != "file" else ""
-    return Work(kind, ref.title, url, tuple(authors), date[:4], date, doi, arxiv_id, str(work.get("journal") or ""),
-                str(meta.get("sitename") or ""), (ref.fetched_at or "")[:10])
+    return Work(
+        kind,
+        ref.title,
+        url,
+        tuple(authors),
+        date[:4],
+        date,
+        doi,
+        arxiv_id,
+        str(work.get("journal") or ""),
+        str(meta.get("sitename") or ""),
+        (ref.fetched_at or "")[:10],
+    )
 
 
 def _clean_doi(text: str) -> str:
     text = text.strip().rstrip(".,;)")
     for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "doi:"):
         if text.lower().startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     return text if _DOI.match(text) else ""
 
 
@@ -189,14 +210,24 @@ def to_ris(references: Iterable[Reference]) -> str:
 
 def _key(ref: Reference, work: Work) -> str:
     """`ref<n>-<first author's surname or first title word><year>`: the report's number keeps keys unique."""
-    word = (work.authors[0].split()[-1] if work.authors else (work.title.split() or ["source"])[0])
+    word = work.authors[0].split()[-1] if work.authors else (work.title.split() or ["source"])[0]
     ascii_word = unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode("ascii")
     word = re.sub(r"[^A-Za-z0-9]", "", ascii_word).lower()[:20]
     return f"ref{ref.number}" + (f"-{word}" if word else "") + work.year
 
 
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                "_": r"\_", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _tex(text: str) -> str:

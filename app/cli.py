@@ -43,13 +43,21 @@ class SalaGroup(click.Group):
 # these lines equal to the commands' own.
 LAZY_COMMANDS = {
     "run": ("research", "Research QUESTION and write a cited report."),
-    "resume": ("research", "Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget)."),
+    "resume": (
+        "research",
+        "Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget).",
+    ),
     "sessions": ("research", "List research sessions, newest first, with their ids and status."),
     "sources": ("sources", "The source store: add files, folders and pages; search and read what is stored."),
-    "export": ("export", "Write a stored session's report (finished or partial) as Markdown, HTML, PDF, JSON or Word, "
-                         "or its references as BibTeX or RIS."),
-    "doctor": ("tools", "Check GPU and kernels, model files, web search, PDF export and the data dir; say how to fix "
-                        "problems."),
+    "export": (
+        "export",
+        "Write a stored session's report (finished or partial) as Markdown, HTML, PDF, JSON or Word, "
+        "or its references as BibTeX or RIS.",
+    ),
+    "doctor": (
+        "tools",
+        "Check GPU and kernels, model files, web search, PDF export and the data dir; say how to fix problems.",
+    ),
     "config": ("tools", "Where the settings file is, and the settings in effect."),
     "demo": ("tools", "Run the whole app offline: the embedded default model on documents shipped with sala-report."),
 }
@@ -92,10 +100,18 @@ class LazySalaGroup(SalaGroup):
 
 
 @click.group(cls=LazySalaGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="SALA_REPORT_HOME",
-              help="Where sessions, sources and reports are kept (env: SALA_REPORT_HOME).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Settings file (default: config.toml in the XDG config dir; env: SALA_REPORT_CONFIG).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SALA_REPORT_HOME",
+    help="Where sessions, sources and reports are kept (env: SALA_REPORT_HOME).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Settings file (default: config.toml in the XDG config dir; env: SALA_REPORT_CONFIG).",
+)
 @click.option("--debug", is_flag=True, help="Log debug detail to stderr and the log file.")
 @click.version_option(package_name="sala-report")
 @click.pass_context

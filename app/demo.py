@@ -4,13 +4,14 @@ assets/demo/. In a terminal it opens the app; otherwise it runs headless and pri
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
-from sala_report.app.settings import Settings
 from sala_report.app.runs import RunRequest
+from sala_report.app.settings import Settings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,8 +55,9 @@ def plan(settings: Settings, question: str | None, model: str | None) -> DemoPla
     return DemoPlan(RunRequest(text, web=False, docs=corpus_folder(), model=settings.model.source), settings)
 
 
-def run_headless(services: Any, request: RunRequest, *, out: TextIO = sys.stderr,
-                 formats: tuple[str, ...] = ("md", "pdf")) -> tuple[Any, list[Path]]:  # fmt: skip
+def run_headless(
+    services: Any, request: RunRequest, *, out: TextIO = sys.stderr, formats: tuple[str, ...] = ("md", "pdf")
+) -> tuple[Any, list[Path]]:
     """Run to the end with one progress line per event on `out`; export the report; (result, files)."""
     from sala_report.app.export import default_filename
     from sala_report.app.warp import events
@@ -67,7 +69,9 @@ def run_headless(services: Any, request: RunRequest, *, out: TextIO = sys.stderr
     title = next((line[2:] for line in markdown.splitlines() if line.startswith("# ")), None)
     written = []
     for fmt in formats:
-        exported = services.export(result.session_id, fmt, services.reports_dir / default_filename(title, result.session_id, fmt))
+        exported = services.export(
+            result.session_id, fmt, services.reports_dir / default_filename(title, result.session_id, fmt)
+        )
         for warning in exported.warnings:
             print(f"warning: {warning}", file=out)
         written.append(exported.path)

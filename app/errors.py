@@ -49,8 +49,7 @@ class BackendUnavailable(SalaError):
 # errno values for "no room left": the disk, the user's quota, or a file-size limit (ulimit -f)
 _NO_ROOM = {28, 122, 27}  # ENOSPC, EDQUOT, EFBIG on Linux
 _SQLITE_FULL, _SQLITE_IOERR = 13, 10
-_AFTER = ("everything saved before is kept, and `sala-report resume ID` continues a run from its last saved "
-          "step.")  # fmt: skip
+_AFTER = "everything saved before is kept, and `sala-report resume ID` continues a run from its last saved step."
 
 
 def storage_failure(error: BaseException) -> SalaError | None:
@@ -59,12 +58,18 @@ def storage_failure(error: BaseException) -> SalaError | None:
     write is one transaction, so what was saved before stays."""
     code = getattr(error, "sqlite_errorcode", None)
     if (isinstance(error, OSError) and error.errno in _NO_ROOM) or code == _SQLITE_FULL or "disk is full" in str(error):
-        return SalaError(str(error) or type(error).__name__, title="Disk full",
-                         hint=f"Free some space, then run the command again: {_AFTER}")  # fmt: skip
+        return SalaError(
+            str(error) or type(error).__name__,
+            title="Disk full",
+            hint=f"Free some space, then run the command again: {_AFTER}",
+        )
     if code is not None and code & 0xFF == _SQLITE_IOERR:
-        return SalaError(f"the data file could not be written ({error})", title="Cannot write to the disk",
-                         hint=f"Check the disk holding the data folder (free space, file-size limits, errors), then "
-                              f"run the command again: {_AFTER}")  # fmt: skip
+        return SalaError(
+            f"the data file could not be written ({error})",
+            title="Cannot write to the disk",
+            hint=f"Check the disk holding the data folder (free space, file-size limits, errors), then "
+            f"run the command again: {_AFTER}",
+        )
     return None
 
 
@@ -85,15 +90,21 @@ def file_failure(error: OSError | sqlite3.Error, store_path: Path | None) -> Sal
     code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
     if isinstance(error, sqlite3.Error):
         if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-            hint = (f"Move it aside with its -wal and -shm files (mv {store}* to another folder): the next command "
-                    "starts a new, empty store; reports exported before are kept in their files.")
-            return SalaError(f"{store} is damaged or is not a sala-report store ({error})", title="Damaged data file",
-                             hint=hint)
+            hint = (
+                f"Move it aside with its -wal and -shm files (mv {store}* to another folder): the next command "
+                "starts a new, empty store; reports exported before are kept in their files."
+            )
+            return SalaError(
+                f"{store} is damaged or is not a sala-report store ({error})", title="Damaged data file", hint=hint
+            )
         if code in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN):
             return _read_only(f"{store} cannot be written ({error})", store_path)
         if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-            return SalaError(f"{store} is busy ({error})", title="Data file busy",
-                             hint="Another sala-report process is writing to it: try again in a moment.")
+            return SalaError(
+                f"{store} is busy ({error})",
+                title="Data file busy",
+                hint="Another sala-report process is writing to it: try again in a moment.",
+            )
         return SalaError(f"{store}: {error}", title="Data file error", hint="`sala-report doctor` checks it.")
     where = error.filename if isinstance(error, OSError) and error.filename else None
     text = f"{where}: {error.strerror}" if where and error.strerror else str(error) or type(error).__name__
@@ -107,6 +118,8 @@ def file_failure(error: OSError | sqlite3.Error, store_path: Path | None) -> Sal
 
 def _read_only(message: str, store_path: Path | None) -> SalaError:
     folder = store_path.parent if store_path is not None else "the data folder"
-    hint = (f"`sala-report sessions` and `sala-report export ID --out FILE` still work; to run or resume, make "
-            f"{folder} writable or choose another with --data-dir.")
+    hint = (
+        f"`sala-report sessions` and `sala-report export ID --out FILE` still work; to run or resume, make "
+        f"{folder} writable or choose another with --data-dir."
+    )
     return SalaError(message, title="Read-only data folder", hint=hint)

@@ -28,8 +28,9 @@ class Exported:
     warnings: tuple[str, ...] = ()
 
 
-def export_report(markdown: str, fmt: str, out: Path, *, summary: dict[str, Any] | None = None,
-                  references: list[Any] | None = None) -> Exported:
+def export_report(
+    markdown: str, fmt: str, out: Path, *, summary: dict[str, Any] | None = None, references: list[Any] | None = None
+) -> Exported:
     """Write `markdown` as `fmt` to `out`. JSON holds `summary` (the session's facts) plus the Markdown.
     BibTeX and RIS list `references` (app/bibliography.py; read from the Markdown alone when None)."""
     if fmt not in FORMATS:
@@ -75,7 +76,7 @@ def to_html(markdown: str) -> str:
     title = report_markdown.title_of(tokens) or "Report"
     css = (files("sala_report.assets") / "export" / "report.css").read_text(encoding="utf-8")
     return (
-        "<!doctype html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!doctype html>\n<html>\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="generator" content="sala-report">\n'
         f"<title>{html.escape(title)}</title>\n<style>\n{css}</style>\n</head>\n"

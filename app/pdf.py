@@ -51,14 +51,18 @@ def render_pdf(markdown: str, *, sources: FontSources = FontSources()) -> tuple[
         main = Path(tmp) / "report.typ"
         main.write_text(source, encoding="utf-8")
         # Only the planned folders are searched, not the system's whole set: output does not vary by machine.
-        compiler = typst.Compiler(str(main), root=tmp, font_paths=pdf_fonts.font_book(plan.folders),
-                                  ignore_system_fonts=True)
+        compiler = typst.Compiler(
+            str(main), root=tmp, font_paths=pdf_fonts.font_book(plan.folders), ignore_system_fonts=True
+        )
         try:
             data = compiler.compile(format="pdf")
             pages = int(compiler.query(f"<{_PAGES_LABEL}>", field="value", one=True))
         except typst.TypstError as e:  # the report's text is only ever a string literal: this is our bug
-            raise SalaError(f"the PDF could not be laid out: {e.message}", title="PDF export failed",
-                            hint="Export as HTML or Markdown instead, and report this with the report attached.") from e
+            raise SalaError(
+                f"the PDF could not be laid out: {e.message}",
+                title="PDF export failed",
+                hint="Export as HTML or Markdown instead, and report this with the report attached.",
+            ) from e
     if not isinstance(data, bytes):
         raise TypeError(f"typst returned {type(data).__name__}, expected the PDF's bytes")
     return data, pages, plan

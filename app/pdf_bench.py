@@ -97,12 +97,18 @@ def _old_engine(rev: str, folder: Path) -> str | None:
     package.mkdir()
     (package / "__init__.py").write_text("")
     for name in ("pdf.py", "pdf_fonts.py"):
-        shown = subprocess.run(["git", "show", f"{rev}:app/{name}"], capture_output=True, text=True,
-                               cwd=Path(__file__).resolve().parents[1])
+        shown = subprocess.run(
+            ["git", "show", f"{rev}:app/{name}"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         if shown.returncode != 0:
             return f"git show {rev}:app/{name} failed"
-        source = shown.stdout.replace("from sala_report.app import pdf_fonts, report_markdown",
-                                      "from sala_report.app import report_markdown\nfrom sala_pdf_old import pdf_fonts")
+        source = shown.stdout.replace(
+            "from sala_report.app import pdf_fonts, report_markdown",
+            "from sala_report.app import report_markdown\nfrom sala_pdf_old import pdf_fonts",
+        )
         (package / name).write_text(source.replace("sala_report.app.pdf_fonts", "sala_pdf_old.pdf_fonts"))
     return None
 
@@ -144,14 +150,21 @@ def main(argv: list[str] | None = None) -> None:
                 cold = statistics.median(r["cold"] for r in runs)
                 warm = statistics.median(r["warm"] for r in runs)
                 text = "yes" if _text_ok(out) else "NO"
-                rows.append((pages, engine, runs[0]["pages"], cold, warm, out.stat().st_size // 1024, f"text kept: {text}"))
+                rows.append(
+                    (pages, engine, runs[0]["pages"], cold, warm, out.stat().st_size // 1024, f"text kept: {text}")
+                )
     print(f"{'target':>6} | {'engine':<12} | {'pages':>5} | {'cold s':>7} | {'warm s':>7} | {'KiB':>5} | check")
     print("-" * 72)
     for target, engine, got, cold, warm, kib, note in rows:
-        cells = (f"{got:>5}", f"{cold:7.2f}", f"{warm:7.2f}", f"{kib:>5}") if cold is not None else \
-            (f"{'-':>5}", f"{'-':>7}", f"{'-':>7}", f"{'-':>5}")
+        cells = (
+            (f"{got:>5}", f"{cold:7.2f}", f"{warm:7.2f}", f"{kib:>5}")
+            if cold is not None
+            else (f"{'-':>5}", f"{'-':>7}", f"{'-':>7}", f"{'-':>5}")
+        )
         print(f"{target:>6} | {engine:<12} | " + " | ".join(cells) + f" | {note}")
-    print(f"cold: a fresh process, imports and font scan included (median of {args.repeats}); warm: the same export again")
+    print(
+        f"cold: a fresh process, imports and font scan included (median of {args.repeats}); warm: the same export again"
+    )
 
 
 if __name__ == "__main__":

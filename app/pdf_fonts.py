@@ -59,8 +59,17 @@ CJK_FAMILIES = {
     "KR": ("Noto Sans CJK KR", "Noto Sans KR", "Source Han Sans KR", "Malgun Gothic", "Apple SD Gothic Neo"),
 }
 CJK_MONO_FAMILIES = {region: (f"Noto Sans Mono CJK {region}",) for region in CJK_FAMILIES}
-OTHER_FAMILIES = ("Noto Sans Hebrew", "Noto Emoji", "Noto Color Emoji", "Noto Sans Symbols", "Noto Sans Symbols 2",
-                  "DejaVu Sans", "Symbola", "Segoe UI Emoji", "Apple Color Emoji")
+OTHER_FAMILIES = (
+    "Noto Sans Hebrew",
+    "Noto Emoji",
+    "Noto Color Emoji",
+    "Noto Sans Symbols",
+    "Noto Sans Symbols 2",
+    "DejaVu Sans",
+    "Symbola",
+    "Segoe UI Emoji",
+    "Apple Color Emoji",
+)
 CJK_LANG = {"SC": "zh", "JP": "ja", "KR": "ko"}
 
 # (first, last, what the text is, the font that covers it, how to get it)
@@ -154,8 +163,11 @@ def cjk_region(text: str) -> str:
 
 def plan_fonts(text: str, sources: FontSources = FontSources()) -> FontPlan:
     """Choose faces so that every character of `text` has a glyph; record the ones that cannot."""
-    folders = tuple(dict.fromkeys([*(package_font_folders() if sources.packages else ()),
-                                   *(f for f in sources.folders if f.is_dir())]))
+    folders = tuple(
+        dict.fromkeys(
+            [*(package_font_folders() if sources.packages else ()), *(f for f in sources.folders if f.is_dir())]
+        )
+    )
     faces = _faces(folders)
     plan = FontPlan(folders=folders)
     plan.cjk = {r: fam for r, names in CJK_FAMILIES.items() if (fam := _first(faces, names))}
@@ -271,8 +283,11 @@ def _fallback_order(faces: dict[str, FontFace], text: str):
 
 def _needs_glyph(c: str) -> bool:
     """Whitespace, controls and invisible format characters (ZWJ, variation selectors) draw nothing."""
-    return not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp") \
+    return (
+        not c.isspace()
+        and unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp")
         and not 0xFE00 <= ord(c) <= 0xFE0F
+    )
 
 
 def _describe_missing(chars: set[str]) -> list[MissingFont]:
@@ -285,4 +300,3 @@ def _describe_missing(chars: set[str]) -> list[MissingFont]:
             match = (script, f"Noto Sans {script}", NOTO_HINT)
         by_script.setdefault(match, []).append(c)
     return [MissingFont(s, "".join(cs[:8]), f, h) for (s, f, h), cs in by_script.items()]
-

@@ -42,8 +42,15 @@ def to_typst(tokens: list[Token], plan: FontPlan) -> str:
     title = report_markdown.title_of(tokens) or "Report"
     labels = {a for t in tokens if isinstance(a := t.attrGet("id"), str) and a.startswith("ref-")}
     preamble = _PREAMBLE.format(
-        title=_string(title), muted=MUTED_RGB, fonts=_array(plan.families()), body=BODY_PT, text=TEXT_RGB,
-        mono=_array(plan.mono_families()), code=CODE_PT, link=LINK_RGB, rule=RULE_RGB,
+        title=_string(title),
+        muted=MUTED_RGB,
+        fonts=_array(plan.families()),
+        body=BODY_PT,
+        text=TEXT_RGB,
+        mono=_array(plan.mono_families()),
+        code=CODE_PT,
+        link=LINK_RGB,
+        rule=RULE_RGB,
         headings="(" + ", ".join(f"{pt}pt" for pt in HEADING_PT) + ")",
     )
     return preamble + "\n" + _Writer(plan, labels).blocks(tokens, 0, len(tokens))
@@ -71,11 +78,13 @@ class _Writer:
             elif kind in ("fence", "code_block"):
                 out.append(self._code(token))
             elif kind == "table_open":
-                out.append(self._table(tokens[i:close + 1]))
+                out.append(self._table(tokens[i : close + 1]))
             elif kind == "blockquote_open":
                 inner = self.blocks(tokens, i + 1, close)
-                out.append(f"#block(inset: (left: 4mm), stroke: (left: 1.5pt + {RULE_RGB}))"
-                           f"[#set text(fill: {MUTED_RGB})\n{inner}]")
+                out.append(
+                    f"#block(inset: (left: 4mm), stroke: (left: 1.5pt + {RULE_RGB}))"
+                    f"[#set text(fill: {MUTED_RGB})\n{inner}]"
+                )
             elif kind == "hr":
                 out.append("#line(length: 100%, stroke: 0.5pt + rgb(200, 200, 200))")
             i = close + 1
@@ -114,8 +123,10 @@ class _Writer:
         lang = (token.info or "").split()[0] if token.info and token.info.split() else ""
         region = cjk_region(code)
         raw = f"raw(block: true, {_string(code)}" + (f", lang: {_string(lang)}" if lang.isidentifier() else "") + ")"
-        return (f"#block(fill: rgb(244, 244, 246), inset: (x: 2mm, y: 1.5mm), width: 100%)"
-                f"[#set text(font: {_array(self.plan.mono_families(region))}); #{raw}]")
+        return (
+            f"#block(fill: rgb(244, 244, 246), inset: (x: 2mm, y: 1.5mm), width: 100%)"
+            f"[#set text(font: {_array(self.plan.mono_families(region))}); #{raw}]"
+        )
 
     def _table(self, tokens: list[Token]) -> str:
         """Columns take their natural width; Typst shrinks them fairly when the table is too wide."""
@@ -139,9 +150,11 @@ class _Writer:
         cells = [[*r, *[""] * (columns - len(r))] for r in rows]
         header = "table.header(" + ", ".join(f"[{c}]" for c in cells[0]) + ")"
         body = ", ".join(f"[{c}]" for row in cells[1:] for c in row)
-        return (f"#block(width: 100%)[#set text(size: {size}pt)\n"
-                f"#table(columns: {columns}, align: ({', '.join(aligns)},), "
-                f"fill: (_, y) => if y == 0 {{ rgb(236, 238, 242) }}, {header}" + (f", {body}" if body else "") + ")]")
+        return (
+            f"#block(width: 100%)[#set text(size: {size}pt)\n"
+            f"#table(columns: {columns}, align: ({', '.join(aligns)},), "
+            f"fill: (_, y) => if y == 0 {{ rgb(236, 238, 242) }}, {header}" + (f", {body}" if body else "") + ")]"
+        )
 
     def inline(self, children: list[Token]) -> str:
         """Inline tokens as Typst markup: styles and links nest as function calls around string literals."""
@@ -189,8 +202,9 @@ class _Writer:
             settings.append(f"font: {_array(self.plan.families(region))}, lang: {_string(CJK_LANG[region])}")
         if not settings:
             return content
-        return f"#[#set text({', '.join(settings)})\n{content}]" if block else \
-            f"#text({', '.join(settings)})[{content}]"
+        return (
+            f"#[#set text({', '.join(settings)})\n{content}]" if block else f"#text({', '.join(settings)})[{content}]"
+        )
 
 
 def _close(tokens: list[Token], i: int) -> int:

@@ -8,9 +8,10 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sala_report.app.export import Exported, export_report
 from sala_report.app.settings import Settings
@@ -54,8 +55,12 @@ def web_search_config(settings: Settings):
     from sala_report.app.commands.sources import search_config
 
     s = settings.search
-    return dataclasses.replace(search_config(settings), searxng_url=s.searxng_url,
-                               openalex_api_key=s.openalex_api_key, openalex_mailto=s.openalex_mailto)
+    return dataclasses.replace(
+        search_config(settings),
+        searxng_url=s.searxng_url,
+        openalex_api_key=s.openalex_api_key,
+        openalex_mailto=s.openalex_mailto,
+    )
 
 
 def domain_filter(settings: Settings):
@@ -66,8 +71,10 @@ def domain_filter(settings: Settings):
     try:
         return DomainFilter.of(settings.search.include_domains, settings.search.exclude_domains)
     except ValueError as e:
-        raise ConfigError(f"search.include_domains / exclude_domains: {e}",
-                          hint="Give host names such as nature.com (subdomains are included).") from e
+        raise ConfigError(
+            f"search.include_domains / exclude_domains: {e}",
+            hint="Give host names such as nature.com (subdomains are included).",
+        ) from e
 
 
 def device_label(setting: str) -> str:
@@ -84,8 +91,14 @@ def device_label(setting: str) -> str:
 class LocalServices:
     """One process's store, models (loaded once per source) and engines."""
 
-    def __init__(self, settings: Settings, *, generator: Any = None, progress: Progress | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        generator: Any = None,
+        progress: Progress | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.reports_dir = settings.paths.reports_dir
         self._fixed_generator = generator
@@ -97,8 +110,9 @@ class LocalServices:
         model = settings.model.source if settings.model.backend == "local" else settings.model.served_model or "server"
         search = ", ".join(settings.search.engines) if settings.search.web else "your documents only"
         device = "server" if settings.model.backend == "openai" else device_label(settings.model.device)
-        self.facts = RunFacts(model=getattr(generator, "name", model), device=device, search=search,
-                              max_steps=settings.warp.max_steps)  # fmt: skip
+        self.facts = RunFacts(
+            model=getattr(generator, "name", model), device=device, search=search, max_steps=settings.warp.max_steps
+        )
 
     @property
     def store(self):
@@ -127,10 +141,13 @@ class LocalServices:
                 if cfg.backend == "local":
                     self.progress(f"loading the model {source} …")
                 self._generators[source] = make_generator(
-                    cfg, source=source, constrained=self.settings.warp.constrained,
+                    cfg,
+                    source=source,
+                    constrained=self.settings.warp.constrained,
                     progress=lambda done, total, what: self.progress(
-                        f"{what}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else "")),
-                )  # fmt: skip
+                        f"{what}: {done / 1e6:.0f} MB" + (f" of {total / 1e6:.0f} MB" if total else "")
+                    ),
+                )
             return self._generators[source]
 
     def retriever(self, web: bool):
@@ -139,8 +156,12 @@ class LocalServices:
 
         if not web:
             return Retriever(self.store)
-        return Retriever(self.store, search=WebSearch(web_search_config(self.settings), store=self.store),
-                         fetcher=Fetcher(fetch_config(self.settings)), domains=domain_filter(self.settings))  # fmt: skip
+        return Retriever(
+            self.store,
+            search=WebSearch(web_search_config(self.settings), store=self.store),
+            fetcher=Fetcher(fetch_config(self.settings)),
+            domains=domain_filter(self.settings),
+        )
 
     def ingest(self, folder: Path) -> set[int]:
         """Read a folder of documents into the store (unchanged files cost nothing); their source ids."""
@@ -151,8 +172,10 @@ class LocalServices:
 
         self.progress(f"reading the documents in {folder} …")
         report = ingest_folder(self.store, folder, config=document_config(self.settings))
-        self.progress(f"{len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed, "
-                      f"{report.failed} unreadable, {len(report.skipped)} skipped)")  # fmt: skip
+        self.progress(
+            f"{len(report.source_ids)} documents ready ({report.added} new, {report.updated} changed, "
+            f"{report.failed} unreadable, {len(report.skipped)} skipped)"
+        )
         for path, error in report.errors[:5]:
             self.progress(f"could not read {path}: {error}")
         for path, why in report.skipped[:5]:
@@ -170,17 +193,29 @@ class LocalServices:
 
         docs_ids = self.ingest(request.docs) if request.docs is not None else None
         if docs_ids is None and not request.web and not self.store.sources(with_text=False):
-            raise UsageError("with the web off there is nothing to read", hint="Add a folder of documents (--docs DIR).")
+            raise UsageError(
+                "with the web off there is nothing to read", hint="Add a folder of documents (--docs DIR)."
+            )
         # Web only: passages come from the pages this run finds, not from every document ever stored;
         # no web and no folder: everything stored so far.
         source_ids = docs_ids if docs_ids is not None else (set() if request.web else None)
         generator = self.generator(request.model)
         cfg = self.settings.model
-        options = {"web": request.web, "docs": str(request.docs.resolve()) if request.docs else None,
-                   "model_source": request.model or (cfg.served_model if cfg.backend == "openai" else cfg.source),
-                   "backend": cfg.backend}  # fmt: skip
-        return Engine.start(self.store, generator, self.retriever(request.web), self.fitted(generator),
-                            request.question, docs_source_ids=source_ids, options=options)  # fmt: skip
+        options = {
+            "web": request.web,
+            "docs": str(request.docs.resolve()) if request.docs else None,
+            "model_source": request.model or (cfg.served_model if cfg.backend == "openai" else cfg.source),
+            "backend": cfg.backend,
+        }
+        return Engine.start(
+            self.store,
+            generator,
+            self.retriever(request.web),
+            self.fitted(generator),
+            request.question,
+            docs_source_ids=source_ids,
+            options=options,
+        )
 
     def resume(self, session_id: str, *, model: str = "") -> Any:
         """Continue a session with the sources it was started with, and its model unless `model` names another."""
@@ -190,8 +225,9 @@ class LocalServices:
         warp = WarpStore(self.store)
         found = warp.find_session(session_id)
         if found is None:
-            raise UsageError(f"no session '{session_id}' (or the prefix matches several)",
-                             hint="`sala-report sessions` lists them.")  # fmt: skip
+            raise UsageError(
+                f"no session '{session_id}' (or the prefix matches several)", hint="`sala-report sessions` lists them."
+            )
         record = warp.session(found)
         web = bool(record.options.get("web", self.settings.search.web))
         same_backend = record.options.get("backend") == self.settings.model.backend
@@ -217,8 +253,10 @@ class LocalServices:
     def sessions(self) -> list[SessionInfo]:
         from sala_report.app.warp import list_sessions
 
-        return [SessionInfo(s.id, s.question, s.status, s.updated_at[:16].replace("T", " "), s.steps)
-                for s in list_sessions(self.store)]  # fmt: skip
+        return [
+            SessionInfo(s.id, s.question, s.status, s.updated_at[:16].replace("T", " "), s.steps)
+            for s in list_sessions(self.store)
+        ]
 
     def report_markdown(self, session_id: str) -> str:
         from sala_report.app.warp import render_markdown
@@ -240,9 +278,8 @@ class LocalServices:
         return out
 
     def export(self, session_id: str, fmt: str, path: Path) -> Exported:
-        from sala_report.app.warp import render_markdown, session_summary
-
         from sala_report.app.bibliography import references_in
+        from sala_report.app.warp import render_markdown, session_summary
 
         summary = session_summary(self.store, session_id) if fmt == "json" else None
         markdown = render_markdown(self.store, session_id)

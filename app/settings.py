@@ -12,9 +12,10 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from platformdirs import PlatformDirs
 
@@ -171,7 +172,9 @@ class WarpSettings:
     # A folder with your copies of the released surveycpm_*.jinja templates: rendered instead, as the released
     # pipeline renders them ("" : the built-in prompts)
     prompt_dir: str = ""
-    no_repeat_ngram: int = 4  # compact prompts: no answer repeats a run of this many tokens or copies the prompt's (0: off, else >= 3)
+    no_repeat_ngram: int = (
+        4  # compact prompts: no answer repeats a run of this many tokens or copies the prompt's (0: off, else >= 3)
+    )
     # "evidence": answers are chosen from the documents (verbatim sentences, their headings); "generate": the model
     # writes; "auto": evidence for in-process models under 1B parameters when prompt_style is "auto"
     writing: Literal["auto", "evidence", "generate"] = "auto"
@@ -241,7 +244,7 @@ def load_settings(
                 put(f"{section}.{key}", value, str(path))
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and "__" in name:
-            section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+            section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
             put(f"{section}.{key}", value, name)
     if env.get(ENV_PREFIX + "HOME"):
         put("paths.data_dir", env[ENV_PREFIX + "HOME"], ENV_PREFIX + "HOME")
@@ -404,7 +407,9 @@ RULES: dict[str, Check] = {
     "search.region": _matching(r"[a-z]{2}-[a-z]{2}", "a region like wt-wt (no region) or us-en"),
     "search.max_results": _within(1, 100),
     "search.timeout_s": _above(0),
-    "search.searxng_url": lambda v: None if not v else _matching(r"https?://[^\s/]+(/\S*)?", "an http:// or https:// URL")(v),
+    "search.searxng_url": lambda v: (
+        None if not v else _matching(r"https?://[^\s/]+(/\S*)?", "an http:// or https:// URL")(v)
+    ),
     "search.include_domains": _domains,
     "search.exclude_domains": _domains,
     "fetch.connect_timeout_s": _above(0),
@@ -432,7 +437,12 @@ RULES: dict[str, Check] = {
     "ui.theme": _filled,
 }
 _BY_TYPE: dict[type, Check] = {
-    bool: _anything, int: _at_least(0), float: _at_least(0), list: _names, dict: _keys, str: _anything,
+    bool: _anything,
+    int: _at_least(0),
+    float: _at_least(0),
+    list: _names,
+    dict: _keys,
+    str: _anything,
 }
 
 

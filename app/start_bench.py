@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 FIRST_PAINT_MARKER = b"Question: what do you want to know?"  # a label of the start screen
-EAGER_HELP = ("from sala_report.app.cli import _register_commands, main; "
-              "_register_commands(); raise SystemExit(main(['--help']))")
+EAGER_HELP = (
+    "from sala_report.app.cli import _register_commands, main; _register_commands(); raise SystemExit(main(['--help']))"
+)
 TORCH_AT_START = "import torch; from sala_report.app.cli import main; raise SystemExit(main())"
 LAZY_START = "from sala_report.app.cli import main; raise SystemExit(main())"
 
@@ -78,23 +79,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sala-start-bench-") as tmp:
-        env = {**os.environ, "SALA_REPORT_HOME": str(Path(tmp) / "data"), "TERM": "xterm-256color",
-               "SALA_REPORT_CONFIG": str(Path(tmp) / "none.toml")}
+        env = {
+            **os.environ,
+            "SALA_REPORT_HOME": str(Path(tmp) / "data"),
+            "TERM": "xterm-256color",
+            "SALA_REPORT_CONFIG": str(Path(tmp) / "none.toml"),
+        }
         time_help(None, env)  # the first run writes bytecode and fills the disk cache; not counted
         rows = [
-            ("sala-report --help", "before: every subcommand imported", [time_help(EAGER_HELP, env) for _ in range(args.repeats)]),
+            (
+                "sala-report --help",
+                "before: every subcommand imported",
+                [time_help(EAGER_HELP, env) for _ in range(args.repeats)],
+            ),
             ("sala-report --help", "now: lazy subcommands", [time_help(None, env) for _ in range(args.repeats)]),
-            ("terminal app first paint", "before: torch imported at launch",
-             [time_first_paint(TORCH_AT_START, env) for _ in range(args.repeats)]),
-            ("terminal app first paint", "now: device label without torch",
-             [time_first_paint(LAZY_START, env) for _ in range(args.repeats)]),
+            (
+                "terminal app first paint",
+                "before: torch imported at launch",
+                [time_first_paint(TORCH_AT_START, env) for _ in range(args.repeats)],
+            ),
+            (
+                "terminal app first paint",
+                "now: device label without torch",
+                [time_first_paint(LAZY_START, env) for _ in range(args.repeats)],
+            ),
         ]
     print(f"{'what':<26} | {'how':<36} | {'median s':>8} | {'min s':>6} | {'max s':>6} | {'CPU s':>6}")
     print("-" * 103)
     for what, how, runs in rows:
         wall = [w for w, _ in runs]
         cpu = statistics.median(c for _, c in runs)
-        print(f"{what:<26} | {how:<36} | {statistics.median(wall):8.2f} | {min(wall):6.2f} | {max(wall):6.2f} | {cpu:6.2f}")
+        print(
+            f"{what:<26} | {how:<36} | {statistics.median(wall):8.2f} | {min(wall):6.2f} | {max(wall):6.2f} | {cpu:6.2f}"
+        )
     print(f"{args.repeats} fresh processes each; load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 

@@ -4,7 +4,7 @@ terms, and citation keys shown as the report's [n] numbers (a key like `textid7`
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 _IRREGULAR = {"passage": "passages", "search": "searches", "entry": "entries"}
 
@@ -18,8 +18,10 @@ def plural(count: int, noun: str) -> str:
 
 # (pattern over the raw error text, what it means for the person); the first that matches wins
 _NETWORK = (
-    (re.compile(r"dns|name resolution|resolv|getaddrinfo|nodename nor servname|name or service not known", re.I),
-     "could not be reached: the address could not be looked up (no network, or DNS is down)"),
+    (
+        re.compile(r"dns|name resolution|resolv|getaddrinfo|nodename nor servname|name or service not known", re.I),
+        "could not be reached: the address could not be looked up (no network, or DNS is down)",
+    ),
     (re.compile(r"ratelimit|rate limit|\b429\b|too many requests", re.I), "is rate limiting; try again in a while"),
     (re.compile(r"timed? ?out|timeout", re.I), "did not answer in time"),
     (re.compile(r"ssl|tls|certificate", re.I), "could not be reached securely (a TLS or certificate error)"),

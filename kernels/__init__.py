@@ -51,8 +51,15 @@ def _expect(cond: bool, what: str, got: object) -> None:
 
 
 def lightning_prefill(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
-    initial_state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, fp32_products: bool = False,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    scale: float,
+    initial_state: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    fp32_products: bool = False,
     backend: Backend = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked Lightning attention over a prompt; see lightning/README.md.
@@ -64,36 +71,66 @@ def lightning_prefill(
     fla's precision). The reference always computes in fp32.
     -> (o [B, T, H, Dv] in q.dtype, final_state [N, H, Dk, Dv] fp32)
     """
-    _expect(q.dim() == 4 and k.shape == q.shape and v.shape[:3] == q.shape[:3], "q, k: [B, T, H, Dk] and v: [B, T, H, Dv]",
-            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+    _expect(
+        q.dim() == 4 and k.shape == q.shape and v.shape[:3] == q.shape[:3],
+        "q, k: [B, T, H, Dk] and v: [B, T, H, Dv]",
+        (tuple(q.shape), tuple(k.shape), tuple(v.shape)),
+    )
     B, T, H, Dk = q.shape
     _expect(tuple(log_decay.shape) == (H,), f"log_decay of shape ({H},)", tuple(log_decay.shape))
     if cu_seqlens is not None:
-        _expect(B == 1 and cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2, "B == 1 and cu_seqlens [N + 1] with cu_seqlens",
-                (B, tuple(cu_seqlens.shape)))
+        _expect(
+            B == 1 and cu_seqlens.dim() == 1 and cu_seqlens.numel() >= 2,
+            "B == 1 and cu_seqlens [N + 1] with cu_seqlens",
+            (B, tuple(cu_seqlens.shape)),
+        )
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     if initial_state is not None:
-        _expect(tuple(initial_state.shape) == (N, H, Dk, v.shape[-1]), f"initial_state of shape {(N, H, Dk, v.shape[-1])}",
-                tuple(initial_state.shape))
+        _expect(
+            tuple(initial_state.shape) == (N, H, Dk, v.shape[-1]),
+            f"initial_state of shape {(N, H, Dk, v.shape[-1])}",
+            tuple(initial_state.shape),
+        )
     if _use_triton(backend, q):
         from .lightning.chunk import chunk_lightning
 
-        return chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens,
-                               fp32_products=fp32_products)
-    return _lightning_ref.chunk_lightning(q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens)
+        return chunk_lightning(
+            q,
+            k,
+            v,
+            log_decay,
+            scale=scale,
+            initial_state=initial_state,
+            cu_seqlens=cu_seqlens,
+            fp32_products=fp32_products,
+        )
+    return _lightning_ref.chunk_lightning(
+        q, k, v, log_decay, scale=scale, initial_state=initial_state, cu_seqlens=cu_seqlens
+    )
 
 
 def lightning_decode(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor, *, scale: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    state: torch.Tensor,
+    *,
+    scale: float,
     backend: Backend = "auto",
 ) -> torch.Tensor:
     """One token for each of B sequences. q, k: [B, H, Dk]; v: [B, H, Dv]; state [B, H, Dk, Dv] fp32 is updated IN PLACE.
 
     -> o [B, H, Dv] in q.dtype
     """
-    _expect(q.dim() == 3 and k.shape == q.shape and v.shape[:2] == q.shape[:2], "q, k: [B, H, Dk] and v: [B, H, Dv]",
-            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
-    _expect(tuple(state.shape) == (*q.shape, v.shape[-1]), f"state of shape {(*q.shape, v.shape[-1])}", tuple(state.shape))
+    _expect(
+        q.dim() == 3 and k.shape == q.shape and v.shape[:2] == q.shape[:2],
+        "q, k: [B, H, Dk] and v: [B, H, Dv]",
+        (tuple(q.shape), tuple(k.shape), tuple(v.shape)),
+    )
+    _expect(
+        tuple(state.shape) == (*q.shape, v.shape[-1]), f"state of shape {(*q.shape, v.shape[-1])}", tuple(state.shape)
+    )
     _expect(state.dtype in (torch.float32, torch.float64), "a float32 state", state.dtype)
     if _use_triton(backend, q):
         from .lightning.fused_recurrent import fused_recurrent_decode
@@ -117,8 +154,16 @@ def compress_keys(k: torch.Tensor, *, kernel_size: int, stride: int, backend: Ba
 
 
 def select_blocks(
-    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
-    causal: bool, scale: float | None = None, backend: Backend = "auto",
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    *,
+    q_start: int,
+    kv_len: int,
+    params: SparseParams,
+    causal: bool,
+    scale: float | None = None,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
     """InfLLM-V2 block selection (sala-model.md §3.5) -> int32 [B, Hkv, Tq, k_eff], ascending, -1 where invalid.
 
@@ -126,21 +171,39 @@ def select_blocks(
     k2 = compress(k, 128, 64) over the first kv_len keys; scale defaults to D ** -0.5. Ties go to the lower block.
     """
     _expect(q.dim() == 4 and k1.dim() == 4 and k2.dim() == 4, "q, k1, k2 of rank 4", (q.dim(), k1.dim(), k2.dim()))
-    _expect(k1.shape[2] == k2.shape[2] and q.shape[2] % k1.shape[2] == 0, "Hq a multiple of Hkv (k1 and k2 alike)",
-            (q.shape[2], k1.shape[2], k2.shape[2]))
+    _expect(
+        k1.shape[2] == k2.shape[2] and q.shape[2] % k1.shape[2] == 0,
+        "Hq a multiple of Hkv (k1 and k2 alike)",
+        (q.shape[2], k1.shape[2], k2.shape[2]),
+    )
     _expect(isinstance(params, SparseParams), "params: SparseParams", type(params).__name__)
-    _expect(kv_len >= 1 and (not causal or q_start + q.shape[1] <= kv_len), "1 <= kv_len and q_start + Tq <= kv_len",
-            (q_start, q.shape[1], kv_len))
+    _expect(
+        kv_len >= 1 and (not causal or q_start + q.shape[1] <= kv_len),
+        "1 <= kv_len and q_start + Tq <= kv_len",
+        (q_start, q.shape[1], kv_len),
+    )
     if _use_triton(backend, q):
         from .sparse.select import select_blocks_triton
 
-        return select_blocks_triton(q, k1, k2, q_start=q_start, kv_len=kv_len, params=params, causal=causal, scale=scale)
-    return _sparse_ref.select_blocks(q, k1, k2, q_start=q_start, kv_len=kv_len, params=params, causal=causal, scale=scale)
+        return select_blocks_triton(
+            q, k1, k2, q_start=q_start, kv_len=kv_len, params=params, causal=causal, scale=scale
+        )
+    return _sparse_ref.select_blocks(
+        q, k1, k2, q_start=q_start, kv_len=kv_len, params=params, causal=causal, scale=scale
+    )
 
 
 def sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_idx: torch.Tensor, *, q_start: int, block_size: int,
-    scale: float, forced_blocks: tuple[int, int] | None = None, backend: Backend = "auto",
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_idx: torch.Tensor,
+    *,
+    q_start: int,
+    block_size: int,
+    scale: float,
+    forced_blocks: tuple[int, int] | None = None,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
     """Exact softmax attention of each query over the union of its selected blocks, causal within its own block.
 
@@ -150,28 +213,47 @@ def sparse_attention(
     select_blocks with those params (every row holds its init and local blocks); the Triton prefill then computes
     that shared part once per 64-query block, which is faster. The result is the same either way.
     """
-    _expect(q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3], "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
-            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
-    _expect(block_idx.dim() == 4 and tuple(block_idx.shape[:3]) == (q.shape[0], k.shape[2], q.shape[1]),
-            f"block_idx of shape {(q.shape[0], k.shape[2], q.shape[1])} + (K,)", tuple(block_idx.shape))
+    _expect(
+        q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3],
+        "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
+        (tuple(q.shape), tuple(k.shape), tuple(v.shape)),
+    )
+    _expect(
+        block_idx.dim() == 4 and tuple(block_idx.shape[:3]) == (q.shape[0], k.shape[2], q.shape[1]),
+        f"block_idx of shape {(q.shape[0], k.shape[2], q.shape[1])} + (K,)",
+        tuple(block_idx.shape),
+    )
     if _use_triton(backend, q):
         from .sparse.attention import sparse_attention_triton
 
-        return sparse_attention_triton(q, k, v, block_idx, q_start=q_start, block_size=block_size, scale=scale,
-                                       forced_blocks=forced_blocks)
+        return sparse_attention_triton(
+            q, k, v, block_idx, q_start=q_start, block_size=block_size, scale=scale, forced_blocks=forced_blocks
+        )
     return _sparse_ref.sparse_attention(q, k, v, block_idx, q_start=q_start, block_size=block_size, scale=scale)
 
 
 def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, q_start: int, scale: float) -> torch.Tensor:
     """Causal GQA attention over all keys (torch SDPA): query i at position q_start + i sees keys 0 .. q_start + i."""
-    _expect(q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3], "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
-            (tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+    _expect(
+        q.dim() == 4 and k.dim() == 4 and v.shape[:3] == k.shape[:3],
+        "q: [B, Tq, Hq, D], k, v: [B, L, Hkv, D]",
+        (tuple(q.shape), tuple(k.shape), tuple(v.shape)),
+    )
     return _sparse_ref.dense_attention(q, k, v, q_start=q_start, scale=scale)
 
 
 def sparse_decode(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor, *,
-    params: SparseParams, scale: float, max_kv_len: int, backend: Backend = "auto",
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    pos: torch.Tensor,
+    *,
+    params: SparseParams,
+    scale: float,
+    max_kv_len: int,
+    backend: Backend = "auto",
 ) -> torch.Tensor:
     """One decode step of InfLLM-V2 (selection, then attention) that a CUDA graph can replay at any length.
 
@@ -191,10 +273,12 @@ def sparse_decode(
     length = int(pos) + 1
     n1 = _windows(length, params.kernel_size, params.kernel_stride)
     n2 = _windows(length, params.lse_kernel_size, params.lse_stride)
-    idx = _sparse_ref.select_blocks(q, k1[:, :n1], k2[:, :n2], q_start=length - 1, kv_len=length, params=params,
-                                    causal=False, scale=scale)
-    return _sparse_ref.sparse_attention(q, k[:, :length], v[:, :length], idx, q_start=length - 1,
-                                        block_size=params.block_size, scale=scale)
+    idx = _sparse_ref.select_blocks(
+        q, k1[:, :n1], k2[:, :n2], q_start=length - 1, kv_len=length, params=params, causal=False, scale=scale
+    )
+    return _sparse_ref.sparse_attention(
+        q, k[:, :length], v[:, :length], idx, q_start=length - 1, block_size=params.block_size, scale=scale
+    )
 
 
 def _windows(length: int, kernel_size: int, stride: int) -> int:
@@ -202,7 +286,13 @@ def _windows(length: int, kernel_size: int, stride: int) -> int:
 
 
 def append_compressed(
-    k: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor, *, kernel_size: int, stride: int,
+    k: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    pos: torch.Tensor,
+    *,
+    kernel_size: int,
+    stride: int,
     backend: Backend = "auto",
 ) -> None:
     """After the key at position pos (int64 [1] tensor) was written into k [B, cap, Hkv, D]: write, in place, the
@@ -242,7 +332,11 @@ def add_rms_norm(
 
 
 def head_norm_rope(
-    x: torch.Tensor, weight: torch.Tensor | None, eps: float, cos: torch.Tensor | None, sin: torch.Tensor | None,
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float,
+    cos: torch.Tensor | None,
+    sin: torch.Tensor | None,
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """x [B, T, H, D]: per-head RMSNorm (weight [D] or None), then rotate-half RoPE with cos/sin [T, D] (or None)."""

@@ -24,7 +24,7 @@ def num_sms(device: torch.device) -> int:
     return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cuda_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
@@ -32,4 +32,3 @@ def _cuda_sms(index: int) -> int:
 def tl_dtype_ok(x: torch.Tensor) -> None:
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"expected a float16, bfloat16 or float32 tensor for the Triton kernels, got {x.dtype}")
-

@@ -128,7 +128,7 @@ def lightning_prefill_rows(name: str, T: int, peaks: dict, rows: list, fla) -> N
     w = min(T, 12288)
     o_r, _ = lightning_ref.chunk_lightning(q[:, -w:].float(), k[:, -w:].float(), v[:, -w:].float(), g, scale=scale)
     err = rel(o[:, -4096:], o_r[:, -4096:])
-    if T == w:
+    if w == T:
         err = max(err, rel(o, o_r))
     if not err <= 5e-3:
         rows.append(Row("lightning prefill", name, "ours", None, note=f"FAILED check: rel err {err:.2e}"))
@@ -143,8 +143,18 @@ def lightning_prefill_rows(name: str, T: int, peaks: dict, rows: list, fla) -> N
     del o, s, o_r, o_p, o_32
     mem = extra_memory(lambda: lightning_prefill(q, k, v, g, scale=scale))
     t = timeit(lambda: lightning_prefill(q, k, v, g, scale=scale))
-    rows.append(Row("lightning prefill", name, "ours", t, flops / t / 1e9, "TFLOP/s", floor,
-                    f"err {err:.1e}, extra mem {(mem - q.numel() * 2) / 2**20:.0f} MiB beyond o"))
+    rows.append(
+        Row(
+            "lightning prefill",
+            name,
+            "ours",
+            t,
+            flops / t / 1e9,
+            "TFLOP/s",
+            floor,
+            f"err {err:.1e}, extra mem {(mem - q.numel() * 2) / 2**20:.0f} MiB beyond o",
+        )
+    )
     if err_p <= 5e-3 and same_p <= 5e-3:  # fp32 copies use tf32 dots: the split bf16 operands are the closer ones
         tp = timeit(lambda: lightning_prefill(q, k, v, g, scale=scale, fp32_products=True))
         copies = ""
@@ -152,12 +162,29 @@ def lightning_prefill_rows(name: str, T: int, peaks: dict, rows: list, fla) -> N
             q32, k32, v32 = q.float(), k.float(), v.float()
             copies = f"; the kernel on fp32 copies (the model's former setting) {timeit(lambda: lightning_prefill(q32, k32, v32, g, scale=scale)):.2f} ms"
             del q32, k32, v32
-        rows.append(Row("lightning prefill", name, "ours, fp32 products", tp, flops / tp / 1e9, "TFLOP/s", floor,
-                        f"bf16 inputs, tf32 dots after QKᵀ (the model's setting): err {err_p:.1e}, vs fp32 copies {same_p:.1e}"
-                        f"{copies}"))
+        rows.append(
+            Row(
+                "lightning prefill",
+                name,
+                "ours, fp32 products",
+                tp,
+                flops / tp / 1e9,
+                "TFLOP/s",
+                floor,
+                f"bf16 inputs, tf32 dots after QKᵀ (the model's setting): err {err_p:.1e}, vs fp32 copies {same_p:.1e}"
+                f"{copies}",
+            )
+        )
     else:
-        rows.append(Row("lightning prefill", name, "ours, fp32 products", None,
-                        note=f"FAILED check: rel err {err_p:.2e}, vs fp32 copies {same_p:.2e}"))
+        rows.append(
+            Row(
+                "lightning prefill",
+                name,
+                "ours, fp32 products",
+                None,
+                note=f"FAILED check: rel err {err_p:.2e}, vs fp32 copies {same_p:.2e}",
+            )
+        )
     if fla is not None:
         try:
             run = lambda: fla.chunk_simple_gla(q, k, v, g_gamma=g, scale=scale, output_final_state=True)  # noqa: E731
@@ -165,8 +192,18 @@ def lightning_prefill_rows(name: str, T: int, peaks: dict, rows: list, fla) -> N
             agree = rel(o_f[:, -4096:], lightning_prefill(q, k, v, g, scale=scale)[0][:, -4096:])
             del o_f
             tf = timeit(run)
-            rows.append(Row("lightning prefill", name, "fla chunk_simple_gla", tf, flops / tf / 1e9, "TFLOP/s", floor,
-                            f"ours/fla {t / tf:.2f}, outputs agree to {agree:.1e}"))
+            rows.append(
+                Row(
+                    "lightning prefill",
+                    name,
+                    "fla chunk_simple_gla",
+                    tf,
+                    flops / tf / 1e9,
+                    "TFLOP/s",
+                    floor,
+                    f"ours/fla {t / tf:.2f}, outputs agree to {agree:.1e}",
+                )
+            )
         except torch.OutOfMemoryError:
             rows.append(Row("lightning prefill", name, "fla chunk_simple_gla", None, note="out of memory"))
         torch.cuda.empty_cache()
@@ -195,14 +232,41 @@ def lightning_decode_rows(B: int, peaks: dict, rows: list, fla) -> None:
             lightning_decode(q, k, v, g, st, scale=scale)
     t = timeit(graph.replay) / len(states)
     bw = nbytes / (t * 1e-3)
-    rows.append(Row("lightning decode", f"B={B}", "ours", t, bw / 1e9, "GB/s", nbytes / peaks["copy_Bps"] * 1e3,
-                    f"{bw / peaks['copy_Bps']:.0%} of copy bandwidth (CUDA graph of 8 layers' steps; one eager call {t_one * 1e3:.0f} us)"))
+    rows.append(
+        Row(
+            "lightning decode",
+            f"B={B}",
+            "ours",
+            t,
+            bw / 1e9,
+            "GB/s",
+            nbytes / peaks["copy_Bps"] * 1e3,
+            f"{bw / peaks['copy_Bps']:.0%} of copy bandwidth (CUDA graph of 8 layers' steps; one eager call {t_one * 1e3:.0f} us)",
+        )
+    )
     if fla is not None:
-        run = lambda: fla.fused_recurrent_simple_gla(q[:, None], k[:, None], v[:, None], g_gamma=g, scale=scale,  # noqa: E731
-                                                     initial_state=state, output_final_state=True)
+        run = lambda: fla.fused_recurrent_simple_gla(
+            q[:, None],
+            k[:, None],
+            v[:, None],
+            g_gamma=g,
+            scale=scale,  # noqa: E731
+            initial_state=state,
+            output_final_state=True,
+        )
         tf = timeit(run)
-        rows.append(Row("lightning decode", f"B={B}", "fla fused_recurrent_simple_gla", tf, nbytes / (tf * 1e-3) / 1e9, "GB/s",
-                        nbytes / peaks["copy_Bps"] * 1e3, f"ours/fla {t / tf:.2f}"))
+        rows.append(
+            Row(
+                "lightning decode",
+                f"B={B}",
+                "fla fused_recurrent_simple_gla",
+                tf,
+                nbytes / (tf * 1e-3) / 1e9,
+                "GB/s",
+                nbytes / peaks["copy_Bps"] * 1e3,
+                f"ours/fla {t / tf:.2f}",
+            )
+        )
 
 
 def _sparse_flops(T: int) -> float:
@@ -228,12 +292,15 @@ def sparse_prefill_rows(name: str, T: int, peaks: dict, rows: list, dense_ms: di
     k2 = compress_keys(k, kernel_size=128, stride=64)
     idx_r = sparse_ref.select_blocks(q[:, -n:], k1, k2, q_start=T - n, kv_len=T, params=SALA, causal=True)
     same = (idx[:, :, -n:] == idx_r).all(-1).float().mean().item()
-    o_r = sparse_ref.sparse_attention(q[:, -n:].float(), k.float(), v.float(), idx[:, :, -n:], q_start=T - n, block_size=64,
-                                      scale=scale)
+    o_r = sparse_ref.sparse_attention(
+        q[:, -n:].float(), k.float(), v.float(), idx[:, :, -n:], q_start=T - n, block_size=64, scale=scale
+    )
     err = rel(o[:, -n:], o_r)
     del o, idx, o_r
     if not (err <= 5e-3 and same >= 0.99):
-        rows.append(Row("sparse prefill", name, "ours", None, note=f"FAILED check: rel err {err:.2e}, same rows {same:.2%}"))
+        rows.append(
+            Row("sparse prefill", name, "ours", None, note=f"FAILED check: rel err {err:.2e}, same rows {same:.2%}")
+        )
         return
     mem = extra_memory(lambda: pipeline()[0])
     t_c = timeit(lambda: (compress_keys(k, kernel_size=32, stride=16), compress_keys(k, kernel_size=128, stride=64)))
@@ -248,9 +315,11 @@ def sparse_prefill_rows(name: str, T: int, peaks: dict, rows: list, dense_ms: di
     floor = flops / peaks["mm_flops"] * 1e3
     extra = mem - q.numel() * 2
     sel_bytes = T * HKV * (SALA.k_eff(T) - SALA.init_blocks - SALA.local_blocks - 1) * 64 * D * 2 * 2
-    note = (f"compress {t_c:.1f} + select {t_s:.1f} + attention {t_a:.1f} (without band split {t_a0:.1f}) ms; "
-            f"scored-block K/V bytes / copy bw = {sel_bytes / peaks['copy_Bps'] * 1e3:.0f} ms; err {err:.1e}, "
-            f"same rows {same:.1%}; extra mem {extra / 2**30:.2f} GiB; kernels: {kernels}")
+    note = (
+        f"compress {t_c:.1f} + select {t_s:.1f} + attention {t_a:.1f} (without band split {t_a0:.1f}) ms; "
+        f"scored-block K/V bytes / copy bw = {sel_bytes / peaks['copy_Bps'] * 1e3:.0f} ms; err {err:.1e}, "
+        f"same rows {same:.1%}; extra mem {extra / 2**30:.2f} GiB; kernels: {kernels}"
+    )
     if name in dense_ms:
         note += f"; {dense_ms[name][0] / t:.1f}x faster than cuDNN dense{dense_ms[name][1]}"
     rows.append(Row("sparse prefill", name, "ours", t, flops / t / 1e9, "TFLOP/s", floor, note))
@@ -269,15 +338,35 @@ def dense_rows(name: str, T: int, peaks: dict, rows: list, dense_ms: dict) -> No
         with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
             t = timeit(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), budget_ms=1)
         dense_ms[name] = (t, "")
-        rows.append(Row("dense causal (peer)", name, "SDPA cuDNN", t, flops / t / 1e9, "TFLOP/s", flops / peaks["mm_flops"] * 1e3))
+        rows.append(
+            Row(
+                "dense causal (peer)",
+                name,
+                "SDPA cuDNN",
+                t,
+                flops / t / 1e9,
+                "TFLOP/s",
+                flops / peaks["mm_flops"] * 1e3,
+            )
+        )
     except Exception as e:  # noqa: BLE001 - a peer that cannot run at this size is extrapolated instead
         base = [(n, v[0]) for n, v in dense_ms.items() if not v[1]]
         if base:
             n0, t0 = base[-1]
             t = t0 * (T / LENGTHS[n0]) ** 2
             dense_ms[name] = (t, f" (extrapolated from {n0})")
-            rows.append(Row("dense causal (peer)", name, "SDPA cuDNN", t, flops / t / 1e9, "TFLOP/s", flops / peaks["mm_flops"] * 1e3,
-                            f"extrapolated (T^2) from {n0}: {type(e).__name__}"))
+            rows.append(
+                Row(
+                    "dense causal (peer)",
+                    name,
+                    "SDPA cuDNN",
+                    t,
+                    flops / t / 1e9,
+                    "TFLOP/s",
+                    flops / peaks["mm_flops"] * 1e3,
+                    f"extrapolated (T^2) from {n0}: {type(e).__name__}",
+                )
+            )
     finally:
         torch.cuda.empty_cache()
 
@@ -315,12 +404,16 @@ def sparse_decode_rows(name: str, T: int, peaks: dict, rows: list) -> None:
     idx = select_blocks(q, k1, k2, q_start=T - 1, kv_len=T, params=SALA, causal=False)
     same = torch.equal(idx, idx_r) or near_tie(idx, q, k1, k2, T - 1, T)
     if not (err <= 5e-3 and same):
-        rows.append(Row("sparse decode", name, "ours", None, note=f"FAILED check: rel err {err:.2e}, same selection {same}"))
+        rows.append(
+            Row("sparse decode", name, "ours", None, note=f"FAILED check: rel err {err:.2e}, same selection {same}")
+        )
         return
     nbytes = (k1.numel() + k2.numel()) * 2 + SALA.k_eff(T) * SALA.block_size * HKV * D * 2 * 2
     t_eager = timeit(step)
     t_cmp = timeit(lambda: compress_keys(k[:, T - 128 :], kernel_size=128, stride=64))
-    note = f"eager {t_eager * 1e3:.0f} us; one new K2 entry {t_cmp * 1e3:.0f} us; kernels: {kernel_breakdown(step, top=8)}"
+    note = (
+        f"eager {t_eager * 1e3:.0f} us; one new K2 entry {t_cmp * 1e3:.0f} us; kernels: {kernel_breakdown(step, top=8)}"
+    )
     t = t_eager
     try:
         s = torch.cuda.Stream()
@@ -337,8 +430,18 @@ def sparse_decode_rows(name: str, T: int, peaks: dict, rows: list) -> None:
     except Exception as e:  # noqa: BLE001 - the eager time stands
         note += f", no graph ({type(e).__name__})"
     bw = nbytes / (t * 1e-3)
-    rows.append(Row("sparse decode", name, "ours", t, bw / 1e9, "GB/s", nbytes / peaks["copy_Bps"] * 1e3,
-                    f"{bw / peaks['copy_Bps']:.0%} of copy bandwidth for {nbytes / 2**20:.1f} MiB; {note}"))
+    rows.append(
+        Row(
+            "sparse decode",
+            name,
+            "ours",
+            t,
+            bw / 1e9,
+            "GB/s",
+            nbytes / peaks["copy_Bps"] * 1e3,
+            f"{bw / peaks['copy_Bps']:.0%} of copy bandwidth for {nbytes / 2**20:.1f} MiB; {note}",
+        )
+    )
 
 
 def autotune_choices() -> dict:
@@ -346,8 +449,12 @@ def autotune_choices() -> dict:
     from .sparse import attention, select
 
     out = {}
-    for name, fn in [("lightning state", chunk._segment_state_kernel), ("lightning output", chunk._chunk_output_kernel),
-                     ("sparse score", select._score_prefill), ("sparse attention", attention._sparse_attn_tuned)]:
+    for name, fn in [
+        ("lightning state", chunk._segment_state_kernel),
+        ("lightning output", chunk._chunk_output_kernel),
+        ("sparse score", select._score_prefill),
+        ("sparse attention", attention._sparse_attn_tuned),
+    ]:
         best = getattr(fn, "best_config", None)
         out[name] = str(best) if best is not None else None
     out["sparse attention, band gather (warps, stages, blocks a step)"] = str(attention.BAND_GATHER)
@@ -369,8 +476,12 @@ def main(argv=None) -> int:
         import fla.ops.simple_gla as fla
     except ImportError:
         fla = None
-    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-            "fla": getattr(__import__("fla") if fla else None, "__version__", None)}
+    info = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "fla": getattr(__import__("fla") if fla else None, "__version__", None),
+    }
     peaks = ceilings()
     info.update(copy_TBps=peaks["copy_Bps"] / 1e12, mm_TFLOPs=peaks["mm_flops"] / 1e12)
     print(info, flush=True)
@@ -390,7 +501,15 @@ def main(argv=None) -> int:
         try:
             fn(*a)
         except Exception as e:  # noqa: BLE001 - one failing op must not hide the others' numbers
-            rows.append(Row(fn.__name__.replace("_rows", ""), str(a[0]), "ours", None, note=f"ERROR {type(e).__name__}: {e}"[:300]))
+            rows.append(
+                Row(
+                    fn.__name__.replace("_rows", ""),
+                    str(a[0]),
+                    "ours",
+                    None,
+                    note=f"ERROR {type(e).__name__}: {e}"[:300],
+                )
+            )
         torch.cuda.empty_cache()
         print(f"{fn.__name__} {a[0]} done in {time.perf_counter() - t0:.0f} s", flush=True)
         save()  # a run cut short keeps the rows it has

@@ -9,6 +9,18 @@ from .sources import DEFAULT_MODEL, default_cache_dir
 from .tokenizer import Tokenizer
 
 __all__ = [
-    "CausalLM", "ConfigError", "DEFAULT_MODEL", "Generation", "GenerationConfig", "ModelConfig", "ModelError",
-    "RopeScaling", "SparseConfig", "Tokenizer", "default_cache_dir", "generate", "load_model", "load_tokenizer",
-]  # fmt: skip
+    "CausalLM",
+    "ConfigError",
+    "DEFAULT_MODEL",
+    "Generation",
+    "GenerationConfig",
+    "ModelConfig",
+    "ModelError",
+    "RopeScaling",
+    "SparseConfig",
+    "Tokenizer",
+    "default_cache_dir",
+    "generate",
+    "load_model",
+    "load_tokenizer",
+]

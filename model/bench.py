@@ -49,12 +49,19 @@ def _hf_twin(lm):
 
     c = lm.config
     cfg = LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
-        num_key_value_heads=c.num_key_value_heads, head_dim=c.head_dim, rms_norm_eps=c.rms_norm_eps,
-        rope_theta=c.rope_theta, max_position_embeddings=c.max_position_embeddings,
-        tie_word_embeddings=c.tie_word_embeddings, attn_implementation="eager",
-    )  # fmt: skip
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        intermediate_size=c.intermediate_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        num_key_value_heads=c.num_key_value_heads,
+        head_dim=c.head_dim,
+        rms_norm_eps=c.rms_norm_eps,
+        rope_theta=c.rope_theta,
+        max_position_embeddings=c.max_position_embeddings,
+        tie_word_embeddings=c.tie_word_embeddings,
+        attn_implementation="eager",
+    )
     hf = LlamaForCausalLM(cfg).eval()
     missing, unexpected = hf.load_state_dict(lm.state_dict(), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
@@ -108,14 +115,20 @@ def perplexity_table(formats: list[str], checkpoints: list[str]) -> str:
         raise SystemExit(f"no perplexity text at {PERPLEXITY_TEXT}: run from a source checkout")
     ids = load_tokenizer(DEFAULT_MODEL).encode(PERPLEXITY_TEXT.read_text(encoding="utf-8"))
     rows = []
-    for label, source, fmt in [("fp32", DEFAULT_MODEL, None), *((f"{f} round-to-nearest", DEFAULT_MODEL, f) for f in formats),
-                               *((f"checkpoint {c}", c, None) for c in checkpoints)]:  # fmt: skip
+    for label, source, fmt in [
+        ("fp32", DEFAULT_MODEL, None),
+        *((f"{f} round-to-nearest", DEFAULT_MODEL, f) for f in formats),
+        *((f"checkpoint {c}", c, None) for c in checkpoints),
+    ]:
         t = time.perf_counter()
         lm = load_model(source, device="cpu", dtype=torch.float32, quantize=fmt)
         rows.append((label, perplexity(lm, ids), time.perf_counter() - t))
     base = rows[0][1]
-    lines = [f"SmolLM2-135M-Instruct perplexity on {PERPLEXITY_TEXT.name} ({len(ids)} tokens), CPU, {torch.get_num_threads()} threads",
-             "| weights | perplexity | vs fp32 | load + eval s |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"SmolLM2-135M-Instruct perplexity on {PERPLEXITY_TEXT.name} ({len(ids)} tokens), CPU, {torch.get_num_threads()} threads",
+        "| weights | perplexity | vs fp32 | load + eval s |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     lines += [f"| {label} | {ppl:.3f} | {100 * (ppl / base - 1):+.2f}% | {secs:.1f} |" for label, ppl, secs in rows]
     return "\n".join(lines)
 
@@ -132,7 +145,9 @@ def _sizes(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sala_report.model.bench", description=__doc__)
     ap.add_argument("--cpu", action="store_true", help="time SmolLM2 on the CPU beside transformers' eager model")
-    ap.add_argument("--gpu", action="store_true", help="time MiniCPM-SALA (random weights) beside the Qwen3-8B-shape peer")
+    ap.add_argument(
+        "--gpu", action="store_true", help="time MiniCPM-SALA (random weights) beside the Qwen3-8B-shape peer"
+    )
     ap.add_argument("--prompt", type=int, default=256, help="CPU: prompt length in tokens")
     ap.add_argument("--steps", type=int, default=64, help="CPU: decode steps")
     ap.add_argument("--repeats", type=int, default=3)
@@ -141,16 +156,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-contexts", default="64K,256K,1M", help="GPU: of those, where decode is timed")
     ap.add_argument("--batches", default="1,8", help="GPU: decode batch sizes (a larger batch replicates the prefill)")
     ap.add_argument("--new-tokens", type=int, default=256, help="GPU: decode steps timed per context and batch")
-    ap.add_argument("--peer-contexts", default="64K,192K,256K,512K", help="GPU: prompt lengths for the peer ('' to skip)")
-    ap.add_argument("--peer-new-tokens", type=int, default=64, help="GPU: peer decode steps (its baseline script uses 64)")
+    ap.add_argument(
+        "--peer-contexts", default="64K,192K,256K,512K", help="GPU: prompt lengths for the peer ('' to skip)"
+    )
+    ap.add_argument(
+        "--peer-new-tokens", type=int, default=64, help="GPU: peer decode steps (its baseline script uses 64)"
+    )
     ap.add_argument("--profile", default="256K", help="GPU: context of the per-component breakdown ('' to skip)")
-    ap.add_argument("--no-warmup", action="store_true", help="GPU: time each context's first prefill (compiles included)")
+    ap.add_argument(
+        "--no-warmup", action="store_true", help="GPU: time each context's first prefill (compiles included)"
+    )
     ap.add_argument("--out", help="GPU: folder for bench_gpu.json")
-    ap.add_argument("--quantize", default="", help="weight formats beside bf16, e.g. int8,int4,fp8: the GPU formats "
-                    "table (model/quant_bench.py) or, with --cpu, SmolLM2 perplexity per format")
-    ap.add_argument("--checkpoint", action="append", default=[], help="CPU perplexity: also a quantized checkpoint "
-                    "folder written by `python -m sala_report.model.quantize` (repeatable)")
-    ap.add_argument("--consumer", default="12,16,24", help="GPU formats: GB left free for the consumer-card runs ('' to skip)")
+    ap.add_argument(
+        "--quantize",
+        default="",
+        help="weight formats beside bf16, e.g. int8,int4,fp8: the GPU formats "
+        "table (model/quant_bench.py) or, with --cpu, SmolLM2 perplexity per format",
+    )
+    ap.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="CPU perplexity: also a quantized checkpoint "
+        "folder written by `python -m sala_report.model.quantize` (repeatable)",
+    )
+    ap.add_argument(
+        "--consumer", default="12,16,24", help="GPU formats: GB left free for the consumer-card runs ('' to skip)"
+    )
     ap.add_argument("--no-kernels", action="store_true", help="GPU formats: skip the per-kernel table")
     args = ap.parse_args(argv)
     if args.cpu == args.gpu:
@@ -168,18 +200,33 @@ def main(argv: list[str] | None = None) -> int:
     if formats:
         from .quant_bench import QuantBenchSettings, run_quant_bench
 
-        qs = QuantBenchSettings(formats=formats, config=args.config, ttft_contexts=_sizes(args.contexts),
-                                decode_contexts=_sizes(args.decode_contexts), batches=_sizes(args.batches),
-                                new_tokens=args.new_tokens, kernels=not args.no_kernels,
-                                consumer=_sizes(args.consumer), out=args.out)  # fmt: skip
+        qs = QuantBenchSettings(
+            formats=formats,
+            config=args.config,
+            ttft_contexts=_sizes(args.contexts),
+            decode_contexts=_sizes(args.decode_contexts),
+            batches=_sizes(args.batches),
+            new_tokens=args.new_tokens,
+            kernels=not args.no_kernels,
+            consumer=_sizes(args.consumer),
+            out=args.out,
+        )
         print(run_quant_bench(qs))
         return 0
     from .gpu_bench import GpuBenchSettings, run_gpu_bench
 
-    settings = GpuBenchSettings(config=args.config, contexts=_sizes(args.contexts), decode_contexts=_sizes(args.decode_contexts),
-                                batches=_sizes(args.batches), new_tokens=args.new_tokens, peer_contexts=_sizes(args.peer_contexts),
-                                peer_new_tokens=args.peer_new_tokens, profile=(_sizes(args.profile) or [None])[0], out=args.out,
-                                warmup=not args.no_warmup)  # fmt: skip
+    settings = GpuBenchSettings(
+        config=args.config,
+        contexts=_sizes(args.contexts),
+        decode_contexts=_sizes(args.decode_contexts),
+        batches=_sizes(args.batches),
+        new_tokens=args.new_tokens,
+        peer_contexts=_sizes(args.peer_contexts),
+        peer_new_tokens=args.peer_new_tokens,
+        profile=(_sizes(args.profile) or [None])[0],
+        out=args.out,
+        warmup=not args.no_warmup,
+    )
     print(run_gpu_bench(settings))
     return 0
 

@@ -32,7 +32,9 @@ def _grow(buf: torch.Tensor, used: int, need: int) -> torch.Tensor:
 class SoftmaxLayerState:
     """K/V of one softmax layer, [B, capacity, Hkv, D], plus the K1/K2 mean-pooled keys when InfLLM-V2 is on."""
 
-    def __init__(self, batch: int, kv_heads: int, head_dim: int, capacity: int, device, dtype, sparse: SparseConfig | None):
+    def __init__(
+        self, batch: int, kv_heads: int, head_dim: int, capacity: int, device, dtype, sparse: SparseConfig | None
+    ):
         # zeros, not empty: a masked decode step reads the whole buffer, and 0 * NaN garbage would be NaN
         self.k = torch.zeros(batch, capacity, kv_heads, head_dim, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.k)
@@ -101,7 +103,9 @@ class InferenceState:
     from there so that a CUDA graph of a decode step replays at any length.
     """
 
-    def __init__(self, config: ModelConfig, batch_size: int = 1, *, device=None, dtype=torch.float32, capacity: int = 256):
+    def __init__(
+        self, config: ModelConfig, batch_size: int = 1, *, device=None, dtype=torch.float32, capacity: int = 256
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
@@ -110,10 +114,11 @@ class InferenceState:
         self.layers: list[SoftmaxLayerState | LightningLayerState] = [
             LightningLayerState(batch_size, config.num_attention_heads, config.head_dim, device)
             if kind == LIGHTNING
-            else SoftmaxLayerState(batch_size, config.num_key_value_heads, config.head_dim, capacity, device, dtype,
-                                   config.sparse_config)
+            else SoftmaxLayerState(
+                batch_size, config.num_key_value_heads, config.head_dim, capacity, device, dtype, config.sparse_config
+            )
             for kind in config.mixer_types
-        ]  # fmt: skip
+        ]
 
     @property
     def capacity(self) -> int | None:

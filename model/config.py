@@ -192,14 +192,20 @@ def _parse(d: dict, source: str) -> ModelConfig:
     hidden = r.get("hidden_size", "pos_int")
     heads = r.get("num_attention_heads", "pos_int")
     layers = r.get("num_hidden_layers", "pos_int")
-    kv_heads = r.get("num_key_value_heads", "pos_int", required=sala) if sala else r.get("num_key_value_heads", "pos_int", heads)
+    kv_heads = (
+        r.get("num_key_value_heads", "pos_int", required=sala)
+        if sala
+        else r.get("num_key_value_heads", "pos_int", heads)
+    )
     if heads % kv_heads:
         raise r._fail("num_key_value_heads", f"({kv_heads}) must divide num_attention_heads ({heads})")
     if "head_dim" in d and d["head_dim"] is not None or sala:
         head_dim = r.get("head_dim", "pos_int")
     else:
         if hidden % heads:
-            raise r._fail("hidden_size", f"({hidden}) is not a multiple of num_attention_heads ({heads}) and head_dim is missing")
+            raise r._fail(
+                "hidden_size", f"({hidden}) is not a multiple of num_attention_heads ({heads}) and head_dim is missing"
+            )
         head_dim = hidden // heads
     if head_dim % 2:
         raise r._fail("head_dim", f"must be even for rotary embeddings, got {head_dim}")
@@ -230,7 +236,9 @@ def _parse(d: dict, source: str) -> ModelConfig:
     )
     rs = kw["rope_scaling"]
     if rs is not None and rs.rope_type == "longrope" and len(rs.short_factor) != head_dim // 2:
-        raise r._fail("rope_scaling.short_factor", f"has {len(rs.short_factor)} entries, expected head_dim / 2 = {head_dim // 2}")
+        raise r._fail(
+            "rope_scaling.short_factor", f"has {len(rs.short_factor)} entries, expected head_dim / 2 = {head_dim // 2}"
+        )
     act = d.get("hidden_act", "silu")
     if act != "silu":
         raise r._fail("hidden_act", f"is {act!r}; only 'silu' (SwiGLU) is supported")
@@ -357,16 +365,52 @@ def _sparse(d: dict, source: str, *, required: bool) -> SparseConfig | None:
 
 
 _KNOWN = {
-    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling",
-    "rope_parameters", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id", "dtype", "torch_dtype",
-    "hidden_act", "attention_bias", "mlp_bias", "scale_emb", "scale_depth", "dim_model_base", "mup_denominator",
-    "mixer_types", "attn_use_rope", "attn_use_output_gate", "lightning_use_rope", "qk_norm", "use_output_gate",
-    "use_output_norm", "lightning_nh", "lightning_nkv", "lightning_head_dim", "lightning_scale", "sparse_config",
-}  # fmt: skip
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "dtype",
+    "torch_dtype",
+    "hidden_act",
+    "attention_bias",
+    "mlp_bias",
+    "scale_emb",
+    "scale_depth",
+    "dim_model_base",
+    "mup_denominator",
+    "mixer_types",
+    "attn_use_rope",
+    "attn_use_output_gate",
+    "lightning_use_rope",
+    "qk_norm",
+    "use_output_gate",
+    "use_output_norm",
+    "lightning_nh",
+    "lightning_nkv",
+    "lightning_head_dim",
+    "lightning_scale",
+    "sparse_config",
+}
 
 
-_ARCHITECTURES = {"minicpm_sala": "MiniCPMSALAForCausalLM", "minicpm": "MiniCPMForCausalLM", "llama": "LlamaForCausalLM"}
+_ARCHITECTURES = {
+    "minicpm_sala": "MiniCPMSALAForCausalLM",
+    "minicpm": "MiniCPMForCausalLM",
+    "llama": "LlamaForCausalLM",
+}
 
 
 def _to_dict(c: ModelConfig) -> dict:
@@ -395,23 +439,33 @@ def _to_dict(c: ModelConfig) -> dict:
     if c.rope_scaling is not None:
         rs = c.rope_scaling
         d["rope_scaling"] = (
-            {"rope_type": "longrope", "short_factor": list(rs.short_factor), "long_factor": list(rs.long_factor),
-             "original_max_position_embeddings": rs.original_max_position_embeddings}
-            if rs.rope_type == "longrope" else {"rope_type": rs.rope_type, "factor": rs.factor}
-        )  # fmt: skip
+            {
+                "rope_type": "longrope",
+                "short_factor": list(rs.short_factor),
+                "long_factor": list(rs.long_factor),
+                "original_max_position_embeddings": rs.original_max_position_embeddings,
+            }
+            if rs.rope_type == "longrope"
+            else {"rope_type": rs.rope_type, "factor": rs.factor}
+        )
     if c.model_type != "llama":
         d.update(scale_emb=c.scale_emb, scale_depth=c.scale_depth, dim_model_base=c.dim_model_base)
         if c.mup_denominator is not None:
             d["mup_denominator"] = c.mup_denominator
     if c.model_type == "minicpm_sala":
         d.update(
-            attn_use_rope=c.attn_use_rope, attn_use_output_gate=c.attn_use_output_gate,
-            lightning_use_rope=c.lightning_use_rope, qk_norm=c.qk_norm, use_output_gate=c.use_output_gate,
-            use_output_norm=c.use_output_norm, lightning_nh=c.lightning_nh or c.num_attention_heads,
-            lightning_nkv=c.lightning_kv_heads, lightning_head_dim=c.lightning_head_dim or c.head_dim,
+            attn_use_rope=c.attn_use_rope,
+            attn_use_output_gate=c.attn_use_output_gate,
+            lightning_use_rope=c.lightning_use_rope,
+            qk_norm=c.qk_norm,
+            use_output_gate=c.use_output_gate,
+            use_output_norm=c.use_output_norm,
+            lightning_nh=c.lightning_nh or c.num_attention_heads,
+            lightning_nkv=c.lightning_kv_heads,
+            lightning_head_dim=c.lightning_head_dim or c.head_dim,
             lightning_scale=c.lightning_scale,
             mixer_types=["lightning-attn" if m == LIGHTNING else m for m in c.mixer_types],
-        )  # fmt: skip
+        )
     if c.sparse_config is not None:
         s = c.sparse_config
         d["sparse_config"] = {k: getattr(s, k) for k in SparseConfig.__dataclass_fields__}

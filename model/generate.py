@@ -91,9 +91,17 @@ class _TextStream:
 class Generation:
     """An iterator of text deltas; after (or during) iteration it holds the result so far."""
 
-    def __init__(self, lm, tok: Tokenizer, prompt_ids: Sequence[int], config: GenerationConfig,
-                 logits_hook: LogitsHook | None, cancel: threading.Event | None, cache=None,
-                 fast_forward: FastForward | None = None):  # fmt: skip
+    def __init__(
+        self,
+        lm,
+        tok: Tokenizer,
+        prompt_ids: Sequence[int],
+        config: GenerationConfig,
+        logits_hook: LogitsHook | None,
+        cancel: threading.Event | None,
+        cache=None,
+        fast_forward: FastForward | None = None,
+    ):
         if len(prompt_ids) == 0:
             raise ValueError("prompt_ids is empty; give at least one token")
         self.lm, self.tok, self.config = lm, tok, config
@@ -194,9 +202,11 @@ class Generation:
             # the CUDA-graph decode takes one token: forced tokens go through it one by one
             return (lambda ids: rt.prefill(ids)[0]), decode, (lambda ids: [decode(t) for t in ids][-1])
         cache = self.cache if self.cache is not None else lm.new_cache(1, capacity=len(self.prompt_ids) + n_new + 1)
-        return ((lambda ids: lm(ids, cache=cache, last_only=True)[0, -1]),
-                (lambda token: lm(torch.tensor([[token]], device=device), cache=cache)[0, -1]),
-                (lambda ids: lm(torch.tensor([ids], device=device), cache=cache, last_only=True)[0, -1]))  # fmt: skip
+        return (
+            (lambda ids: lm(ids, cache=cache, last_only=True)[0, -1]),
+            (lambda token: lm(torch.tensor([[token]], device=device), cache=cache)[0, -1]),
+            (lambda ids: lm(torch.tensor([ids], device=device), cache=cache, last_only=True)[0, -1]),
+        )
 
     def _forced(self, stops: set[int]) -> list[int]:
         """The forced tokens from `fast_forward`, up to a stop token (which then ends the generation) and
@@ -230,9 +240,17 @@ def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
     return text[: len(text) - hold], text[len(text) - hold :], False
 
 
-def generate(lm, tok: Tokenizer, prompt_ids: Sequence[int], config: GenerationConfig | None = None, *,
-             logits_hook: LogitsHook | None = None, cancel: threading.Event | None = None, cache=None,
-             fast_forward: FastForward | None = None) -> Generation:  # fmt: skip
+def generate(
+    lm,
+    tok: Tokenizer,
+    prompt_ids: Sequence[int],
+    config: GenerationConfig | None = None,
+    *,
+    logits_hook: LogitsHook | None = None,
+    cancel: threading.Event | None = None,
+    cache=None,
+    fast_forward: FastForward | None = None,
+) -> Generation:
     """Stream a continuation of `prompt_ids`; the model runs as the returned Generation is iterated.
 
     logits_hook(generated_ids, logits[V]) -> logits is called before each token is sampled; cancel is

@@ -56,7 +56,19 @@ class GGUFFile:
 
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
+_NUMPY = {
+    0: "<u1",
+    1: "<i1",
+    2: "<u2",
+    3: "<i2",
+    4: "<u4",
+    5: "<i4",
+    6: "<f4",
+    7: "<u1",
+    10: "<u8",
+    11: "<i8",
+    12: "<f8",
+}
 STRING, ARRAY = 8, 9
 
 
@@ -110,7 +122,9 @@ def open_gguf(path: Path) -> GGUFFile:
 
     path = Path(path)
     data = np.memmap(path, dtype=np.uint8, mode="r")
-    damaged = dict(hint="The file may be truncated by an interrupted download; fetch it again.", title="Damaged model file")
+    damaged = dict(
+        hint="The file may be truncated by an interrupted download; fetch it again.", title="Damaged model file"
+    )
     if bytes(data[:4]) != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file (it does not start with 'GGUF')", **damaged)
     c = _Cursor(memoryview(data))
@@ -131,7 +145,9 @@ def open_gguf(path: Path) -> GGUFFile:
             kind, offset = c.scalar(4), c.scalar(10)
             infos.append((name, dims, kind, offset))
     except (struct.error, UnicodeDecodeError, ValueError) as e:
-        raise ModelError(f"{path} is not a readable GGUF file: its header is cut short or damaged ({e})", **damaged) from None
+        raise ModelError(
+            f"{path} is not a readable GGUF file: its header is cut short or damaged ({e})", **damaged
+        ) from None
     align = int(fields.get("general.alignment", 32))
     base = (c.pos + align - 1) // align * align
     tensors = []
@@ -236,9 +252,11 @@ def check_types(reader: GGUFFile, path: Path) -> None:
     known = supported_types()
     bad = [f"{t.name} ({t.type_name})" for t in reader.tensors if t.type_name not in known]
     if bad:
-        raise ModelError(f"{path} uses quantization types this runtime cannot read: {', '.join(bad)}",
-                         hint=f"Supported types: {', '.join(known)}. Use a GGUF quantized to one of them.",
-                         title="Unsupported quantization")  # fmt: skip
+        raise ModelError(
+            f"{path} uses quantization types this runtime cannot read: {', '.join(bad)}",
+            hint=f"Supported types: {', '.join(known)}. Use a GGUF quantized to one of them.",
+            title="Unsupported quantization",
+        )
 
 
 def read_tensors(reader: GGUFFile, config: ModelConfig):
@@ -278,7 +296,9 @@ def dequantize(raw: np.ndarray, type_name: str, n: int) -> torch.Tensor:
     qtype = gguf.GGMLQuantizationType[type_name]
     block, size = gguf.GGML_QUANT_SIZES[qtype]
     if n % block or raw.size != n // block * size:
-        raise ModelError(f"tensor data has {raw.size} bytes, expected {n // block * size} for {n} values of {type_name}")
+        raise ModelError(
+            f"tensor data has {raw.size} bytes, expected {n // block * size} for {n} values of {type_name}"
+        )
     if type_name in _FLOATS:
         return torch.from_numpy(np.array(raw)).view(_FLOATS[type_name]).float()
     out = np.empty(n, dtype=np.float32)
@@ -303,7 +323,7 @@ def supported_types() -> tuple[str, ...]:
     import gguf
 
     names = []
-    for qtype, (block, size) in gguf.GGML_QUANT_SIZES.items():
+    for qtype, (_block, size) in gguf.GGML_QUANT_SIZES.items():
         try:
             gguf.quants.dequantize(np.zeros(size, dtype=np.uint8), qtype)
         except NotImplementedError:

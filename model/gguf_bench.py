@@ -22,7 +22,9 @@ Q = gguf.GGMLQuantizationType
 
 def _blocks(raw: torch.Tensor, n: int, block_elems: int, block_bytes: int) -> torch.Tensor:
     if n % block_elems or raw.numel() != n // block_elems * block_bytes:
-        raise ValueError(f"tensor data has {raw.numel()} bytes, expected {n // block_elems * block_bytes} for {n} values")
+        raise ValueError(
+            f"tensor data has {raw.numel()} bytes, expected {n // block_elems * block_bytes} for {n} values"
+        )
     return raw.view(-1, block_bytes)
 
 
@@ -129,9 +131,25 @@ def sample_bytes(qtype: Q, n: int, rng: np.random.Generator) -> np.ndarray:
 
 # where each block keeps its float16 scale(s) (ggml-common.h); the rest of a block is free bits, and
 # types not listed (IQ1_M, MXFP4, NVFP4) get random bytes at offset 0, which only the timing needs
-SCALE_OFFSETS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,), "IQ4_XS": (0,),
-                 "IQ2_XXS": (0,), "IQ2_XS": (0,), "IQ2_S": (0,), "IQ3_XXS": (0,), "IQ3_S": (0,), "IQ1_S": (0,),
-                 "TQ1_0": (52,), "TQ2_0": (64,), "Q5_0": (0,), "Q5_1": (0, 2), "IQ4_NL": (0,)}
+SCALE_OFFSETS = {
+    "Q2_K": (80, 82),
+    "Q3_K": (108,),
+    "Q4_K": (0, 2),
+    "Q5_K": (0, 2),
+    "Q6_K": (208,),
+    "IQ4_XS": (0,),
+    "IQ2_XXS": (0,),
+    "IQ2_XS": (0,),
+    "IQ2_S": (0,),
+    "IQ3_XXS": (0,),
+    "IQ3_S": (0,),
+    "IQ1_S": (0,),
+    "TQ1_0": (52,),
+    "TQ2_0": (64,),
+    "Q5_0": (0,),
+    "Q5_1": (0, 2),
+    "IQ4_NL": (0,),
+}
 
 
 def best_ms(fn, repeat: int) -> float:

@@ -86,7 +86,9 @@ def quantize_gptq(lm, batches: list[torch.Tensor], *, head_format: str | None = 
         if not isinstance(module, nn.Linear):
             continue
         if role == "head":
-            set_module(lm, name, QuantLinear(quantize_weight(module.weight.detach(), head_format or format_for("int4", role))))
+            set_module(
+                lm, name, QuantLinear(quantize_weight(module.weight.detach(), head_format or format_for("int4", role)))
+            )
             continue
         from .quant import ZERO_POINT
 

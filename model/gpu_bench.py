@@ -108,8 +108,12 @@ def _decode_run(rt: Runtime, token: torch.Tensor, steps: int) -> dict:
     for _ in range(steps):
         tok = rt.decode(tok).argmax(-1)
     elapsed = _sync_time() - t
-    return {"first_step_s": round(first, 3), "ms_per_step": round(1e3 * elapsed / steps, 3),
-            "tok_s_per_seq": round(steps / elapsed, 1), "tok_s_total": round(rt.batch_size * steps / elapsed, 1)}  # fmt: skip
+    return {
+        "first_step_s": round(first, 3),
+        "ms_per_step": round(1e3 * elapsed / steps, 3),
+        "tok_s_per_seq": round(steps / elapsed, 1),
+        "tok_s_total": round(rt.batch_size * steps / elapsed, 1),
+    }
 
 
 def ours_at(lm: CausalLM, n: int, *, decode: bool, batches: list[int], new_tokens: int, warmup: bool = True) -> dict:
@@ -236,8 +240,15 @@ def breakdown(lm: CausalLM, n: int, steps: int = 32) -> dict:
     ids = torch.randint(0, lm.config.vocab_size, (1, n), device="cuda")
     holder = {}
     cats, wall, launches = kernel_times(lambda: holder.setdefault("logits", rt.prefill(ids)))
-    out = {"context": n, "prefill": {"wall_ms": round(wall, 1), "kernels_ms": cats, "launches": launches,
-                                     "gaps_ms": round(wall - sum(cats.values()), 1)}}  # fmt: skip
+    out = {
+        "context": n,
+        "prefill": {
+            "wall_ms": round(wall, 1),
+            "kernels_ms": cats,
+            "launches": launches,
+            "gaps_ms": round(wall - sum(cats.values()), 1),
+        },
+    }
     tok = holder["logits"].argmax(-1)
     rt.decode(tok)  # capture
     cats, wall, launches = kernel_times(lambda: [rt.decode(tok) for _ in range(steps)])
@@ -252,8 +263,12 @@ def breakdown(lm: CausalLM, n: int, steps: int = 32) -> dict:
 
 
 def _per_step(cats: dict, wall: float, launches: int, steps: int) -> dict:
-    return {"ms_per_step": round(wall / steps, 3), "kernels_ms_per_step": {k: round(v / steps, 3) for k, v in cats.items()},
-            "launches_per_step": launches // steps, "gaps_ms_per_step": round((wall - sum(cats.values())) / steps, 3)}  # fmt: skip
+    return {
+        "ms_per_step": round(wall / steps, 3),
+        "kernels_ms_per_step": {k: round(v / steps, 3) for k, v in cats.items()},
+        "launches_per_step": launches // steps,
+        "gaps_ms_per_step": round((wall - sum(cats.values())) / steps, 3),
+    }
 
 
 def peer_qwen3(contexts: list[int], gen: int) -> dict:
@@ -262,15 +277,27 @@ def peer_qwen3(contexts: list[int], gen: int) -> dict:
     import transformers
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    cfg = Qwen3Config(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-                      intermediate_size=12288, vocab_size=151936, rope_theta=1e6, max_position_embeddings=1 << 20,
-                      tie_word_embeddings=False, torch_dtype=torch.bfloat16)  # fmt: skip
+    cfg = Qwen3Config(
+        hidden_size=4096,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=12288,
+        vocab_size=151936,
+        rope_theta=1e6,
+        max_position_embeddings=1 << 20,
+        tie_word_embeddings=False,
+        torch_dtype=torch.bfloat16,
+    )
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
     with torch.device("cuda"):
         m = Qwen3ForCausalLM(cfg).to(torch.bfloat16).eval()
-    res: dict = {"transformers": transformers.__version__,
-                 "params_B": round(sum(p.numel() for p in m.parameters()) / 1e9, 3)}  # fmt: skip
+    res: dict = {
+        "transformers": transformers.__version__,
+        "params_B": round(sum(p.numel() for p in m.parameters()) / 1e9, 3),
+    }
     for n in contexts:
         if any(r.get("oom") for r in res.values() if isinstance(r, dict)):
             res[n] = {"skipped": "a shorter context ran out of memory"}
@@ -290,7 +317,11 @@ def peer_qwen3(contexts: list[int], gen: int) -> dict:
                     out = m(input_ids=nxt, past_key_values=pkv, use_cache=True)
                     pkv, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
                 dec = gen / (_sync_time() - t)
-            res[n] = {"ttft_s": round(ttft, 2), "decode_tok_s": round(dec, 1), "peak_GB": round(torch.cuda.max_memory_allocated() / GB, 1)}
+            res[n] = {
+                "ttft_s": round(ttft, 2),
+                "decode_tok_s": round(dec, 1),
+                "peak_GB": round(torch.cuda.max_memory_allocated() / GB, 1),
+            }
         except torch.OutOfMemoryError:
             res[n] = {"oom": True, "peak_GB": round(torch.cuda.max_memory_allocated() / GB, 1)}
         del ids
@@ -305,8 +336,13 @@ def run_gpu_bench(s: GpuBenchSettings) -> str:
     props = torch.cuda.get_device_properties(0)
     import triton
 
-    res: dict = {"device": props.name, "memory_GB": round(props.total_memory / GB, 1), "torch": torch.__version__,
-                 "triton": triton.__version__, "settings": asdict(s)}  # fmt: skip
+    res: dict = {
+        "device": props.name,
+        "memory_GB": round(props.total_memory / GB, 1),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "settings": asdict(s),
+    }
     res["ceilings"] = ceilings()
     print("ceilings", res["ceilings"], flush=True)
     if s.config is None and not BUNDLED_CONFIG.exists():
@@ -318,8 +354,9 @@ def run_gpu_bench(s: GpuBenchSettings) -> str:
     print("checks", res["checks"], flush=True)
     res["ours"] = {}
     for n in s.contexts:
-        res["ours"][n] = ours_at(lm, n, decode=n in s.decode_contexts, batches=s.batches, new_tokens=s.new_tokens,
-                                 warmup=s.warmup)
+        res["ours"][n] = ours_at(
+            lm, n, decode=n in s.decode_contexts, batches=s.batches, new_tokens=s.new_tokens, warmup=s.warmup
+        )
         print("ours", n, res["ours"][n], flush=True)
         _save(res, s.out)
     if s.profile:
@@ -343,39 +380,53 @@ def _save(res: dict, out: str | None) -> None:
 def table(res: dict) -> str:
     ours, peer = res.get("ours", {}), res.get("peer", {})
     c = res["ceilings"]
-    lines = [f"{res['device']} ({res['memory_GB']} GB), torch {res['torch']}, triton {res['triton']}; copy {c['copy_TBps']:.2f} TB/s, "
-             f"bf16 matmul {c['matmul_TFLOPs']:.0f} TFLOP/s, bf16 GEMV {c['gemv_TBps']:.2f} TB/s",
-             "MiniCPM-SALA (real config, random bf16 weights; runtime: 16K-token prefill chunks, CUDA-graph decode, "
-             f"{res['settings']['new_tokens']} new tokens) vs Qwen3-8B shape (transformers {peer.get('transformers', '-')}, SDPA, "
-             f"{res['settings']['peer_new_tokens']} new tokens)",
-             "| context | SALA TTFT s | peer TTFT s | peer / SALA | SALA decode b1 tok/s | SALA decode b8 tok/s (total) | "
-             "peer decode tok/s | SALA peak GB | peer peak GB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"{res['device']} ({res['memory_GB']} GB), torch {res['torch']}, triton {res['triton']}; copy {c['copy_TBps']:.2f} TB/s, "
+        f"bf16 matmul {c['matmul_TFLOPs']:.0f} TFLOP/s, bf16 GEMV {c['gemv_TBps']:.2f} TB/s",
+        "MiniCPM-SALA (real config, random bf16 weights; runtime: 16K-token prefill chunks, CUDA-graph decode, "
+        f"{res['settings']['new_tokens']} new tokens) vs Qwen3-8B shape (transformers {peer.get('transformers', '-')}, SDPA, "
+        f"{res['settings']['peer_new_tokens']} new tokens)",
+        "| context | SALA TTFT s | peer TTFT s | peer / SALA | SALA decode b1 tok/s | SALA decode b8 tok/s (total) | "
+        "peer decode tok/s | SALA peak GB | peer peak GB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for n in sorted(set(ours) | {k for k in peer if isinstance(k, int)}):
         o, p = ours.get(n, {}), peer.get(n, {})
         if o.get("fits") is False:
             ttft = "does not fit"
         else:
             ttft = f"{o['ttft_s']:.2f}" if "ttft_s" in o else "-"
-        pt = "OOM" if p.get("oom") else (f"{p['ttft_s']:.2f}" if "ttft_s" in p else "not run" if p.get("skipped") else "-")
+        pt = (
+            "OOM"
+            if p.get("oom")
+            else (f"{p['ttft_s']:.2f}" if "ttft_s" in p else "not run" if p.get("skipped") else "-")
+        )
         ratio = f"{p['ttft_s'] / o['ttft_s']:.1f}x" if "ttft_s" in o and "ttft_s" in p else "-"
         d1 = o.get("decode_b1", {}).get("tok_s_per_seq", "-")
         d8 = o.get("decode_b8", {})
         d8 = "does not fit" if d8.get("fits") is False else d8.get("tok_s_total", "-")
-        lines.append(f"| {n // 1024}K | {ttft} | {pt} | {ratio} | {d1} | {d8} | {p.get('decode_tok_s', '-')} | "
-                     f"{o.get('peak_GB', '-')} | {p.get('peak_GB', '-')} |")  # fmt: skip
+        lines.append(
+            f"| {n // 1024}K | {ttft} | {pt} | {ratio} | {d1} | {d8} | {p.get('decode_tok_s', '-')} | "
+            f"{o.get('peak_GB', '-')} | {p.get('peak_GB', '-')} |"
+        )
     ch = res.get("checks", {})
     if ch:
-        lines.append(f"checks: graph vs eager decode rel {ch['graph_vs_eager_rel']:.1e}; Lightning prefill precision at 32K, logits rel "
-                     f"to fp32 copies: fp32 products {ch['fp32_vs_fp32_copies_lightning_logits_rel']:.1e}, bf16 operands "
-                     f"{ch['bf16_vs_fp32_copies_lightning_logits_rel']:.1e}; TTFT fp32 products {ch['ttft_32k_fp32_lightning_s']} s, "
-                     f"fp32 copies {ch['ttft_32k_fp32-copies_lightning_s']} s, bf16 {ch['ttft_32k_bf16_lightning_s']} s")  # fmt: skip
+        lines.append(
+            f"checks: graph vs eager decode rel {ch['graph_vs_eager_rel']:.1e}; Lightning prefill precision at 32K, logits rel "
+            f"to fp32 copies: fp32 products {ch['fp32_vs_fp32_copies_lightning_logits_rel']:.1e}, bf16 operands "
+            f"{ch['bf16_vs_fp32_copies_lightning_logits_rel']:.1e}; TTFT fp32 products {ch['ttft_32k_fp32_lightning_s']} s, "
+            f"fp32 copies {ch['ttft_32k_fp32-copies_lightning_s']} s, bf16 {ch['ttft_32k_bf16_lightning_s']} s"
+        )
     b = res.get("breakdown")
     if b:
         p = b["prefill"]
-        lines.append(f"prefill {b['context'] // 1024}K: wall {p['wall_ms'] / 1e3:.2f} s = kernels {p['kernels_ms']} ms + gaps {p['gaps_ms']} ms")
+        lines.append(
+            f"prefill {b['context'] // 1024}K: wall {p['wall_ms'] / 1e3:.2f} s = kernels {p['kernels_ms']} ms + gaps {p['gaps_ms']} ms"
+        )
         for name in ("decode_graph", "decode_eager"):
             d = b[name]
-            lines.append(f"{name} step at {b['context'] // 1024}K: {d['ms_per_step']} ms = kernels {d['kernels_ms_per_step']} ms + "
-                         f"gaps {d['gaps_ms_per_step']} ms, {d['launches_per_step']} launches")  # fmt: skip
+            lines.append(
+                f"{name} step at {b['context'] // 1024}K: {d['ms_per_step']} ms = kernels {d['kernels_ms_per_step']} ms + "
+                f"gaps {d['gaps_ms_per_step']} ms, {d['launches_per_step']} launches"
+            )
     return "\n".join(lines)

@@ -15,7 +15,14 @@ from .model import CausalLM
 from .plan import choose_format, free_cuda_bytes
 from .sources import Progress, Resolved, resolve
 from .tokenizer import Tokenizer, tokenizer_from_folder, tokenizer_from_gguf
-from .weights import assign_tensors, check_tensors, safetensors_files, safetensors_shapes, safetensors_tensors, safetensors_to_device
+from .weights import (
+    assign_tensors,
+    check_tensors,
+    safetensors_files,
+    safetensors_shapes,
+    safetensors_tensors,
+    safetensors_to_device,
+)
 
 
 def _device_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
@@ -78,7 +85,9 @@ def load_model(
     return model.eval().requires_grad_(False)
 
 
-def _resolve_format(fmt: str | None, config: ModelConfig, device: torch.device, dtype, context: int | None) -> str | None:
+def _resolve_format(
+    fmt: str | None, config: ModelConfig, device: torch.device, dtype, context: int | None
+) -> str | None:
     if fmt != "auto":
         return fmt
     if device.type != "cuda":

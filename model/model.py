@@ -102,9 +102,9 @@ def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_start: int,
     if T == 1:
         out = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), kt, vt, scale=scale)
         return out.reshape(B, 1, H, D)
-    if H != Hkv and not _SDPA_GQA:
+    if Hkv != H and not _SDPA_GQA:
         kt, vt = kt.repeat_interleave(H // Hkv, dim=1), vt.repeat_interleave(H // Hkv, dim=1)
-    gqa = {"enable_gqa": True} if H != Hkv and _SDPA_GQA else {}
+    gqa = {"enable_gqa": True} if Hkv != H and _SDPA_GQA else {}
     qt = q.transpose(1, 2)  # [B, H, T, D]
     if q_start == 0:
         out = F.scaled_dot_product_attention(qt, kt, vt, is_causal=True, scale=scale, **gqa)
@@ -123,8 +123,9 @@ def decode_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Te
     B, _, H, D = q.shape
     span, Hkv = k.shape[1], k.shape[2]
     mask = (torch.arange(span, device=q.device) <= pos)[None, :]  # [1, span], broadcast over batch and heads
-    out = F.scaled_dot_product_attention(q.view(B, Hkv, H // Hkv, D), k.transpose(1, 2), v.transpose(1, 2),
-                                         attn_mask=mask, scale=scale)  # fmt: skip
+    out = F.scaled_dot_product_attention(
+        q.view(B, Hkv, H // Hkv, D), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale
+    )
     return out.reshape(B, 1, H, D)
 
 
@@ -157,7 +158,11 @@ class Attention(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        self.heads, self.kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+        )
         width = self.heads * self.head_dim
         self.q_proj = nn.Linear(config.hidden_size, width, bias=False)
         self.k_proj = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
@@ -170,12 +175,18 @@ class Attention(nn.Module):
         self.params = None
         if s is not None:
             self.params = kernels.SparseParams(
-                kernel_size=s.kernel_size, kernel_stride=s.kernel_stride, block_size=s.block_size,
-                init_blocks=s.init_blocks, window_size=s.window_size, topk=s.topk,
-            )  # fmt: skip
+                kernel_size=s.kernel_size,
+                kernel_stride=s.kernel_stride,
+                block_size=s.block_size,
+                init_blocks=s.init_blocks,
+                window_size=s.window_size,
+                topk=s.topk,
+            )
         self.scale = self.head_dim**-0.5
 
-    def forward(self, x: torch.Tensor, rope, state: SoftmaxLayerState, start: int, pos: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope, state: SoftmaxLayerState, start: int, pos: torch.Tensor | None
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v, *gate = project(x, self.fused, *self.inputs)
         q = q.view(B, T, self.heads, self.head_dim)
@@ -207,19 +218,38 @@ class Attention(nn.Module):
             return causal_sdpa(q, keys, values, start, self.scale)
         # stage 1 is causal in prefill (§3.7)
         idx = kernels.select_blocks(q, k1, k2, q_start=start, kv_len=kv_len, params=self.params, causal=True)
-        return kernels.sparse_attention(q, keys, values, idx, q_start=start, block_size=s.block_size, scale=self.scale,
-                                        forced_blocks=(s.init_blocks, self.params.local_blocks))  # fmt: skip
+        return kernels.sparse_attention(
+            q,
+            keys,
+            values,
+            idx,
+            q_start=start,
+            block_size=s.block_size,
+            scale=self.scale,
+            forced_blocks=(s.init_blocks, self.params.local_blocks),
+        )
 
     def _decode(self, q, k, v, state: SoftmaxLayerState, kv_len: int, pos: torch.Tensor) -> torch.Tensor:
         """The token at `pos`; `kv_len` (host) only picks dense or sparse, everything else reads pos on the device."""
         state.write_token(pos, k, v)
         s = self.sparse
         if s is not None:
-            kernels.append_compressed(state.k, state.k1, state.k2, pos, kernel_size=s.kernel_size, stride=s.kernel_stride)
+            kernels.append_compressed(
+                state.k, state.k1, state.k2, pos, kernel_size=s.kernel_size, stride=s.kernel_stride
+            )
         if s is not None and kv_len >= s.dense_len:
             # stage 1 sees every complete window in decode (§3.7)
-            return kernels.sparse_decode(q, state.k, state.v, state.k1, state.k2, pos, params=self.params, scale=self.scale,
-                                         max_kv_len=state.capacity)  # fmt: skip
+            return kernels.sparse_decode(
+                q,
+                state.k,
+                state.v,
+                state.k1,
+                state.k2,
+                pos,
+                params=self.params,
+                scale=self.scale,
+                max_kv_len=state.capacity,
+            )
         span = state.capacity if s is None else min(state.capacity, s.dense_len)
         return decode_sdpa(q, state.k[:, :span], state.v[:, :span], pos, self.scale)
 
@@ -250,7 +280,11 @@ class LightningAttention(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim = config.num_attention_heads, config.lightning_kv_heads, config.head_dim
+        self.heads, self.kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.lightning_kv_heads,
+            config.head_dim,
+        )
         width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.q_proj = nn.Linear(config.hidden_size, width, bias=False)
         self.k_proj = nn.Linear(config.hidden_size, kv_width, bias=False)
@@ -267,7 +301,9 @@ class LightningAttention(nn.Module):
         self.slopes = alibi_slopes(self.heads)
         self._log_decay: torch.Tensor | None = None  # [H] fp32, built on the first call's device
 
-    def forward(self, x: torch.Tensor, rope, state: LightningLayerState, start: int, pos: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope, state: LightningLayerState, start: int, pos: torch.Tensor | None
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v, *z = project(x, self.fused, *self.inputs)
         q = q.view(B, T, self.heads, self.head_dim)
@@ -290,8 +326,9 @@ class LightningAttention(nn.Module):
             o = kernels.lightning_decode(q[:, 0], k[:, 0], v[:, 0], self._log_decay, state.state, scale=self.scale)
             o = o[:, None]
         else:
-            o, final = kernels.lightning_prefill(q, k, v, self._log_decay, scale=self.scale, initial_state=state.state,
-                                                 fp32_products=precision == "fp32")  # fmt: skip
+            o, final = kernels.lightning_prefill(
+                q, k, v, self._log_decay, scale=self.scale, initial_state=state.state, fp32_products=precision == "fp32"
+            )
             state.state.copy_(final)
         o = o.reshape(B, T, self.heads * self.head_dim)
         norm = None if self.o_norm is None else self.o_norm.weight
@@ -362,7 +399,9 @@ class CausalLM(nn.Module):
         p = self.model.embed_tokens.weight  # the activations' dtype (the head may hold packed codes)
         return InferenceState(self.config, batch_size, device=p.device, dtype=p.dtype, capacity=capacity)
 
-    def forward(self, input_ids: torch.Tensor, cache: InferenceState | None = None, *, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, cache: InferenceState | None = None, *, last_only: bool = False
+    ) -> torch.Tensor:
         """input_ids [B, T] -> logits [B, T, V] fp32 (only the last position's, [B, 1, V], with last_only)."""
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, tokens], got shape {tuple(input_ids.shape)}")
@@ -379,7 +418,9 @@ class CausalLM(nn.Module):
         cache.length = start + T
         return logits
 
-    def step(self, input_ids: torch.Tensor, cache: InferenceState, start: int, *, last_only: bool = False) -> torch.Tensor:
+    def step(
+        self, input_ids: torch.Tensor, cache: InferenceState, start: int, *, last_only: bool = False
+    ) -> torch.Tensor:
         """The network over input_ids [B, T] at positions start.. -> fp32 logits; the cache is written, not advanced.
 
         With T == 1 the position comes from `cache.position` on the device, and `start` only makes the choices

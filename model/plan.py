@@ -36,7 +36,9 @@ def count_parameters(config: ModelConfig) -> int:
     return sum(p.numel() for p in lm.parameters())
 
 
-def weight_bytes(config: ModelConfig, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None) -> tuple[int, int]:
+def weight_bytes(
+    config: ModelConfig, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None
+) -> tuple[int, int]:
     """(bytes of the weights on the GPU, bytes of the largest 16-bit weight a quantized prefill dequantises at once).
 
     Packed linears count their codes, scales and zero points (`kernels/quant/README.md`); the embedding and the
@@ -133,14 +135,21 @@ class MemoryPlan:
 
     def describe(self) -> str:
         g = lambda n: f"{n / GiB:.1f} GiB"  # noqa: E731
-        parts = [f"weights {g(self.weights)}{' (loaded)' if self.weights_loaded else ''}", f"KV cache {g(self.kv_cache)}",
-                 f"compressed keys {g(self.compressed_keys)}", f"lightning state {g(self.lightning_state)}",
-                 f"prefill workspace {g(self.prefill_workspace)}", f"decode workspace {g(self.decode_workspace)}",
-                 f"reserve {g(self.reserve)}"]  # fmt: skip
+        parts = [
+            f"weights {g(self.weights)}{' (loaded)' if self.weights_loaded else ''}",
+            f"KV cache {g(self.kv_cache)}",
+            f"compressed keys {g(self.compressed_keys)}",
+            f"lightning state {g(self.lightning_state)}",
+            f"prefill workspace {g(self.prefill_workspace)}",
+            f"decode workspace {g(self.decode_workspace)}",
+            f"reserve {g(self.reserve)}",
+        ]
         free = "unknown" if self.free is None else g(self.free)
         fmt = f" with {self.quantize} weights" if self.quantize else ""
-        return (f"batch {self.batch} x {self.context:,} + {self.max_new_tokens:,} tokens{fmt} needs {g(self.total)} "
-                f"({', '.join(parts)}); {free} free")  # fmt: skip
+        return (
+            f"batch {self.batch} x {self.context:,} + {self.max_new_tokens:,} tokens{fmt} needs {g(self.total)} "
+            f"({', '.join(parts)}); {free} free"
+        )
 
     def check(self) -> None:
         """Raise ModelError saying what fits instead, when this plan does not."""
@@ -148,18 +157,33 @@ class MemoryPlan:
             return
         lines = [f"Not enough GPU memory: {self.describe()}."]
         if self.max_context > 0:
-            lines.append(f"At batch {self.batch}, up to {self.max_context:,} prompt tokens fit with {self.max_new_tokens:,} new tokens.")
+            lines.append(
+                f"At batch {self.batch}, up to {self.max_context:,} prompt tokens fit with {self.max_new_tokens:,} new tokens."
+            )
         else:
             lines.append(f"At batch {self.batch}, not even a short prompt fits.")
         if self.max_batch >= 1 and self.batch > 1:
             lines.append(f"At {self.context:,} tokens, up to batch {self.max_batch} fits.")
-        raise ModelError("\n".join(lines), title="The model does not fit on this GPU",
-                         hint="Use a shorter context, a smaller batch, fewer new tokens, or a GPU with more free memory.")
+        raise ModelError(
+            "\n".join(lines),
+            title="The model does not fit on this GPU",
+            hint="Use a shorter context, a smaller batch, fewer new tokens, or a GPU with more free memory.",
+        )
 
 
-def plan_memory(config: ModelConfig, batch: int, context: int, max_new_tokens: int, dtype: torch.dtype = torch.bfloat16,
-                free_bytes: int | None = None, *, chunk_tokens: int = DEFAULT_CHUNK, prefill_batch: int | None = None,
-                weights_loaded: bool = False, quantize: str | None = None) -> MemoryPlan:
+def plan_memory(
+    config: ModelConfig,
+    batch: int,
+    context: int,
+    max_new_tokens: int,
+    dtype: torch.dtype = torch.bfloat16,
+    free_bytes: int | None = None,
+    *,
+    chunk_tokens: int = DEFAULT_CHUNK,
+    prefill_batch: int | None = None,
+    weights_loaded: bool = False,
+    quantize: str | None = None,
+) -> MemoryPlan:
     """Plan `batch` sequences of `context` prompt tokens plus `max_new_tokens` (prefill `prefill_batch` of them at a
     time, default all; 0 when the state is filled by replicating a finished prefill), with weights in `dtype` or
     packed in the `quantize` format (activations and state stay in `dtype`)."""
@@ -178,19 +202,35 @@ def plan_memory(config: ModelConfig, batch: int, context: int, max_new_tokens: i
         per_token += 2 * row
         s = config.sparse_config
         if s is not None:
-            n = windows(capacity, s.kernel_size, s.kernel_stride) + windows(capacity, 4 * s.kernel_size, 4 * s.kernel_stride)
+            n = windows(capacity, s.kernel_size, s.kernel_stride) + windows(
+                capacity, 4 * s.kernel_size, 4 * s.kernel_stride
+            )
             compressed += batch * n * row
             per_token += row * (1 / s.kernel_stride + 1 / (4 * s.kernel_stride))
     pb = batch if prefill_batch is None else prefill_batch
     chunk = min(chunk_tokens, max(1, context))
     weights, scratch = weight_bytes(config, dtype, quantize)
-    prefill = 0 if pb == 0 else pb * chunk * PREFILL_BYTES_PER_TOKEN * config.hidden_size // 4096 + PREFILL_FIXED + scratch
+    prefill = (
+        0 if pb == 0 else pb * chunk * PREFILL_BYTES_PER_TOKEN * config.hidden_size // 4096 + PREFILL_FIXED + scratch
+    )
     decode = batch * (config.vocab_size * 12 + 2**20) + 64 * 2**20  # fp32 logits and sampling, split-K partials
-    return MemoryPlan(batch=batch, context=context, max_new_tokens=max_new_tokens, chunk_tokens=chunk,
-                      weights=weights, kv_cache=kv, compressed_keys=compressed,
-                      lightning_state=lightning, prefill_workspace=prefill, decode_workspace=decode, reserve=RESERVE,
-                      free=free_bytes, per_token=int(per_token), weights_loaded=weights_loaded,
-                      quantize=quantize)  # fmt: skip
+    return MemoryPlan(
+        batch=batch,
+        context=context,
+        max_new_tokens=max_new_tokens,
+        chunk_tokens=chunk,
+        weights=weights,
+        kv_cache=kv,
+        compressed_keys=compressed,
+        lightning_state=lightning,
+        prefill_workspace=prefill,
+        decode_workspace=decode,
+        reserve=RESERVE,
+        free=free_bytes,
+        per_token=int(per_token),
+        weights_loaded=weights_loaded,
+        quantize=quantize,
+    )
 
 
 # From the most faithful to the smallest: "auto" takes the first that fits (fp8 only when asked: it serves prefill
@@ -198,8 +238,15 @@ def plan_memory(config: ModelConfig, batch: int, context: int, max_new_tokens: i
 AUTO_ORDER = (None, "int8", "int4")
 
 
-def format_contexts(config: ModelConfig, free_bytes: int, *, batch: int = 1, max_new_tokens: int = 256,
-                    dtype: torch.dtype = torch.bfloat16, formats=AUTO_ORDER) -> dict[str | None, int]:
+def format_contexts(
+    config: ModelConfig,
+    free_bytes: int,
+    *,
+    batch: int = 1,
+    max_new_tokens: int = 256,
+    dtype: torch.dtype = torch.bfloat16,
+    formats=AUTO_ORDER,
+) -> dict[str | None, int]:
     """The longest prompt each weight format allows in `free_bytes` (weights not loaded yet); 0 = does not load."""
     chunk = smallest_chunk(config)
     out = {}
@@ -214,8 +261,14 @@ def smallest_chunk(config: ModelConfig) -> int:
     return max(SMALLEST_CHUNK, s.dense_len) if s is not None else SMALLEST_CHUNK
 
 
-def choose_format(config: ModelConfig, free_bytes: int | None, context: int, *, max_new_tokens: int = 256,
-                  dtype: torch.dtype = torch.bfloat16) -> str | None:
+def choose_format(
+    config: ModelConfig,
+    free_bytes: int | None,
+    context: int,
+    *,
+    max_new_tokens: int = 256,
+    dtype: torch.dtype = torch.bfloat16,
+) -> str | None:
     """quantize="auto": the first of AUTO_ORDER whose plan fits `context + max_new_tokens` tokens (unknown free
     memory: the checkpoint's own weights); the smallest format when none fits, so the plan's error names it."""
     if free_bytes is None:

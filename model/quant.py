@@ -68,7 +68,12 @@ def quantized_linear(x: torch.Tensor, p: PackedWeight) -> torch.Tensor:
     if x.is_cuda and rows > 16:
         how = PREFILL[p.fmt]
         # cuBLAS fp8 needs both matrix sizes divisible by 16 (the 73,448-row head is not)
-        if how == "scaled_mm" and p.out_features % 16 == 0 and p.in_features % 16 == 0 and fp8_matmul_available(x.device):
+        if (
+            how == "scaled_mm"
+            and p.out_features % 16 == 0
+            and p.in_features % 16 == 0
+            and fp8_matmul_available(x.device)
+        ):
             return fp8_linear(x, p)
         if how != "triton":
             return F.linear(x, quant.dequantize(p, x.dtype))
@@ -152,7 +157,7 @@ def fuse(linears: list[QuantLinear]) -> QuantLinear:
 
 
 def weight_format(lm) -> str:
-    """"bf16" (or the dtype's name) for an unquantized model, else its body format."""
+    """ "bf16" (or the dtype's name) for an unquantized model, else its body format."""
     fmt = getattr(lm, "quantize", None)
     return fmt if fmt else str(lm.model.embed_tokens.weight.dtype).removeprefix("torch.")
 

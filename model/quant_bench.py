@@ -28,8 +28,14 @@ from .quant import QuantLinear, format_for, quantize_model, quantize_weight, set
 from .runtime import Runtime, fuse_projections
 
 # (name, N, K) of the stacked projections a decode step streams (runtime.fuse_projections)
-SHAPES = [("lightning qkvz", 16384, 4096), ("sparse qkv+gate", 8704, 4096), ("o_proj", 4096, 4096),
-          ("gate_up", 32768, 4096), ("down", 4096, 16384), ("lm_head", 73448, 4096)]  # fmt: skip
+SHAPES = [
+    ("lightning qkvz", 16384, 4096),
+    ("sparse qkv+gate", 8704, 4096),
+    ("o_proj", 4096, 4096),
+    ("gate_up", 32768, 4096),
+    ("down", 4096, 16384),
+    ("lm_head", 73448, 4096),
+]
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,18 @@ def kernel_table(formats: list[str]) -> list[dict]:
                     err = _rel(kq.linear(x, packs[0]).double(), ref)  # also tunes
                     fn = lambda: [kq.linear(x, p) for p in packs]  # noqa: E731
                 ms = do_bench_cudagraph(fn, rep=50) / copies
-                rows.append({"shape": name, "N": N, "K": K, "fmt": fmt, "M": m, "us": round(ms * 1e3, 1),
-                             "GBps": round(nbytes / ms / 1e6, 1), "rel_err": err})  # fmt: skip
+                rows.append(
+                    {
+                        "shape": name,
+                        "N": N,
+                        "K": K,
+                        "fmt": fmt,
+                        "M": m,
+                        "us": round(ms * 1e3, 1),
+                        "GBps": round(nbytes / ms / 1e6, 1),
+                        "rel_err": err,
+                    }
+                )
                 print("kernel", rows[-1], flush=True)
             packs = None
         ws = None
@@ -141,8 +157,16 @@ def prefill_gemms(formats: list[str], M: int = 16384) -> list[dict]:
         for label, fn in variants.items():
             err = _rel(fn().double(), ref)
             ms = _time(fn, 100)
-            rows.append({"shape": name, "M": M, "variant": label, "ms": round(ms, 3), "TFLOPs": round(flops / ms / 1e9, 1),
-                         "rel_err_vs_bf16": err})  # fmt: skip
+            rows.append(
+                {
+                    "shape": name,
+                    "M": M,
+                    "variant": label,
+                    "ms": round(ms, 3),
+                    "TFLOPs": round(flops / ms / 1e9, 1),
+                    "rel_err_vs_bf16": err,
+                }
+            )
             print("prefill", rows[-1], flush=True)
         del w, x, ref
         _free()
@@ -226,7 +250,9 @@ def format_rows(config: ModelConfig, fmt: str | None, s: QuantBenchSettings, war
                 continue
             fill_state(rt, n)
             tok = torch.randint(0, vocab, (b,), device="cuda")
-            row[f"decode_{n}_b{b}"] = _decode_run(rt, tok, s.new_tokens) | {"peak_GB": round(torch.cuda.max_memory_allocated() / GB, 2)}
+            row[f"decode_{n}_b{b}"] = _decode_run(rt, tok, s.new_tokens) | {
+                "peak_GB": round(torch.cuda.max_memory_allocated() / GB, 2)
+            }
             print("decode", row["format"], n, b, row[f"decode_{n}_b{b}"], flush=True)
             del rt
     del lm
@@ -268,12 +294,20 @@ def run_quant_bench(s: QuantBenchSettings) -> str:
     import triton
 
     props = torch.cuda.get_device_properties(0)
-    res: dict = {"device": props.name, "memory_GB": round(props.total_memory / GB, 1), "torch": torch.__version__,
-                 "triton": triton.__version__, "settings": asdict(s), "ceilings": ceilings()}  # fmt: skip
+    res: dict = {
+        "device": props.name,
+        "memory_GB": round(props.total_memory / GB, 1),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "settings": asdict(s),
+        "ceilings": ceilings(),
+    }
     print("ceilings", res["ceilings"], flush=True)
     config = ModelConfig.from_json(s.config or BUNDLED_CONFIG)
-    res["plan_contexts"] = {str(gb): {str(k or "bf16"): v for k, v in format_contexts(config, gb * 2**30).items()}
-                            for gb in (8, 12, 16, 24, 32, 48, 80, 141)}  # fmt: skip
+    res["plan_contexts"] = {
+        str(gb): {str(k or "bf16"): v for k, v in format_contexts(config, gb * 2**30).items()}
+        for gb in (8, 12, 16, 24, 32, 48, 80, 141)
+    }
     if s.kernels:
         res["kernels"] = kernel_table(s.formats)
         _save(res, s.out)
@@ -300,23 +334,31 @@ def _save(res: dict, out: str | None) -> None:
 
 def table(res: dict) -> str:
     c = res["ceilings"]
-    lines = [f"{res['device']} ({res['memory_GB']} GB), torch {res['torch']}, triton {res['triton']}; copy {c['copy_TBps']:.2f} TB/s, "
-             f"bf16 GEMV {c['gemv_TBps']:.2f} TB/s",
-             "| format | weights GB | logits rel err (prefill / decode) | TTFT 64K s | TTFT 256K s | decode b1 256K | b1 1M | "
-             "b8 256K (total) | b8 1M (total) | peak b1 1M GB |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"{res['device']} ({res['memory_GB']} GB), torch {res['torch']}, triton {res['triton']}; copy {c['copy_TBps']:.2f} TB/s, "
+        f"bf16 GEMV {c['gemv_TBps']:.2f} TB/s",
+        "| format | weights GB | logits rel err (prefill / decode) | TTFT 64K s | TTFT 256K s | decode b1 256K | b1 1M | "
+        "b8 256K (total) | b8 1M (total) | peak b1 1M GB |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
     def dec(r, key, total=False):
         d = r.get(key, {})
         return "does not fit" if d.get("fits") is False else d.get("tok_s_total" if total else "tok_s_per_seq", "-")
+
     for r in res.get("formats", []):
         e = res.get("logits", {}).get(r["format"], {})
         err = f"{e['prefill_logits_rel']:.1e} / {e['decode_logits_rel']:.1e}" if e else "reference"
         t64, t256 = r.get("ttft_65536", "-"), r.get("ttft_262144", "-")
         peak = r.get("decode_1048576_b1", {}).get("peak_GB", "-")
-        lines.append(f"| {r['format']} | {r['weights_GB']} | {err} | {t64} | {t256} | {dec(r, 'decode_262144_b1')} | "
-                     f"{dec(r, 'decode_1048576_b1')} | {dec(r, 'decode_262144_b8', True)} | {dec(r, 'decode_1048576_b8', True)} | {peak} |")
+        lines.append(
+            f"| {r['format']} | {r['weights_GB']} | {err} | {t64} | {t256} | {dec(r, 'decode_262144_b1')} | "
+            f"{dec(r, 'decode_1048576_b1')} | {dec(r, 'decode_262144_b8', True)} | {dec(r, 'decode_1048576_b8', True)} | {peak} |"
+        )
     for r in res.get("consumer", []):
-        lines.append(f"consumer {r['free_GB']} GB free, {r['format']}: plan max {r.get('plan_max_context')}, ran {r.get('context')} "
-                     f"tokens: TTFT {r.get('ttft_s')} s, decode {r.get('decode', {}).get('tok_s_per_seq')} tok/s, peak {r.get('peak_GB')} GB"
-                     f"{', ' + r['error'] if 'error' in r else ''}")  # fmt: skip
+        lines.append(
+            f"consumer {r['free_GB']} GB free, {r['format']}: plan max {r.get('plan_max_context')}, ran {r.get('context')} "
+            f"tokens: TTFT {r.get('ttft_s')} s, decode {r.get('decode', {}).get('tok_s_per_seq')} tok/s, peak {r.get('peak_GB')} GB"
+            f"{', ' + r['error'] if 'error' in r else ''}"
+        )
     return "\n".join(lines)

@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from sala_report.kernels.quant import PackedWeight
+
 from .errors import ModelError
 from .quant import FORMATS, QuantLinear, set_module, target_linears
 from .weights import check_tensors, safetensors_files, safetensors_shapes, safetensors_tensors
-from sala_report.kernels.quant import PackedWeight
 
 QUANT_FILE = "quantization.json"
 
@@ -40,7 +41,9 @@ def save(lm, folder: str | Path, *, method: str) -> Path:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(lm.config.to_dict(), indent=2))
     formats = {name: lm.get_submodule(name).fmt for name, _ in target_linears(lm)}
-    (folder / QUANT_FILE).write_text(json.dumps({"format": fmt, "method": method, "group_size": 128, "layers": formats}, indent=2))
+    (folder / QUANT_FILE).write_text(
+        json.dumps({"format": fmt, "method": method, "group_size": 128, "layers": formats}, indent=2)
+    )
     return folder
 
 
@@ -50,19 +53,27 @@ def load(model, folder: Path, *, device, dtype) -> None:
         meta = json.loads((folder / QUANT_FILE).read_text(encoding="utf-8"))
         fmt, layers = meta["format"], meta["layers"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ModelError(f"{folder / QUANT_FILE} is not a valid quantization file ({e})", title="Damaged weights file") from None
+        raise ModelError(
+            f"{folder / QUANT_FILE} is not a valid quantization file ({e})", title="Damaged weights file"
+        ) from None
     files = safetensors_files(folder)
     shapes = safetensors_shapes(files)
     for name, _ in list(target_linears(model)):
         lin = model.get_submodule(name)
         f = layers.get(name)
         if f not in FORMATS or f"{name}.qweight" not in shapes:
-            raise ModelError(f"{folder}: layer {name} has no packed weight of a known format (found {f!r})",
-                             title="Weights do not match the config")  # fmt: skip
+            raise ModelError(
+                f"{folder}: layer {name} has no packed weight of a known format (found {f!r})",
+                title="Weights do not match the config",
+            )
         zeros = f"{name}.zeros" in shapes
-        p = PackedWeight(f, torch.empty(shapes[f"{name}.qweight"], dtype=torch.uint8, device="meta"),
-                         torch.empty(shapes[f"{name}.scales"], device="meta"),
-                         torch.empty(shapes[f"{name}.zeros"], device="meta") if zeros else None, lin.in_features)  # fmt: skip
+        p = PackedWeight(
+            f,
+            torch.empty(shapes[f"{name}.qweight"], dtype=torch.uint8, device="meta"),
+            torch.empty(shapes[f"{name}.scales"], device="meta"),
+            torch.empty(shapes[f"{name}.zeros"], device="meta") if zeros else None,
+            lin.in_features,
+        )
         set_module(model, name, QuantLinear(p))
     check_tensors(model, shapes, str(folder))
     params = dict(model.named_parameters(remove_duplicate=False))
@@ -72,7 +83,9 @@ def load(model, folder: Path, *, device, dtype) -> None:
         owner, _, leaf = name.rpartition(".")
         packed = leaf in ("qweight", "scales", "zeros")
         dt = t.dtype if packed or not t.is_floating_point() else dtype
-        setattr(model.get_submodule(owner), leaf, torch.nn.Parameter(t.to(device=device, dtype=dt), requires_grad=False))
+        setattr(
+            model.get_submodule(owner), leaf, torch.nn.Parameter(t.to(device=device, dtype=dt), requires_grad=False)
+        )
     if model.config.tie_word_embeddings and not isinstance(model.lm_head, QuantLinear):
         model.lm_head.weight = model.model.embed_tokens.weight
     model.quantize = fmt

@@ -45,8 +45,11 @@ def quantize_offline(lm, batches: list[torch.Tensor], method: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sala_report.model.quantize", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python -m sala_report.model.quantize",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("source", help="checkpoint folder, .gguf file or known name (e.g. smollm2-135m)")
     ap.add_argument("out", help="folder to write (config.json, quantization.json, model.safetensors)")
     ap.add_argument("--calib", required=True, help="a plain-text file of calibration text (a few thousand tokens)")

@@ -11,7 +11,6 @@ real step, so capturing costs no token.
 from __future__ import annotations
 
 import torch
-
 from torch import nn
 
 from .cache import InferenceState
@@ -27,7 +26,10 @@ def fuse_projections(lm) -> None:
     an H100). The Linear modules keep their names and now hold views into the stacked matrix: no memory is added.
     Idempotent."""
     for layer in lm.model.layers:
-        for module, linears in ((layer.self_attn, layer.self_attn.inputs), (layer.mlp, [layer.mlp.gate_proj, layer.mlp.up_proj])):
+        for module, linears in (
+            (layer.self_attn, layer.self_attn.inputs),
+            (layer.mlp, [layer.mlp.gate_proj, layer.mlp.up_proj]),
+        ):
             if module.fused is not None:
                 continue
             if all(isinstance(lin, QuantLinear) for lin in linears):
@@ -45,8 +47,15 @@ def fuse_projections(lm) -> None:
 class Runtime:
     """One batch of sequences of equal length on one model: `prefill(ids)`, then `decode(tokens)` per step."""
 
-    def __init__(self, lm, cache: InferenceState, *, chunk_tokens: int = DEFAULT_CHUNK, cuda_graphs: bool = True,
-                 plan: MemoryPlan | None = None):  # fmt: skip
+    def __init__(
+        self,
+        lm,
+        cache: InferenceState,
+        *,
+        chunk_tokens: int = DEFAULT_CHUNK,
+        cuda_graphs: bool = True,
+        plan: MemoryPlan | None = None,
+    ):
         s = lm.config.sparse_config
         if s is not None and chunk_tokens < s.dense_len:
             # a prompt at or above dense_len must be sparse from its first chunk, as it is in one pass
@@ -61,8 +70,17 @@ class Runtime:
         self._pool = None
 
     @classmethod
-    def create(cls, lm, batch_size: int, context: int, max_new_tokens: int, *, chunk_tokens: int = DEFAULT_CHUNK,
-               cuda_graphs: bool = True, prefill_batch: int | None = None) -> Runtime:
+    def create(
+        cls,
+        lm,
+        batch_size: int,
+        context: int,
+        max_new_tokens: int,
+        *,
+        chunk_tokens: int = DEFAULT_CHUNK,
+        cuda_graphs: bool = True,
+        prefill_batch: int | None = None,
+    ) -> Runtime:
         """A runtime with room for `context + max_new_tokens` tokens per sequence; on a GPU the memory plan is
         checked first and a ModelError says what fits when this does not."""
         embed = lm.model.embed_tokens.weight
@@ -71,9 +89,18 @@ class Runtime:
             free = free_cuda_bytes(embed.device)
             # shorter prefill chunks when the default ones do not fit (a small card at a long context)
             for chunk in dict.fromkeys((chunk_tokens, min(chunk_tokens, smallest_chunk(lm.config)))):
-                plan = plan_memory(lm.config, batch_size, context, max_new_tokens, embed.dtype, free, chunk_tokens=chunk,
-                                   prefill_batch=prefill_batch, weights_loaded=True,
-                                   quantize=getattr(lm, "quantize", None))  # fmt: skip
+                plan = plan_memory(
+                    lm.config,
+                    batch_size,
+                    context,
+                    max_new_tokens,
+                    embed.dtype,
+                    free,
+                    chunk_tokens=chunk,
+                    prefill_batch=prefill_batch,
+                    weights_loaded=True,
+                    quantize=getattr(lm, "quantize", None),
+                )
                 if plan.fits:
                     chunk_tokens = chunk
                     break
@@ -149,9 +176,17 @@ class Runtime:
         capacity = self.cache.capacity if extra_tokens is None else self.cache.length + extra_tokens
         plan = None
         if self.device.type == "cuda":
-            plan = plan_memory(self.lm.config, batch_size, self.cache.length, (capacity or self.cache.length) - self.cache.length,
-                               self.lm.model.embed_tokens.weight.dtype, free_cuda_bytes(self.device), prefill_batch=0,
-                               weights_loaded=True, quantize=getattr(self.lm, "quantize", None))  # fmt: skip
+            plan = plan_memory(
+                self.lm.config,
+                batch_size,
+                self.cache.length,
+                (capacity or self.cache.length) - self.cache.length,
+                self.lm.model.embed_tokens.weight.dtype,
+                free_cuda_bytes(self.device),
+                prefill_batch=0,
+                weights_loaded=True,
+                quantize=getattr(self.lm, "quantize", None),
+            )
             plan.check()
         cache = self.cache.replicate(batch_size, capacity)
         return Runtime(self.lm, cache, chunk_tokens=self.chunk_tokens, cuda_graphs=self.cuda_graphs, plan=plan)
@@ -160,5 +195,8 @@ class Runtime:
         cap = self.cache.capacity
         if self.cuda_graphs and cap is not None and self.cache.length + n > cap:
             # a graph holds the buffers' addresses: they must not grow under it
-            raise ModelError(f"the inference state holds {cap:,} tokens; {self.cache.length:,} are used and {n:,} more were given",
-                             title="Context full", hint="Plan a larger context when creating the runtime.")
+            raise ModelError(
+                f"the inference state holds {cap:,} tokens; {self.cache.length:,} are used and {n:,} more were given",
+                title="Context full",
+                hint="Plan a larger context when creating the runtime.",
+            )

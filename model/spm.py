@@ -32,7 +32,9 @@ class SentencePieceVocab:
     def __post_init__(self):
         n = len(self.pieces)
         if len(self.scores) != n or len(self.types) != n:
-            raise ValueError(f"expected {n} scores and token types (one per piece), received {len(self.scores)} and {len(self.types)}")
+            raise ValueError(
+                f"expected {n} scores and token types (one per piece), received {len(self.scores)} and {len(self.types)}"
+            )
         self.byte_fallback = BYTE in self.types
 
 
@@ -50,7 +52,9 @@ def to_tokenizer(vocab: SentencePieceVocab) -> tokenizers.Tokenizer:
         model = models.Unigram(pieces, unk_id=vocab.unk_id, byte_fallback=vocab.byte_fallback)
     elif vocab.model_type == "bpe":
         ids = {p: i for i, p in enumerate(vocab.pieces)}
-        model = models.BPE(vocab=ids, merges=merges(vocab), unk_token=unk, fuse_unk=True, byte_fallback=vocab.byte_fallback)
+        model = models.BPE(
+            vocab=ids, merges=merges(vocab), unk_token=unk, fuse_unk=True, byte_fallback=vocab.byte_fallback
+        )
     else:
         raise ValueError(f"expected a 'bpe' or 'unigram' SentencePiece model, received '{vocab.model_type}'")
     tok = tokenizers.Tokenizer(model)
@@ -61,9 +65,15 @@ def to_tokenizer(vocab: SentencePieceVocab) -> tokenizers.Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme=scheme, split=False)
     steps = [decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
     tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if vocab.add_dummy_prefix else []))
-    special = [AddedToken(p, special=True, normalized=False) for p, t in zip(vocab.pieces, vocab.types) if t in (CONTROL, UNKNOWN)]
+    special = [
+        AddedToken(p, special=True, normalized=False)
+        for p, t in zip(vocab.pieces, vocab.types)
+        if t in (CONTROL, UNKNOWN)
+    ]
     tok.add_special_tokens(special)
-    tok.add_tokens([AddedToken(p, special=False, normalized=False) for p, t in zip(vocab.pieces, vocab.types) if t == USER_DEFINED])
+    tok.add_tokens(
+        [AddedToken(p, special=False, normalized=False) for p, t in zip(vocab.pieces, vocab.types) if t == USER_DEFINED]
+    )
     tok.post_processor = _post_processor(vocab)
     return tok
 
@@ -76,7 +86,9 @@ def merges(vocab: SentencePieceVocab) -> list[tuple[str, str]]:
     for i, piece in enumerate(vocab.pieces):
         if vocab.types[i] != NORMAL or len(piece) < 2:
             continue
-        cuts = [(ids[piece[:k]], ids[piece[k:]], k) for k in range(1, len(piece)) if piece[:k] in ids and piece[k:] in ids]
+        cuts = [
+            (ids[piece[:k]], ids[piece[k:]], k) for k in range(1, len(piece)) if piece[:k] in ids and piece[k:] in ids
+        ]
         for _, _, k in sorted(cuts):
             found.append((-vocab.scores[i], -k, k - len(piece), len(found), piece[:k], piece[k:]))
     found.sort()
@@ -93,7 +105,9 @@ def _post_processor(vocab: SentencePieceVocab):
         return " ".join(t for t in (bos and f"{bos}:{type_id}", f"${seq}:{type_id}", eos and f"{eos}:{type_id}") if t)
 
     special = [(t, i) for t, i in ((bos, vocab.bos_id), (eos, vocab.eos_id)) if t is not None]
-    return processors.TemplateProcessing(single=around("A", 0), pair=around("A", 0) + " " + around("B", 1), special_tokens=special)
+    return processors.TemplateProcessing(
+        single=around("A", 0), pair=around("A", 0) + " " + around("B", 1), special_tokens=special
+    )
 
 
 def read_model_proto(data: bytes) -> SentencePieceVocab:

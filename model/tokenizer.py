@@ -20,8 +20,16 @@ _NO_THINK = "<think>\n\n</think>\n\n"
 
 
 class Tokenizer:
-    def __init__(self, hf: tokenizers.Tokenizer, *, vocab_size: int, eos_token_ids: list[int],
-                 chat_template: str | None = None, bos_token: str | None = None, eos_token: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        hf: tokenizers.Tokenizer,
+        *,
+        vocab_size: int,
+        eos_token_ids: list[int],
+        chat_template: str | None = None,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+    ):
         self.hf = hf
         self.vocab_size = vocab_size  # the width of the model's logits, which may exceed the tokenizer's vocab
         self.eos_token_ids = list(dict.fromkeys(eos_token_ids))
@@ -38,19 +46,30 @@ class Tokenizer:
     def token_id(self, token: str) -> int | None:
         return self.hf.token_to_id(token)
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
-                            enable_thinking: bool | None = None, **extra) -> str:  # fmt: skip
+    def apply_chat_template(
+        self, messages: list[dict], add_generation_prompt: bool = True, enable_thinking: bool | None = None, **extra
+    ) -> str:
         """Render the checkpoint's chat template. enable_thinking=False turns reasoning off for MiniCPM
         templates: passed to the template, or, for a template that ignores it, an empty think block is pre-filled."""
         if not self.chat_template:
             raise ModelError("this model has no chat template", hint="Format the prompt yourself, or use a chat model.")
-        context = dict(messages=messages, add_generation_prompt=add_generation_prompt, bos_token=self.bos_token or "",
-                       eos_token=self.eos_token or "", tools=None, **extra)  # fmt: skip
+        context = dict(
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+            tools=None,
+            **extra,
+        )
         if enable_thinking is not None:
             context["enable_thinking"] = enable_thinking
         text = _compile(self.chat_template).render(**context)
-        if (enable_thinking is False and add_generation_prompt and "enable_thinking" not in self.chat_template
-                and self.token_id("<think>") is not None):  # fmt: skip
+        if (
+            enable_thinking is False
+            and add_generation_prompt
+            and "enable_thinking" not in self.chat_template
+            and self.token_id("<think>") is not None
+        ):
             text += _NO_THINK
         return text
 
@@ -69,7 +88,9 @@ _TEMPLATES: dict[str, jinja2.Template] = {}
 def _compile(source: str) -> jinja2.Template:
     if source not in _TEMPLATES:
         # the same environment settings as transformers' chat templates
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
@@ -88,7 +109,9 @@ def _token_text(tok) -> str | None:
 
 def tokenizer_from_folder(folder: Path) -> Tokenizer:
     if not (folder / "tokenizer.json").exists() and not (folder / "tokenizer.model").exists():
-        raise ModelError(f"no tokenizer.json or tokenizer.model in {folder}", hint="Download the checkpoint's tokenizer files too.")
+        raise ModelError(
+            f"no tokenizer.json or tokenizer.model in {folder}", hint="Download the checkpoint's tokenizer files too."
+        )
     path = folder / "tokenizer.json"
     tc = _json(folder / "tokenizer_config.json")
     if path.exists():
@@ -132,7 +155,9 @@ def _sentencepiece_folder(folder: Path, tc: dict) -> tokenizers.Tokenizer:
         hf = spm.to_tokenizer(vocab)
     except ValueError as e:
         raise ModelError(f"{path}: {e}", hint="Use a checkpoint that ships tokenizer.json.") from None
-    added = {int(i): t for i, t in (tc.get("added_tokens_decoder") or {}).items() if isinstance(t, dict) and "content" in t}
+    added = {
+        int(i): t for i, t in (tc.get("added_tokens_decoder") or {}).items() if isinstance(t, dict) and "content" in t
+    }
     for content, i in _json(folder / "added_tokens.json").items():
         added.setdefault(int(i), {"content": content, "special": True})
     for i in sorted(added):
@@ -177,7 +202,9 @@ def check_gguf_vocab(reader, path: Path, *, required: bool = True) -> None:
     title = "Unsupported tokenizer"
     if kind not in GGUF_TOKENIZERS:
         supported = "'gpt2' (byte-level BPE) and 'llama' (SentencePiece)"
-        message = f"{path}: GGUF tokenizer model '{kind}' (tokenizer.ggml.model) is not supported; supported: {supported}"
+        message = (
+            f"{path}: GGUF tokenizer model '{kind}' (tokenizer.ggml.model) is not supported; supported: {supported}"
+        )
         raise ModelError(message, hint=hint, title=title)
     tokens = field(reader, "tokenizer.ggml.tokens", None) or []
     needed = ["tokenizer.ggml.tokens", "tokenizer.ggml.merges" if kind == "gpt2" else "tokenizer.ggml.scores"]
@@ -243,7 +270,9 @@ def _byte_level_bpe(reader, tokens: list[str], types: list[int], bos_id: int | N
     hf.decoder = decoders.ByteLevel()
     # control tokens (type 3) are special; user-defined ones (type 4) are matched whole but kept in text
     hf.add_tokens([AddedToken(tokens[i], special=False, normalized=False) for i, t in enumerate(types) if t == 4])
-    hf.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == 3])
+    hf.add_special_tokens(
+        [AddedToken(tokens[i], special=True, normalized=False) for i, t in enumerate(types) if t == 3]
+    )
     if field(reader, "tokenizer.ggml.add_bos_token", False) and bos_id is not None:
         bos = tokens[bos_id]
         hf.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, bos_id)])

@@ -50,8 +50,11 @@ def check_tensors(model: torch.nn.Module, found: dict[str, tuple[int, ...]], sou
     lines += [f"  missing: {n} {list(want[n])}" for n in missing]
     lines += [f"  unexpected: {n} {list(found[n])}" for n in unexpected]
     lines += [f"  wrong shape: {n} is {list(found[n])}, config says {list(want[n])}" for n in misshaped]
-    raise ModelError("\n".join(lines), hint="Check that config.json belongs to these weights.",
-                     title="Weights do not match the config")  # fmt: skip
+    raise ModelError(
+        "\n".join(lines),
+        hint="Check that config.json belongs to these weights.",
+        title="Weights do not match the config",
+    )
 
 
 def assign_tensors(model: torch.nn.Module, tensors: Iterator[tuple[str, torch.Tensor]], *, device, dtype) -> None:
@@ -79,8 +82,10 @@ def safetensors_files(folder: Path) -> list[Path]:
         files = [folder / f for f in dict.fromkeys(weight_map.values())]
         absent = [str(f.name) for f in files if not f.exists()]
         if absent:
-            raise ModelError(f"{index} lists shards that are not in {folder}: {', '.join(absent)}",
-                             hint="The download is incomplete; fetch the missing shards.")  # fmt: skip
+            raise ModelError(
+                f"{index} lists shards that are not in {folder}: {', '.join(absent)}",
+                hint="The download is incomplete; fetch the missing shards.",
+            )
         return files
     single = folder / "model.safetensors"
     if single.exists():
@@ -88,23 +93,27 @@ def safetensors_files(folder: Path) -> list[Path]:
     others = sorted(folder.glob("*.safetensors"))
     if others:
         return others
-    raise ModelError(f"no safetensors weights in {folder}", hint="Expected model.safetensors or model.safetensors.index.json.")
+    raise ModelError(
+        f"no safetensors weights in {folder}", hint="Expected model.safetensors or model.safetensors.index.json."
+    )
 
 
 def _open(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"{path} is not a readable safetensors file: {e}",
-                         hint="The file may be truncated by an interrupted download; fetch it again.",
-                         title="Damaged weights file") from None  # fmt: skip
+        raise ModelError(
+            f"{path} is not a readable safetensors file: {e}",
+            hint="The file may be truncated by an interrupted download; fetch it again.",
+            title="Damaged weights file",
+        ) from None
 
 
 def safetensors_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for path in files:
         with _open(path) as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 shapes[name] = tuple(f.get_slice(name).get_shape())
     return shapes
 
@@ -112,15 +121,27 @@ def safetensors_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
 def safetensors_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     for path in files:
         with _open(path) as f:
-            for name in f.keys():
+            for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
                 try:
                     yield name, f.get_tensor(name)
                 except (SafetensorError, RuntimeError) as e:
-                    raise ModelError(f"tensor {name} in {path} cannot be read: {e}", title="Damaged weights file") from None
+                    raise ModelError(
+                        f"tensor {name} in {path} cannot be read: {e}", title="Damaged weights file"
+                    ) from None
 
 
-_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64, "I64": torch.int64,
-           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+_DTYPES = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 STAGING_BYTES = 32 * 2**20  # each of the two pinned buffers
 
 
@@ -131,8 +152,11 @@ def _header(path: Path) -> tuple[int, dict]:
             (n,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(n))
     except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{path} is not a readable safetensors file: {e}", title="Damaged weights file",
-                         hint="The file may be truncated by an interrupted download; fetch it again.") from None  # fmt: skip
+        raise ModelError(
+            f"{path} is not a readable safetensors file: {e}",
+            title="Damaged weights file",
+            hint="The file may be truncated by an interrupted download; fetch it again.",
+        ) from None
     header.pop("__metadata__", None)
     return 8 + n, header
 
@@ -151,12 +175,18 @@ def safetensors_to_device(files: list[Path], device) -> Iterator[tuple[str, torc
             for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
                 dtype = _DTYPES.get(info.get("dtype"))
                 if dtype is None:
-                    raise ModelError(f"tensor {name} in {path} has an unsupported dtype {info.get('dtype')}", title="Damaged weights file")
+                    raise ModelError(
+                        f"tensor {name} in {path} has an unsupported dtype {info.get('dtype')}",
+                        title="Damaged weights file",
+                    )
                 a, b = info["data_offsets"]
                 out = torch.empty(info["shape"], dtype=dtype, device=device)
                 flat = out.reshape(-1).view(torch.uint8)
                 if flat.numel() != b - a:
-                    raise ModelError(f"tensor {name} in {path}: {b - a} bytes for shape {info['shape']}", title="Damaged weights file")
+                    raise ModelError(
+                        f"tensor {name} in {path}: {b - a} bytes for shape {info['shape']}",
+                        title="Damaged weights file",
+                    )
                 f.seek(data_start + a)
                 for off in range(0, b - a, STAGING_BYTES):
                     n = min(STAGING_BYTES, b - a - off)
@@ -165,8 +195,11 @@ def safetensors_to_device(files: list[Path], device) -> Iterator[tuple[str, torc
                     view = stage[turn][:n]
                     got = f.readinto(memoryview(view.numpy()))
                     if got != n:
-                        raise ModelError(f"tensor {name} in {path} is cut short", title="Damaged weights file",
-                                         hint="The file may be truncated by an interrupted download; fetch it again.")  # fmt: skip
+                        raise ModelError(
+                            f"tensor {name} in {path} is cut short",
+                            title="Damaged weights file",
+                            hint="The file may be truncated by an interrupted download; fetch it again.",
+                        )
                     flat[off : off + n].copy_(view, non_blocking=cuda)
                     if cuda:
                         done[turn] = torch.cuda.Event()

@@ -21,9 +21,47 @@ from sala_report.retrieval.chunk import split_text
 from sala_report.retrieval.documents import ingest_folder
 from sala_report.retrieval.store import SourceRecord, Store
 
-SYLLABLES = "ka lo mi nu re sa ti vo ze pa ri do fu ga he ji ku le mo na".split()
-FILLER = "the of and to in is that for with as on by".split()
-CJK_WORDS = "机器 学习 数据 模型 城市 河流 能源 气候 政策 市场 森林 海洋 研究 分析 方法 结果".split()
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "nu",
+    "re",
+    "sa",
+    "ti",
+    "vo",
+    "ze",
+    "pa",
+    "ri",
+    "do",
+    "fu",
+    "ga",
+    "he",
+    "ji",
+    "ku",
+    "le",
+    "mo",
+    "na",
+]
+FILLER = ["the", "of", "and", "to", "in", "is", "that", "for", "with", "as", "on", "by"]
+CJK_WORDS = [
+    "机器",
+    "学习",
+    "数据",
+    "模型",
+    "城市",
+    "河流",
+    "能源",
+    "气候",
+    "政策",
+    "市场",
+    "森林",
+    "海洋",
+    "研究",
+    "分析",
+    "方法",
+    "结果",
+]
 
 
 def vocabulary(size: int, rng: random.Random) -> list[str]:
@@ -79,8 +117,10 @@ def bench_ingest(docs: int, maker: TextMaker, workdir: Path) -> None:
     again = ingest_folder(store, folder)
     unchanged_s = time.perf_counter() - start
     assert again.unchanged == docs
-    print(f"ingest: {docs} documents ({chunks} chunks) in {elapsed:.2f} s = {docs / elapsed:,.0f} documents/s, "
-          f"{chunks / elapsed:,.0f} chunks/s (read, extract, split, store)")
+    print(
+        f"ingest: {docs} documents ({chunks} chunks) in {elapsed:.2f} s = {docs / elapsed:,.0f} documents/s, "
+        f"{chunks / elapsed:,.0f} chunks/s (read, extract, split, store)"
+    )
     print(f"re-ingest unchanged: {unchanged_s * 1000:.0f} ms for {docs} documents")
     store.close()
 
@@ -93,8 +133,11 @@ def fill_store(store: Store, target_chunks: int, maker: TextMaker, per_source: i
         n = min(per_source, target_chunks - written)
         cjk = source % 20 == 0  # 5% of sources in Chinese, for the bigram index
         chunks = [maker.cjk_passage() if cjk else maker.passage(200) for _ in range(n)]
-        store.put_source(SourceRecord(f"https://bench.example/{source}", "web", f"Page {source}",
-                                      "\n\n".join(chunks), f"hash{source}", chunks))
+        store.put_source(
+            SourceRecord(
+                f"https://bench.example/{source}", "web", f"Page {source}", "\n\n".join(chunks), f"hash{source}", chunks
+            )
+        )
         written += n
         source += 1
     return time.perf_counter() - start
@@ -106,8 +149,11 @@ def bench_queries(store: Store, maker: TextMaker, count: int) -> dict[str, list[
     some_sources = set(random.Random(1).sample(range(1, store.db["sources"].count + 1), 50))
     store.passages("warm up the page cache", 10)
     timings: dict[str, list[float]] = {"free text": [], "free text, 50 sources": [], "CJK": []}
-    runs = (("free text", queries, None), ("free text, 50 sources", queries[: count // 2], some_sources),
-            ("CJK", cjk_queries, None))
+    runs = (
+        ("free text", queries, None),
+        ("free text, 50 sources", queries[: count // 2], some_sources),
+        ("CJK", cjk_queries, None),
+    )
     for name, batch, ids in runs:
         for query in batch:
             start = time.perf_counter()
@@ -131,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_ingest(args.docs, maker, workdir)
         store = Store.open(workdir / "bench.db")
         seconds = fill_store(store, args.chunks, maker)
-        print(f"store writes: {args.chunks:,} chunks in {seconds:.1f} s = {args.chunks / seconds:,.0f} chunks/s "
-              f"(FTS5 + CJK bigram indexes, one transaction per source)")
+        print(
+            f"store writes: {args.chunks:,} chunks in {seconds:.1f} s = {args.chunks / seconds:,.0f} chunks/s "
+            f"(FTS5 + CJK bigram indexes, one transaction per source)"
+        )
         size_mb = (workdir / "bench.db").stat().st_size / 1e6
         print(f"store: {store.db['sources'].count:,} sources, {store.db['chunks'].count:,} chunks, {size_mb:.0f} MB")
         worst = 0.0
@@ -140,8 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             ms.sort()
             p95 = ms[int(0.95 * (len(ms) - 1))]
             worst = max(worst, p95)
-            print(f"passages(k=10), {name}: {len(ms)} queries, median {statistics.median(ms):.1f} ms, "
-                  f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms")
+            print(
+                f"passages(k=10), {name}: {len(ms)} queries, median {statistics.median(ms):.1f} ms, "
+                f"p95 {p95:.1f} ms, max {ms[-1]:.1f} ms"
+            )
         store.close()
     print("query latency target (p95 < 50 ms):", "met" if worst < 50 else "NOT met")
     return 0

@@ -16,7 +16,23 @@ from sala_report.retrieval.errors import ExtractionTimeout
 from sala_report.retrieval.extract import MAX_HTML_CHARS
 from sala_report.retrieval.worker import extract_bounded
 
-WORDS = "river delta owl fox glacier tidal energy market policy model data city forest ocean climate".split()
+WORDS = [
+    "river",
+    "delta",
+    "owl",
+    "fox",
+    "glacier",
+    "tidal",
+    "energy",
+    "market",
+    "policy",
+    "model",
+    "data",
+    "city",
+    "forest",
+    "ocean",
+    "climate",
+]
 
 
 def page(megabytes: float, seed: int = 0) -> bytes:
@@ -25,9 +41,17 @@ def page(megabytes: float, seed: int = 0) -> bytes:
     parts, size = ["<html><head><title>Bench</title></head><body>"], 0
     while size < megabytes * 1_000_000:
         words = " ".join(rng.choice(WORDS) for _ in range(60))
-        piece = ("<div>" * 8 + f"<p>{words} <a href='/x'>more</a></p>" + "</div>" * 8
-                 + "<table><tr>" + "<td>cell</td>" * 10 + "</tr></table>"
-                 + "<script>var s=" + "1" * 200 + ";</script>\n")
+        piece = (
+            "<div>" * 8
+            + f"<p>{words} <a href='/x'>more</a></p>"
+            + "</div>" * 8
+            + "<table><tr>"
+            + "<td>cell</td>" * 10
+            + "</tr></table>"
+            + "<script>var s="
+            + "1" * 200
+            + ";</script>\n"
+        )
         parts.append(piece)
         size += len(piece)
     return ("".join(parts) + "</body></html>").encode()

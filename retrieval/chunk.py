@@ -36,7 +36,7 @@ def sentences(text: str) -> list[str]:
     """Sentences with their trailing whitespace kept, since the splitter joins pieces back with ''."""
     pieces, start = [], 0
     for match in _SENTENCE_END.finditer(text):
-        pieces.append(text[start:match.end()])
+        pieces.append(text[start : match.end()])
         start = match.end()
     if start < len(text):
         pieces.append(text[start:])
@@ -52,7 +52,7 @@ def split_text(text: str, config: ChunkConfig = ChunkConfig()) -> list[str]:
 
 def chunk_id(location: str, content_hash: str, position: int) -> str:
     """Stable id of a chunk: the same source content always gives the same ids, changed content new ones."""
-    digest = hashlib.sha1(f"{location}\0{content_hash}\0{position}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha1(f"{location}\0{content_hash}\0{position}".encode()).hexdigest()
     return f"c{digest[:15]}"
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from sala_report.retrieval.chunk import ChunkConfig, split_text
 from sala_report.retrieval.errors import EmptyDocument, ExtractionError, RetrievalError
@@ -101,8 +101,9 @@ def ingest_folder(
                 setattr(report, outcome, getattr(report, outcome) + 1)
         if on_progress is not None:
             on_progress(done, len(readable), candidate.location)
-    gone = [state.source_id for location, state in known.items()
-            if location not in present and state.status != "deleted"]
+    gone = [
+        state.source_id for location, state in known.items() if location not in present and state.status != "deleted"
+    ]
     if gone:
         store.mark_deleted(gone)
     report.deleted = len(gone)
@@ -133,16 +134,20 @@ def _candidate(root: str, path: str, follow_links_outside: bool) -> Candidate:
     suffix = os.path.splitext(path)[1].lower()
     kind = SUFFIX_KINDS.get(suffix)
     if kind is None:
-        return Candidate(location, problem=f"{suffix or 'no suffix'}: not a type that is read "
-                                           f"({', '.join(sorted(SUFFIX_KINDS))})")
+        return Candidate(
+            location, problem=f"{suffix or 'no suffix'}: not a type that is read ({', '.join(sorted(SUFFIX_KINDS))})"
+        )
     if not os.path.islink(path):
         return Candidate(location, path, kind)
     target = os.path.realpath(path)
     if not os.path.lexists(target) or not os.path.exists(path):
         return Candidate(location, problem="a broken link (what it points to does not exist)")
     if not follow_links_outside and os.path.commonpath([root, target]) != root:
-        return Candidate(location, problem=f"a link to {location_of(target)}, outside the folder; not followed "
-                                           "(--follow-links-outside reads it)")
+        return Candidate(
+            location,
+            problem=f"a link to {location_of(target)}, outside the folder; not followed "
+            "(--follow-links-outside reads it)",
+        )
     return Candidate(location, target, kind)
 
 
@@ -181,8 +186,11 @@ def _ingest(
 ) -> tuple[str, int, str | None]:
     stat_now = os.stat(candidate.path)  # before reading, so a write during the read shows up as a change
     _check_regular(stat_now)
-    if (state is not None and state.status != "deleted"
-            and (state.size, state.mtime_ns) == (stat_now.st_size, stat_now.st_mtime_ns)):
+    if (
+        state is not None
+        and state.status != "deleted"
+        and (state.size, state.mtime_ns) == (stat_now.st_size, stat_now.st_mtime_ns)
+    ):
         return "unchanged", state.source_id, None
     data = read_regular_file(candidate.path, config.size_cap(candidate.kind))
     digest = hashlib.sha256(data).hexdigest()
@@ -192,17 +200,24 @@ def _ingest(
     stamp = {"size": stat_now.st_size, "mtime_ns": stat_now.st_mtime_ns, "content_hash": digest}
     name = os.path.basename(candidate.location)
     try:
-        extracted = extract_within(data, candidate.kind, timeout_s=config.timeout_s,
-                                   max_unpacked_bytes=config.max_unpacked_bytes)
+        extracted = extract_within(
+            data, candidate.kind, timeout_s=config.timeout_s, max_unpacked_bytes=config.max_unpacked_bytes
+        )
     except ExtractionError as e:
         status = "empty" if isinstance(e, EmptyDocument) else "failed"
-        source_id = store.put_failure(candidate.location, "file", status=status, failure="extract", error=str(e),
-                                      title=name, **stamp)
+        source_id = store.put_failure(
+            candidate.location, "file", status=status, failure="extract", error=str(e), title=name, **stamp
+        )
         return "failed", source_id, str(e)
     record = SourceRecord(
-        location=candidate.location, kind="file", title=extracted.title or name, text=extracted.text,
-        content_hash=digest, chunks=split(extracted.text),
-        metadata={**extracted.metadata, "format": candidate.kind}, size=stat_now.st_size,
+        location=candidate.location,
+        kind="file",
+        title=extracted.title or name,
+        text=extracted.text,
+        content_hash=digest,
+        chunks=split(extracted.text),
+        metadata={**extracted.metadata, "format": candidate.kind},
+        size=stat_now.st_size,
         mtime_ns=stat_now.st_mtime_ns,
     )
     source_id, outcome = store.put_source(record)
@@ -227,6 +242,13 @@ def read_regular_file(path: str, max_bytes: int) -> bytes:
 
 def _check_regular(info: os.stat_result) -> None:
     if not stat.S_ISREG(info.st_mode):
-        what = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
-                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a file")
+        what = (
+            "a FIFO"
+            if stat.S_ISFIFO(info.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(info.st_mode)
+            else "a device"
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)
+            else "not a file"
+        )
         raise _Skip(f"{what}, not a regular file; not read")

@@ -41,8 +41,9 @@ class DomainFilter:
     @classmethod
     def of(cls, include: list[str] | tuple[str, ...] = (), exclude: list[str] | tuple[str, ...] = ()) -> DomainFilter:
         """From the person's entries (URLs, `*.` prefixes, any case); ValueError on one that is no domain."""
-        return cls(tuple(dict.fromkeys(map(normalise_domain, include))),
-                   tuple(dict.fromkeys(map(normalise_domain, exclude))))
+        return cls(
+            tuple(dict.fromkeys(map(normalise_domain, include))), tuple(dict.fromkeys(map(normalise_domain, exclude)))
+        )
 
     @property
     def active(self) -> bool:

@@ -14,19 +14,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sala_report.retrieval.errors import EmptyDocument, ExtractionError
-from sala_report.retrieval.packaged import MAX_UNPACKED_BYTES, PACKAGED_KINDS, html_block_text, read_package
+from sala_report.retrieval.packaged import MAX_UNPACKED_BYTES, PACKAGED_KINDS, read_package
 
 log = logging.getLogger(__name__)
 
 KINDS = ("html", "pdf", "text", "markdown", "rst", "docx", "odt", "epub")
 TEXT_KINDS = ("text", "markdown", "rst")  # stored as they are, after decoding
 SUFFIX_KINDS = {
-    ".html": "html", ".htm": "html", ".xhtml": "html",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
     ".pdf": "pdf",
-    ".txt": "text", ".text": "text",
-    ".md": "markdown", ".markdown": "markdown",
-    ".rst": "rst", ".rest": "rst",
-    ".docx": "docx", ".odt": "odt", ".epub": "epub",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rst": "rst",
+    ".rest": "rst",
+    ".docx": "docx",
+    ".odt": "odt",
+    ".epub": "epub",
 }
 # Past this, trafilatura's time grows to minutes (a 14 MB page ran > 300 s); the cut keeps a page's start.
 MAX_HTML_CHARS = 2_000_000
@@ -152,8 +159,13 @@ def _extract_html(html: str, url: str | None, max_chars: int = MAX_HTML_CHARS) -
     for recall in (False, True):  # the precise pass first; on short pages it returns nothing
         try:
             document = trafilatura.bare_extraction(
-                html, url=url, with_metadata=True, include_comments=False, include_tables=True,
-                include_formatting=True, favor_recall=recall,
+                html,
+                url=url,
+                with_metadata=True,
+                include_comments=False,
+                include_tables=True,
+                include_formatting=True,
+                favor_recall=recall,
             )
         except Exception as e:  # trafilatura raises assorted lxml errors on hostile markup
             log.debug("trafilatura failed on %s: %r", url, e)
@@ -186,7 +198,7 @@ def bounded_html(html: str, max_chars: int = MAX_HTML_CHARS) -> tuple[str, bool]
         if start < position:  # inside a block already dropped
             continue
         name = match.group(1)
-        if name == "script" and "ld+json" in lower[start:match.end() + 200].split(">", 1)[0]:
+        if name == "script" and "ld+json" in lower[start : match.end() + 200].split(">", 1)[0]:
             continue  # JSON-LD carries the author and date trafilatura reads
         closing = "-->" if name == "!--" else f"</{name}"
         end = lower.find(closing, match.end())
@@ -198,7 +210,7 @@ def bounded_html(html: str, max_chars: int = MAX_HTML_CHARS) -> tuple[str, bool]
     if len(html) <= max_chars:
         return html, False
     cut = html.rfind("<", 0, max_chars)
-    return html[:cut if cut > 0 else max_chars], True
+    return html[: cut if cut > 0 else max_chars], True
 
 
 _INERT_START = re.compile(r"<(script|style|svg|noscript|template|!--)")

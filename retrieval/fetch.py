@@ -11,9 +11,10 @@ import concurrent.futures
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Awaitable, Callable, Iterable, TypeVar
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -138,7 +139,9 @@ class Fetcher:
         urls = list(urls)
         cfg = self.config
         timeout = httpx.Timeout(
-            connect=cfg.connect_timeout_s, read=cfg.read_timeout_s, write=cfg.read_timeout_s,
+            connect=cfg.connect_timeout_s,
+            read=cfg.read_timeout_s,
+            write=cfg.read_timeout_s,
             pool=cfg.total_timeout_s,
         )
         # No keep-alive: a pooled connection is keyed by IP, and must not carry one host's TLS session
@@ -147,7 +150,10 @@ class Fetcher:
         overall = asyncio.Semaphore(max(1, cfg.concurrency))
         per_host: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(max(1, cfg.per_host)))
         async with httpx.AsyncClient(
-            timeout=timeout, limits=limits, trust_env=False, follow_redirects=False,
+            timeout=timeout,
+            limits=limits,
+            trust_env=False,
+            follow_redirects=False,
             headers={"User-Agent": cfg.user_agent, "Accept": _ACCEPT},
         ) as client:
 
@@ -218,8 +224,9 @@ class Fetcher:
                 await response.aclose()
             if mime not in READABLE_TYPES:
                 mime = _sniff(body, current)
-            return FetchResult(url, current, response.status_code, mime, charset, body,
-                               seconds=time.monotonic() - start)
+            return FetchResult(
+                url, current, response.status_code, mime, charset, body, seconds=time.monotonic() - start
+            )
         raise _Failed("redirects", f"more than {self.config.max_redirects} redirects from {url}")
 
     async def _send(self, client: httpx.AsyncClient, url: str) -> httpx.Response:
@@ -231,8 +238,12 @@ class Fetcher:
             raise _Failed("invalid_url", f"{url}: no host")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         addresses = await asyncio.to_thread(
-            checked_addresses, host, port, resolver=self._resolver,
-            allow_private=self.config.allow_private_addresses, is_public=self._is_public,
+            checked_addresses,
+            host,
+            port,
+            resolver=self._resolver,
+            allow_private=self.config.allow_private_addresses,
+            is_public=self._is_public,
         )
         extensions = {}
         if parsed.scheme == "https" and parse_ip(host) is None:

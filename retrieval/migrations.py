@@ -7,7 +7,7 @@ records it, so a crash mid-migration leaves it not applied rather than half appl
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import sqlite_utils
 
@@ -27,9 +27,7 @@ def apply_migrations(db: sqlite_utils.Database, prefix: str, migrations: Sequenc
     names = [name for name, _ in migrations]
     if len(set(names)) != len(names):
         raise ValueError(f"migration names must be unique, got {names}")
-    db.execute(
-        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
+    db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     db.commit()
     applied = []
     for name, migrate in migrations:

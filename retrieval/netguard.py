@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from sala_report.retrieval.errors import AddressRefused
 

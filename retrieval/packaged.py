@@ -123,8 +123,10 @@ def _odt_blocks(node: etree._Element, blocks: list[str]) -> None:
             blocks.append(_odt_inline(child).strip())
         elif child.tag == f"{_TABLE}table":
             for row in child.iter(f"{_TABLE}table-row"):
-                cells = [" ".join(_odt_inline(p).strip() for p in cell.iter(f"{_TEXT}p"))
-                         for cell in row.iter(f"{_TABLE}table-cell")]
+                cells = [
+                    " ".join(_odt_inline(p).strip() for p in cell.iter(f"{_TEXT}p"))
+                    for cell in row.iter(f"{_TABLE}table-cell")
+                ]
                 blocks.append(" | ".join(cells))
         else:  # lists, sections, frames: their paragraphs are below
             _odt_blocks(child, blocks)

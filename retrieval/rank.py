@@ -7,7 +7,8 @@ must never reach MATCH as syntax: we keep only word tokens and quote each one.
 from __future__ import annotations
 
 import re
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 # Hiragana, Katakana, CJK ideographs (with extension A and compatibility forms), Hangul syllables
 CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
@@ -16,9 +17,72 @@ _WORD = re.compile(f"[{CJK_CLASS}]+|[^\\W{CJK_CLASS}]+")
 
 # Words that match nearly every chunk: they cost query time and add nothing to BM25's ordering.
 STOPWORDS = frozenset(
-    """a an and are as at be by can did do does for from had has have how i if in into is it its of on
-    or that the their there these this those to was were what when where which who whom why will with
-    would you your about after before between than then them they we our not no so such""".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "their",
+        "there",
+        "these",
+        "this",
+        "those",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "about",
+        "after",
+        "before",
+        "between",
+        "than",
+        "then",
+        "them",
+        "they",
+        "we",
+        "our",
+        "not",
+        "no",
+        "so",
+        "such",
+    ]
 )
 
 MAX_TERMS = 24

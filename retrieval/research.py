@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from sala_report.retrieval.chunk import ChunkConfig, split_text
 from sala_report.retrieval.domains import DomainFilter
@@ -136,8 +136,9 @@ class Retriever:
         for result in results:
             if result.failure == "cancelled":
                 continue
-            source = store_fetched(self.store, result, self.chunk_config, work=urls.get(result.url),
-                                   fetch_config=self.fetcher.config)
+            source = store_fetched(
+                self.store, result, self.chunk_config, work=urls.get(result.url), fetch_config=self.fetcher.config
+            )
             if source.status == "ok":
                 stored.add(source.id)
                 emit(SourceStored(source.id, source.location, source.title, source.chunk_count))
@@ -160,8 +161,14 @@ class Retriever:
         return list(merged.values())
 
 
-def store_fetched(store: Store, result: FetchResult, chunk_config: ChunkConfig = ChunkConfig(), *,
-                  work: dict | None = None, fetch_config: FetchConfig | None = None) -> Source:
+def store_fetched(
+    store: Store,
+    result: FetchResult,
+    chunk_config: ChunkConfig = ChunkConfig(),
+    *,
+    work: dict | None = None,
+    fetch_config: FetchConfig | None = None,
+) -> Source:
     """Record a fetch: extract, chunk and store a readable page, or record the failure.
 
     A failed refetch of a page already stored keeps the stored copy. `work` is what a paper search knew of
@@ -172,26 +179,42 @@ def store_fetched(store: Store, result: FetchResult, chunk_config: ChunkConfig =
     if not result.ok:
         if existing is not None and existing.status == "ok":
             return existing
-        source_id = store.put_failure(result.url, "web", status="failed", failure=result.failure or "network",
-                                      error=result.error or "failed", metadata=meta)
+        source_id = store.put_failure(
+            result.url,
+            "web",
+            status="failed",
+            failure=result.failure or "network",
+            error=result.error or "failed",
+            metadata=meta,
+        )
         return store.source(source_id)
     digest = hashlib.sha256(result.body).hexdigest()
     if existing is not None and existing.status == "ok" and existing.content_hash == digest:
         return existing
     try:
         limits = fetch_config or FetchConfig()  # extraction stays within its size and time limits
-        extracted = extract_within(result.body, result.kind or "html", url=result.final_url, charset=result.charset,
-                                   timeout_s=limits.extract_timeout_s, max_html_chars=limits.max_html_chars)
+        extracted = extract_within(
+            result.body,
+            result.kind or "html",
+            url=result.final_url,
+            charset=result.charset,
+            timeout_s=limits.extract_timeout_s,
+            max_html_chars=limits.max_html_chars,
+        )
     except ExtractionError as e:
         status = "empty" if isinstance(e, EmptyDocument) else "failed"
-        source_id = store.put_failure(result.url, "web", status=status, failure="extract", error=str(e),
-                                      content_hash=digest, metadata=meta)
+        source_id = store.put_failure(
+            result.url, "web", status=status, failure="extract", error=str(e), content_hash=digest, metadata=meta
+        )
         return store.source(source_id)
     record = SourceRecord(
-        location=result.url, kind="web", title=extracted.title or result.final_url, text=extracted.text,
-        content_hash=digest, chunks=split_text(extracted.text, chunk_config),
+        location=result.url,
+        kind="web",
+        title=extracted.title or result.final_url,
+        text=extracted.text,
+        content_hash=digest,
+        chunks=split_text(extracted.text, chunk_config),
         metadata={**extracted.metadata, **meta, "bytes": len(result.body), **({"work": work} if work else {})},
     )
     source_id, _ = store.put_source(record)
     return store.source(source_id)
-

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from sala_report.retrieval.engines import Engine, EngineConfig, EngineError, EngineTimeout, RateLimited, make_engine
 from sala_report.retrieval.engines.ddgs_text import TextSearchClient, normalise
@@ -46,17 +47,30 @@ class SearchConfig:
     def engine_config(self) -> EngineConfig:
         from sala_report.retrieval.fetch import DEFAULT_USER_AGENT
 
-        return EngineConfig(region=self.region, safesearch=self.safesearch, timelimit=self.timelimit,
-                            timeout_s=self.timeout_s, user_agent=DEFAULT_USER_AGENT, searxng_url=self.searxng_url,
-                            arxiv_url=self.arxiv_url, openalex_url=self.openalex_url,
-                            openalex_api_key=self.openalex_api_key, openalex_mailto=self.openalex_mailto)
+        return EngineConfig(
+            region=self.region,
+            safesearch=self.safesearch,
+            timelimit=self.timelimit,
+            timeout_s=self.timeout_s,
+            user_agent=DEFAULT_USER_AGENT,
+            searxng_url=self.searxng_url,
+            arxiv_url=self.arxiv_url,
+            openalex_url=self.openalex_url,
+            openalex_api_key=self.openalex_api_key,
+            openalex_mailto=self.openalex_mailto,
+        )
 
 
 class RateLimiter:
     """At most one call per `min_interval_s`, across threads. `clock` and `sleep` are injectable for tests."""
 
-    def __init__(self, min_interval_s: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        min_interval_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.min_interval_s = min_interval_s
         self._clock = clock
         self._sleep = sleep
@@ -113,11 +127,15 @@ class WebSearch:
         self._store = store
         given = engines or {}
         engine_config = self.config.engine_config()
-        self._engines = {name: given.get(name) or make_engine(name, engine_config, ddgs_client=client_factory)
-                         for name in self.config.engines}
+        self._engines = {
+            name: given.get(name) or make_engine(name, engine_config, ddgs_client=client_factory)
+            for name in self.config.engines
+        }
         limiter_for = limiter_for or shared_rate_limiter
-        self._limiters = {name: limiter or limiter_for(name, max(self.config.min_interval_s, engine.min_interval_s))
-                          for name, engine in self._engines.items()}
+        self._limiters = {
+            name: limiter or limiter_for(name, max(self.config.min_interval_s, engine.min_interval_s))
+            for name, engine in self._engines.items()
+        }
         self._sleep = sleep
 
     def search(self, query: str, *, max_results: int | None = None) -> SearchOutcome:
@@ -146,8 +164,10 @@ class WebSearch:
             reason = "web search failed (" + "; ".join(errors) + ")"
         else:
             # ddgs reports a rate-limited engine exactly like one that found nothing, so say both.
-            reason = (f"no results from {', '.join(empty_engines)} (nothing matched, or the engine is "
-                      "rate limiting; try again later or add a fallback engine in search.engines)")
+            reason = (
+                f"no results from {', '.join(empty_engines)} (nothing matched, or the engine is "
+                "rate limiting; try again later or add a fallback engine in search.engines)"
+            )
         return SearchOutcome(query, [], degraded=reason, errors=tuple(errors))
 
     def _ask(self, engine: Engine, query: str, wanted: int) -> tuple[list[SearchResult], str | None]:

@@ -13,9 +13,10 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -27,9 +28,7 @@ from sala_report.retrieval.types import Passage, SearchResult, Source
 # Most rows one query's BM25 ranking may score: about 20 ms on one laptop core (see bench.py).
 SCAN_BUDGET = 20_000
 
-_SOURCE_COLUMNS = (
-    "id, location, kind, title, status, error, failure, fetched_at, content_hash, chunk_count, metadata"
-)
+_SOURCE_COLUMNS = "id, location, kind, title, status, error, failure, fetched_at, content_hash, chunk_count, metadata"
 
 
 def utc_now() -> str:
@@ -80,7 +79,7 @@ class Store:
         self._frequency_version: int | None = None
 
     @classmethod
-    def open(cls, path: str | Path) -> "Store":
+    def open(cls, path: str | Path) -> Store:
         """Open the store for reading and writing, creating it (and its folder) readable by this user only.
 
         Raises OSError (or sqlite3.Error) when the file cannot be written: a read-only file or folder
@@ -106,7 +105,7 @@ class Store:
         return store
 
     @classmethod
-    def open_for_reading(cls, path: str | Path) -> "Store":
+    def open_for_reading(cls, path: str | Path) -> Store:
         """Open an existing store to read it: for writing when that is possible (so pending migrations
         apply), else read-only, as on a read-only file, folder or disk. `read_only` says which."""
         if not Path(path).is_file():
@@ -119,8 +118,9 @@ class Store:
         # In a read-only folder SQLite cannot make the WAL index (-shm) it reads through; `immutable` reads the
         # file alone. It would miss a live writer's WAL, but no run of this user can write in that folder.
         for flags in ("mode=ro", "mode=ro&immutable=1"):
-            conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{flags}", uri=True, check_same_thread=False,
-                                   timeout=30.0)
+            conn = sqlite3.connect(
+                f"{Path(path).resolve().as_uri()}?{flags}", uri=True, check_same_thread=False, timeout=30.0
+            )
             try:
                 conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
                 break
@@ -140,7 +140,7 @@ class Store:
         with self.lock:
             self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -152,8 +152,9 @@ class Store:
             if self.read_only:
                 missing = pending_migrations(self.db, prefix, migrations)
                 if missing:
-                    raise StoreReadOnly(errno.EACCES, f"needs upgrading ({', '.join(missing)}) but cannot be written",
-                                        self.path)
+                    raise StoreReadOnly(
+                        errno.EACCES, f"needs upgrading ({', '.join(missing)}) but cannot be written", self.path
+                    )
                 return []
             return apply_migrations(self.db, prefix, migrations)
 
@@ -228,8 +229,11 @@ class Store:
         # before sorting made common-word queries several times slower. The unary + keeps the source
         # filter away from FTS5, which would otherwise re-run the whole MATCH once per rowid. When even
         # the rarest term matches more than SCAN_BUDGET rows, the newest SCAN_BUDGET of them are ranked.
-        where = (" AND +rowid IN (SELECT n FROM chunks WHERE source_id IN (SELECT value FROM json_each(:ids)))"
-                 if ids is not None else "")
+        where = (
+            " AND +rowid IN (SELECT n FROM chunks WHERE source_id IN (SELECT value FROM json_each(:ids)))"
+            if ids is not None
+            else ""
+        )
         rows = self.db.execute(
             f"""WITH matched AS (
                     SELECT rowid AS n, bm25({index}) AS score FROM {index}
@@ -280,10 +284,19 @@ class Store:
                 )
                 return row[0], "unchanged"
             values = {
-                "location": record.location, "kind": record.kind, "title": record.title, "status": "ok",
-                "error": None, "failure": None, "fetched_at": now, "content_hash": record.content_hash,
-                "chunk_count": len(record.chunks), "size": record.size, "mtime_ns": record.mtime_ns,
-                "metadata": json.dumps(record.metadata, ensure_ascii=False, default=str), "text": record.text,
+                "location": record.location,
+                "kind": record.kind,
+                "title": record.title,
+                "status": "ok",
+                "error": None,
+                "failure": None,
+                "fetched_at": now,
+                "content_hash": record.content_hash,
+                "chunk_count": len(record.chunks),
+                "size": record.size,
+                "mtime_ns": record.mtime_ns,
+                "metadata": json.dumps(record.metadata, ensure_ascii=False, default=str),
+                "text": record.text,
             }
             source_id = self._upsert_source(row[0] if row else None, values)
             self._replace_chunks(source_id, record.location, record.content_hash, record.chunks)
@@ -309,9 +322,18 @@ class Store:
         with self.lock, self.db.atomic():
             row = self.db.execute("SELECT id FROM sources WHERE location = ?", [location]).fetchone()
             values = {
-                "location": location, "kind": kind, "title": title, "status": status, "error": error,
-                "failure": failure, "fetched_at": utc_now(), "content_hash": content_hash, "chunk_count": 0,
-                "size": size, "mtime_ns": mtime_ns, "metadata": json.dumps(metadata or {}, default=str),
+                "location": location,
+                "kind": kind,
+                "title": title,
+                "status": status,
+                "error": error,
+                "failure": failure,
+                "fetched_at": utc_now(),
+                "content_hash": content_hash,
+                "chunk_count": 0,
+                "size": size,
+                "mtime_ns": mtime_ns,
+                "metadata": json.dumps(metadata or {}, default=str),
                 "text": "",
             }
             source_id = self._upsert_source(row[0] if row else None, values)
@@ -426,10 +448,31 @@ def _create_private(path: Path) -> None:
 
 
 def _source(row: Sequence[Any]) -> Source:
-    (source_id, location, kind, title, status, error, failure, fetched_at, content_hash, chunk_count,
-     metadata, text) = row
+    (
+        source_id,
+        location,
+        kind,
+        title,
+        status,
+        error,
+        failure,
+        fetched_at,
+        content_hash,
+        chunk_count,
+        metadata,
+        text,
+    ) = row
     return Source(
-        id=source_id, location=location, kind=kind, title=title, status=status, error=error, failure=failure,
-        fetched_at=fetched_at, content_hash=content_hash, chunk_count=chunk_count,
-        metadata=json.loads(metadata or "{}"), text=text,
+        id=source_id,
+        location=location,
+        kind=kind,
+        title=title,
+        status=status,
+        error=error,
+        failure=failure,
+        fetched_at=fetched_at,
+        content_hash=content_hash,
+        chunk_count=chunk_count,
+        metadata=json.loads(metadata or "{}"),
+        text=text,
     )

@@ -38,7 +38,10 @@ class _Child:
         self.proc = subprocess.Popen(
             # -c rather than -m: the package imports this module, and runpy would run it a second time
             [sys.executable, "-c", "from sala_report.retrieval.worker import serve; serve()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
         )
 
     def ask(self, request: tuple, timeout_s: float) -> tuple:
@@ -156,4 +159,3 @@ def serve() -> None:
         payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
         out.write(_HEADER.pack(len(payload)) + payload)
         out.flush()
-

@@ -25,8 +25,9 @@ def _without_permission_overrides() -> None:
 
 def run_without_write_access(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """`args` run by a child for which file modes hold; stdout and stderr come back as text."""
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, preexec_fn=_without_permission_overrides,
-                          **kwargs)
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=120, preexec_fn=_without_permission_overrides, **kwargs
+    )
 
 
 @pytest.fixture
@@ -42,7 +43,10 @@ def read_only(tmp_path):
     probe = tmp_path / "read-only-probe"
     probe.write_text("x")
     take(probe)
-    if run_without_write_access([sys.executable, "-c", "import sys; open(sys.argv[1], 'a')", str(probe)]).returncode == 0:
+    if (
+        run_without_write_access([sys.executable, "-c", "import sys; open(sys.argv[1], 'a')", str(probe)]).returncode
+        == 0
+    ):
         pytest.skip("a read-only file can still be written here")
     yield take
     for path in reversed(taken):

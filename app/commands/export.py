@@ -14,11 +14,20 @@ from sala_report.app.export import FORMATS, SUFFIXES, Exported, default_filename
 
 @click.command("export")
 @click.argument("session_id")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="md, html (one self-contained file), pdf, json, docx (Word), or the references as bib (BibTeX) "
-                   "or ris. Default: from --out's suffix, else md.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The file to write. Default: report-<id>-<title>.<format> in the data dir's reports/ folder.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="md, html (one self-contained file), pdf, json, docx (Word), or the references as bib (BibTeX) "
+    "or ris. Default: from --out's suffix, else md.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The file to write. Default: report-<id>-<title>.<format> in the data dir's reports/ folder.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (path, format, warnings) on stdout.")
 @click.pass_obj
 def export(obj, session_id: str, fmt: str | None, out: Path | None, as_json: bool) -> None:
@@ -27,8 +36,12 @@ def export(obj, session_id: str, fmt: str | None, out: Path | None, as_json: boo
     fmt = fmt or _format_from_suffix(out) or "md"
     result = export_session(obj.settings.paths.store_path, obj.settings.paths.reports_dir, session_id, fmt, out)
     if as_json:
-        click.echo(json.dumps({"path": str(result.path), "format": result.format, "warnings": list(result.warnings)},
-                              ensure_ascii=False))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {"path": str(result.path), "format": result.format, "warnings": list(result.warnings)},
+                ensure_ascii=False,
+            )
+        )
     else:
         for warning in result.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -41,13 +54,17 @@ def export_session(store_path: Path, reports_dir: Path, session_id: str, fmt: st
     from sala_report.retrieval import Store
 
     if not store_path.exists():
-        raise UsageError(f"no sessions yet: {store_path} does not exist", hint="Start one with `sala-report run QUESTION`.")
+        raise UsageError(
+            f"no sessions yet: {store_path} does not exist", hint="Start one with `sala-report run QUESTION`."
+        )
     store = Store.open_for_reading(store_path)  # a read-only store still exports
     try:
         found = WarpStore(store).find_session(session_id)
         if found is None:
-            raise UsageError(f"no session '{session_id}' (or the prefix matches several)",
-                             hint="`sala-report sessions` lists them with their ids.")  # fmt: skip
+            raise UsageError(
+                f"no session '{session_id}' (or the prefix matches several)",
+                hint="`sala-report sessions` lists them with their ids.",
+            )
         markdown = render_markdown(store, found)
         summary = session_summary(store, found) if fmt == "json" else None
         references = references_in(markdown, store.source_by_location) if fmt in ("bib", "ris") else None

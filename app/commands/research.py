@@ -30,12 +30,21 @@ from sala_report.app.wording import plural, readable_keys, search_problem
 EXIT_CODES = {"done": EXIT_OK, "partial": EXIT_PARTIAL, "cancelled": EXIT_INTERRUPTED, "failed": EXIT_ERROR}
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
-_out_option = click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-                           help="Write the Markdown report here (default: the data dir's reports/ folder).")  # fmt: skip
-_model_option = click.option("--model", "model_source", metavar="SOURCE",
-                             help="A checkpoint folder, a .gguf file or a known name (default: model.source).")  # fmt: skip
+_out_option = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the Markdown report here (default: the data dir's reports/ folder).",
+)
+_model_option = click.option(
+    "--model",
+    "model_source",
+    metavar="SOURCE",
+    help="A checkpoint folder, a .gguf file or a known name (default: model.source).",
+)
 _steps_option = click.option("--max-steps", type=click.IntRange(min=1), help="Step budget (default: warp.max_steps).")
-_headless_option = click.option("--headless", is_flag=True, help="No terminal app: progress on stderr, report to a file.")
+_headless_option = click.option(
+    "--headless", is_flag=True, help="No terminal app: progress on stderr, report to a file."
+)
 
 
 def _domain(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -47,32 +56,59 @@ def _domain(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
         raise click.BadParameter(str(e)) from e
 
 
-_include_option = click.option("--include-domain", "include_domains", multiple=True, metavar="DOMAIN", callback=_domain,
-                               help="Read web results only from this domain and its subdomains (repeatable; "
-                                    "adds to search.include_domains).")
-_exclude_option = click.option("--exclude-domain", "exclude_domains", multiple=True, metavar="DOMAIN", callback=_domain,
-                               help="Never read web results from this domain or its subdomains (repeatable; "
-                                    "adds to search.exclude_domains).")
+_include_option = click.option(
+    "--include-domain",
+    "include_domains",
+    multiple=True,
+    metavar="DOMAIN",
+    callback=_domain,
+    help="Read web results only from this domain and its subdomains (repeatable; adds to search.include_domains).",
+)
+_exclude_option = click.option(
+    "--exclude-domain",
+    "exclude_domains",
+    multiple=True,
+    metavar="DOMAIN",
+    callback=_domain,
+    help="Never read web results from this domain or its subdomains (repeatable; adds to search.exclude_domains).",
+)
 
 
 @click.command("run")
 @click.argument("question")
 @_headless_option
-@click.option("--docs", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Also research this folder of documents (md, txt, html, pdf).")  # fmt: skip
+@click.option(
+    "--docs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Also research this folder of documents (md, txt, html, pdf).",
+)
 @click.option("--no-web", is_flag=True, help="Do not search the web: use --docs (or sources stored before).")
 @_model_option
 @_steps_option
 @_out_option
 @_json_option
-@click.option("--allow-private-addresses", is_flag=True,
-              help="Let the fetcher read pages on loopback, private and link-local addresses.")  # fmt: skip
+@click.option(
+    "--allow-private-addresses",
+    is_flag=True,
+    help="Let the fetcher read pages on loopback, private and link-local addresses.",
+)
 @_include_option
 @_exclude_option
 @click.pass_obj
-def run(obj, question: str, headless: bool, docs: Path | None, no_web: bool, model_source: str | None,
-        max_steps: int | None, out: Path | None, as_json: bool, allow_private_addresses: bool,
-        include_domains: tuple[str, ...], exclude_domains: tuple[str, ...]) -> int:  # fmt: skip
+def run(
+    obj,
+    question: str,
+    headless: bool,
+    docs: Path | None,
+    no_web: bool,
+    model_source: str | None,
+    max_steps: int | None,
+    out: Path | None,
+    as_json: bool,
+    allow_private_addresses: bool,
+    include_domains: tuple[str, ...],
+    exclude_domains: tuple[str, ...],
+) -> int:
     """Research QUESTION and write a cited report."""
     from sala_report.app.runs import RunRequest
 
@@ -99,13 +135,22 @@ def run(obj, question: str, headless: bool, docs: Path | None, no_web: bool, mod
 @_out_option
 @_json_option
 @click.pass_obj
-def resume(obj, session_id: str, headless: bool, model_source: str | None, max_steps: int | None, out: Path | None,
-           as_json: bool) -> int:  # fmt: skip
+def resume(
+    obj,
+    session_id: str,
+    headless: bool,
+    model_source: str | None,
+    max_steps: int | None,
+    out: Path | None,
+    as_json: bool,
+) -> int:
     """Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget)."""
     settings = obj.settings
     if not settings.paths.store_path.exists():
-        raise UsageError(f"no sessions yet: {settings.paths.store_path} does not exist",
-                         hint="Start one with `sala-report run QUESTION`.")  # fmt: skip
+        raise UsageError(
+            f"no sessions yet: {settings.paths.store_path} does not exist",
+            hint="Start one with `sala-report run QUESTION`.",
+        )
     settings = _with_flags(settings, model_source, max_steps, False)
     if not headless and _interactive():
         from sala_report.app.commands.tools import run_app
@@ -132,8 +177,19 @@ def sessions(obj, as_json: bool) -> None:
         finally:
             store.close()
     if as_json:
-        rows = [{"session_id": s.id, "status": s.status, "question": s.question, "title": s.title, "steps": s.steps,
-                 "created_at": s.created_at, "updated_at": s.updated_at, "model": s.model} for s in found]  # fmt: skip
+        rows = [
+            {
+                "session_id": s.id,
+                "status": s.status,
+                "question": s.question,
+                "title": s.title,
+                "steps": s.steps,
+                "created_at": s.created_at,
+                "updated_at": s.updated_at,
+                "model": s.model,
+            }
+            for s in found
+        ]
         click.echo(json.dumps(rows, ensure_ascii=False))
         return
     if not found:
@@ -157,13 +213,18 @@ def _with_flags(settings: Settings, model_source: str | None, max_steps: int | N
     if model_source and settings.model.backend == "openai":
         model = dataclasses.replace(model, served_model=model_source)
     warp = dataclasses.replace(settings.warp, **({"max_steps": max_steps} if max_steps else {}))
-    fetch = dataclasses.replace(settings.fetch, allow_private_addresses=settings.fetch.allow_private_addresses or allow_private)
+    fetch = dataclasses.replace(
+        settings.fetch, allow_private_addresses=settings.fetch.allow_private_addresses or allow_private
+    )
     return dataclasses.replace(settings, model=model, warp=warp, fetch=fetch)
 
 
 def _with_domains(settings: Settings, include: tuple[str, ...], exclude: tuple[str, ...]) -> Settings:
-    search = dataclasses.replace(settings.search, include_domains=[*settings.search.include_domains, *include],
-                                 exclude_domains=[*settings.search.exclude_domains, *exclude])
+    search = dataclasses.replace(
+        settings.search,
+        include_domains=[*settings.search.include_domains, *include],
+        exclude_domains=[*settings.search.exclude_domains, *exclude],
+    )
     return dataclasses.replace(settings, search=search)
 
 
@@ -237,16 +298,20 @@ def _report(session_id: str, store, settings: Settings, out: Path | None, as_jso
     path = out or settings.paths.reports_dir / default_filename(summary["title"], session_id, "md")
     export_report(render_markdown(store, session_id), "md", path)
     citations = summary["citations"]
-    _say(f"report: {path} ({summary['status']}; {plural(len(summary['sources']), 'source')}; "
-         f"{citations['verified']}/{plural(citations['total'], 'citation')} verified)")
+    _say(
+        f"report: {path} ({summary['status']}; {plural(len(summary['sources']), 'source')}; "
+        f"{citations['verified']}/{plural(citations['total'], 'citation')} verified)"
+    )
     searches = summary["searches"]
     if searches["degraded"]:
         problems = "; ".join(dict.fromkeys(search_problem(p) for p in searches["problems"][:3]))
-        _say(f"warning: {searches['degraded']} of {plural(searches['total'], 'search')} found less than asked "
-             f"({problems}); those sections rest on fewer sources. "
-             "`sala-report doctor` checks the search engine; rewriting a section in the app searches again.")  # fmt: skip
+        _say(
+            f"warning: {searches['degraded']} of {plural(searches['total'], 'search')} found less than asked "
+            f"({problems}); those sections rest on fewer sources. "
+            "`sala-report doctor` checks the search engine; rewriting a section in the app searches again."
+        )
     for weak in summary["quality"]["weak_sections"]:
-        _say(f"warning: section {weak['number']} \"{weak['title']}\" is weak: {'; '.join(weak['reasons'])}")
+        _say(f'warning: section {weak["number"]} "{weak["title"]}" is weak: {"; ".join(weak["reasons"])}')
     if as_json:
         click.echo(json.dumps(_json_summary(summary, [path]), ensure_ascii=False))
     return summary
@@ -260,8 +325,9 @@ def _json_summary(summary: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
         "question": summary["question"],
         "title": summary["title"],
         "report_paths": [str(p) for p in paths],
-        "sources": [{"n": s["n"], "title": s["title"], "location": s["location"], "kind": s["kind"]}
-                    for s in summary["sources"]],  # fmt: skip
+        "sources": [
+            {"n": s["n"], "title": s["title"], "location": s["location"], "kind": s["kind"]} for s in summary["sources"]
+        ],
         "citations": {k: summary["citations"][k] for k in ("verified", "total", "flagged", "removed")},
         "searches": summary["searches"],
         "quality": summary["quality"],

@@ -47,22 +47,33 @@ def fetch_config(settings: Settings, allow_private_addresses: bool = False) -> F
 
 def document_config(settings: Settings, follow_links_outside: bool = False) -> DocumentConfig:
     d = settings.documents
-    return DocumentConfig(max_text_bytes=d.max_text_bytes, max_file_bytes=d.max_file_bytes, timeout_s=d.timeout_s,
-                          follow_links_outside=follow_links_outside)
+    return DocumentConfig(
+        max_text_bytes=d.max_text_bytes,
+        max_file_bytes=d.max_file_bytes,
+        timeout_s=d.timeout_s,
+        follow_links_outside=follow_links_outside,
+    )
 
 
 def search_config(settings: Settings) -> SearchConfig:
     """The search settings all engines share; `runs.web_search_config` adds the API engines' addresses and keys."""
     s = settings.search
     return SearchConfig(
-        engines=tuple(s.engines), region=s.region, safesearch=s.safesearch, timelimit=s.timelimit,
-        max_results=s.max_results, min_interval_s=s.min_interval_s, max_retries=s.max_retries, timeout_s=s.timeout_s,
+        engines=tuple(s.engines),
+        region=s.region,
+        safesearch=s.safesearch,
+        timelimit=s.timelimit,
+        max_results=s.max_results,
+        min_interval_s=s.min_interval_s,
+        max_retries=s.max_retries,
+        timeout_s=s.timeout_s,
     )
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 _private_option = click.option(
-    "--allow-private-addresses", is_flag=True,
+    "--allow-private-addresses",
+    is_flag=True,
     help="Also read pages on loopback, private and link-local addresses (an intranet wiki, a local server).",
 )
 
@@ -76,13 +87,15 @@ def sources() -> None:
 @click.argument("target")
 @_private_option
 @click.option(
-    "--follow-links-outside", is_flag=True,
+    "--follow-links-outside",
+    is_flag=True,
     help="Also read files that links inside the folder point to outside it (by default they are skipped).",
 )
 @_json_option
 @click.pass_context
-def add(ctx: click.Context, target: str, allow_private_addresses: bool, follow_links_outside: bool,
-        as_json: bool) -> None:
+def add(
+    ctx: click.Context, target: str, allow_private_addresses: bool, follow_links_outside: bool, as_json: bool
+) -> None:
     """Add a web page (URL), a document, or a folder of documents (md, txt, rst, html, pdf, docx, odt, epub;
     re-adding is incremental). Files that are not read are listed with the reason."""
     settings = ctx.obj.settings
@@ -98,8 +111,12 @@ def add(ctx: click.Context, target: str, allow_private_addresses: bool, follow_l
             if path.is_dir():
                 report = ingest_folder(store, path, config=config)
                 payload = {
-                    "folder": location_of(str(path.resolve())), "added": report.added, "updated": report.updated,
-                    "unchanged": report.unchanged, "deleted": report.deleted, "failed": report.failed,
+                    "folder": location_of(str(path.resolve())),
+                    "added": report.added,
+                    "updated": report.updated,
+                    "unchanged": report.unchanged,
+                    "deleted": report.deleted,
+                    "failed": report.failed,
                     "source_ids": sorted(report.source_ids),
                     "errors": [{"path": p, "error": e} for p, e in report.errors],
                     "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
@@ -142,8 +159,10 @@ def search(ctx: click.Context, query: str, k: int, web: bool, allow_private_addr
     with open_store(settings, for_reading=not web) as store:
         if web:
             retriever = Retriever(
-                store, search=WebSearch(web_search_config(settings), store=store),
-                fetcher=Fetcher(fetch_config(settings, allow_private_addresses)), domains=domain_filter(settings),
+                store,
+                search=WebSearch(web_search_config(settings), store=store),
+                fetcher=Fetcher(fetch_config(settings, allow_private_addresses)),
+                domains=domain_filter(settings),
             )
             result = retriever.gather([query], k)
             passages, degraded = result.passages, result.degraded
@@ -156,8 +175,10 @@ def search(ctx: click.Context, query: str, k: int, web: bool, allow_private_addr
         if not passages:
             out.append("No passages found.")
         for i, p in enumerate(passages, 1):
-            out += [f"[{i}] {p.title} — {p.location}  (source {p.source_id}, {p.chunk_id}, score {p.score:.3g})",
-                    "    " + " ".join(p.text.split())[:400]]
+            out += [
+                f"[{i}] {p.title} — {p.location}  (source {p.source_id}, {p.chunk_id}, score {p.score:.3g})",
+                "    " + " ".join(p.text.split())[:400],
+            ]
         return out
 
     _emit(payload, as_json, lines)
@@ -207,9 +228,16 @@ def _emit(payload: dict, as_json: bool, lines) -> None:
 
 def _source_json(source: Source, **extra) -> dict:
     return {
-        "id": source.id, "kind": source.kind, "location": source.location, "title": source.title,
-        "status": source.status, "error": source.error, "failure": source.failure,
-        "chunks": source.chunk_count, "fetched_at": source.fetched_at, **extra,
+        "id": source.id,
+        "kind": source.kind,
+        "location": source.location,
+        "title": source.title,
+        "status": source.status,
+        "error": source.error,
+        "failure": source.failure,
+        "chunks": source.chunk_count,
+        "fetched_at": source.fetched_at,
+        **extra,
     }
 
 

@@ -96,10 +96,16 @@ def _toml_value(value: Any) -> str:
 
 
 @click.command()
-@click.option("--question", "-q", metavar="TEXT|N",
-              help="Your own question, or the number of one of the demo questions (default: 1; --list shows them).")
+@click.option(
+    "--question",
+    "-q",
+    metavar="TEXT|N",
+    help="Your own question, or the number of one of the demo questions (default: 1; --list shows them).",
+)
 @click.option("--model", help="Another model than the embedded default (a .gguf file, a folder, a known name).")
-@click.option("--headless", is_flag=True, help="Print progress instead of opening the app (automatic without a terminal).")
+@click.option(
+    "--headless", is_flag=True, help="Print progress instead of opening the app (automatic without a terminal)."
+)
 @click.option("--list", "list_questions", is_flag=True, help="List the demo questions and exit.")
 @click.pass_obj
 def demo(obj, question: str | None, model: str | None, headless: bool, list_questions: bool) -> int:
@@ -134,7 +140,9 @@ COMMANDS: list = [doctor, config, demo]
 def launch_tui(ctx) -> None:
     """`sala-report` with no subcommand: the terminal app, opening on the start screen."""
     if not sys.stdout.isatty():
-        raise UsageError("the terminal app needs a terminal", hint="For scripts use `sala-report run QUESTION --headless`.")
+        raise UsageError(
+            "the terminal app needs a terminal", hint="For scripts use `sala-report run QUESTION --headless`."
+        )
     run_app(ctx.settings)
 
 
@@ -149,9 +157,14 @@ def run_app(settings, **first) -> list[str]:
         root.removeHandler(handler)
     services = LocalServices(settings)
     try:
-        services.store  # opened before the screen starts: a damaged or read-only store is one clear error here
-        app = SalaApp(services, keymap=settings.ui.keymap, theme=settings.ui.theme,
-                      config_path=str(default_config_path()), **first)
+        _ = services.store  # opened before the screen starts: a damaged or read-only store is one clear error here
+        app = SalaApp(
+            services,
+            keymap=settings.ui.keymap,
+            theme=settings.ui.theme,
+            config_path=str(default_config_path()),
+            **first,
+        )
         app.run()
     finally:
         services.close()

@@ -3,8 +3,8 @@ widgets; the engine reaches the app only as messages (see screens/research.py)."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from textual.app import App, SystemCommand
 from textual.screen import Screen
@@ -24,9 +24,18 @@ class SalaApp(App):
     TITLE = "sala-report"
     BINDINGS = keys.APP
 
-    def __init__(self, services: Services, *, keymap: dict[str, str] | None = None, theme: str = "textual-dark",
-                 config_path: str = "config.toml", run: RunRequest | None = None, resume: str | None = None,
-                 start_form: StartScreen | None = None, auto_export: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        services: Services,
+        *,
+        keymap: dict[str, str] | None = None,
+        theme: str = "textual-dark",
+        config_path: str = "config.toml",
+        run: RunRequest | None = None,
+        resume: str | None = None,
+        start_form: StartScreen | None = None,
+        auto_export: str | None = None,
+    ) -> None:
         super().__init__()
         self.services = services
         self.keymap = dict(keymap or {})
@@ -57,8 +66,11 @@ class SalaApp(App):
         """What to print once the screen is gone: where the reports are, or how to get one."""
         if self.exported:
             return [f"report: {path}" for path in dict.fromkeys(self.exported)]
-        return [f"session {sid} is saved; `sala-report export {sid}` writes its report, "
-                f"`sala-report resume {sid}` continues it" for sid in dict.fromkeys(self.session_ids)]
+        return [
+            f"session {sid} is saved; `sala-report export {sid}` writes its report, "
+            f"`sala-report resume {sid}` continues it"
+            for sid in dict.fromkeys(self.session_ids)
+        ]
 
     def start_run(self, request: RunRequest) -> None:
         self.switch_screen(ResearchScreen(self.services, request=request))
@@ -86,17 +98,24 @@ class SalaApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from (c for c in super().get_system_commands(screen) if c.title != "Screenshot")
-        yield SystemCommand("Save a screenshot", "An SVG of the screen, in the reports folder", self.action_save_screenshot)
+        yield SystemCommand(
+            "Save a screenshot", "An SVG of the screen, in the reports folder", self.action_save_screenshot
+        )
         yield SystemCommand("Help: keys", "Every key binding and how to change it", self.action_help)
         yield SystemCommand("New research", "Ask a new question", self.action_new_research)
         yield SystemCommand("Sessions", "Read or resume a past run", self.action_show_sessions)
         if not isinstance(screen, ResearchScreen):
             return
         if screen.check_action("toggle_pause", ()):  # only while the run can still pause or stop
-            yield SystemCommand("Pause or resume the run", "Stops the step in progress; it is done again on resume",
-                                screen.action_toggle_pause)
-            yield SystemCommand("Cancel the run", "Stops the step in progress; every finished step is saved",
-                                screen.action_cancel_run)
-        yield SystemCommand("Show the whole report / the section being written", "Toggle the draft pane",
-                            screen.action_toggle_report)
+            yield SystemCommand(
+                "Pause or resume the run",
+                "Stops the step in progress; it is done again on resume",
+                screen.action_toggle_pause,
+            )
+            yield SystemCommand(
+                "Cancel the run", "Stops the step in progress; every finished step is saved", screen.action_cancel_run
+            )
+        yield SystemCommand(
+            "Show the whole report / the section being written", "Toggle the draft pane", screen.action_toggle_report
+        )
         yield SystemCommand("Export the report", "PDF, HTML, Markdown or JSON", screen.action_export)

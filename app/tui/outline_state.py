@@ -132,8 +132,18 @@ class OutlineState:
                 if isinstance(slot, str):
                     rows.append(Row(None, "", slot, "", depth, "pending", pending=("new",)))
                     continue
-                rows.append(Row(slot.id, slot.number, slot.title, slot.plan, depth, self._state(slot), slot.deepen,
-                                tuple(notes.get(slot.id, ()))))
+                rows.append(
+                    Row(
+                        slot.id,
+                        slot.number,
+                        slot.title,
+                        slot.plan,
+                        depth,
+                        self._state(slot),
+                        slot.deepen,
+                        tuple(notes.get(slot.id, ())),
+                    )
+                )
                 visit(slot.children, slot.id, depth + 1)
 
         if self.view is not None:
@@ -172,7 +182,9 @@ def inverse(
 ) -> list[edits.Edit] | str:
     """The edits that undo `edit`, computed from where the node was before it; a reason when none can."""
     if isinstance(edit, edits.AddSection):
-        added = [i for i in state.node_ids() - ids_before if state.places()[i].node.title == " ".join(edit.title.split())]
+        added = [
+            i for i in state.node_ids() - ids_before if state.places()[i].node.title == " ".join(edit.title.split())
+        ]
         return [edits.DeleteSection(added[0])] if added else "the added section is not in the outline yet"
     if place is None:
         return "the section is gone"

@@ -4,8 +4,9 @@ pass the same with a scripted generator."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sala_report.app.export import Exported
 from sala_report.app.runs import RunFacts, RunRequest, SessionInfo

@@ -37,7 +37,7 @@ logits hook) and openai_http.OpenAIGenerator (vLLM / SGLang).
 
 from sala_report.app.warp import edits, events
 from sala_report.app.warp.engine import Engine, RunResult
-from sala_report.app.warp.generator import GenRequest, GenResult, Generator, LocalGenerator
+from sala_report.app.warp.generator import Generator, GenRequest, GenResult, LocalGenerator
 from sala_report.app.warp.report import render_markdown, session_summary
 from sala_report.app.warp.store import SessionRecord, WarpStore
 
@@ -48,6 +48,16 @@ def list_sessions(store) -> list[SessionRecord]:
 
 
 __all__ = [
-    "Engine", "GenRequest", "GenResult", "Generator", "LocalGenerator", "RunResult", "SessionRecord", "edits",
-    "events", "list_sessions", "render_markdown", "session_summary",
-]  # fmt: skip
+    "Engine",
+    "GenRequest",
+    "GenResult",
+    "Generator",
+    "LocalGenerator",
+    "RunResult",
+    "SessionRecord",
+    "edits",
+    "events",
+    "list_sessions",
+    "render_markdown",
+    "session_summary",
+]

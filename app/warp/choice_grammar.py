@@ -69,15 +69,19 @@ def sentences_constraint(sentences: list[str], low: int, high: int, *, lead_char
     items = [f"s{i}" for i in range(len(sentences))]
     lines = [_HEAD.rstrip("\n")]
     if lead_chars >= 20:
-        lines.append("body: (LEAD \" \")? chosen")
+        lines.append('body: (LEAD " ")? chosen')
         # one plain sentence: a capital, no markup, no sentence end inside, a full stop at the end
         lines.append(f"LEAD: /[A-Z][^#<>\\\\\\n.!?*\\[\\]{{}}]{{10,{lead_chars - 2}}}[.]/")
     else:
         lines.append("body: chosen")
     lines += ordered_choice("chosen", items, low, high, " ")
     lines += [f"s{i}: {literal(text)}" for i, text in enumerate(sentences)]
-    schema = {"type": "object", "properties": {"thought": {"type": "string"}, "text": {"type": "string"}},
-              "required": ["thought", "text"], "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"thought": {"type": "string"}, "text": {"type": "string"}},
+        "required": ["thought", "text"],
+        "additionalProperties": False,
+    }
     return Constraint("write", "\n".join(lines) + "\n", schema)
 
 
@@ -95,18 +99,25 @@ def outline_constraint(titles: list[str], sections: list[tuple[str, str]], low: 
     `titles` (a single one is simply written out, as forced tokens)."""
     high = min(high, len(sections))
     items = [f"p{i}" for i in range(len(sections))]
-    lines = [_HEAD.rstrip("\n"),
-             'body: "{\\"name\\": \\"init-plan\\", \\"sections\\": [" chosen "], \\"title\\": " title "}"',
-             "title: " + " | ".join(literal(json.dumps(t, ensure_ascii=False)) for t in titles)]  # fmt: skip
+    lines = [
+        _HEAD.rstrip("\n"),
+        'body: "{\\"name\\": \\"init-plan\\", \\"sections\\": [" chosen "], \\"title\\": " title "}"',
+        "title: " + " | ".join(literal(json.dumps(t, ensure_ascii=False)) for t in titles),
+    ]
     lines += ordered_choice("chosen", items, low, high, ", ")
     lines += _pairs("p", sections)
-    schema = {"type": "object", "properties": {"thought": {"type": "string"}, "action": {"type": "object"}},
-              "required": ["thought", "action"], "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"thought": {"type": "string"}, "action": {"type": "object"}},
+        "required": ["thought", "action"],
+        "additionalProperties": False,
+    }
     return Constraint("init-plan", "\n".join(lines) + "\n", schema)
 
 
-def extend_choice_constraint(options: dict[str, list[tuple[str, str]]], low: int, high: int, *,
-                             allow_nop: bool) -> Constraint:  # fmt: skip
+def extend_choice_constraint(
+    options: dict[str, list[tuple[str, str]]], low: int, high: int, *, allow_nop: bool
+) -> Constraint:
     """EXPAND: one position of `options` with `low`..`high` of its (title, plan) pairs, in order; or nop."""
     lines = [_HEAD.rstrip("\n")]
     alternatives = []
@@ -115,13 +126,19 @@ def extend_choice_constraint(options: dict[str, list[tuple[str, str]]], low: int
             continue
         head = literal('{"name": "extend-plan", "position": ' + json.dumps(position) + ', "subsections": [')
         alternatives.append(f'{head} chosen{j} "]}}"')
-        lines += ordered_choice(f"chosen{j}", [f"q{j}_{i}" for i in range(len(pairs))], low, min(high, len(pairs)), ", ")
+        lines += ordered_choice(
+            f"chosen{j}", [f"q{j}_{i}" for i in range(len(pairs))], low, min(high, len(pairs)), ", "
+        )
         lines += _pairs(f"q{j}_", pairs)
     if allow_nop or not alternatives:
         alternatives.append(literal('{"name": "nop"}'))
     lines.insert(1, "body: " + " | ".join(alternatives))
-    schema = {"type": "object", "properties": {"thought": {"type": "string"}, "action": {"type": "object"}},
-              "required": ["thought", "action"], "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"thought": {"type": "string"}, "action": {"type": "object"}},
+        "required": ["thought", "action"],
+        "additionalProperties": False,
+    }
     return Constraint("extend", "\n".join(lines) + "\n", schema)
 
 
@@ -131,6 +148,10 @@ def keywords_constraint(phrases: list[str], high: int) -> Constraint:
     lines = [_HEAD.rstrip("\n"), 'body: "{\\"name\\": \\"search\\", \\"keywords\\": [" chosen "]}"']
     lines += ordered_choice("chosen", items, 1, min(high, len(phrases)), ", ")
     lines += [f"k{i}: {literal(json.dumps(p, ensure_ascii=False))}" for i, p in enumerate(phrases)]
-    schema = {"type": "object", "properties": {"thought": {"type": "string"}, "action": {"type": "object"}},
-              "required": ["thought", "action"], "additionalProperties": False}  # fmt: skip
+    schema = {
+        "type": "object",
+        "properties": {"thought": {"type": "string"}, "action": {"type": "object"}},
+        "required": ["thought", "action"],
+        "additionalProperties": False,
+    }
     return Constraint("search", "\n".join(lines) + "\n", schema)

@@ -7,8 +7,9 @@ raises EditError with the reason; the engine then reports it and leaves the outl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, get_args
+from typing import Any, get_args
 
 from sala_report.app.warp.state import Node, Outline, container, find, subtree_height
 
@@ -184,8 +185,15 @@ def _rewrite(outline: Outline, edit: RewriteSection, max_depth: int) -> None:
     node.skipped = False
 
 
-_APPLY = {AddSection: _add, RenameSection: _rename, DeleteSection: _delete, MoveSection: _move,
-          LockSection: _lock, DeepenSection: _deepen, RewriteSection: _rewrite}  # fmt: skip
+_APPLY = {
+    AddSection: _add,
+    RenameSection: _rename,
+    DeleteSection: _delete,
+    MoveSection: _move,
+    LockSection: _lock,
+    DeepenSection: _deepen,
+    RewriteSection: _rewrite,
+}
 
 
 def to_dict(edit: Edit) -> dict[str, Any]:

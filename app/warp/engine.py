@@ -14,8 +14,9 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from sala_report.app.errors import SalaError, UsageError, storage_failure
 from sala_report.app.settings import WarpSettings
@@ -59,15 +60,22 @@ def limits_from(settings: WarpSettings) -> Limits:
     JSON action always fits in one answer."""
     budget = settings.max_tokens
     sections = max(1, settings.max_sections)
-    return Limits(hard=settings.hard_mode, min_sections=min(3, sections), max_sections=sections,
-                  max_subsections=7 if budget >= 512 else 3,
-                  thought_chars=min(settings.thought_chars, budget), keyword_chars=min(80, max(20, budget // 8)),
-                  title_chars=min(120, max(24, budget // 6)), plan_chars=min(300, max(40, budget // 4)))  # fmt: skip
+    return Limits(
+        hard=settings.hard_mode,
+        min_sections=min(3, sections),
+        max_sections=sections,
+        max_subsections=7 if budget >= 512 else 3,
+        thought_chars=min(settings.thought_chars, budget),
+        keyword_chars=min(80, max(20, budget // 8)),
+        title_chars=min(120, max(24, budget // 6)),
+        plan_chars=min(300, max(40, budget // 4)),
+    )
 
 
 class Engine:
-    def __init__(self, store: Store, generator: Generator, retriever: Retriever, settings: WarpSettings,
-                 session_id: str) -> None:
+    def __init__(
+        self, store: Store, generator: Generator, retriever: Retriever, settings: WarpSettings, session_id: str
+    ) -> None:
         self.wstore = WarpStore(store)
         self.store = store
         self.generator = generator
@@ -98,8 +106,17 @@ class Engine:
         self._final_status: str | None = None
 
     @classmethod
-    def start(cls, store: Store, generator: Generator, retriever: Retriever, settings: WarpSettings, question: str, *,
-              docs_source_ids: set[int] | None = None, options: dict[str, Any] | None = None) -> "Engine":  # fmt: skip
+    def start(
+        cls,
+        store: Store,
+        generator: Generator,
+        retriever: Retriever,
+        settings: WarpSettings,
+        question: str,
+        *,
+        docs_source_ids: set[int] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Engine:
         """A new session. `docs_source_ids`: the sources passages may come from besides the web pages
         this run finds; None lets them come from the whole store."""
         question = " ".join(question.split())
@@ -108,13 +125,15 @@ class Engine:
         opts = dict(options or {})
         opts["source_ids"] = sorted(docs_source_ids) if docs_source_ids is not None else None
         opts.setdefault("max_steps", settings.max_steps)  # shown when the finished session is opened again
-        session_id = WarpStore(store).create_session(question, model=getattr(generator, "name", ""), options=opts,
-                                                      run=RunState())  # fmt: skip
+        session_id = WarpStore(store).create_session(
+            question, model=getattr(generator, "name", ""), options=opts, run=RunState()
+        )
         return cls(store, generator, retriever, settings, session_id)
 
     @classmethod
-    def resume(cls, store: Store, session_id: str, generator: Generator, retriever: Retriever,
-               settings: WarpSettings) -> Engine:
+    def resume(
+        cls, store: Store, session_id: str, generator: Generator, retriever: Retriever, settings: WarpSettings
+    ) -> Engine:
         """Continue a session from its last checkpoint (a killed, cancelled, failed or partial run)."""
         found = WarpStore(store).find_session(session_id)
         if found is None:
@@ -228,13 +247,25 @@ class Engine:
         web = self.options.get("web")
         sources: dict[int, ev.SourceAdded] = {}
         for entry in self.registry.entries.values():
-            sources.setdefault(entry.source_id, ev.SourceAdded(self.session_id, self.run_state.step, entry.source_id,
-                                                               entry.title, entry.location, entry.kind))
+            sources.setdefault(
+                entry.source_id,
+                ev.SourceAdded(
+                    self.session_id, self.run_state.step, entry.source_id, entry.title, entry.location, entry.kind
+                ),
+            )
         self._references = self._numbering()
-        return ev.RunStarted(self.session_id, self.question, self._resumed, self.run_state.step, max_steps=budget,
-                             web=None if web is None else bool(web), finished=finished,
-                             outline=ev.outline_view(self.outline) if self.outline.sections else None,
-                             sources=tuple(sources.values()), references=self._references)
+        return ev.RunStarted(
+            self.session_id,
+            self.question,
+            self._resumed,
+            self.run_state.step,
+            max_steps=budget,
+            web=None if web is None else bool(web),
+            finished=finished,
+            outline=ev.outline_view(self.outline) if self.outline.sections else None,
+            sources=tuple(sources.values()),
+            references=self._references,
+        )
 
     def _numbering(self) -> tuple[tuple[str, int, int], ...]:
         """(key, source id, [n]) for every cited passage, numbered as the exported report numbers them."""
@@ -264,26 +295,48 @@ class Engine:
         run = self.run_state
         step = run.step + 1
         loc = find(self.outline, run.target) if run.target is not None else None
-        self._emit(ev.StepStarted(self.session_id, step, run.phase, run.target, loc.position if loc else None, run.attempt))
+        self._emit(
+            ev.StepStarted(self.session_id, step, run.phase, run.target, loc.position if loc else None, run.attempt)
+        )
         ctx = StepContext(
-            session_id=self.session_id, question=self.question, step=step, run=run, outline=self.outline.copy(),
-            registry=type(self.registry)(list(self.registry.entries.values())), limits=self.limits, budget=self.budget,
-            settings=self.settings, generator=self.generator, retriever=self.retriever,
+            session_id=self.session_id,
+            question=self.question,
+            step=step,
+            run=run,
+            outline=self.outline.copy(),
+            registry=type(self.registry)(list(self.registry.entries.values())),
+            limits=self.limits,
+            budget=self.budget,
+            settings=self.settings,
+            generator=self.generator,
+            retriever=self.retriever,
             source_pool=None if self.options.get("source_ids") is None else set(self.options["source_ids"]),
-            context_tokens=self.settings.context_tokens or self.generator.context_tokens(), cancel=stop,
+            context_tokens=self.settings.context_tokens or self.generator.context_tokens(),
+            cancel=stop,
             on_delta=lambda text: self._emit(ev.TokenDelta(self.session_id, step, text)),
             on_restart=lambda: self._emit(ev.TokenDelta(self.session_id, step, "", restart=True)),
             on_retrieval_event=self._emit,
-        )  # fmt: skip
+        )
         return STEPS[run.phase](ctx)
 
     def _commit(self, outcome: StepOutcome) -> None:
         checkpoint = ev.Checkpointed(self.session_id, outcome.run.step, outcome.run.phase)
         events = [*self._numbered(outcome), checkpoint]
-        self.wstore.commit(self.session_id, Commit(
-            run=outcome.run, outline=outcome.outline, step=outcome.record, new_entries=outcome.new_entries,
-            drafts=outcome.drafts, citations=outcome.citations, events=[ev.to_record(e) for e in events],
-            removed_citations=outcome.removed_citations, status=outcome.status, error=outcome.error))  # fmt: skip
+        self.wstore.commit(
+            self.session_id,
+            Commit(
+                run=outcome.run,
+                outline=outcome.outline,
+                step=outcome.record,
+                new_entries=outcome.new_entries,
+                drafts=outcome.drafts,
+                citations=outcome.citations,
+                events=[ev.to_record(e) for e in events],
+                removed_citations=outcome.removed_citations,
+                status=outcome.status,
+                error=outcome.error,
+            ),
+        )
         self.run_state, self.outline = outcome.run, outcome.outline
         for entry in outcome.new_entries:
             self.registry.insert(entry)
@@ -302,8 +355,12 @@ class Engine:
         numbers, _ = numbering(outcome.outline, registry)
         weak = weak_pairs((node_id, check) for node_id, checks in outcome.citations.items() for check in checks)
         drafts = {node_id: mark_weak(text, weak.get(node_id, frozenset())) for node_id, text in outcome.drafts}
-        return [dataclasses.replace(e, markdown=render_cites(drafts[e.node_id], numbers), content=drafts[e.node_id])
-                if isinstance(e, ev.SectionWritten) and e.node_id in drafts else e for e in outcome.events]
+        return [
+            dataclasses.replace(e, markdown=render_cites(drafts[e.node_id], numbers), content=drafts[e.node_id])
+            if isinstance(e, ev.SectionWritten) and e.node_id in drafts
+            else e
+            for e in outcome.events
+        ]
 
     def _apply_edits(self) -> None:
         with self._cond:
@@ -319,10 +376,14 @@ class Engine:
                 continue
             run = reconcile(self.run_state, outline, self.budget)
             names = {loc.node.id: f"{loc.number} {loc.node.title}" for loc in walk(self.outline)}
-            events = [ev.EditApplied(self.session_id, step, edit, describe(edit, names)),
-                      ev.OutlineChanged(self.session_id, step, "edit", ev.outline_view(outline))]  # fmt: skip
-            self.wstore.commit(self.session_id, Commit(run=run, outline=outline, events=[ev.to_record(e) for e in events],
-                                                       done_edit=seq))  # fmt: skip
+            events = [
+                ev.EditApplied(self.session_id, step, edit, describe(edit, names)),
+                ev.OutlineChanged(self.session_id, step, "edit", ev.outline_view(outline)),
+            ]
+            self.wstore.commit(
+                self.session_id,
+                Commit(run=run, outline=outline, events=[ev.to_record(e) for e in events], done_edit=seq),
+            )
             self.run_state, self.outline = run, outline
             references = self._announce_references()
             for event in events + ([references] if references else []):
@@ -349,8 +410,16 @@ class Engine:
         if status is None:
             status = self._final_status or ("done" if is_complete(self.outline) else "partial")
         event = ev.Finished(self.session_id, status, self.run_state.step, reason)
-        self.wstore.commit(self.session_id, Commit(run=self.run_state, outline=self.outline, status=status,
-                                                   seconds=time.perf_counter() - started, events=[ev.to_record(event)]))  # fmt: skip
+        self.wstore.commit(
+            self.session_id,
+            Commit(
+                run=self.run_state,
+                outline=self.outline,
+                status=status,
+                seconds=time.perf_counter() - started,
+                events=[ev.to_record(event)],
+            ),
+        )
         self._emit(event)
         return self._result(status, reason)
 
@@ -358,8 +427,13 @@ class Engine:
         hint = getattr(error, "hint", None)
         event = ev.Failed(self.session_id, self.run_state.step, str(error), hint)
         try:
-            self.wstore.set_status(self.session_id, "failed", error=str(error), seconds=time.perf_counter() - started,
-                                   event=ev.to_record(event))  # fmt: skip
+            self.wstore.set_status(
+                self.session_id,
+                "failed",
+                error=str(error),
+                seconds=time.perf_counter() - started,
+                event=ev.to_record(event),
+            )
         except (OSError, sqlite3.DatabaseError) as e:  # e.g. the disk is full: the session then reads as interrupted
             log.warning("session %s: could not record the failure: %s", self.session_id, e)
         self._emit(event)
@@ -369,8 +443,16 @@ class Engine:
 
     def _result(self, status: str, reason: str, *, error: str | None = None) -> RunResult:
         record = self.wstore.session(self.session_id)
-        return RunResult(self.session_id, status, record.steps, reason, record.prompt_tokens, record.completion_tokens,
-                         record.seconds, error or record.error)  # fmt: skip
+        return RunResult(
+            self.session_id,
+            status,
+            record.steps,
+            reason,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.seconds,
+            error or record.error,
+        )
 
     def _emit(self, event: Delivered) -> None:
         with self._cond:

@@ -25,7 +25,7 @@ class NodeView:
     locked: bool
     deepen: bool
     skipped: bool
-    children: tuple["NodeView", ...]
+    children: tuple[NodeView, ...]
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,17 @@ def outline_view(outline: Outline) -> OutlineView:
     numbers = {loc.node.id: loc.number for loc in walk(outline)}
 
     def view(node: Node) -> NodeView:
-        return NodeView(node.id, numbers[node.id], node.title, node.plan, node.content is not None, node.locked,
-                        node.deepen, node.skipped, tuple(view(c) for c in node.children))  # fmt: skip
+        return NodeView(
+            node.id,
+            numbers[node.id],
+            node.title,
+            node.plan,
+            node.content is not None,
+            node.locked,
+            node.deepen,
+            node.skipped,
+            tuple(view(c) for c in node.children),
+        )
 
     return OutlineView(outline.title, tuple(view(n) for n in outline.sections))
 
@@ -224,9 +233,24 @@ class Failed:
 # Everything the engine itself announces (subscribers also get retrieval's progress
 # events: retriever.RetrievalEvent).
 Event = (
-    RunStarted | StepStarted | TokenDelta | ActionRejected | SearchFinished | SourceAdded | OutlineChanged
-    | SectionWritten | SectionSkipped | CitationFlagged | EditApplied | EditRejected | Paused | Unpaused
-    | ReferencesChanged | Checkpointed | Finished | Failed
+    RunStarted
+    | StepStarted
+    | TokenDelta
+    | ActionRejected
+    | SearchFinished
+    | SourceAdded
+    | OutlineChanged
+    | SectionWritten
+    | SectionSkipped
+    | CitationFlagged
+    | EditApplied
+    | EditRejected
+    | Paused
+    | Unpaused
+    | ReferencesChanged
+    | Checkpointed
+    | Finished
+    | Failed
 )
 
 

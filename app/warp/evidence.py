@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from sala_report.app.warp.actions import ActionError
-from sala_report.app.warp.citations import CITE, Entry, content_words
+from sala_report.app.warp.citations import Entry, content_words
 from sala_report.app.warp.filler import filler_phrase
 from sala_report.app.warp.validate import check_language, clean_title
 
@@ -99,8 +99,9 @@ class Sentence:
         return cite(self.text, self.key)
 
 
-def sentence_choices(entries: Iterable[Entry], *, question: str, topic: str, used: Iterable[str] = (),
-                     limit: int = 16) -> list[Sentence]:  # fmt: skip
+def sentence_choices(
+    entries: Iterable[Entry], *, question: str, topic: str, used: Iterable[str] = (), limit: int = 16
+) -> list[Sentence]:
     """Up to `limit` sentences of `entries` for a section on `topic`: those sharing most words with the
     topic (then with the question), none already `used` in the report; the closest first, so that a
     small model's first choice is a good one."""
@@ -124,8 +125,9 @@ def sentence_choices(entries: Iterable[Entry], *, question: str, topic: str, use
 _CITED_ITEM = re.compile(r"(.+?)\s*\\cite\{([^{}]*)\}([.!?。！？]+[\"'”’)]*)\s*")
 
 
-def check_chosen(content: str, entries: dict[str, Entry], *, lead_chars: int = LEAD_CHARS,
-                 used: Iterable[str] = ()) -> list[str]:  # fmt: skip
+def check_chosen(
+    content: str, entries: dict[str, Entry], *, lead_chars: int = LEAD_CHARS, used: Iterable[str] = ()
+) -> list[str]:
     """The sentences of an evidence-mode WRITE, each checked to be a sentence of the passage it cites,
     not used elsewhere in the report and not repeated; one uncited lead of `lead_chars` at most may open
     it. Returns the sentences (without citations); raises ActionError otherwise. Any backend's answer
@@ -135,7 +137,7 @@ def check_chosen(content: str, entries: dict[str, Entry], *, lead_chars: int = L
     lead = text[: items[0].start()].strip() if items else text
     if lead and (len(lead) > lead_chars or len(items) == 0):
         raise ActionError("choose whole sentences from the passages, each followed by its citation")
-    if "".join(m.group(0) for m in items).strip() != text[len(lead):].strip():
+    if "".join(m.group(0) for m in items).strip() != text[len(lead) :].strip():
         raise ActionError("after the sentences there must be nothing but their citations")
     seen = {folded(s) for s in used}
     out = []
@@ -173,8 +175,16 @@ class Heading:
     plan: str  # the first sentence under the heading, or the document's title
 
 
-def heading_choices(entries: Iterable[Entry], *, question: str, taken: Iterable[str] = (), title_chars: int = 80,
-                    plan_chars: int = 200, documents: bool = True, topic: str = "") -> list[Heading]:  # fmt: skip
+def heading_choices(
+    entries: Iterable[Entry],
+    *,
+    question: str,
+    taken: Iterable[str] = (),
+    title_chars: int = 80,
+    plan_chars: int = 200,
+    documents: bool = True,
+    topic: str = "",
+) -> list[Heading]:
     """Distinct headings in `entries` (Markdown `#` lines and HTML `<hN>`), and with `documents` their
     documents' titles, cleaned, in the question's language, none of `taken`; those sharing most words
     with `topic` (the question when empty) first, then in the order found."""
@@ -183,8 +193,9 @@ def heading_choices(entries: Iterable[Entry], *, question: str, taken: Iterable[
     return sorted(found, key=lambda h: -(2 * len(content_words(h.title) & words) + len(content_words(h.plan) & words)))
 
 
-def _headings(entries: Iterable[Entry], question: str, taken: Iterable[str], title_chars: int, plan_chars: int,
-              documents: bool) -> list[Heading]:  # fmt: skip
+def _headings(
+    entries: Iterable[Entry], question: str, taken: Iterable[str], title_chars: int, plan_chars: int, documents: bool
+) -> list[Heading]:
     seen = {folded(t) for t in taken}
     out: list[Heading] = []
 
@@ -204,7 +215,7 @@ def _headings(entries: Iterable[Entry], question: str, taken: Iterable[str], tit
         if documents and document:
             add(document, _plan(entry.text, question, plan_chars) or document)
         for m in list(_HEADING.finditer(entry.text)) + list(_HTML_HEADING.finditer(entry.text)):
-            plan = _plan(entry.text[m.end():], question, plan_chars) or document or m.group(1)
+            plan = _plan(entry.text[m.end() :], question, plan_chars) or document or m.group(1)
             add(m.group(1), plan[:plan_chars])
     return out
 
@@ -223,8 +234,9 @@ _CLAUSE = re.compile(r"\s*(?:[,;:?!.]|\band\b|\bor\b|\bwhat\b|\bwhich\b|\bhow\b|
 _WEAK_START = re.compile(r"(?i)^(?:do|does|did|is|are|was|were|the|a|an|lets?|they|it|them|well|should|would|can)\b\s*")
 
 
-def keyword_choices(question: str, title: str = "", plan: str = "", *, used: Iterable[str] = (), max_chars: int = 60,
-                    limit: int = 6) -> list[str]:  # fmt: skip
+def keyword_choices(
+    question: str, title: str = "", plan: str = "", *, used: Iterable[str] = (), max_chars: int = 60, limit: int = 6
+) -> list[str]:
     """Search phrases to choose from: the section's title, then the title with the question's subject,
     the plan, then the question's clauses; none searched before (`used`), none twice, none longer than
     `max_chars`."""

@@ -42,8 +42,13 @@ def demo_entries(limit: int = 4) -> list[Entry]:
 def requests(gen: LocalGenerator) -> dict[str, GenRequest]:
     entries = demo_entries()
     choices = [c.cited for c in sentence_choices(entries, question=QUESTION, topic=TOPIC, limit=8)]
-    user = render("compact/write_evidence.jinja", question=QUESTION, title=TOPIC, feedback=None,
-                  evidence=evidence_text(entries, 1200, locations=False))  # fmt: skip
+    user = render(
+        "compact/write_evidence.jinja",
+        question=QUESTION,
+        title=TOPIC,
+        feedback=None,
+        evidence=evidence_text(entries, 1200, locations=False),
+    )
     system = system_prompt("compact")
     chosen = sentences_constraint(choices, 4, 4)  # four sentences: the same amount of text every time
     tokens = sum(sorted((gen.count_tokens(c) for c in choices), reverse=True)[:4]) + 40

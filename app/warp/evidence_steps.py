@@ -4,8 +4,8 @@ choice is one it was offered. The retrieval half and what follows a valid answer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from sala_report.app.warp import steps
 from sala_report.app.warp.actions import ActionError, ExtendPlan, parse_response
@@ -41,23 +41,47 @@ SENTENCE_CHOICES = 8  # sentences offered to one WRITE: the closest, so that any
 HEADING_CHOICES = 10  # headings offered to INIT-PLAN, and per section to EXPAND
 
 
-def _ask(ctx: StepContext, template: str, constraint_for: Callable[[Prompt], Constraint], max_tokens: int, *,
-         entries: list[Entry] = (), values: dict | None = None) -> tuple[Prompt, GenResult]:  # fmt: skip
+def _ask(
+    ctx: StepContext,
+    template: str,
+    constraint_for: Callable[[Prompt], Constraint],
+    max_tokens: int,
+    *,
+    entries: list[Entry] = (),
+    values: dict | None = None,
+) -> tuple[Prompt, GenResult]:
     """One model call with the compact system prompt and an evidence-mode template; forced tokens fed
     in chunks."""
     s = ctx.settings
     max_tokens = min(max_tokens, ctx.context_tokens // 2)
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render(f"compact/{template}", question=ctx.question, evidence=evidence, feedback=ctx.run.feedback,
-                      **(values or {}))  # fmt: skip
+        return render(
+            f"compact/{template}", question=ctx.question, evidence=evidence, feedback=ctx.run.feedback, **(values or {})
+        )
 
-    prompt = fit(build, ctx.outline, list(entries), count=ctx.generator.count_tokens,
-                 budget=ctx.context_tokens - max_tokens, passage_chars=s.passage_chars, style="compact")  # fmt: skip
+    prompt = fit(
+        build,
+        ctx.outline,
+        list(entries),
+        count=ctx.generator.count_tokens,
+        budget=ctx.context_tokens - max_tokens,
+        passage_chars=s.passage_chars,
+        style="compact",
+    )
     temperature = s.temperature if ctx.run.attempt == 1 else max(s.temperature, steps.RETRY_TEMPERATURE)
-    request = GenRequest(prompt.system, prompt.user, constraint_for(prompt) if s.constrained else None, max_tokens,
-                         temperature, s.top_p, s.repetition_penalty, ("</action>",), seed=ctx.step,
-                         fast_forward=True)  # fmt: skip
+    request = GenRequest(
+        prompt.system,
+        prompt.user,
+        constraint_for(prompt) if s.constrained else None,
+        max_tokens,
+        temperature,
+        s.top_p,
+        s.repetition_penalty,
+        ("</action>",),
+        seed=ctx.step,
+        fast_forward=True,
+    )
     result = ctx.generator.generate(request, on_delta=ctx.on_delta, cancel=ctx.cancel, on_restart=ctx.on_restart)
     if result.finish_reason == "cancelled" or ctx.cancel.is_set():
         raise steps.Cancelled()
@@ -67,8 +91,12 @@ def _ask(ctx: StepContext, template: str, constraint_for: Callable[[Prompt], Con
 def _limits(ctx: StepContext) -> Limits:
     """Headings and sentences are chosen, not written: their lengths need no shrinking with max_tokens."""
     lim = ctx.limits
-    return replace(lim, title_chars=max(lim.title_chars, 80), plan_chars=max(lim.plan_chars, 240),
-                   keyword_chars=max(lim.keyword_chars, 60))  # fmt: skip
+    return replace(
+        lim,
+        title_chars=max(lim.title_chars, 80),
+        plan_chars=max(lim.plan_chars, 240),
+        keyword_chars=max(lim.keyword_chars, 60),
+    )
 
 
 def _tokens(ctx: StepContext, texts: list[str], n: int) -> int:
@@ -94,8 +122,13 @@ def choose_keywords(ctx: StepContext) -> StepOutcome:
     if len(phrases) <= 1:  # nothing to choose: search what is left, or the title again
         return steps.gather_step(ctx, loc, phrases or [title or ctx.question], None, None, [])
     high = min(limits.max_keywords, len(phrases))
-    _, result = _ask(ctx, "search_evidence.jinja", lambda p: keywords_constraint(phrases, high),
-                     _tokens(ctx, phrases, high) + 32, values={"title": title, "phrases": phrases})  # fmt: skip
+    _, result = _ask(
+        ctx,
+        "search_evidence.jinja",
+        lambda p: keywords_constraint(phrases, high),
+        _tokens(ctx, phrases, high) + 32,
+        values={"title": title, "phrases": phrases},
+    )
     try:
         keywords = list(validate_search(parse_response(result.text).action, limits).keywords)
         _offered(keywords, phrases, "keyword")
@@ -121,16 +154,22 @@ def choose_outline(ctx: StepContext) -> StepOutcome | None:
     limits = _limits(ctx)
     shown = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
     everything = shown + [e for e in ctx.registry.entries.values() if e.key not in set(ctx.run.evidence)]
-    headings = heading_choices(everything, question=ctx.question, title_chars=limits.title_chars,
-                               plan_chars=limits.plan_chars)[:HEADING_CHOICES]  # fmt: skip
+    headings = heading_choices(
+        everything, question=ctx.question, title_chars=limits.title_chars, plan_chars=limits.plan_chars
+    )[:HEADING_CHOICES]
     if len(headings) < limits.min_sections:
         return None
     titles = [" ".join(ctx.question.split())]  # the report answers the question: it is its title
     pairs = [(h.title, h.plan) for h in headings]
     high = min(limits.max_sections, len(pairs))
     budget = _tokens(ctx, [f'{{"title": "{t}", "plan": "{p}"}}' for t, p in pairs], high) + _tokens(ctx, titles, 1) + 48
-    _, result = _ask(ctx, "init_plan_evidence.jinja", lambda p: outline_constraint(titles, pairs, limits.min_sections, high),
-                     budget, values={"headings": headings, "min_sections": limits.min_sections, "max_sections": high})  # fmt: skip
+    _, result = _ask(
+        ctx,
+        "init_plan_evidence.jinja",
+        lambda p: outline_constraint(titles, pairs, limits.min_sections, high),
+        budget,
+        values={"headings": headings, "min_sections": limits.min_sections, "max_sections": high},
+    )
     try:
         plan = validate_init_plan(parse_response(result.text).action, limits, ctx.question)
         _offered([s.title for s in plan.sections], [t for t, _ in pairs], "section title")
@@ -139,8 +178,14 @@ def choose_outline(ctx: StepContext) -> StepOutcome | None:
         if outcome is not None:
             return outcome
         run = moved_to(steps._stepped(ctx.run, ctx.step), "done", reason="the model gave no valid outline")
-        return StepOutcome(run, ctx.outline, record, events, status="failed",
-                           error=f"no valid outline after {ctx.run.attempt} tries: {e}")  # fmt: skip
+        return StepOutcome(
+            run,
+            ctx.outline,
+            record,
+            events,
+            status="failed",
+            error=f"no valid outline after {ctx.run.attempt} tries: {e}",
+        )
     return steps.planned(ctx, plan, result)
 
 
@@ -155,8 +200,10 @@ def choose_sentences(ctx: StepContext, loc: Located) -> StepOutcome:
     choices = sentence_choices(entries, question=ctx.question, topic=topic, used=used, limit=SENTENCE_CHOICES)
     if len(choices) < SENTENCES[1]:  # the search's passages are used up: add the closest passages seen before
         words = content_words(topic)
-        others = sorted((e for e in ctx.registry.entries.values() if e.key not in set(ctx.run.evidence)),
-                        key=lambda e: -len(content_words(e.text) & words))  # fmt: skip
+        others = sorted(
+            (e for e in ctx.registry.entries.values() if e.key not in set(ctx.run.evidence)),
+            key=lambda e: -len(content_words(e.text) & words),
+        )
         entries += others[: ctx.settings.passages_per_search]
         choices = sentence_choices(entries, question=ctx.question, topic=topic, used=used, limit=SENTENCE_CHOICES)
     keys = {c.key for c in choices}
@@ -173,11 +220,17 @@ def choose_sentences(ctx: StepContext, loc: Located) -> StepOutcome:
         return sentences_constraint(offered, min(low, len(offered)), high, lead_chars=LEAD_CHARS)
 
     budget = _tokens(ctx, [c.cited for c in choices], high) + LEAD_CHARS // 3 + 32
-    prompt, result = _ask(ctx, "write_evidence.jinja", constraint, budget, entries=entries,
-                          values={"title": node.title})  # fmt: skip
+    prompt, result = _ask(
+        ctx, "write_evidence.jinja", constraint, budget, entries=entries, values={"title": node.title}
+    )
     try:
-        action = validate_write(parse_response(result.text).action, _limits(ctx), ctx.question,
-                                {e.key for e in prompt.evidence}, require_citation=True)  # fmt: skip
+        action = validate_write(
+            parse_response(result.text).action,
+            _limits(ctx),
+            ctx.question,
+            {e.key for e in prompt.evidence},
+            require_citation=True,
+        )
         check_chosen(action.content, ctx.registry.entries, used=used)
     except ActionError as e:
         outcome, record, events = _failed(ctx, "write", node.id, result, str(e))
@@ -197,8 +250,15 @@ def _subtopics(ctx: StepContext, loc: Located, taken: list[str]) -> list[Heading
     sources = {e.source_id for e in cited}
     near = [e for e in ctx.registry.entries.values() if e not in cited and e.source_id in sources]
     limits = _limits(ctx)
-    return heading_choices(cited + near, question=ctx.question, taken=taken, title_chars=limits.title_chars,
-                           plan_chars=limits.plan_chars, documents=False, topic=loc.node.title)[:HEADING_CHOICES]  # fmt: skip
+    return heading_choices(
+        cited + near,
+        question=ctx.question,
+        taken=taken,
+        title_chars=limits.title_chars,
+        plan_chars=limits.plan_chars,
+        documents=False,
+        topic=loc.node.title,
+    )[:HEADING_CHOICES]
 
 
 def choose_subsections(ctx: StepContext, positions: list[str], forced: list[str]) -> StepOutcome:
@@ -209,22 +269,37 @@ def choose_subsections(ctx: StepContext, positions: list[str], forced: list[str]
     options = {p: pairs for p, pairs in options.items() if len(pairs) >= limits.min_subsections}
     run = steps._stepped(ctx.run, ctx.step)
     if not options:
-        return StepOutcome(moved_to(steps._stepped(ctx.run, ctx.step - 1), "done",
-                                    reason="the evidence holds no subtopics for any section"), ctx.outline, None)  # fmt: skip
+        return StepOutcome(
+            moved_to(
+                steps._stepped(ctx.run, ctx.step - 1), "done", reason="the evidence holds no subtopics for any section"
+            ),
+            ctx.outline,
+            None,
+        )
     high = limits.max_subsections
     listing = [(p, locs[p].node.title, [t for t, _ in options.get(p, [])]) for p in positions]
     texts = [f'{{"title": "{t}", "plan": "{q}"}}' for pairs in options.values() for t, q in pairs]
-    _, result = _ask(ctx, "extend_evidence.jinja",
-                     lambda p: extend_choice_constraint(options, limits.min_subsections, high, allow_nop=not forced),
-                     _tokens(ctx, texts, high) + 64,
-                     values={"options": listing, "forced": forced, "min_subsections": limits.min_subsections,
-                             "max_subsections": high})  # fmt: skip
+    _, result = _ask(
+        ctx,
+        "extend_evidence.jinja",
+        lambda p: extend_choice_constraint(options, limits.min_subsections, high, allow_nop=not forced),
+        _tokens(ctx, texts, high) + 64,
+        values={
+            "options": listing,
+            "forced": forced,
+            "min_subsections": limits.min_subsections,
+            "max_subsections": high,
+        },
+    )
     run.extends += 1
     try:
-        action = validate_extend(parse_response(result.text).action, limits, ctx.question, list(options),
-                                 allow_nop=not forced, taken=taken)  # fmt: skip
+        action = validate_extend(
+            parse_response(result.text).action, limits, ctx.question, list(options), allow_nop=not forced, taken=taken
+        )
         if isinstance(action, ExtendPlan):
-            _offered([s.title for s in action.subsections], [t for t, _ in options[action.position]], "subsection title")
+            _offered(
+                [s.title for s in action.subsections], [t for t, _ in options[action.position]], "subsection title"
+            )
     except ActionError as e:
         retry, events = steps._rejection(ctx, "extend", str(e))
         record = steps._record(ctx, "extend", None, result, error=str(e))
@@ -232,7 +307,9 @@ def choose_subsections(ctx: StepContext, positions: list[str], forced: list[str]
             run.attempt += 1
             run.feedback = str(e)
             return StepOutcome(run, ctx.outline, record, events)
-        return StepOutcome(moved_to(run, "done", reason="the expand decision kept failing"), ctx.outline, record, events)
+        return StepOutcome(
+            moved_to(run, "done", reason="the expand decision kept failing"), ctx.outline, record, events
+        )
     if not isinstance(action, ExtendPlan):
         record = steps._record(ctx, "extend", None, result, action={"name": "nop"})
         return StepOutcome(moved_to(run, "done", reason="the model judged the report complete"), ctx.outline, record)

@@ -9,16 +9,24 @@ import re
 # family -> pattern; each family has its own test (tests/app/warp/test_filler.py)
 FAMILIES: dict[str, re.Pattern[str]] = {
     "rewrite": re.compile(r"(?i)\b(?:re-?writ(?:e|es|ing|ten)|re-?phras(?:e|ed|ing)|paraphras(?:e|ed|ing))\b"),
-    "pleasantry": re.compile(r"(?i)\b(?:i\s+hope\s+(?:this|that|it)\s+helps?|hope\s+this\s+helps|let\s+me\s+know\s+if|"
-                             r"feel\s+free\s+to|happy\s+to\s+help|thank\s+you\s+for\s+(?:asking|reading))\b"),  # fmt: skip
-    "ai": re.compile(r"(?i)\bas\s+an?\s+(?:ai|artificial\s+intelligence|(?:large\s+)?language\s+model|assistant)\b|"
-                     r"\bi\s+am\s+an?\s+(?:ai|language\s+model)\b"),  # fmt: skip
+    "pleasantry": re.compile(
+        r"(?i)\b(?:i\s+hope\s+(?:this|that|it)\s+helps?|hope\s+this\s+helps|let\s+me\s+know\s+if|"
+        r"feel\s+free\s+to|happy\s+to\s+help|thank\s+you\s+for\s+(?:asking|reading))\b"
+    ),
+    "ai": re.compile(
+        r"(?i)\bas\s+an?\s+(?:ai|artificial\s+intelligence|(?:large\s+)?language\s+model|assistant)\b|"
+        r"\bi\s+am\s+an?\s+(?:ai|language\s+model)\b"
+    ),
     "postscript": re.compile(r"(?:^|\s)P\.?\s?S\.?(?:\s|:|$)|\bpost\s?script\b", re.I),
-    "presenting": re.compile(r"(?i)\b(?:here\s+is\s+the|here's\s+the|here\s+are\s+the|below\s+is\s+the|"
-                             r"the\s+following\s+(?:is|are)\s+(?:a|the)\b)"),  # fmt: skip
-    "instructions": re.compile(r"(?i)\b(?:to\s+quote\s+the|i\s+will\s+use\s+the\s+following|as\s+(?:requested|instructed)|"
-                               r"the\s+(?:text|paragraph|passage|evidence)\s+above|your\s+(?:task|question|request)\b|"
-                               r"(?:the|my)\s+task\s+is|according\s+to\s+the\s+instructions|in\s+this\s+section,?\s+i\s+will)"),  # fmt: skip
+    "presenting": re.compile(
+        r"(?i)\b(?:here\s+is\s+the|here's\s+the|here\s+are\s+the|below\s+is\s+the|"
+        r"the\s+following\s+(?:is|are)\s+(?:a|the)\b)"
+    ),
+    "instructions": re.compile(
+        r"(?i)\b(?:to\s+quote\s+the|i\s+will\s+use\s+the\s+following|as\s+(?:requested|instructed)|"
+        r"the\s+(?:text|paragraph|passage|evidence)\s+above|your\s+(?:task|question|request)\b|"
+        r"(?:the|my)\s+task\s+is|according\s+to\s+the\s+instructions|in\s+this\s+section,?\s+i\s+will)"
+    ),
 }
 
 
@@ -29,4 +37,3 @@ def filler_phrase(text: str) -> str | None:
         if m:
             return m.group(0).strip()
     return None
-

@@ -20,7 +20,9 @@ JSON_CHAR = r'[^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
 
 def literal(text: str) -> str:
     """`text` as a GBNF string literal."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
@@ -50,7 +52,7 @@ def pattern_rule(pattern: str) -> str:
             out.append(body[i : end + 1])
             i = end + 1
         elif c == "\\":
-            raise ValueError(f"escape {body[i:i + 2]} outside a class is not portable")
+            raise ValueError(f"escape {body[i : i + 2]} outside a class is not portable")
         else:
             out.append(literal(c))
             i += 1

@@ -7,9 +7,10 @@ implements the same protocol.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sala_report.app.errors import BackendUnavailable, ConfigError
 from sala_report.app.warp.grammar import (
@@ -73,8 +74,14 @@ class Generator(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens `text` takes in a prompt (an estimate is fine if it errs high)."""
 
-    def generate(self, request: GenRequest, *, on_delta: OnDelta | None = None,
-                 cancel: threading.Event | None = None, on_restart: Callable[[], None] | None = None) -> GenResult:  # fmt: skip
+    def generate(
+        self,
+        request: GenRequest,
+        *,
+        on_delta: OnDelta | None = None,
+        cancel: threading.Event | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> GenResult:
         """Run one single-turn chat; stream text deltas to `on_delta`; stop early when `cancel` is set.
         `on_restart` is called when a retry discards what was streamed so far. Raises
         BackendUnavailable when the model cannot be reached or loaded."""
@@ -93,21 +100,32 @@ class LocalGenerator:
         self.masks = 0
 
     @classmethod
-    def load(cls, source: str, *, device: str = "auto", dtype: str = "auto", progress=None,
-             constrained: bool = True, quantize: str = "auto") -> "LocalGenerator":  # fmt: skip
+    def load(
+        cls,
+        source: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        progress=None,
+        constrained: bool = True,
+        quantize: str = "auto",
+    ) -> LocalGenerator:
         from sala_report.model import ModelError, load_model, load_tokenizer
 
         try:
             import torch
 
             torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
-            lm = load_model(source, None if device == "auto" else device, torch_dtype, progress=progress, quantize=quantize)
+            lm = load_model(
+                source, None if device == "auto" else device, torch_dtype, progress=progress, quantize=quantize
+            )
             tok = load_tokenizer(source)
         except ModelError as e:
             raise BackendUnavailable(e.message, hint=e.hint, title=e.title) from e
         except (AttributeError, OSError, RuntimeError) as e:
-            raise BackendUnavailable(f"cannot load the model '{source}': {e}",
-                                     hint="Check model.source, model.device and model.dtype.") from e  # fmt: skip
+            raise BackendUnavailable(
+                f"cannot load the model '{source}': {e}", hint="Check model.source, model.device and model.dtype."
+            ) from e
         return cls(lm, tok, name=str(source), constrained=constrained)
 
     def context_tokens(self) -> int:
@@ -123,7 +141,7 @@ class LocalGenerator:
         return sum(p.numel() for p in self.lm.parameters())
 
     @cached_property
-    def speed(self) -> "Speed":
+    def speed(self) -> Speed:
         """Tokens per second here, measured once (about a second for the 135M model on a CPU): a prompt
         of 64 tokens, then 6 tokens sampled one by one. On a CPU shared with other work, torch's threads
         wait on each other; a small model then runs faster on one, so both are tried and the faster kept."""
@@ -169,10 +187,18 @@ class LocalGenerator:
         # one is still a turn the model was never trained on.
         system = [{"role": "system", "content": request.system}] if request.system else []
         messages = [*system, {"role": "user", "content": request.prompt}]
-        return self.tok.encode(self.tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False))
+        return self.tok.encode(
+            self.tok.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
+        )
 
-    def generate(self, request: GenRequest, *, on_delta: OnDelta | None = None,
-                 cancel: threading.Event | None = None, on_restart: Callable[[], None] | None = None) -> GenResult:  # fmt: skip
+    def generate(
+        self,
+        request: GenRequest,
+        *,
+        on_delta: OnDelta | None = None,
+        cancel: threading.Event | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> GenResult:
         from sala_report.model import GenerationConfig, generate
 
         ids = self.prompt_ids(request)
@@ -181,23 +207,37 @@ class LocalGenerator:
             self._classes()
         if request.constraint is not None and self.constrained:
             if self._ll_tokenizer is None:
-                self._ll_tokenizer = ll_tokenizer(self.tok.hf, vocab_size=self.tok.vocab_size,
-                                                  eos_token_ids=self.tok.eos_token_ids)  # fmt: skip
-            hook = GrammarHook(self._ll_tokenizer, request.constraint.lark, vocab_size=self.tok.vocab_size,
-                               max_new_tokens=request.max_tokens,
-                               closers=[self.tok.encode(c) for c in request.closers],
-                               stop_tokens=self._stop_tokens if request.close_early else frozenset())  # fmt: skip
+                self._ll_tokenizer = ll_tokenizer(
+                    self.tok.hf, vocab_size=self.tok.vocab_size, eos_token_ids=self.tok.eos_token_ids
+                )
+            hook = GrammarHook(
+                self._ll_tokenizer,
+                request.constraint.lark,
+                vocab_size=self.tok.vocab_size,
+                max_new_tokens=request.max_tokens,
+                closers=[self.tok.encode(c) for c in request.closers],
+                stop_tokens=self._stop_tokens if request.close_early else frozenset(),
+            )
         blocker = None
         if request.no_repeat_ngram:
-            blocker = RepeatBlocker(request.no_repeat_ngram, self._token_classes, within=request.repeats,
-                                    avoid=[self.tok.encode(text) for text in request.avoid])  # fmt: skip
+            blocker = RepeatBlocker(
+                request.no_repeat_ngram,
+                self._token_classes,
+                within=request.repeats,
+                avoid=[self.tok.encode(text) for text in request.avoid],
+            )
         echo = TopicEcho(self.tok.encode, self._token_classes) if request.echo_topics else None
-        config = GenerationConfig(max_new_tokens=request.max_tokens, temperature=request.temperature,
-                                  top_p=request.top_p, repetition_penalty=request.repetition_penalty,
-                                  seed=request.seed)  # fmt: skip
+        config = GenerationConfig(
+            max_new_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
+            seed=request.seed,
+        )
         forced = hook.fast_forward if hook is not None and request.fast_forward else None
-        gen = generate(self.lm, self.tok, ids, config, logits_hook=chain(hook, echo, blocker), cancel=cancel,
-                       fast_forward=forced)  # fmt: skip
+        gen = generate(
+            self.lm, self.tok, ids, config, logits_hook=chain(hook, echo, blocker), cancel=cancel, fast_forward=forced
+        )
         for delta in gen:
             if on_delta is not None:
                 on_delta(delta)
@@ -207,20 +247,33 @@ class LocalGenerator:
         return GenResult(gen.text, gen.finish_reason or "stop", gen.prompt_tokens, gen.completion_tokens, gen.seconds)
 
 
-def make_generator(model: "ModelSettings", *, source: str | None = None, constrained: bool = True,
-                   progress=None) -> Generator:  # fmt: skip
+def make_generator(
+    model: ModelSettings, *, source: str | None = None, constrained: bool = True, progress=None
+) -> Generator:
     """The generator the settings ask for: `model.backend` "local" (in-process) or "openai" (a server)."""
     if model.backend == "openai":
         from sala_report.app.warp.openai_http import MODES, OpenAIGenerator
 
         if model.structured_output not in MODES:
-            raise ConfigError(f"model.structured_output is '{model.structured_output}'",
-                              hint=f"Use one of: {', '.join(MODES)}.")  # fmt: skip
+            raise ConfigError(
+                f"model.structured_output is '{model.structured_output}'", hint=f"Use one of: {', '.join(MODES)}."
+            )
 
-        return OpenAIGenerator(model.base_url, source or model.served_model, api_key=model.api_key,
-                               timeout_s=model.request_timeout_s, structured_output=model.structured_output,
-                               max_retries=model.max_retries)  # fmt: skip
+        return OpenAIGenerator(
+            model.base_url,
+            source or model.served_model,
+            api_key=model.api_key,
+            timeout_s=model.request_timeout_s,
+            structured_output=model.structured_output,
+            max_retries=model.max_retries,
+        )
     if model.backend != "local":
         raise ConfigError(f"unknown model backend '{model.backend}'", hint="Set model.backend to 'local' or 'openai'.")
-    return LocalGenerator.load(source or model.source, device=model.device, dtype=model.dtype, progress=progress,
-                               constrained=constrained, quantize=model.quantize)  # fmt: skip
+    return LocalGenerator.load(
+        source or model.source,
+        device=model.device,
+        dtype=model.dtype,
+        progress=progress,
+        constrained=constrained,
+        quantize=model.quantize,
+    )

@@ -35,8 +35,19 @@ _RAW = r'\x00-\x1f"\\'
 # Letters and digits of the common scripts as ranges of raw characters: xgrammar reads `\\p{L}` as the
 # letters "p{L}", llama.cpp refuses it, and llguidance's GBNF reader drops the zeros of `\\u00c0`.
 # Latin (without × and ÷), Greek, Cyrillic, Hebrew, Arabic, Indic, Thai, Lao, kana, CJK and Hangul.
-_SCRIPTS = [(0xC0, 0xD6), (0xD8, 0xF6), (0xF8, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF), (0x900, 0xEFF),
-            (0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xAC00, 0xD7AF)]  # fmt: skip
+_SCRIPTS = [
+    (0xC0, 0xD6),
+    (0xD8, 0xF6),
+    (0xF8, 0x24F),
+    (0x370, 0x3FF),
+    (0x400, 0x4FF),
+    (0x590, 0x6FF),
+    (0x900, 0xEFF),
+    (0x3040, 0x30FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7AF),
+]
 # Upper-case Latin, Greek and Cyrillic, and the scripts without case.
 _CAPITALS = [(0xC0, 0xD6), (0xD8, 0xDE), (0x391, 0x3A9), (0x410, 0x42F), *_SCRIPTS[5:]]
 
@@ -113,8 +124,12 @@ def _sections_schema(low: int, high: int, limits: Limits, compact: bool = False)
     plan = _line(limits.plan_chars)
     if compact:
         plan = _pattern(rf"[^ <>\[\]{{}}{_RAW}]", rf"[^<>\[\]{{}}{_RAW}]", limits.plan_chars)
-    item = {"type": "object", "properties": {"title": _title(limits.title_chars, compact), "plan": plan},
-            "required": ["title", "plan"], "additionalProperties": False}  # fmt: skip
+    item = {
+        "type": "object",
+        "properties": {"title": _title(limits.title_chars, compact), "plan": plan},
+        "required": ["title", "plan"],
+        "additionalProperties": False,
+    }
     return {"type": "array", "items": item, "minItems": low, "maxItems": high}
 
 
@@ -141,8 +156,11 @@ def _json_constraint(kind: str, schema: dict[str, Any], limits: Limits, thought:
         f"THOUGHT: /{thought or f'[^<]{{1,{limits.thought_chars}}}'}/\n"
         f"action: %json {json.dumps({'x-guidance': _JSON_LAYOUT, **schema})}\n"
     )
-    rules = {"root": _GBNF_HEAD[len("root ::= "):] + 'action "</action>"', "thought": _thought_gbnf(thought, limits),
-             **gbnf.json_rules(schema, "action")}  # fmt: skip
+    rules = {
+        "root": _GBNF_HEAD[len("root ::= ") :] + 'action "</action>"',
+        "thought": _thought_gbnf(thought, limits),
+        **gbnf.json_rules(schema, "action"),
+    }
     wrapped = _object({"thought": _FREE_TEXT, "action": schema})
     return Constraint(kind, lark, wrapped, gbnf.render(rules))
 
@@ -169,14 +187,21 @@ def topic_list_chars(limits: Limits) -> int:
     return 2 + limits.max_sections * (limits.title_chars + 3)
 
 
-def extend_constraint(limits: Limits, positions: list[str], *, allow_nop: bool = True,
-                      compact: bool = False) -> Constraint:  # fmt: skip
+def extend_constraint(
+    limits: Limits, positions: list[str], *, allow_nop: bool = True, compact: bool = False
+) -> Constraint:
     """`positions`: the nodes that may be expanded now; with none, only nop remains."""
     options = []
     if positions:
-        options.append(_object({"name": {"const": "extend-plan"}, "position": {"enum": positions},
-                                "subsections": _sections_schema(limits.min_subsections, limits.max_subsections, limits,
-                                                                compact)}))  # fmt: skip
+        options.append(
+            _object(
+                {
+                    "name": {"const": "extend-plan"},
+                    "position": {"enum": positions},
+                    "subsections": _sections_schema(limits.min_subsections, limits.max_subsections, limits, compact),
+                }
+            )
+        )
     if allow_nop or not positions:
         options.append(_object({"name": {"const": "nop"}}))
     schema = options[0] if len(options) == 1 else {"anyOf": options}
@@ -190,23 +215,33 @@ def write_constraint(limits: Limits, keys: list[str], *, style: Style = STRICT) 
     matches patterns on the escaped JSON text), so there the validator alone checks the citations."""
     thought_rule = f"[^<]{{1,{limits.thought_chars}}}"
     lark = _LARK_HEAD + 'body "</action>"\n' + f"THOUGHT: /{thought_rule}/\n"
-    rules = {"root": _GBNF_HEAD[len("root ::= "):] + 'body "</action>"', "thought": thought_rule}
+    rules = {"root": _GBNF_HEAD[len("root ::= ") :] + 'body "</action>"', "thought": thought_rule}
     cite_lark = 'CITE: "\\\\cite{" KEY (", " KEY)* "}"\n' + "KEY: " + " | ".join(json.dumps(k) for k in keys) + "\n"
     cite_rules = {"cite": '"\\\\cite{" key (", " key)* "}"', "key": " | ".join(json.dumps(k) for k in keys)}
     if style.open_prose:
         # "<" before a space, "=" or a digit, "\\" before anything but the "c" of \\cite. Each is its own
         # lexeme: llguidance's lexer is greedy, so a run of text that could take a "\\" would swallow the
         # one that starts a citation (or the "<" of the closing tag) and fail on the next byte.
-        lark += ("prose: (CHUNK | LT | ESC)+\nCHUNK: /[^#<\\\\]+/\nLT: /<[ =0-9]/\nESC: /\\\\[^c#<\\\\]/\n"
-                 + (f"body: prose (CITE prose?){{1,{limits.max_citations}}}\n" + cite_lark if keys else "body: prose\n"))
+        lark += "prose: (CHUNK | LT | ESC)+\nCHUNK: /[^#<\\\\]+/\nLT: /<[ =0-9]/\nESC: /\\\\[^c#<\\\\]/\n" + (
+            f"body: prose (CITE prose?){{1,{limits.max_citations}}}\n" + cite_lark if keys else "body: prose\n"
+        )
         rules["prose"] = '([^#<\\\\] | "<" [ =0-9] | "\\\\" [^c#<\\\\])+'  # one character at a time: unambiguous
-        rules |= {"body": f"prose (cite prose?){{1,{limits.max_citations}}}", **cite_rules} if keys else {"body": "prose"}
+        rules |= (
+            {"body": f"prose (cite prose?){{1,{limits.max_citations}}}", **cite_rules} if keys else {"body": "prose"}
+        )
     elif keys:
         lead = max(1, limits.min_chars - 10)
-        lark += (f"body: LEAD (CITE TEXT?){{1,{limits.max_citations}}}\n"
-                 + f"LEAD: /{_PROSE}{{{lead},{style.span}}}/\nTEXT: /{_PROSE}{{1,{style.span}}}/\n" + cite_lark)
-        rules |= {"body": f"lead (cite text?){{1,{limits.max_citations}}}", "lead": f"{_PROSE}{{{lead},{style.span}}}",
-                  "text": f"{_PROSE}{{1,{style.span}}}", **cite_rules}  # fmt: skip
+        lark += (
+            f"body: LEAD (CITE TEXT?){{1,{limits.max_citations}}}\n"
+            + f"LEAD: /{_PROSE}{{{lead},{style.span}}}/\nTEXT: /{_PROSE}{{1,{style.span}}}/\n"
+            + cite_lark
+        )
+        rules |= {
+            "body": f"lead (cite text?){{1,{limits.max_citations}}}",
+            "lead": f"{_PROSE}{{{lead},{style.span}}}",
+            "text": f"{_PROSE}{{1,{style.span}}}",
+            **cite_rules,
+        }
     else:
         lark += f"body: /{_PROSE}{{{limits.min_chars + 1},{style.span * 2}}}/\n"
         rules["body"] = f"{_PROSE}{{{limits.min_chars + 1},{style.span * 2}}}"
@@ -225,8 +260,16 @@ class GrammarHook:
     otherwise be held to ramble on until the limit.
     """
 
-    def __init__(self, ll_tokenizer, lark: str, *, vocab_size: int, max_new_tokens: int,
-                 closers: list[list[int]] = (), stop_tokens: frozenset[int] = frozenset()):  # fmt: skip
+    def __init__(
+        self,
+        ll_tokenizer,
+        lark: str,
+        *,
+        vocab_size: int,
+        max_new_tokens: int,
+        closers: list[list[int]] = (),
+        stop_tokens: frozenset[int] = frozenset(),
+    ):
         import llguidance
 
         self.matcher = llguidance.LLMatcher(ll_tokenizer, llguidance.LLMatcher.grammar_from_lark(lark))
@@ -255,8 +298,9 @@ class GrammarHook:
         allowed = allowed[: logits.shape[-1]].astype(bool)
         remaining = self.max_new_tokens - len(generated_ids)
         if not self.forced and self.closers and (remaining <= self.wrap_up_at or self._wants_to_stop(logits, allowed)):
-            self.forced = next((list(c) for c in self.closers
-                                if len(c) <= remaining and self.matcher.validate_tokens(c) == len(c)), [])  # fmt: skip
+            self.forced = next(
+                (list(c) for c in self.closers if len(c) <= remaining and self.matcher.validate_tokens(c) == len(c)), []
+            )
         if self.forced:
             allowed = np.zeros_like(allowed)
             allowed[self.forced.pop(0)] = True
@@ -320,11 +364,16 @@ class TokenClasses:
     pieces: tuple[str, ...]  # each token's text
 
     @classmethod
-    def of(cls, pieces: list[str]) -> "TokenClasses":
+    def of(cls, pieces: list[str]) -> TokenClasses:
         markup = frozenset(i for i, p in enumerate(pieces) if _MARKUP & set(p))
         free = frozenset(i for i, p in enumerate(pieces) if not p.strip() or p.strip().isdigit())
-        return cls(markup, free - markup, frozenset(i for i, p in enumerate(pieces) if "<" in p),
-                   tuple(i for i, p in enumerate(pieces) if '"' in p), tuple(pieces))  # fmt: skip
+        return cls(
+            markup,
+            free - markup,
+            frozenset(i for i, p in enumerate(pieces) if "<" in p),
+            tuple(i for i, p in enumerate(pieces) if '"' in p),
+            tuple(pieces),
+        )
 
 
 class RepeatBlocker:
@@ -470,8 +519,11 @@ class TopicEcho:
         if not self.topics or self.after != "title":
             return logits
         n = len(self.run)
-        follow = {topic[n] for i, topic in enumerate(self.topics)
-                  if i not in self.used and len(topic) > n and topic[:n] == self.run}  # fmt: skip
+        follow = {
+            topic[n]
+            for i, topic in enumerate(self.topics)
+            if i not in self.used and len(topic) > n and topic[:n] == self.run
+        }
         if not follow:
             return logits
         out = logits.clone()

@@ -26,8 +26,9 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -47,10 +48,22 @@ class _Retry(Exception):
 
 
 class OpenAIGenerator:
-    def __init__(self, base_url: str, model: str = "", *, api_key: str = "", timeout_s: float = 600.0,
-                 connect_timeout_s: float = 10.0, structured_output: str = "auto", max_retries: int = 3,
-                 backoff_s: float = 1.0, context_tokens: int = 0, stream: bool = True,
-                 transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep):  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "",
+        *,
+        api_key: str = "",
+        timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        structured_output: str = "auto",
+        max_retries: int = 3,
+        backoff_s: float = 1.0,
+        context_tokens: int = 0,
+        stream: bool = True,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if structured_output not in MODES:
             raise ValueError(f"structured_output must be one of {', '.join(MODES)}, got {structured_output!r}")
         self.base_url = base_url.rstrip("/")
@@ -62,8 +75,9 @@ class OpenAIGenerator:
         self._context = context_tokens
         self._sleep = sleep
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s), headers=headers,
-                                   transport=transport)  # fmt: skip
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s), headers=headers, transport=transport
+        )
         self._label = f"{model or 'served model'} at {self.base_url}"
         self._info: ServerInfo | None = None
 
@@ -103,15 +117,21 @@ class OpenAIGenerator:
         # No tokenizer here: about 4 bytes a token for English, so 3 errs on the safe side.
         return math.ceil(len(text.encode("utf-8")) / 3)
 
-    def generate(self, request: GenRequest, *, on_delta: OnDelta | None = None,
-                 cancel: threading.Event | None = None, on_restart: Callable[[], None] | None = None) -> GenResult:  # fmt: skip
+    def generate(
+        self,
+        request: GenRequest,
+        *,
+        on_delta: OnDelta | None = None,
+        cancel: threading.Event | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> GenResult:
         body = self._body(request)
         start = time.perf_counter()
         last = ""
         for attempt in range(self.max_retries + 1):
             streamed = [False]
 
-            def emit(text: str) -> None:
+            def emit(text: str, streamed: list[bool] = streamed) -> None:
                 streamed[0] = True
                 if on_delta is not None:
                     on_delta(text)
@@ -120,7 +140,9 @@ class OpenAIGenerator:
                 if self.server().kind == "ollama":
                     text, finish, usage = self._ollama(body, emit, cancel)
                 else:
-                    text, finish, usage = self._stream(body, emit, cancel) if self.stream else self._complete(body, emit, cancel)
+                    text, finish, usage = (
+                        self._stream(body, emit, cancel) if self.stream else self._complete(body, emit, cancel)
+                    )
             except _Retry as e:
                 last = str(e)
                 if attempt == self.max_retries:
@@ -134,16 +156,18 @@ class OpenAIGenerator:
             prompt_tokens = usage.get("prompt_tokens") or self.count_tokens(request.system + request.prompt)
             completion_tokens = usage.get("completion_tokens") or self.count_tokens(text)
             return GenResult(text, finish, int(prompt_tokens), int(completion_tokens), time.perf_counter() - start)
-        raise BackendUnavailable(f"the model server at {self.base_url} failed {self.max_retries + 1} times: {last}",
-                                 hint="Check that vLLM/SGLang is running and reachable (model.base_url), "
-                                      "then `sala-report resume` the session.")  # fmt: skip
+        raise BackendUnavailable(
+            f"the model server at {self.base_url} failed {self.max_retries + 1} times: {last}",
+            hint="Check that vLLM/SGLang is running and reachable (model.base_url), "
+            "then `sala-report resume` the session.",
+        )
 
     def _body(self, request: GenRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model or self.server().entry["id"],
             # No system turn when there is no system prompt (AgentCPM-Report's pipeline sends none)
             "messages": ([{"role": "system", "content": request.system}] if request.system else [])
-                        + [{"role": "user", "content": request.prompt}],
+            + [{"role": "user", "content": request.prompt}],
             "stream": self.stream,
             **({"stream_options": {"include_usage": True}} if self.stream else {}),
             "max_tokens": request.max_tokens,
@@ -157,8 +181,14 @@ class OpenAIGenerator:
         if constraint is None or mode == "none":
             return body
         if mode == "json_schema":
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": "warp_" + constraint.kind.replace("-", "_"), "schema": constraint.json_schema, "strict": True}}  # fmt: skip
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "warp_" + constraint.kind.replace("-", "_"),
+                    "schema": constraint.json_schema,
+                    "strict": True,
+                },
+            }
         elif mode == "lark":
             body["structured_outputs"] = {"grammar": constraint.lark}
         elif info.kind == "sglang":
@@ -174,17 +204,28 @@ class OpenAIGenerator:
     def _ollama(self, body: dict[str, Any], emit: OnDelta, cancel: threading.Event | None) -> tuple[str, str, dict]:
         """Ollama's native chat: `options.num_ctx` sets the context (its OpenAI endpoint ignores it), `format`
         takes the JSON schema, and the answer streams as one JSON object a line."""
-        native = {"model": body["model"], "messages": body["messages"], "stream": self.stream, "think": False,
-                  "options": {"num_ctx": self.context_tokens(), "num_predict": body["max_tokens"],
-                              "temperature": body["temperature"], "top_p": body["top_p"],
-                              **({"seed": body["seed"]} if "seed" in body else {}),
-                              **({"repeat_penalty": body["repetition_penalty"]} if "repetition_penalty" in body else {})}}  # fmt: skip
+        native = {
+            "model": body["model"],
+            "messages": body["messages"],
+            "stream": self.stream,
+            "think": False,
+            "options": {
+                "num_ctx": self.context_tokens(),
+                "num_predict": body["max_tokens"],
+                "temperature": body["temperature"],
+                "top_p": body["top_p"],
+                **({"seed": body["seed"]} if "seed" in body else {}),
+                **({"repeat_penalty": body["repetition_penalty"]} if "repetition_penalty" in body else {}),
+            },
+        }
         if "response_format" in body:
             native["format"] = body["response_format"]["json_schema"]["schema"]
         url = self.base_url.removesuffix("/v1") + "/api/chat"
         parts: list[str] = []
-        with _retryable("the connection dropped mid-answer", "the server sent a malformed line"), \
-                self.client.stream("POST", url, json=native) as response:  # fmt: skip
+        with (
+            _retryable("the connection dropped mid-answer", "the server sent a malformed line"),
+            self.client.stream("POST", url, json=native) as response,
+        ):
             self._check(response)
             for line in response.iter_lines():
                 if cancel is not None and cancel.is_set():
@@ -200,15 +241,20 @@ class OpenAIGenerator:
                     emit(text)
                 if chunk.get("done"):
                     finish = "length" if chunk.get("done_reason") == "length" else "stop"
-                    usage = {"prompt_tokens": chunk.get("prompt_eval_count"), "completion_tokens": chunk.get("eval_count")}
+                    usage = {
+                        "prompt_tokens": chunk.get("prompt_eval_count"),
+                        "completion_tokens": chunk.get("eval_count"),
+                    }
                     return "".join(parts), finish, usage
         raise _Retry("the answer ended before its last line (done: true)")
 
     def _stream(self, body: dict[str, Any], emit: OnDelta, cancel: threading.Event | None) -> tuple[str, str, dict]:
         parts: list[str] = []
         finish, usage = "stop", {}
-        with _retryable("the connection dropped mid-answer", "the server sent a malformed event"), \
-                self.client.stream("POST", self.base_url + "/chat/completions", json=body) as response:  # fmt: skip
+        with (
+            _retryable("the connection dropped mid-answer", "the server sent a malformed event"),
+            self.client.stream("POST", self.base_url + "/chat/completions", json=body) as response,
+        ):
             self._check(response)
             for line in response.iter_lines():
                 if cancel is not None and cancel.is_set():
@@ -270,9 +316,14 @@ class OpenAIGenerator:
             403: "Set model.api_key to a key the server accepts.",
             404: "Check model.base_url (it ends in /v1) and model.served_model.",
         }
-        hint = hints.get(response.status_code, f"The server refused structured output '{self.mode}'; set "
-                                                "model.structured_output to 'grammar', 'lark', 'json_schema' or 'none'.")  # fmt: skip
-        raise BackendUnavailable(f"the model server refused the request: HTTP {response.status_code}: {detail}", hint=hint)
+        hint = hints.get(
+            response.status_code,
+            f"The server refused structured output '{self.mode}'; set "
+            "model.structured_output to 'grammar', 'lark', 'json_schema' or 'none'.",
+        )
+        raise BackendUnavailable(
+            f"the model server refused the request: HTTP {response.status_code}: {detail}", hint=hint
+        )
 
     def _model_entry(self) -> tuple[dict[str, Any], httpx.Response]:
         """The served model's entry in GET /models (vLLM reports `max_model_len` there), and the response."""
@@ -287,14 +338,18 @@ class OpenAIGenerator:
                 break
             except (httpx.TransportError, httpx.HTTPStatusError, ValueError) as e:
                 if attempt == self.max_retries:
-                    raise BackendUnavailable(f"cannot reach the model server at {self.base_url}: {e}",
-                                             hint="Start vLLM or SGLang, or fix model.base_url.") from None  # fmt: skip
+                    raise BackendUnavailable(
+                        f"cannot reach the model server at {self.base_url}: {e}",
+                        hint="Start vLLM or SGLang, or fix model.base_url.",
+                    ) from None
                 self._sleep(self.backoff_s * 2**attempt)
         for entry in models:
             if not self.model or entry.get("id") == self.model:
                 return entry, response
-        raise BackendUnavailable(f"the server at {self.base_url} does not serve '{self.model}'",
-                                 hint="Set model.served_model to one of: " + ", ".join(m.get("id", "?") for m in models))  # fmt: skip
+        raise BackendUnavailable(
+            f"the server at {self.base_url} does not serve '{self.model}'",
+            hint="Set model.served_model to one of: " + ", ".join(m.get("id", "?") for m in models),
+        )
 
 
 @contextmanager

@@ -30,7 +30,7 @@ class RunState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunState":
+    def from_dict(cls, data: dict[str, Any]) -> RunState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
@@ -74,7 +74,11 @@ def reconcile(run: RunState, outline: Outline, budget: Budget) -> RunState:
     earlier node became unwritten) goes back to searching for the new cursor; a pending expand
     decision gives way to new unwritten nodes; a write keeps its evidence only for the same node; a finished run
     given an unwritten section or a deepen request goes back to work."""
-    if run.phase == "done" and outline.sections and (cursor(outline) is not None or deepen_requests(outline, budget.max_depth)):
+    if (
+        run.phase == "done"
+        and outline.sections
+        and (cursor(outline) is not None or deepen_requests(outline, budget.max_depth))
+    ):
         return next_to_write(run, outline, budget)  # an edit to a finished report asked for more: write it on resume
     if run.phase == "done" or not outline.sections or (run.phase == "search" and run.target is None):
         return run

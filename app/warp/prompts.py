@@ -18,11 +18,11 @@ abbreviated to their first and last words, then to their titles, and only then i
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable
 
 import jinja2
 
@@ -37,7 +37,10 @@ DIR_PREFIX = "dir:"
 RELEASED = {
     "search.jinja": ("surveycpm_search.jinja", ("user_query", "current_outline", "current_instruction")),
     "init_plan.jinja": ("surveycpm_init_plan.jinja", ("user_query", "current_information")),
-    "write.jinja": ("surveycpm_write.jinja", ("user_query", "current_survey", "current_instruction", "current_information")),
+    "write.jinja": (
+        "surveycpm_write.jinja",
+        ("user_query", "current_survey", "current_instruction", "current_information"),
+    ),
     "extend_plan.jinja": ("surveycpm_extend_plan.jinja", ("user_query", "current_survey")),
 }
 
@@ -53,8 +56,14 @@ class PromptTooLong(ValueError):
 def _environment() -> jinja2.Environment:
     folder = files("sala_report.assets") / "prompts"
     loader = jinja2.FunctionLoader(lambda name: folder.joinpath(*name.split("/")).read_text(encoding="utf-8"))
-    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                              trim_blocks=True, lstrip_blocks=True, autoescape=False)  # fmt: skip
+    return jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
 
 
 def released(style: str) -> bool:
@@ -68,9 +77,13 @@ def released_values(name: str, values: dict) -> dict:
     the whole outline)."""
     target = str(values.get("target", ""))
     cursor = target.split()[0] if target.startswith("section-") else "outline"
-    every = {"user_query": values["question"], "current_outline": values.get("draft", ""),
-             "current_survey": values.get("draft", ""), "current_information": values.get("evidence", ""),
-             "current_instruction": f"You need to update {cursor}"}  # fmt: skip
+    every = {
+        "user_query": values["question"],
+        "current_outline": values.get("draft", ""),
+        "current_survey": values.get("draft", ""),
+        "current_information": values.get("evidence", ""),
+        "current_instruction": f"You need to update {cursor}",
+    }
     return {key: every[key] for key in RELEASED[name][1]}
 
 
@@ -91,13 +104,17 @@ def _render_user(folder: str, name: str, values: dict) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(f"cannot read the prompt template {path}: {e.strerror or e}",
-                          hint=f"warp.prompt_dir must hold {', '.join(f for f, _ in RELEASED.values())}.") from None  # fmt: skip
+        raise ConfigError(
+            f"cannot read the prompt template {path}: {e.strerror or e}",
+            hint=f"warp.prompt_dir must hold {', '.join(f for f, _ in RELEASED.values())}.",
+        ) from None
     try:
         return jinja2.Template(text).render(**released_values(name, values))
     except jinja2.TemplateError as e:
-        raise ConfigError(f"the prompt template {path} does not render: {e}",
-                          hint="Fix the template, or unset warp.prompt_dir to use the built-in prompts.") from None  # fmt: skip
+        raise ConfigError(
+            f"the prompt template {path} does not render: {e}",
+            hint="Fix the template, or unset warp.prompt_dir to use the built-in prompts.",
+        ) from None
 
 
 def template(name: str, style: str = "full") -> str:
@@ -128,8 +145,10 @@ def user_style(prompt_dir: str) -> str:
     folder = Path(prompt_dir).expanduser()
     missing = [f for f, _ in RELEASED.values() if not (folder / f).is_file()]
     if missing:
-        raise ConfigError(f"warp.prompt_dir {folder} lacks {', '.join(missing)}",
-                          hint="Point it at a folder holding the four surveycpm_*.jinja templates.")  # fmt: skip
+        raise ConfigError(
+            f"warp.prompt_dir {folder} lacks {', '.join(missing)}",
+            hint="Point it at a folder holding the four surveycpm_*.jinja templates.",
+        )
     return DIR_PREFIX + str(folder)
 
 
@@ -163,7 +182,9 @@ def _abbreviate(text: str, head: int, tail: int) -> str:
     return " ".join(words[:head]) + " … " + " ".join(words[len(words) - tail :])
 
 
-def draft_text(outline: Outline, level: tuple[int, int] | None = None, *, keep_full: frozenset[int] = frozenset()) -> str:
+def draft_text(
+    outline: Outline, level: tuple[int, int] | None = None, *, keep_full: frozenset[int] = frozenset()
+) -> str:
     """The outline with each node's text ([OK]) or plan ([PLAN]), one line per node (warp.md §1.3).
     Citations are left out: they cost tokens and tempt the model to copy keys it was not shown."""
     if not outline.sections:
@@ -183,8 +204,9 @@ def draft_text(outline: Outline, level: tuple[int, int] | None = None, *, keep_f
     return "\n".join(lines)
 
 
-def released_outline(outline: Outline, level: tuple[int, int] | None = None, *,
-                     keep_full: frozenset[int] = frozenset()) -> str:  # fmt: skip
+def released_outline(
+    outline: Outline, level: tuple[int, int] | None = None, *, keep_full: frozenset[int] = frozenset()
+) -> str:
     """The outline as the released pipeline prints it: `# Title: [OK] …`, then `# Section-1 [title]: [OK] text`
     or `[PLAN] plan`, deeper levels as `## Section-1.1` after four spaces a level, a newline after each line.
     Like draft_text, the text is neutralised and without citations, and abbreviated at `level`."""
@@ -240,8 +262,17 @@ class Prompt:
     draft_level: int
 
 
-def fit(build: Callable[[str, str, list[Entry]], str], outline: Outline, entries: list[Entry], *, count: Callable[[str], int],
-        budget: int, passage_chars: int, keep_full: frozenset[int] = frozenset(), style: str = "full") -> Prompt:  # fmt: skip
+def fit(
+    build: Callable[[str, str, list[Entry]], str],
+    outline: Outline,
+    entries: list[Entry],
+    *,
+    count: Callable[[str], int],
+    budget: int,
+    passage_chars: int,
+    keep_full: frozenset[int] = frozenset(),
+    style: str = "full",
+) -> Prompt:
     """The longest prompt that fits `budget` tokens. `build(draft, evidence, shown)` renders the template
     (`shown`: the passages in `evidence`, whose keys the prompt may offer for citing).
 
@@ -267,8 +298,10 @@ def fit(build: Callable[[str, str, list[Entry]], str], outline: Outline, entries
         elif shown and chars > 200:
             chars //= 2
         else:
-            raise PromptTooLong(f"the prompt needs more than {budget} tokens even with the draft abbreviated; "
-                                "use a model with a longer context or a lower warp.max_tokens")  # fmt: skip
+            raise PromptTooLong(
+                f"the prompt needs more than {budget} tokens even with the draft abbreviated; "
+                "use a model with a longer context or a lower warp.max_tokens"
+            )
 
 
 _EVIDENCE_BLOCK = re.compile(r"<evidence\b.*?</evidence>", re.S)

@@ -100,8 +100,13 @@ def weak_pairs(checks) -> dict[int, frozenset[tuple[str, str]]]:
     return {k: frozenset(v) for k, v in out.items()}
 
 
-def render_report(outline: Outline, registry: Registry, *, question: str = "",
-                  weak: dict[int, frozenset[tuple[str, str]]] | None = None) -> str:  # fmt: skip
+def render_report(
+    outline: Outline,
+    registry: Registry,
+    *,
+    question: str = "",
+    weak: dict[int, frozenset[tuple[str, str]]] | None = None,
+) -> str:
     """`weak` (weak_pairs): citations to mark with WEAK_MARK; a note before the References says what it means."""
     weak = weak or {}
     numbers, references = numbering(outline, registry)
@@ -116,7 +121,9 @@ def render_report(outline: Outline, registry: Registry, *, question: str = "",
         parts.append(f"*{WEAK_NOTE}*")
     if references:
         parts.append("## References")
-        parts.extend(f"[{r.number}] {_inline(r.title or r.location)} — {' '.join(r.location.split())}" for r in references)
+        parts.extend(
+            f"[{r.number}] {_inline(r.title or r.location)} — {' '.join(r.location.split())}" for r in references
+        )
     return "\n\n".join(parts) + "\n"
 
 
@@ -126,8 +133,12 @@ def render_markdown(store, session_id: str) -> str:
     record = warp.session(session_id)
     if record is None:
         raise KeyError(f"no session '{session_id}'")
-    return render_report(warp.outline(session_id), warp.registry(session_id), question=record.question,
-                         weak=weak_pairs(warp.citations(session_id)))  # fmt: skip
+    return render_report(
+        warp.outline(session_id),
+        warp.registry(session_id),
+        question=record.question,
+        weak=weak_pairs(warp.citations(session_id)),
+    )
 
 
 def session_summary(store, session_id: str) -> dict[str, Any]:
@@ -140,16 +151,25 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
     numbers, references = numbering(outline, registry)
     stored = {s.id for s in store.sources({r.source_id for r in references}, with_text=False) if s.status == "ok"}
     checks = warp.citations(session_id)
-    verified = sum(1 for _, c in checks if not c.weak and registry.get(c.key) and registry.get(c.key).source_id in stored)
+    verified = sum(
+        1 for _, c in checks if not c.weak and registry.get(c.key) and registry.get(c.key).source_id in stored
+    )
     numbers_by_id = {loc.node.id: loc.number for loc in walk(outline)}
     weak = weak_pairs(checks)
     searches, problems = warp.search_problems(session_id)
     degraded = [p for p in problems if p]
 
     def tree(node: Node) -> dict[str, Any]:
-        return {"id": node.id, "number": numbers_by_id[node.id], "title": node.title, "plan": node.plan,
-                "written": node.content is not None, "locked": node.locked, "skipped": node.skipped,
-                "children": [tree(c) for c in node.children]}  # fmt: skip
+        return {
+            "id": node.id,
+            "number": numbers_by_id[node.id],
+            "title": node.title,
+            "plan": node.plan,
+            "written": node.content is not None,
+            "locked": node.locked,
+            "skipped": node.skipped,
+            "children": [tree(c) for c in node.children],
+        }
 
     return {
         "session_id": record.id,
@@ -164,15 +184,38 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
         "seconds": round(record.seconds, 3),
         "error": record.error,
         "outline": [tree(n) for n in outline.sections],
-        "sections": [{"id": loc.node.id, "number": loc.number, "level": loc.depth, "title": loc.node.title,
-                      "plan": loc.node.plan, "weak_citations": len(weak.get(loc.node.id, ())),
-                      "markdown": _body(loc.node, numbers, weak.get(loc.node.id, frozenset()))
-                      if loc.node.content is not None else None}
-                     for loc in walk(outline)],  # fmt: skip
-        "sources": [{"n": r.number, "source_id": r.source_id, "title": r.title, "location": r.location, "kind": r.kind,
-                     "stored": r.source_id in stored} for r in references],  # fmt: skip
-        "citations": {"total": len(checks), "verified": verified, "flagged": sum(1 for _, c in checks if c.weak),
-                      "removed": record.removed_citations, "passages_seen": len(registry)},  # fmt: skip
+        "sections": [
+            {
+                "id": loc.node.id,
+                "number": loc.number,
+                "level": loc.depth,
+                "title": loc.node.title,
+                "plan": loc.node.plan,
+                "weak_citations": len(weak.get(loc.node.id, ())),
+                "markdown": _body(loc.node, numbers, weak.get(loc.node.id, frozenset()))
+                if loc.node.content is not None
+                else None,
+            }
+            for loc in walk(outline)
+        ],
+        "sources": [
+            {
+                "n": r.number,
+                "source_id": r.source_id,
+                "title": r.title,
+                "location": r.location,
+                "kind": r.kind,
+                "stored": r.source_id in stored,
+            }
+            for r in references
+        ],
+        "citations": {
+            "total": len(checks),
+            "verified": verified,
+            "flagged": sum(1 for _, c in checks if c.weak),
+            "removed": record.removed_citations,
+            "passages_seen": len(registry),
+        },
         # searches whose web results were cut short (rate limits, no network): their sections rest on fewer sources
         "searches": {"total": searches, "degraded": len(degraded), "problems": list(dict.fromkeys(degraded))},
         # written sections that fail the quality checks: the run is then not a plain "done" (exit code 3)

@@ -25,7 +25,9 @@ class ServerInfo:
     @property
     def auto_mode(self) -> str:
         """Tags with a grammar where the server takes one; a JSON schema where it only takes that; else none."""
-        return {"vllm": "grammar", "sglang": "grammar", "llamacpp": "grammar", "ollama": "json_schema"}.get(self.kind, "none")
+        return {"vllm": "grammar", "sglang": "grammar", "llamacpp": "grammar", "ollama": "json_schema"}.get(
+            self.kind, "none"
+        )
 
     def describe(self, mode: str) -> str:
         version = f" {self.version}" if self.version else ""

@@ -7,8 +7,9 @@ positions (`section-2.1`) shift as sections are added, moved or deleted.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 
 @dataclass
@@ -17,7 +18,7 @@ class Node:
     title: str
     plan: str
     content: str | None = None  # Markdown prose citing `\cite{textidN}`; None while unwritten
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     locked: bool = False  # the engine never writes, rewrites or expands a locked node
     deepen: bool = False  # the person asked for this node to be expanded at the next decision
     skipped: bool = False  # writing failed every retry; the report shows its plan instead
@@ -29,7 +30,7 @@ class Outline:
     sections: list[Node] = field(default_factory=list)
     next_id: int = 1
 
-    def copy(self) -> "Outline":
+    def copy(self) -> Outline:
         return copy.deepcopy(self)
 
     def new_node(self, title: str, plan: str) -> Node:
@@ -90,8 +91,7 @@ def subtree_height(node: Node) -> int:
 
 def expandable(outline: Outline, max_depth: int) -> list[Located]:
     """Nodes the expand decision may split: above the depth cap, without children, not locked."""
-    return [loc for loc in walk(outline)
-            if loc.depth < max_depth and not loc.node.children and not loc.node.locked]  # fmt: skip
+    return [loc for loc in walk(outline) if loc.depth < max_depth and not loc.node.children and not loc.node.locked]
 
 
 def deepen_requests(outline: Outline, max_depth: int) -> list[Located]:
@@ -109,15 +109,31 @@ def container(outline: Outline, parent: Node | None) -> list[Node]:
 
 def to_dict(outline: Outline) -> dict[str, Any]:
     def node(n: Node) -> dict[str, Any]:
-        return {"id": n.id, "title": n.title, "plan": n.plan, "content": n.content, "locked": n.locked,
-                "deepen": n.deepen, "skipped": n.skipped, "children": [node(c) for c in n.children]}  # fmt: skip
+        return {
+            "id": n.id,
+            "title": n.title,
+            "plan": n.plan,
+            "content": n.content,
+            "locked": n.locked,
+            "deepen": n.deepen,
+            "skipped": n.skipped,
+            "children": [node(c) for c in n.children],
+        }
 
     return {"title": outline.title, "next_id": outline.next_id, "sections": [node(n) for n in outline.sections]}
 
 
 def from_dict(data: dict[str, Any]) -> Outline:
     def node(d: dict[str, Any]) -> Node:
-        return Node(int(d["id"]), d["title"], d["plan"], d.get("content"), [node(c) for c in d.get("children", [])],
-                    bool(d.get("locked")), bool(d.get("deepen")), bool(d.get("skipped")))  # fmt: skip
+        return Node(
+            int(d["id"]),
+            d["title"],
+            d["plan"],
+            d.get("content"),
+            [node(c) for c in d.get("children", [])],
+            bool(d.get("locked")),
+            bool(d.get("deepen")),
+            bool(d.get("skipped")),
+        )
 
     return Outline(data.get("title", ""), [node(n) for n in data.get("sections", [])], int(data.get("next_id", 1)))

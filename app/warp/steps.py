@@ -5,15 +5,15 @@ what changed; the engine writes that in one transaction and only then tells subs
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
 
 from sala_report.app.errors import ConfigError
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
 from sala_report.app.warp.actions import ActionError, ExtendPlan, InitPlan, WriteAction, parse_response
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry, check_support, citation_count, render_cites
-from sala_report.app.warp.generator import GenRequest, GenResult, Generator
+from sala_report.app.warp.generator import Generator, GenRequest, GenResult
 from sala_report.app.warp.grammar import (
     OPEN,
     STRICT,
@@ -36,10 +36,10 @@ from sala_report.app.warp.prompts import (
     template,
     user_style,
 )
+from sala_report.app.warp.retriever import Retriever
 from sala_report.app.warp.state import Located, Node, Outline, deepen_requests, expandable, find, walk
 from sala_report.app.warp.store import StepRecord
 from sala_report.app.warp.validate import Limits, validate_extend, validate_init_plan, validate_search, validate_write
-
 
 RETRY_TEMPERATURE = 0.8
 AGENTCPM_THOUGHT_CHARS = 6000  # about its whole 2,048-token answer budget
@@ -61,7 +61,7 @@ class StepContext:
     budget: Budget
     settings: WarpSettings
     generator: Generator
-    retriever: Any
+    retriever: Retriever
     source_pool: set[int] | None  # sources passages may come from (None: the whole store)
     context_tokens: int
     cancel: threading.Event
@@ -91,12 +91,14 @@ def label(loc: Located | None) -> str:
 
 
 def prompt_style(ctx: StepContext) -> str:
-    """"full" or "compact" (prompts.py): "auto" picks compact for generators that say they are small
+    """ "full" or "compact" (prompts.py): "auto" picks compact for generators that say they are small
     (LocalGenerator.small_model); those that do not say (HTTP servers) get the full prompts."""
     s = ctx.settings
     if s.no_repeat_ngram < 0 or s.no_repeat_ngram in (1, 2):
-        raise ConfigError(f"warp.no_repeat_ngram is {s.no_repeat_ngram}",
-                          hint="Use 0 (off) or 3 and more: shorter runs repeat in normal prose.")  # fmt: skip
+        raise ConfigError(
+            f"warp.no_repeat_ngram is {s.no_repeat_ngram}",
+            hint="Use 0 (off) or 3 and more: shorter runs repeat in normal prose.",
+        )
     if s.prompt_dir:
         return user_style(s.prompt_dir)
     if s.prompt_style == "auto":
@@ -107,7 +109,7 @@ def prompt_style(ctx: StepContext) -> str:
 
 
 def writing(ctx: StepContext) -> str:
-    """"evidence" or "generate" (warp.writing): "auto" is evidence for in-process models under 1B
+    """ "evidence" or "generate" (warp.writing): "auto" is evidence for in-process models under 1B
     parameters (LocalGenerator.small_model) when warp.prompt_style is "auto" too."""
     s = ctx.settings
     if s.writing == "auto":
@@ -127,10 +129,21 @@ def step_limits(ctx: StepContext, style: str, kind: str) -> Limits:
     return replace(ctx.limits, thought_chars=topic_list_chars(ctx.limits) if kind == "init-plan" else 1)
 
 
-def _ask(ctx: StepContext, build, constraint_for: Callable[[Prompt], Constraint], *, entries: list[Entry] = (),
-         keep_full: frozenset[int] = frozenset(), closers: Callable[[Prompt], tuple[str, ...]] = lambda p: (),
-         json_chars: int = 0, limits: Limits | None = None, style: str = "full", values: tuple[str, ...] = (),
-         prose: bool = False, echo_topics: bool = False) -> tuple[Prompt, GenResult]:  # fmt: skip
+def _ask(
+    ctx: StepContext,
+    build,
+    constraint_for: Callable[[Prompt], Constraint],
+    *,
+    entries: list[Entry] = (),
+    keep_full: frozenset[int] = frozenset(),
+    closers: Callable[[Prompt], tuple[str, ...]] = lambda p: (),
+    json_chars: int = 0,
+    limits: Limits | None = None,
+    style: str = "full",
+    values: tuple[str, ...] = (),
+    prose: bool = False,
+    echo_topics: bool = False,
+) -> tuple[Prompt, GenResult]:
     """One model call. `json_chars` is the longest JSON action the grammar allows: when `max_tokens` is
     smaller than a third of it (plus the thought), the limit is raised, so JSON is not cut off unfinished.
     With compact prompts, the answer may not copy the prompt's wording (other than `values` and the
@@ -138,30 +151,64 @@ def _ask(ctx: StepContext, build, constraint_for: Callable[[Prompt], Constraint]
     s = ctx.settings
     thought_chars = (limits or ctx.limits).thought_chars
     max_tokens = min(max(s.max_tokens, (thought_chars + json_chars) // 3), ctx.context_tokens // 2)
-    prompt = fit(build, ctx.outline, list(entries), count=ctx.generator.count_tokens,
-                 budget=ctx.context_tokens - max_tokens, passage_chars=s.passage_chars, keep_full=keep_full,
-                 style=style)  # fmt: skip
+    prompt = fit(
+        build,
+        ctx.outline,
+        list(entries),
+        count=ctx.generator.count_tokens,
+        budget=ctx.context_tokens - max_tokens,
+        passage_chars=s.passage_chars,
+        keep_full=keep_full,
+        style=style,
+    )
     # A retry at temperature 0 would repeat the rejected answer; sample instead.
     temperature = s.temperature if ctx.run.attempt == 1 else max(s.temperature, RETRY_TEMPERATURE)
     compact = style == "compact"
     blocking = compact and s.no_repeat_ngram > 0
-    request = GenRequest(prompt.system, prompt.user, constraint_for(prompt) if s.constrained else None, max_tokens,
-                         temperature, s.top_p, s.repetition_penalty, closers(prompt), seed=ctx.step,
-                         no_repeat_ngram=s.no_repeat_ngram if blocking else 0,
-                         avoid=tuple(instruction_text(prompt, list(values))) if blocking else (),
-                         repeats="prose" if prose else "fields",
-                         close_early=compact and prose, echo_topics=compact and echo_topics)  # fmt: skip
+    request = GenRequest(
+        prompt.system,
+        prompt.user,
+        constraint_for(prompt) if s.constrained else None,
+        max_tokens,
+        temperature,
+        s.top_p,
+        s.repetition_penalty,
+        closers(prompt),
+        seed=ctx.step,
+        no_repeat_ngram=s.no_repeat_ngram if blocking else 0,
+        avoid=tuple(instruction_text(prompt, list(values))) if blocking else (),
+        repeats="prose" if prose else "fields",
+        close_early=compact and prose,
+        echo_topics=compact and echo_topics,
+    )
     result = ctx.generator.generate(request, on_delta=ctx.on_delta, cancel=ctx.cancel, on_restart=ctx.on_restart)
     if result.finish_reason == "cancelled" or ctx.cancel.is_set():
         raise Cancelled()
     return prompt, result
 
 
-def _record(ctx: StepContext, kind: str, node_id: int | None, result: GenResult | None, *, error: str | None = None,
-            action: dict | None = None) -> StepRecord:  # fmt: skip
-    return StepRecord(ctx.step, kind, node_id, ctx.run.attempt, error is None, error, result.text if result else "",
-                      action, result.prompt_tokens if result else 0, result.completion_tokens if result else 0,
-                      result.seconds if result else 0.0)  # fmt: skip
+def _record(
+    ctx: StepContext,
+    kind: str,
+    node_id: int | None,
+    result: GenResult | None,
+    *,
+    error: str | None = None,
+    action: dict | None = None,
+) -> StepRecord:
+    return StepRecord(
+        ctx.step,
+        kind,
+        node_id,
+        ctx.run.attempt,
+        error is None,
+        error,
+        result.text if result else "",
+        action,
+        result.prompt_tokens if result else 0,
+        result.completion_tokens if result else 0,
+        result.seconds if result else 0.0,
+    )
 
 
 def _stepped(run: RunState, step: int) -> RunState:
@@ -195,12 +242,27 @@ def search_step(ctx: StepContext) -> StepOutcome:
     title, plan = (loc.node.title, loc.node.plan) if loc is not None else ("", "")
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render(template("search.jinja", style), question=ctx.question, draft=draft, target=label(loc),
-                      title=title, plan=plan, max_keywords=limits.max_keywords, feedback=ctx.run.feedback)  # fmt: skip
+        return render(
+            template("search.jinja", style),
+            question=ctx.question,
+            draft=draft,
+            target=label(loc),
+            title=title,
+            plan=plan,
+            max_keywords=limits.max_keywords,
+            feedback=ctx.run.feedback,
+        )
 
     json_chars = limits.max_keywords * (limits.keyword_chars + 4) + 40
-    _, result = _ask(ctx, build, lambda p: search_constraint(limits), json_chars=json_chars, limits=limits, style=style,
-                     values=(ctx.question, title, plan))  # fmt: skip
+    _, result = _ask(
+        ctx,
+        build,
+        lambda p: search_constraint(limits),
+        json_chars=json_chars,
+        limits=limits,
+        style=style,
+        values=(ctx.question, title, plan),
+    )
     events: list = []
     try:
         keywords = list(validate_search(parse_response(result.text).action, limits).keywords)
@@ -209,16 +271,26 @@ def search_step(ctx: StepContext) -> StepOutcome:
         error = str(e)
         retry, events = _rejection(ctx, "search", error)
         if retry:
-            return StepOutcome(_retry(ctx, error), ctx.outline, _record(ctx, "search", ctx.run.target, result, error=error), events)
+            return StepOutcome(
+                _retry(ctx, error), ctx.outline, _record(ctx, "search", ctx.run.target, result, error=error), events
+            )
         keywords = [loc.node.title if loc else ctx.question]  # give up on the model's queries, not on the step
     return gather_step(ctx, loc, keywords, result, error, events)
 
 
-def gather_step(ctx: StepContext, loc: Located | None, keywords: list[str], result: GenResult | None, error: str | None,
-                events: list) -> StepOutcome:  # fmt: skip
+def gather_step(
+    ctx: StepContext,
+    loc: Located | None,
+    keywords: list[str],
+    result: GenResult | None,
+    error: str | None,
+    events: list,
+) -> StepOutcome:
     """The retrieval half of SEARCH, for the `keywords` chosen."""
     k = ctx.settings.passages_for_plan if loc is None else ctx.settings.passages_per_search
-    gathered = ctx.retriever.gather(keywords, k, source_ids=_pool(ctx), on_event=ctx.on_retrieval_event, cancel=ctx.cancel)
+    gathered = ctx.retriever.gather(
+        keywords, k, source_ids=_pool(ctx), on_event=ctx.on_retrieval_event, cancel=ctx.cancel
+    )
     passages = list(gathered.passages)
     if not passages:  # broaden once: the section's title and the question itself
         broad = [q for q in ([loc.node.title] if loc else []) + [ctx.question] if q not in keywords]
@@ -236,12 +308,18 @@ def gather_step(ctx: StepContext, loc: Located | None, keywords: list[str], resu
     for entry in new_entries:
         if entry.source_id not in known_sources:
             known_sources.add(entry.source_id)
-            events.append(ev.SourceAdded(ctx.session_id, ctx.step, entry.source_id, entry.title, entry.location, entry.kind))
-    events.append(ev.SearchFinished(ctx.session_id, ctx.step, ctx.run.target, tuple(keywords), len(keys), gathered.degraded))
+            events.append(
+                ev.SourceAdded(ctx.session_id, ctx.step, entry.source_id, entry.title, entry.location, entry.kind)
+            )
+    events.append(
+        ev.SearchFinished(ctx.session_id, ctx.step, ctx.run.target, tuple(keywords), len(keys), gathered.degraded)
+    )
     run = moved_to(_stepped(ctx.run, ctx.step), "init-plan" if loc is None else "write", target=ctx.run.target)
     run.evidence = list(dict.fromkeys(keys))
     run.searched = list(dict.fromkeys([*run.searched, *keywords]))
-    record = _record(ctx, "search", ctx.run.target, result, error=error, action={"name": "search", "keywords": keywords})
+    record = _record(
+        ctx, "search", ctx.run.target, result, error=error, action={"name": "search", "keywords": keywords}
+    )
     return StepOutcome(run, ctx.outline, record, events, new_entries)
 
 
@@ -266,12 +344,26 @@ def init_plan_step(ctx: StepContext) -> StepOutcome:
     entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render(template("init_plan.jinja", style), question=ctx.question, evidence=evidence,
-                      min_sections=limits.min_sections, max_sections=limits.max_sections, feedback=ctx.run.feedback)  # fmt: skip
+        return render(
+            template("init_plan.jinja", style),
+            question=ctx.question,
+            evidence=evidence,
+            min_sections=limits.min_sections,
+            max_sections=limits.max_sections,
+            feedback=ctx.run.feedback,
+        )
 
     json_chars = limits.title_chars + limits.max_sections * (limits.title_chars + limits.plan_chars + 30) + 60
-    _, result = _ask(ctx, build, lambda p: init_plan_constraint(limits, compact=style == "compact"), entries=entries,
-                     json_chars=json_chars, limits=limits, style=style, echo_topics=True)  # fmt: skip
+    _, result = _ask(
+        ctx,
+        build,
+        lambda p: init_plan_constraint(limits, compact=style == "compact"),
+        entries=entries,
+        json_chars=json_chars,
+        limits=limits,
+        style=style,
+        echo_topics=True,
+    )
     try:
         plan = validate_init_plan(parse_response(result.text).action, limits, ctx.question)
     except ActionError as e:
@@ -280,8 +372,14 @@ def init_plan_step(ctx: StepContext) -> StepOutcome:
         if retry:
             return StepOutcome(_retry(ctx, str(e)), ctx.outline, record, events)
         run = moved_to(_stepped(ctx.run, ctx.step), "done", reason="the model gave no valid outline")
-        return StepOutcome(run, ctx.outline, record, events, status="failed",
-                           error=f"no valid outline after {ctx.run.attempt} tries: {e}")  # fmt: skip
+        return StepOutcome(
+            run,
+            ctx.outline,
+            record,
+            events,
+            status="failed",
+            error=f"no valid outline after {ctx.run.attempt} tries: {e}",
+        )
     return planned(ctx, plan, result)
 
 
@@ -291,7 +389,11 @@ def planned(ctx: StepContext, plan: InitPlan, result: GenResult) -> StepOutcome:
     outline.title = plan.title
     outline.sections = [outline.new_node(s.title, s.plan) for s in plan.sections]
     events = [ev.OutlineChanged(ctx.session_id, ctx.step, "init-plan", ev.outline_view(outline))]
-    action = {"name": "init-plan", "title": plan.title, "sections": [{"title": s.title, "plan": s.plan} for s in plan.sections]}
+    action = {
+        "name": "init-plan",
+        "title": plan.title,
+        "sections": [{"title": s.title, "plan": s.plan} for s in plan.sections],
+    }
     run = next_to_write(_stepped(ctx.run, ctx.step), outline, ctx.budget)
     return StepOutcome(run, outline, _record(ctx, "init-plan", None, result, action=action), events)
 
@@ -312,19 +414,42 @@ def write_step(ctx: StepContext) -> StepOutcome:
     keep = frozenset(n.id for n in _neighbours(ctx.outline, loc))
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render(template("write.jinja", style), question=ctx.question, draft=draft, target=label(loc),
-                      title=loc.node.title, plan=loc.node.plan, evidence=evidence, keys=[e.key for e in shown],
-                      max_citations=limits.max_citations, feedback=ctx.run.feedback)  # fmt: skip
+        return render(
+            template("write.jinja", style),
+            question=ctx.question,
+            draft=draft,
+            target=label(loc),
+            title=loc.node.title,
+            plan=loc.node.plan,
+            evidence=evidence,
+            keys=[e.key for e in shown],
+            max_citations=limits.max_citations,
+            feedback=ctx.run.feedback,
+        )
 
     grammar = OPEN if released(style) else STRICT
-    prompt, result = _ask(ctx, build, lambda p: write_constraint(limits, [e.key for e in p.evidence], style=grammar),
-                          entries=entries, keep_full=keep, closers=_write_closers, limits=limits, style=style,
-                          values=(ctx.question, loc.node.title, loc.node.plan), prose=True)  # fmt: skip
+    prompt, result = _ask(
+        ctx,
+        build,
+        lambda p: write_constraint(limits, [e.key for e in p.evidence], style=grammar),
+        entries=entries,
+        keep_full=keep,
+        closers=_write_closers,
+        limits=limits,
+        style=style,
+        values=(ctx.question, loc.node.title, loc.node.plan),
+        prose=True,
+    )
     try:
         # Only the passages this prompt showed may be cited: a key from an earlier step names a passage
         # the model did not read here (a served or unconstrained model can still write one).
-        action = validate_write(parse_response(result.text).action, limits, ctx.question,
-                                {e.key for e in prompt.evidence}, require_citation=bool(prompt.evidence))  # fmt: skip
+        action = validate_write(
+            parse_response(result.text).action,
+            limits,
+            ctx.question,
+            {e.key for e in prompt.evidence},
+            require_citation=bool(prompt.evidence),
+        )
     except ActionError as e:
         retry, events = _rejection(ctx, "write", str(e))
         record = _record(ctx, "write", loc.node.id, result, error=str(e))
@@ -334,12 +459,16 @@ def write_step(ctx: StepContext) -> StepOutcome:
     return written(ctx, loc, action, result)
 
 
-def skip_section(ctx: StepContext, loc: Located, record: StepRecord | None, events: list, *,
-                 reason: str = "") -> StepOutcome:  # fmt: skip
+def skip_section(
+    ctx: StepContext, loc: Located, record: StepRecord | None, events: list, *, reason: str = ""
+) -> StepOutcome:
     loc.node.skipped = True
     reason = reason or f"no valid text after {ctx.run.attempt} tries"
-    events = [*events, ev.SectionSkipped(ctx.session_id, ctx.step, loc.node.id, reason),
-              ev.OutlineChanged(ctx.session_id, ctx.step, "skip", ev.outline_view(ctx.outline))]  # fmt: skip
+    events = [
+        *events,
+        ev.SectionSkipped(ctx.session_id, ctx.step, loc.node.id, reason),
+        ev.OutlineChanged(ctx.session_id, ctx.step, "skip", ev.outline_view(ctx.outline)),
+    ]
     return StepOutcome(next_to_write(_stepped(ctx.run, ctx.step), ctx.outline, ctx.budget), ctx.outline, record, events)
 
 
@@ -349,13 +478,32 @@ def written(ctx: StepContext, loc: Located, action: WriteAction, result: GenResu
     node.content = action.content
     checks = check_support(action.content, ctx.registry, ctx.settings.support_threshold)
     numbers = {key: entry.number for key, entry in ctx.registry.entries.items()}
-    events = [ev.SectionWritten(ctx.session_id, ctx.step, node.id, loc.position, node.title,
-                                render_cites(action.content, numbers), citation_count(action.content), len(action.removed))]  # fmt: skip
-    events += [ev.CitationFlagged(ctx.session_id, ctx.step, node.id, c.key, c.sentence, c.score) for c in checks if c.weak]
+    events = [
+        ev.SectionWritten(
+            ctx.session_id,
+            ctx.step,
+            node.id,
+            loc.position,
+            node.title,
+            render_cites(action.content, numbers),
+            citation_count(action.content),
+            len(action.removed),
+        )
+    ]
+    events += [
+        ev.CitationFlagged(ctx.session_id, ctx.step, node.id, c.key, c.sentence, c.score) for c in checks if c.weak
+    ]
     record = _record(ctx, "write", node.id, result, action={"name": "write", "removed": list(action.removed)})
     run = next_to_write(_stepped(ctx.run, ctx.step), ctx.outline, ctx.budget)
-    return StepOutcome(run, ctx.outline, record, events, drafts=[(node.id, action.content)],
-                       citations={node.id: checks}, removed_citations=len(action.removed))  # fmt: skip
+    return StepOutcome(
+        run,
+        ctx.outline,
+        record,
+        events,
+        drafts=[(node.id, action.content)],
+        citations={node.id: checks},
+        removed_citations=len(action.removed),
+    )
 
 
 def _write_closers(prompt: Prompt) -> tuple[str, ...]:
@@ -393,20 +541,39 @@ def extend_step(ctx: StepContext) -> StepOutcome:
     sections = [(loc.position, loc.node.title) for loc in walk(ctx.outline)]
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render(template("extend_plan.jinja", style), question=ctx.question, draft=draft, sections=sections,
-                      positions=positions, forced=forced, min_subsections=limits.min_subsections,
-                      max_subsections=limits.max_subsections, feedback=ctx.run.feedback)  # fmt: skip
+        return render(
+            template("extend_plan.jinja", style),
+            question=ctx.question,
+            draft=draft,
+            sections=sections,
+            positions=positions,
+            forced=forced,
+            min_subsections=limits.min_subsections,
+            max_subsections=limits.max_subsections,
+            feedback=ctx.run.feedback,
+        )
 
     json_chars = limits.max_subsections * (limits.title_chars + limits.plan_chars + 30) + 80
-    _, result = _ask(ctx, build, lambda p: extend_constraint(limits, positions, allow_nop=not forced,
-                                                                compact=style == "compact"),
-                     json_chars=json_chars, limits=limits, style=style,
-                     values=(ctx.question, *(title for _, title in sections)))  # fmt: skip
+    _, result = _ask(
+        ctx,
+        build,
+        lambda p: extend_constraint(limits, positions, allow_nop=not forced, compact=style == "compact"),
+        json_chars=json_chars,
+        limits=limits,
+        style=style,
+        values=(ctx.question, *(title for _, title in sections)),
+    )
     run = _stepped(ctx.run, ctx.step)
     run.extends += 1
     try:
-        action = validate_extend(parse_response(result.text).action, limits, ctx.question, positions,
-                                 allow_nop=not forced, taken=[title for _, title in sections])  # fmt: skip
+        action = validate_extend(
+            parse_response(result.text).action,
+            limits,
+            ctx.question,
+            positions,
+            allow_nop=not forced,
+            taken=[title for _, title in sections],
+        )
     except ActionError as e:
         retry, events = _rejection(ctx, "extend", str(e))
         record = _record(ctx, "extend", None, result, error=str(e))
@@ -414,7 +581,9 @@ def extend_step(ctx: StepContext) -> StepOutcome:
             run.attempt += 1
             run.feedback = str(e)
             return StepOutcome(run, ctx.outline, record, events)
-        return StepOutcome(moved_to(run, "done", reason="the expand decision kept failing"), ctx.outline, record, events)
+        return StepOutcome(
+            moved_to(run, "done", reason="the expand decision kept failing"), ctx.outline, record, events
+        )
     if not isinstance(action, ExtendPlan):
         record = _record(ctx, "extend", None, result, action={"name": "nop"})
         return StepOutcome(moved_to(run, "done", reason="the model judged the report complete"), ctx.outline, record)
@@ -427,9 +596,17 @@ def expanded(ctx: StepContext, run: RunState, action: ExtendPlan, result: GenRes
     target.node.children = [ctx.outline.new_node(s.title, s.plan) for s in action.subsections]
     target.node.deepen = False
     events = [ev.OutlineChanged(ctx.session_id, ctx.step, "expand", ev.outline_view(ctx.outline))]
-    record = _record(ctx, "extend", target.node.id, result, action={
-        "name": "extend-plan", "position": action.position,
-        "subsections": [{"title": s.title, "plan": s.plan} for s in action.subsections]})  # fmt: skip
+    record = _record(
+        ctx,
+        "extend",
+        target.node.id,
+        result,
+        action={
+            "name": "extend-plan",
+            "position": action.position,
+            "subsections": [{"title": s.title, "plan": s.plan} for s in action.subsections],
+        },
+    )
     return StepOutcome(next_to_write(run, ctx.outline, ctx.budget), ctx.outline, record, events)
 
 

@@ -13,9 +13,10 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from sala_report.app.errors import SessionBusy
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry
@@ -80,7 +81,11 @@ def _add_pending_edits(db) -> None:
         edit TEXT NOT NULL, at TEXT NOT NULL)""")
 
 
-MIGRATIONS = [("001_sessions", _create_tables), ("002_session_owner", _add_owner), ("003_pending_edits", _add_pending_edits)]
+MIGRATIONS = [
+    ("001_sessions", _create_tables),
+    ("002_session_owner", _add_owner),
+    ("003_pending_edits", _add_pending_edits),
+]
 
 
 def this_owner() -> str:
@@ -213,8 +218,9 @@ class WarpStore:
         if not prefix.strip():
             return None
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._query("SELECT id FROM warp_sessions WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY id",
-                           [prefix, pattern])
+        rows = self._query(
+            "SELECT id FROM warp_sessions WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY id", [prefix, pattern]
+        )
         exact = [r[0] for r in rows if r[0] == prefix]
         if exact:
             return exact[0]
@@ -224,15 +230,17 @@ class WarpStore:
         rows = self._query(
             "SELECT id, question, status, title, created_at, updated_at, model, options, steps, prompt_tokens, "
             "completion_tokens, seconds, removed_citations, error, owner FROM warp_sessions WHERE id = ?",
-            [session_id])  # fmt: skip
+            [session_id],
+        )
         if not rows:
             return None
         r = rows[0]
         status = r[2]
         if status == "running" and not owner_alive(r[14]):
             status = "interrupted"
-        return SessionRecord(r[0], r[1], status, r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9], r[10], r[11],
-                             r[12], r[13], r[14])  # fmt: skip
+        return SessionRecord(
+            r[0], r[1], status, r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9], r[10], r[11], r[12], r[13], r[14]
+        )
 
     def sessions(self) -> list[SessionRecord]:
         ids = [r[0] for r in self._query("SELECT id FROM warp_sessions ORDER BY created_at DESC, id")]
@@ -245,15 +253,23 @@ class WarpStore:
         self._steps_seen[session_id] = rows[0][1]
         return RunState.from_dict(json.loads(rows[0][0]))
 
-    def set_status(self, session_id: str, status: str, *, error: str | None = None, seconds: float = 0.0,
-                   event: tuple[str, dict[str, Any]] | None = None) -> None:  # fmt: skip
+    def set_status(
+        self,
+        session_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        seconds: float = 0.0,
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> None:
         with self.transaction():
             if status == "running":
                 self._claim(session_id)
             self.db.execute(
                 "UPDATE warp_sessions SET status = ?, error = ?, updated_at = ?, seconds = seconds + ?, "
                 "owner = CASE WHEN ? = 'running' THEN ? ELSE owner END WHERE id = ?",
-                [status, error, utc_now(), seconds, status, this_owner(), session_id])  # fmt: skip
+                [status, error, utc_now(), seconds, status, this_owner(), session_id],
+            )
             if event is not None:
                 self._insert_events(session_id, self._step_of(session_id), [event])
 
@@ -270,16 +286,19 @@ class WarpStore:
             raise SessionBusy(f"session {session_id} is already running in another process ({owner})", hint=hint)
         seen = self._steps_seen.get(session_id)
         if seen is not None and seen != steps:
-            message = (f"session {session_id} is already running, or was just continued, in another process (it is "
-                       f"at step {steps}, not {seen} as read)")
+            message = (
+                f"session {session_id} is already running, or was just continued, in another process (it is "
+                f"at step {steps}, not {seen} as read)"
+            )
             raise SessionBusy(message, hint=hint)
 
     def _step_of(self, session_id: str) -> int:
         row = self.db.execute("SELECT steps FROM warp_sessions WHERE id = ?", [session_id]).fetchone()
         return row[0] if row else 0
 
-    def journal(self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]], *,
-                done_edit: int | None = None) -> None:  # fmt: skip
+    def journal(
+        self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]], *, done_edit: int | None = None
+    ) -> None:
         with self.transaction():
             self._insert_events(session_id, step, events)
             self._drop_edit(done_edit)
@@ -287,8 +306,10 @@ class WarpStore:
     def queue_edit(self, session_id: str, edit: dict[str, Any]) -> int:
         """Store an edit before the engine applies it; -> its sequence number."""
         with self.transaction():
-            cur = self.db.execute("INSERT INTO warp_pending_edits (session_id, edit, at) VALUES (?, ?, ?)",
-                                  [session_id, json.dumps(edit), utc_now()])  # fmt: skip
+            cur = self.db.execute(
+                "INSERT INTO warp_pending_edits (session_id, edit, at) VALUES (?, ?, ?)",
+                [session_id, json.dumps(edit), utc_now()],
+            )
             return int(cur.lastrowid)
 
     def pending_edits(self, session_id: str) -> list[tuple[int, dict[str, Any]]]:
@@ -303,7 +324,9 @@ class WarpStore:
     def outline(self, session_id: str) -> Outline:
         rows = self._query(
             "SELECT node_id, parent_id, title, plan, content, locked, deepen, skipped FROM warp_nodes "
-            "WHERE session_id = ? ORDER BY ord", [session_id])  # fmt: skip
+            "WHERE session_id = ? ORDER BY ord",
+            [session_id],
+        )
         meta = self._query("SELECT title, next_node_id FROM warp_sessions WHERE id = ?", [session_id])
         nodes = {r[0]: Node(r[0], r[2], r[3], r[4], [], bool(r[5]), bool(r[6]), bool(r[7])) for r in rows}
         outline = Outline(meta[0][0] if meta else "", [], meta[0][1] if meta else 1)
@@ -315,33 +338,46 @@ class WarpStore:
     def registry(self, session_id: str) -> Registry:
         rows = self._query(
             "SELECT key, chunk_id, source_id, title, location, kind, text FROM warp_passages WHERE session_id = ? "
-            "ORDER BY CAST(substr(key, 7) AS INTEGER)", [session_id])  # fmt: skip
+            "ORDER BY CAST(substr(key, 7) AS INTEGER)",
+            [session_id],
+        )
         return Registry([Entry(*r) for r in rows])
 
     def citations(self, session_id: str) -> list[tuple[int, CitationCheck]]:
         rows = self._query(
             "SELECT node_id, key, sentence, score, weak FROM warp_citations WHERE session_id = ? ORDER BY node_id, seq",
-            [session_id])  # fmt: skip
+            [session_id],
+        )
         return [(r[0], CitationCheck(r[1], r[2], r[3], bool(r[4]))) for r in rows]
 
     def steps(self, session_id: str) -> list[StepRecord]:
         rows = self._query(
             "SELECT step, kind, node_id, attempt, ok, error, output, action, prompt_tokens, completion_tokens, seconds "
-            "FROM warp_steps WHERE session_id = ? ORDER BY step", [session_id])  # fmt: skip
-        return [StepRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], json.loads(r[7]) if r[7] else None,
-                           r[8], r[9], r[10]) for r in rows]  # fmt: skip
+            "FROM warp_steps WHERE session_id = ? ORDER BY step",
+            [session_id],
+        )
+        return [
+            StepRecord(
+                r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], json.loads(r[7]) if r[7] else None, r[8], r[9], r[10]
+            )
+            for r in rows
+        ]
 
     def events(self, session_id: str, after_seq: int = 0) -> list[tuple[int, int, str, dict[str, Any]]]:
         """(seq, step, type, payload) of journaled events after `after_seq`."""
         rows = self._query(
             "SELECT seq, step, type, payload FROM warp_events WHERE session_id = ? AND seq > ? ORDER BY seq",
-            [session_id, after_seq])  # fmt: skip
+            [session_id, after_seq],
+        )
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def search_problems(self, session_id: str) -> tuple[int, list[str | None]]:
         """(searches run, what each reported degraded: None where it went fine), from the journal."""
-        rows = self._query("SELECT json_extract(payload, '$.degraded') FROM warp_events WHERE session_id = ? AND "
-                           "type = 'SearchFinished' ORDER BY seq", [session_id])  # fmt: skip
+        rows = self._query(
+            "SELECT json_extract(payload, '$.degraded') FROM warp_events WHERE session_id = ? AND "
+            "type = 'SearchFinished' ORDER BY seq",
+            [session_id],
+        )
         return len(rows), [r[0] for r in rows]
 
     def commit(self, session_id: str, c: Commit) -> None:
@@ -353,36 +389,67 @@ class WarpStore:
                 "prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, seconds = seconds + ?, "
                 "removed_citations = removed_citations + ?, status = COALESCE(?, status), error = COALESCE(?, error) "
                 "WHERE id = ?",
-                [json.dumps(c.run.to_dict()), c.outline.title, c.outline.next_id, utc_now(), c.run.step, *totals,
-                 c.seconds, c.removed_citations, c.status, c.error, session_id])  # fmt: skip
+                [
+                    json.dumps(c.run.to_dict()),
+                    c.outline.title,
+                    c.outline.next_id,
+                    utc_now(),
+                    c.run.step,
+                    *totals,
+                    c.seconds,
+                    c.removed_citations,
+                    c.status,
+                    c.error,
+                    session_id,
+                ],
+            )
             self._write_nodes(session_id, c.outline)
             if c.step is not None:
                 s = c.step
                 db.execute(
                     "INSERT INTO warp_steps (session_id, step, kind, node_id, attempt, ok, error, output, action, "
                     "prompt_tokens, completion_tokens, seconds, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [session_id, s.step, s.kind, s.node_id, s.attempt, int(s.ok), s.error, s.output,
-                     json.dumps(s.action) if s.action is not None else None, s.prompt_tokens, s.completion_tokens,
-                     s.seconds, utc_now()])  # fmt: skip
+                    [
+                        session_id,
+                        s.step,
+                        s.kind,
+                        s.node_id,
+                        s.attempt,
+                        int(s.ok),
+                        s.error,
+                        s.output,
+                        json.dumps(s.action) if s.action is not None else None,
+                        s.prompt_tokens,
+                        s.completion_tokens,
+                        s.seconds,
+                        utc_now(),
+                    ],
+                )
             step = c.run.step
             for e in c.new_entries:
                 db.execute(
                     "INSERT INTO warp_passages (session_id, key, chunk_id, source_id, title, location, kind, text, step) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [session_id, e.key, e.chunk_id, e.source_id, e.title, e.location, e.kind, e.text, step])  # fmt: skip
+                    [session_id, e.key, e.chunk_id, e.source_id, e.title, e.location, e.kind, e.text, step],
+                )
             for node_id, content in c.drafts:
-                db.execute("INSERT INTO warp_drafts (session_id, step, node_id, content, created_at) VALUES (?, ?, ?, ?, ?)",
-                           [session_id, step, node_id, content, utc_now()])  # fmt: skip
+                db.execute(
+                    "INSERT INTO warp_drafts (session_id, step, node_id, content, created_at) VALUES (?, ?, ?, ?, ?)",
+                    [session_id, step, node_id, content, utc_now()],
+                )
             for node_id, checks in c.citations.items():
                 db.execute("DELETE FROM warp_citations WHERE session_id = ? AND node_id = ?", [session_id, node_id])
                 for seq, check in enumerate(checks):
                     db.execute(
                         "INSERT INTO warp_citations (session_id, node_id, seq, key, sentence, score, weak, step) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [session_id, node_id, seq, check.key, check.sentence, check.score, int(check.weak), step])  # fmt: skip
+                        [session_id, node_id, seq, check.key, check.sentence, check.score, int(check.weak), step],
+                    )
             written = [loc.node.id for loc in walk(c.outline) if loc.node.content is not None]
-            db.execute("DELETE FROM warp_citations WHERE session_id = ? AND node_id NOT IN (SELECT value FROM json_each(?))",
-                       [session_id, json.dumps(written)])  # fmt: skip
+            db.execute(
+                "DELETE FROM warp_citations WHERE session_id = ? AND node_id NOT IN (SELECT value FROM json_each(?))",
+                [session_id, json.dumps(written)],
+            )
             self._insert_events(session_id, step, c.events)
             self._drop_edit(c.done_edit)
         self._steps_seen[session_id] = c.run.step
@@ -394,13 +461,28 @@ class WarpStore:
             self.db.execute(
                 "INSERT INTO warp_nodes (session_id, node_id, parent_id, ord, title, plan, content, locked, deepen, "
                 "skipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [session_id, n.id, loc.parent.id if loc.parent else None, ord_, n.title, n.plan, n.content,
-                 int(n.locked), int(n.deepen), int(n.skipped)])  # fmt: skip
+                [
+                    session_id,
+                    n.id,
+                    loc.parent.id if loc.parent else None,
+                    ord_,
+                    n.title,
+                    n.plan,
+                    n.content,
+                    int(n.locked),
+                    int(n.deepen),
+                    int(n.skipped),
+                ],
+            )
 
     def _insert_events(self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]]) -> None:
-        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM warp_events WHERE session_id = ?", [session_id]).fetchone()
+        row = self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM warp_events WHERE session_id = ?", [session_id]
+        ).fetchone()
         seq = row[0]
         for kind, payload in events:
             seq += 1
-            self.db.execute("INSERT INTO warp_events (session_id, seq, step, type, payload, at) VALUES (?, ?, ?, ?, ?, ?)",
-                            [session_id, seq, step, kind, json.dumps(payload, ensure_ascii=False, default=str), utc_now()])  # fmt: skip
+            self.db.execute(
+                "INSERT INTO warp_events (session_id, seq, step, type, payload, at) VALUES (?, ?, ?, ?, ?, ?)",
+                [session_id, seq, step, kind, json.dumps(payload, ensure_ascii=False, default=str), utc_now()],
+            )

@@ -4,7 +4,7 @@ Front ends feed it every event and print the lines it returns; it never prints i
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sala_report.app.warp import events as ev
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from sala_report.app.warp.actions import (
     ActionError,
@@ -60,7 +61,9 @@ def _keys(obj: dict[str, Any], expected: Iterable[str], name: str) -> None:
     expected = set(expected)
     if set(obj) != expected:
         missing, extra = sorted(expected - set(obj)), sorted(set(obj) - expected)
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else []
+        )
         raise ActionError(f'a "{name}" action has exactly the keys {", ".join(sorted(expected))}; ' + "; ".join(parts))
 
 
@@ -71,8 +74,10 @@ def _text(value: Any, what: str) -> str:
 
 
 # A number of four digits or more is a year or a quantity, not numbering ("2024 heat pump sales").
-_NUMBERING = re.compile(r"^\s*(?:section[-\s]*)?(?:\d{1,3}(?:\.\d+)*[.):]?(?!\d)|[ivxlc]+[.)]|第[一二三四五六七八九十百\d]+[章节部分])\s*",
-                        re.I)  # fmt: skip
+_NUMBERING = re.compile(
+    r"^\s*(?:section[-\s]*)?(?:\d{1,3}(?:\.\d+)*[.):]?(?!\d)|[ivxlc]+[.)]|第[一二三四五六七八九十百\d]+[章节部分])\s*",
+    re.I,
+)
 
 
 _KEY = re.compile(r"(?i)textid\d*")
@@ -132,8 +137,10 @@ def _distinct(titles: Iterable[str], what: str, taken: Iterable[str] = ()) -> No
     seen = {_folded(t) for t in taken}
     for title in titles:
         if _folded(title) in seen:
-            raise ActionError(f"every title in {what} must be different from the others and from existing sections; "
-                              f"{title!r} repeats one")  # fmt: skip
+            raise ActionError(
+                f"every title in {what} must be different from the others and from existing sections; "
+                f"{title!r} repeats one"
+            )
         seen.add(_folded(title))
 
 
@@ -141,8 +148,9 @@ def _folded(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
 
-def _sections(value: Any, what: str, low: int, high: int, limits: Limits, question: str,
-              taken: Iterable[str] = ()) -> tuple[PlanSection, ...]:  # fmt: skip
+def _sections(
+    value: Any, what: str, low: int, high: int, limits: Limits, question: str, taken: Iterable[str] = ()
+) -> tuple[PlanSection, ...]:
     if not isinstance(value, list) or not value:
         raise ActionError(f"{what} must be a non-empty list of {{title, plan}} objects")
     if limits.hard and not low <= len(value) <= high:
@@ -152,8 +160,12 @@ def _sections(value: Any, what: str, low: int, high: int, limits: Limits, questi
         if not isinstance(item, dict):
             raise ActionError(f"entry {i} of {what} must be an object with title and plan")
         _keys(item, ("title", "plan"), f"{what} entry")
-        out.append(PlanSection(clean_title(_text(item["title"], f"the title of entry {i}")),
-                               _text(item["plan"], f"the plan of entry {i}")))  # fmt: skip
+        out.append(
+            PlanSection(
+                clean_title(_text(item["title"], f"the title of entry {i}")),
+                _text(item["plan"], f"the plan of entry {i}"),
+            )
+        )
     for i, section in enumerate(out, 1):
         check_filler(f"{section.title}. {section.plan}", f"entry {i} of {what}")
     if limits.hard:
@@ -191,8 +203,15 @@ def validate_init_plan(action: str, limits: Limits, question: str) -> InitPlan:
     return InitPlan(title, sections)
 
 
-def validate_extend(action: str, limits: Limits, question: str, positions: Iterable[str], *,
-                    allow_nop: bool = True, taken: Iterable[str] = ()) -> ExtendPlan | Nop:  # fmt: skip
+def validate_extend(
+    action: str,
+    limits: Limits,
+    question: str,
+    positions: Iterable[str],
+    *,
+    allow_nop: bool = True,
+    taken: Iterable[str] = (),
+) -> ExtendPlan | Nop:
     """`positions` are the nodes that may be expanded now (depth below the cap, no children, not locked);
     `taken`: the titles of the sections already in the outline, which new subsections must not repeat."""
     obj = load_json(action)
@@ -210,14 +229,19 @@ def validate_extend(action: str, limits: Limits, question: str, positions: Itera
         raise ActionError(f'position must look like "section-2" or "section-2.1", got {obj["position"]!r}')
     allowed = list(positions)
     if position not in allowed:
-        raise ActionError(f"{position} cannot be expanded (it has subsections, is locked, is too deep or does "
-                          f"not exist); choose one of: {', '.join(allowed) or 'none'}")  # fmt: skip
-    subsections = _sections(obj["subsections"], "subsections", limits.min_subsections, limits.max_subsections,
-                            limits, question, taken)  # fmt: skip
+        raise ActionError(
+            f"{position} cannot be expanded (it has subsections, is locked, is too deep or does "
+            f"not exist); choose one of: {', '.join(allowed) or 'none'}"
+        )
+    subsections = _sections(
+        obj["subsections"], "subsections", limits.min_subsections, limits.max_subsections, limits, question, taken
+    )
     return ExtendPlan(position, subsections)
 
 
-def validate_write(action: str, limits: Limits, question: str, known_keys, *, require_citation: bool = True) -> WriteAction:
+def validate_write(
+    action: str, limits: Limits, question: str, known_keys, *, require_citation: bool = True
+) -> WriteAction:
     """The action block is the section's Markdown. Citations to keys not in `known_keys` (the passages in
     this prompt) and bare `[n]` marks are removed first (and counted); the counts below apply to what remains."""
     text, removed = drop_unknown(action.strip(), known_keys)

@@ -24,8 +24,9 @@ MIN_SEGMENT = 256
 
 
 @triton.jit
-def _segment_tile(seg_start, seg_len, g, i_s, i_h, i_v, DK: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr,
-                  BV: tl.constexpr):
+def _segment_tile(
+    seg_start, seg_len, g, i_s, i_h, i_v, DK: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr
+):
     """Where program (segment i_s, head i_h, value slice i_v) works: the segment's first flat token and length, the
     head's decay per token in log2 units, and the offsets of a chunk's tokens, the keys and this value slice."""
     start = tl.load(seg_start + i_s).to(tl.int64)
@@ -36,12 +37,32 @@ def _segment_tile(seg_start, seg_len, g, i_s, i_h, i_v, DK: tl.constexpr, DV: tl
 
 
 @triton.autotune(
-    configs=configs([triton.Config({"BV": bv}, num_warps=w, num_stages=s) for bv, w, s in [(64, 4, 2), (64, 4, 3), (128, 8, 2), (32, 4, 3)]]),
+    configs=configs(
+        [
+            triton.Config({"BV": bv}, num_warps=w, num_stages=s)
+            for bv, w, s in [(64, 4, 2), (64, 4, 3), (128, 8, 2), (32, 4, 3)]
+        ]
+    ),
     key=["DK", "DV", "F32"],
 )
 @triton.jit(do_not_specialize=["n_tok"])
-def _segment_state_kernel(k, v, g, seg_start, seg_len, dstate, n_tok, s_k, s_v, H: tl.constexpr, DK: tl.constexpr,
-                          DV: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, F32: tl.constexpr):
+def _segment_state_kernel(
+    k,
+    v,
+    g,
+    seg_start,
+    seg_len,
+    dstate,
+    n_tok,
+    s_k,
+    s_v,
+    H: tl.constexpr,
+    DK: tl.constexpr,
+    DV: tl.constexpr,
+    BT: tl.constexpr,
+    BV: tl.constexpr,
+    F32: tl.constexpr,
+):
     i_s, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start, L, gh, o_t, o_k, o_v, mv = _segment_tile(seg_start, seg_len, g, i_s, i_h, i_v, DK, DV, BT, BV)
     acc = tl.zeros([DK, BV], dtype=tl.float32)
@@ -66,8 +87,20 @@ def _segment_state_kernel(k, v, g, seg_start, seg_len, dstate, n_tok, s_k, s_v, 
 
 
 @triton.jit
-def _segment_scan_kernel(dstate, h0, ht, g, seq_first_seg, seg_len, H: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-                         BK: tl.constexpr, BV: tl.constexpr, HAS_H0: tl.constexpr):
+def _segment_scan_kernel(
+    dstate,
+    h0,
+    ht,
+    g,
+    seq_first_seg,
+    seg_len,
+    H: tl.constexpr,
+    DK: tl.constexpr,
+    DV: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    HAS_H0: tl.constexpr,
+):
     i_n, i_h, i_t = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     NVT: tl.constexpr = DV // BV
     o_k = (i_t // NVT) * BK + tl.arange(0, BK)
@@ -89,12 +122,36 @@ def _segment_scan_kernel(dstate, h0, ht, g, seq_first_seg, seg_len, H: tl.conste
 
 
 @triton.autotune(
-    configs=configs([triton.Config({"BV": bv}, num_warps=w, num_stages=s) for bv, w, s in [(64, 4, 2), (64, 4, 3), (128, 8, 2), (64, 8, 2)]]),
+    configs=configs(
+        [
+            triton.Config({"BV": bv}, num_warps=w, num_stages=s)
+            for bv, w, s in [(64, 4, 2), (64, 4, 3), (128, 8, 2), (64, 8, 2)]
+        ]
+    ),
     key=["DK", "DV", "F32"],
 )
 @triton.jit(do_not_specialize=["n_tok"])
-def _chunk_output_kernel(q, k, v, o, g, seg_start, seg_len, state, scale, n_tok, s_q, s_k, s_v, H: tl.constexpr,
-                         DK: tl.constexpr, DV: tl.constexpr, BT: tl.constexpr, BV: tl.constexpr, F32: tl.constexpr):
+def _chunk_output_kernel(
+    q,
+    k,
+    v,
+    o,
+    g,
+    seg_start,
+    seg_len,
+    state,
+    scale,
+    n_tok,
+    s_q,
+    s_k,
+    s_v,
+    H: tl.constexpr,
+    DK: tl.constexpr,
+    DV: tl.constexpr,
+    BT: tl.constexpr,
+    BV: tl.constexpr,
+    F32: tl.constexpr,
+):
     i_s, i_h, i_v = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     start, L, gh, o_t, o_k, o_v, mv = _segment_tile(seg_start, seg_len, g, i_s, i_h, i_v, DK, DV, BT, BV)
     base = ((i_s * H + i_h) * DK).to(tl.int64)
@@ -127,7 +184,11 @@ def _chunk_output_kernel(q, k, v, o, g, seg_start, seg_len, state, scale, n_tok,
             qs = tl.dot(b_q, S_hi)
             qs = tl.dot(b_q, (S - S_hi.to(tl.float32)).to(b_v.dtype), qs)
             acc += qs * q_decay[:, None]  # diag(q_decay) Q S: the decay scales rows after the product
-            tl.store(o_seg + (t * (H * DV))[:, None] + o_v[None, :], (acc * scale).to(o.dtype.element_ty), mask=m[:, None] & mv[None, :])
+            tl.store(
+                o_seg + (t * (H * DV))[:, None] + o_v[None, :],
+                (acc * scale).to(o.dtype.element_ty),
+                mask=m[:, None] & mv[None, :],
+            )
             kw = b_k.to(tl.float32) * w[:, None]
             kw_hi = kw.to(b_v.dtype)
             S = tl.dot(tl.trans(kw_hi), b_v, S * tl.exp2(gh * n.to(tl.float32)))
@@ -136,12 +197,25 @@ def _chunk_output_kernel(q, k, v, o, g, seg_start, seg_len, state, scale, n_tok,
             b_vf = b_v.to(tl.float32)
             acc = tl.dot(A, b_vf, input_precision="tf32")
             acc = tl.dot(b_q.to(tl.float32) * q_decay[:, None], S, acc, input_precision="tf32")
-            tl.store(o_seg + (t * (H * DV))[:, None] + o_v[None, :], (acc * scale).to(o.dtype.element_ty), mask=m[:, None] & mv[None, :])
-            S = tl.dot(tl.trans(b_k.to(tl.float32) * w[:, None]), b_vf, S * tl.exp2(gh * n.to(tl.float32)), input_precision="tf32")
+            tl.store(
+                o_seg + (t * (H * DV))[:, None] + o_v[None, :],
+                (acc * scale).to(o.dtype.element_ty),
+                mask=m[:, None] & mv[None, :],
+            )
+            S = tl.dot(
+                tl.trans(b_k.to(tl.float32) * w[:, None]),
+                b_vf,
+                S * tl.exp2(gh * n.to(tl.float32)),
+                input_precision="tf32",
+            )
         else:  # rounded to the input dtype for 16-bit dots (fla's precision)
             acc = tl.dot(A.to(b_v.dtype), b_v)
             acc = tl.dot((b_q * q_decay[:, None]).to(b_v.dtype), S.to(b_v.dtype), acc)
-            tl.store(o_seg + (t * (H * DV))[:, None] + o_v[None, :], (acc * scale).to(o.dtype.element_ty), mask=m[:, None] & mv[None, :])
+            tl.store(
+                o_seg + (t * (H * DV))[:, None] + o_v[None, :],
+                (acc * scale).to(o.dtype.element_ty),
+                mask=m[:, None] & mv[None, :],
+            )
             S = tl.dot(tl.trans((b_k * w[:, None]).to(b_v.dtype)), b_v, S * tl.exp2(gh * n.to(tl.float32)))
 
 
@@ -155,12 +229,19 @@ def _token_major(x: torch.Tensor) -> torch.Tensor:
     """x [B, T, H, D] as the kernels index it: unit last stride, heads D apart, batch b starting T token strides after
     batch b - 1 (so flat token b * T + t sits at (b * T + t) * stride(1)); a copy only when x is laid out otherwise."""
     B, T, H, D = x.shape
-    if x.stride(3) != 1 or (H > 1 and x.stride(2) != D) or x.stride(1) < H * D or (B > 1 and x.stride(0) != T * x.stride(1)):
+    if (
+        x.stride(3) != 1
+        or (H > 1 and x.stride(2) != D)
+        or x.stride(1) < H * D
+        or (B > 1 and x.stride(0) != T * x.stride(1))
+    ):
         return x.contiguous()
     return x
 
 
-def _segments(bounds: list[int], device, seg: int | None, programs_per_segment: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _segments(
+    bounds: list[int], device, seg: int | None, programs_per_segment: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split each sequence [bounds[n], bounds[n+1]) into segments (multiples of CHUNK except each sequence's last).
 
     Enough segments to give ~16 programs per SM, no more: each segment adds a serial step to the state scan.
@@ -180,9 +261,17 @@ def _segments(bounds: list[int], device, seg: int | None, programs_per_segment: 
 
 
 def chunk_lightning(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
-    initial_state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, fp32_products: bool = False,
-    segment_len: int | None = None, out: torch.Tensor | None = None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    scale: float,
+    initial_state: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    fp32_products: bool = False,
+    segment_len: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """q, k: [B, T, H, Dk]; v: [B, T, H, Dv] -> (o [B, T, H, Dv] q.dtype, final_state [N, H, Dk, Dv] fp32).
 
@@ -221,13 +310,49 @@ def chunk_lightning(
     n_tok = B * T
     grid = lambda meta: (n_seg, H, triton.cdiv(DV, meta["BV"]))  # noqa: E731
     # F32: 0 = 16-bit dot operands, 1 = tf32 dots on fp32 operands, 2 = each fp32 operand split into two bf16 parts
-    f32 = 1 if q.dtype == torch.float32 else (0 if not fp32_products else (2 if q.dtype == torch.bfloat16 and SPLIT_BF16 else 1))
-    _segment_state_kernel[grid](k, v, g, seg_start, seg_len, dstate, n_tok, k.stride(1), v.stride(1), H=H, DK=DK, DV=DV, BT=CHUNK,
-                                F32=f32)
+    f32 = (
+        1
+        if q.dtype == torch.float32
+        else (0 if not fp32_products else (2 if q.dtype == torch.bfloat16 and SPLIT_BF16 else 1))
+    )
+    _segment_state_kernel[grid](
+        k, v, g, seg_start, seg_len, dstate, n_tok, k.stride(1), v.stride(1), H=H, DK=DK, DV=DV, BT=CHUNK, F32=f32
+    )
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else dstate
     bk, bv = min(DK, 64), min(DV, 64)
-    _segment_scan_kernel[(N, H, (DK // bk) * (DV // bv))](dstate, h0, ht, g, first, seg_len, H=H, DK=DK, DV=DV, BK=bk,
-                                                          BV=bv, HAS_H0=initial_state is not None, num_warps=4)
-    _chunk_output_kernel[grid](q, k, v, o, g, seg_start, seg_len, dstate, float(scale), n_tok, q.stride(1), k.stride(1), v.stride(1),
-                               H=H, DK=DK, DV=DV, BT=CHUNK, F32=f32)
+    _segment_scan_kernel[(N, H, (DK // bk) * (DV // bv))](
+        dstate,
+        h0,
+        ht,
+        g,
+        first,
+        seg_len,
+        H=H,
+        DK=DK,
+        DV=DV,
+        BK=bk,
+        BV=bv,
+        HAS_H0=initial_state is not None,
+        num_warps=4,
+    )
+    _chunk_output_kernel[grid](
+        q,
+        k,
+        v,
+        o,
+        g,
+        seg_start,
+        seg_len,
+        dstate,
+        float(scale),
+        n_tok,
+        q.stride(1),
+        k.stride(1),
+        v.stride(1),
+        H=H,
+        DK=DK,
+        DV=DV,
+        BT=CHUNK,
+        F32=f32,
+    )
     return o, ht

@@ -28,7 +28,13 @@ def _decode_kernel(q, k, v, g, state, o, scale, H: tl.constexpr, DK: tl.constexp
 
 
 def fused_recurrent_decode(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, state: torch.Tensor, *, scale: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    state: torch.Tensor,
+    *,
+    scale: float,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q, k: [B, H, Dk]; v: [B, H, Dv]; state: [B, H, Dk, Dv] fp32 (contiguous), updated in place -> o [B, H, Dv]."""
@@ -40,6 +46,18 @@ def fused_recurrent_decode(
     DV = v.shape[-1]
     o = torch.empty(B, H, DV, dtype=q.dtype, device=q.device) if out is None else out
     bv = min(32, DV)
-    _decode_kernel[(B * H, DV // bv)](q.contiguous(), k.contiguous(), v.contiguous(), log_decay.float().contiguous(), state, o,
-                                      float(scale), H=H, DK=DK, DV=DV, BV=bv, num_warps=4)
+    _decode_kernel[(B * H, DV // bv)](
+        q.contiguous(),
+        k.contiguous(),
+        v.contiguous(),
+        log_decay.float().contiguous(),
+        state,
+        o,
+        float(scale),
+        H=H,
+        DK=DK,
+        DV=DV,
+        BV=bv,
+        num_warps=4,
+    )
     return o

@@ -14,7 +14,12 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def recurrent_lightning(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    scale: float,
     initial_state: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-by-token recurrence. q, k: [B, T, H, Dk]; v: [B, T, H, Dv] -> (o, final_state [B, H, Dk, Dv])."""
@@ -43,7 +48,9 @@ def _chunk_one(q, k, v, log_decay, scale, S, chunk_size):
         i = torch.arange(C, device=q.device, dtype=q.dtype)
         diff = i[:, None] - i[None, :]  # i - j
         # Only non-positive exponents are ever formed, so nothing overflows whatever the chunk length.
-        mask = torch.where(diff >= 0, torch.exp(g[:, None, None] * diff.clamp(min=0)), torch.zeros((), dtype=q.dtype, device=q.device))
+        mask = torch.where(
+            diff >= 0, torch.exp(g[:, None, None] * diff.clamp(min=0)), torch.zeros((), dtype=q.dtype, device=q.device)
+        )
         intra = (qc @ kc.transpose(-1, -2)) * mask  # [B, H, C, C]
         q_decay = torch.exp(g[:, None] * (i + 1))[..., None]  # [H, C, 1]
         k_decay = torch.exp(g[:, None] * (C - 1 - i))[..., None]
@@ -54,8 +61,15 @@ def _chunk_one(q, k, v, log_decay, scale, S, chunk_size):
 
 
 def chunk_lightning(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, *, scale: float,
-    initial_state: torch.Tensor | None = None, cu_seqlens: torch.Tensor | None = None, chunk_size: int = 64,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    log_decay: torch.Tensor,
+    *,
+    scale: float,
+    initial_state: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked form of the same recurrence; with cu_seqlens (B == 1) each sequence starts from its own state.
 

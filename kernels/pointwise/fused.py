@@ -20,8 +20,9 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
-def _rms_norm_kernel(x, s_x, a, s_a, h_out, w, out, N, eps, scale, BN: tl.constexpr, ADD: tl.constexpr,
-                     HAS_SCALE: tl.constexpr):
+def _rms_norm_kernel(
+    x, s_x, a, s_a, h_out, w, out, N, eps, scale, BN: tl.constexpr, ADD: tl.constexpr, HAS_SCALE: tl.constexpr
+):
     row = tl.program_id(0).to(tl.int64)
     n = tl.arange(0, BN)
     m = n < N
@@ -42,9 +43,22 @@ def _rms_norm_kernel(x, s_x, a, s_a, h_out, w, out, N, eps, scale, BN: tl.conste
 def _norm_launch(x2, a2, h_out, weight, out, eps, scale):
     N = x2.shape[1]
     BN = triton.next_power_of_2(N)
-    _rms_norm_kernel[(x2.shape[0],)](x2, x2.stride(0), a2 if a2 is not None else x2, a2.stride(0) if a2 is not None else 0,
-                                     h_out if h_out is not None else out, weight, out, N, float(eps), float(scale), BN=BN,
-                                     ADD=a2 is not None, HAS_SCALE=scale != 1.0, num_warps=max(1, min(16, BN // 256)))
+    _rms_norm_kernel[(x2.shape[0],)](
+        x2,
+        x2.stride(0),
+        a2 if a2 is not None else x2,
+        a2.stride(0) if a2 is not None else 0,
+        h_out if h_out is not None else out,
+        weight,
+        out,
+        N,
+        float(eps),
+        float(scale),
+        BN=BN,
+        ADD=a2 is not None,
+        HAS_SCALE=scale != 1.0,
+        num_warps=max(1, min(16, BN // 256)),
+    )
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -67,8 +81,23 @@ def add_rms_norm(h, a, scale, weight, eps):
 
 
 @triton.jit
-def _head_norm_rope_kernel(x, w, cos, sin, out, R, T, H, s_b, s_t, eps, D: tl.constexpr, BR: tl.constexpr, NORM: tl.constexpr,
-                           ROPE: tl.constexpr):
+def _head_norm_rope_kernel(
+    x,
+    w,
+    cos,
+    sin,
+    out,
+    R,
+    T,
+    H,
+    s_b,
+    s_t,
+    eps,
+    D: tl.constexpr,
+    BR: tl.constexpr,
+    NORM: tl.constexpr,
+    ROPE: tl.constexpr,
+):
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     rm = r < R
     b, t, h = r // (T * H), (r // H) % T, r % H
@@ -108,10 +137,24 @@ def head_norm_rope(x, weight, eps, cos, sin, out_dtype=None):
     if cos is not None:
         cos, sin = cos.float().contiguous(), sin.float().contiguous()
     BR = max(1, 4096 // D)
-    _head_norm_rope_kernel[(triton.cdiv(R, BR),)](x, weight if weight is not None else x, cos if cos is not None else x,
-                                                  sin if sin is not None else x, out, R, T, H, x.stride(0), x.stride(1),
-                                                  float(eps), D=D, BR=BR, NORM=weight is not None, ROPE=cos is not None,
-                                                  num_warps=4)
+    _head_norm_rope_kernel[(triton.cdiv(R, BR),)](
+        x,
+        weight if weight is not None else x,
+        cos if cos is not None else x,
+        sin if sin is not None else x,
+        out,
+        R,
+        T,
+        H,
+        x.stride(0),
+        x.stride(1),
+        float(eps),
+        D=D,
+        BR=BR,
+        NORM=weight is not None,
+        ROPE=cos is not None,
+        num_warps=4,
+    )
     return out
 
 
@@ -137,8 +180,19 @@ def gated_rms_norm(o, gate, weight, eps):
     if z2.shape[0]:
         N = z2.shape[1]
         BN = triton.next_power_of_2(N)
-        _gated_norm_kernel[(z2.shape[0],)](o2, o2.stride(0), z2, z2.stride(0), weight if weight is not None else z2, out, N,
-                                           float(eps), BN=BN, NORM=weight is not None, num_warps=max(1, min(16, BN // 256)))
+        _gated_norm_kernel[(z2.shape[0],)](
+            o2,
+            o2.stride(0),
+            z2,
+            z2.stride(0),
+            weight if weight is not None else z2,
+            out,
+            N,
+            float(eps),
+            BN=BN,
+            NORM=weight is not None,
+            num_warps=max(1, min(16, BN // 256)),
+        )
     return out.view(gate.shape)
 
 

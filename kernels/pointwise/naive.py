@@ -17,14 +17,22 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * x32.to(x.dtype)
 
 
-def add_rms_norm(h: torch.Tensor, a: torch.Tensor, scale: float, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def add_rms_norm(
+    h: torch.Tensor, a: torch.Tensor, scale: float, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The residual step h + scale * a, and its RMSNorm -> (new h, normed)."""
     h = h + (a if scale == 1.0 else a * scale)
     return h, rms_norm(h, weight, eps)
 
 
-def head_norm_rope(x: torch.Tensor, weight: torch.Tensor | None, eps: float, cos: torch.Tensor | None, sin: torch.Tensor | None,
-                   out_dtype: torch.dtype | None = None) -> torch.Tensor:
+def head_norm_rope(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float,
+    cos: torch.Tensor | None,
+    sin: torch.Tensor | None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """x [B, T, H, D]: RMSNorm over each head (when weight is given), then rotate-half RoPE with cos/sin [T, D] fp32
     (when given), computed in fp32 and rounded to x.dtype -> [B, T, H, D] in out_dtype (default x.dtype)."""
     if weight is not None:

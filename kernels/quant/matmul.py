@@ -15,8 +15,30 @@ _FMT = {"int8": 0, "int4": 1, "fp8": 2}
 
 
 @triton.jit
-def _qmm_kernel(x, w, s, z, out, part, count, M, N, K, s_xm, s_wn, s_sn, s_om, GPS, NG, SPLITS,
-                FMT: tl.constexpr, HAS_ZERO: tl.constexpr, G: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):  # fmt: skip
+def _qmm_kernel(
+    x,
+    w,
+    s,
+    z,
+    out,
+    part,
+    count,
+    M,
+    N,
+    K,
+    s_xm,
+    s_wn,
+    s_sn,
+    s_om,
+    GPS,
+    NG,
+    SPLITS,
+    FMT: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+    G: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+):
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
@@ -90,8 +112,9 @@ def _qmm_kernel(x, w, s, z, out, part, count, M, N, K, s_xm, s_wn, s_sn, s_om, G
 
 
 @triton.jit
-def _dequant_kernel(w, s, z, out, N, K, s_wn, s_sn, FMT: tl.constexpr, HAS_ZERO: tl.constexpr, G: tl.constexpr,
-                    BN: tl.constexpr):  # fmt: skip
+def _dequant_kernel(
+    w, s, z, out, N, K, s_wn, s_sn, FMT: tl.constexpr, HAS_ZERO: tl.constexpr, G: tl.constexpr, BN: tl.constexpr
+):
     pid_n, g = tl.program_id(0), tl.program_id(1)
     rn = pid_n * BN + tl.arange(0, BN)
     nm = rn < N
@@ -129,8 +152,21 @@ def dequantize_triton(p: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
     BN = 32
     s_sn = p.scale.stride(0) if p.fmt == "int4" else 0
     grid = (triton.cdiv(N, BN), triton.cdiv(K, GROUP))
-    _dequant_kernel[grid](p.data, p.scale, p.zero if p.zero is not None else p.scale, out, N, K, p.data.stride(0), s_sn,
-                          FMT=_FMT[p.fmt], HAS_ZERO=p.zero is not None, G=GROUP, BN=BN, num_warps=4)  # fmt: skip
+    _dequant_kernel[grid](
+        p.data,
+        p.scale,
+        p.zero if p.zero is not None else p.scale,
+        out,
+        N,
+        K,
+        p.data.stride(0),
+        s_sn,
+        FMT=_FMT[p.fmt],
+        HAS_ZERO=p.zero is not None,
+        G=GROUP,
+        BN=BN,
+        num_warps=4,
+    )
     return out
 
 
@@ -196,9 +232,32 @@ def _launch(x2, p, out, M, N, K, NG, gps, splits, BM, BN, warps, stages):
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), splits)
     part = torch.empty(splits, M, N, dtype=torch.float32, device=x2.device) if splits > 1 else out
     count = _counters(x2.device, grid[0] * grid[1])
-    _qmm_kernel[grid](x2, p.data, p.scale, p.zero if p.zero is not None else p.scale, out, part, count, M, N, K,
-                      x2.stride(0), p.data.stride(0), s_sn, out.stride(0), gps, NG, splits, FMT=_FMT[p.fmt],
-                      HAS_ZERO=p.zero is not None, G=GROUP, BM=BM, BN=BN, num_warps=warps, num_stages=stages)  # fmt: skip
+    _qmm_kernel[grid](
+        x2,
+        p.data,
+        p.scale,
+        p.zero if p.zero is not None else p.scale,
+        out,
+        part,
+        count,
+        M,
+        N,
+        K,
+        x2.stride(0),
+        p.data.stride(0),
+        s_sn,
+        out.stride(0),
+        gps,
+        NG,
+        splits,
+        FMT=_FMT[p.fmt],
+        HAS_ZERO=p.zero is not None,
+        G=GROUP,
+        BM=BM,
+        BN=BN,
+        num_warps=warps,
+        num_stages=stages,
+    )
 
 
 def _splits(N: int, BN: int, NG: int, per_sm: int, sms: int) -> int:
@@ -230,4 +289,6 @@ def _tune(x2, p, NG) -> tuple:
 
 
 def _copy(p: PackedWeight) -> PackedWeight:
-    return PackedWeight(p.fmt, p.data.clone(), p.scale.clone(), None if p.zero is None else p.zero.clone(), p.in_features)
+    return PackedWeight(
+        p.fmt, p.data.clone(), p.scale.clone(), None if p.zero is None else p.zero.clone(), p.in_features
+    )

@@ -53,8 +53,9 @@ def cat_rows(parts: list[PackedWeight]) -> PackedWeight:
     if len(fmts) != 1:
         raise ValueError(f"expected weights of one format, input size and zero-point use, got {sorted(fmts)}")
     z = None if parts[0].zero is None else torch.cat([p.zero for p in parts])
-    return PackedWeight(parts[0].fmt, torch.cat([p.data for p in parts]), torch.cat([p.scale for p in parts]), z,
-                        parts[0].in_features)  # fmt: skip
+    return PackedWeight(
+        parts[0].fmt, torch.cat([p.data for p in parts]), torch.cat([p.scale for p in parts]), z, parts[0].in_features
+    )
 
 
 def quantize(w: torch.Tensor, fmt: str, *, zero: bool = True) -> PackedWeight:

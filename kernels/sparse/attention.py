@@ -35,9 +35,39 @@ def _online_softmax(s, b_v, m, l, acc):
 
 
 @triton.jit
-def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh,
-                      s_ob, s_ot, s_oh, HQ: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, DV: tl.constexpr,
-                      BDV: tl.constexpr, BS: tl.constexpr, INIT: tl.constexpr, LOCAL: tl.constexpr, NB: tl.constexpr = 1):
+def _band_attn_kernel(
+    q,
+    k,
+    v,
+    o,
+    lse,
+    q_start,
+    Tq,
+    L,
+    scale_log2,
+    s_qb,
+    s_qt,
+    s_qh,
+    s_kb,
+    s_kt,
+    s_kh,
+    s_vb,
+    s_vt,
+    s_vh,
+    s_ob,
+    s_ot,
+    s_oh,
+    HQ: tl.constexpr,
+    G: tl.constexpr,
+    D: tl.constexpr,
+    BD: tl.constexpr,
+    DV: tl.constexpr,
+    BDV: tl.constexpr,
+    BS: tl.constexpr,
+    INIT: tl.constexpr,
+    LOCAL: tl.constexpr,
+    NB: tl.constexpr = 1,
+):
     """Dense part shared by a whole query block: its init blocks and local band, as FlashAttention tiles of
     BS queries x (NB x BS) keys for one query head. Writes the normalised partial output and its log2-sum-exp."""
     i_qb, i_bh = tl.program_id(0), tl.program_id(1)
@@ -48,8 +78,11 @@ def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s
     rm = (pos >= q_start) & (pos < q_start + Tq)
     d = tl.arange(0, BD)
     dv = tl.arange(0, BDV)
-    b_q = tl.load(q + b.to(tl.int64) * s_qb + (pos - q_start).to(tl.int64)[:, None] * s_qt + hq * s_qh + d[None, :],
-                  mask=rm[:, None] & (d < D)[None, :], other=0.0)
+    b_q = tl.load(
+        q + b.to(tl.int64) * s_qb + (pos - q_start).to(tl.int64)[:, None] * s_qt + hq * s_qh + d[None, :],
+        mask=rm[:, None] & (d < D)[None, :],
+        other=0.0,
+    )
     kb = k + b.to(tl.int64) * s_kb + g * s_kh
     vb = v + b.to(tl.int64) * s_vb + g * s_vh
     t = tl.arange(0, NB * BS)
@@ -64,8 +97,12 @@ def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s
         first = tl.where(jj < n_init, jj * BS, (lo + (jj - n_init) * NB) * BS)
         key = first + t
         km = (key < L) & (((t * 0 + jj) >= n_init) | (t < BS)) & (key < (qb + 1) * BS)  # an init step is one block
-        b_k = tl.load(kb + key.to(tl.int64)[:, None] * s_kt + d[None, :], mask=km[:, None] & (d < D)[None, :], other=0.0)
-        b_v = tl.load(vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0)
+        b_k = tl.load(
+            kb + key.to(tl.int64)[:, None] * s_kt + d[None, :], mask=km[:, None] & (d < D)[None, :], other=0.0
+        )
+        b_v = tl.load(
+            vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0
+        )
         ok = km[None, :] & (key[None, :] <= pos[:, None])
         s = tl.where(ok, tl.dot(b_q, tl.trans(b_k)) * scale_log2, float("-inf"))
         m, l, acc = _online_softmax(s, b_v, m, l, acc)
@@ -77,12 +114,58 @@ def _band_attn_kernel(q, k, v, o, lse, q_start, Tq, L, scale_log2, s_qb, s_qt, s
 
 
 @triton.jit
-def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, acc_buf, q_start, Tq, L, K, per_split, r_lo, r_hi, scale_log2,
-                        s_qb, s_qt, s_qh, s_kb, s_kt, s_kh, s_vb, s_vt, s_vh, s_ib, s_ih, s_it, s_ob, s_ot, s_oh, pos_ptr,
-                        HKV: tl.constexpr, G: tl.constexpr, BH: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
-                        DV: tl.constexpr, BDV: tl.constexpr, BS: tl.constexpr, SPLIT: tl.constexpr, BAND: tl.constexpr,
-                        INIT: tl.constexpr, LOCAL: tl.constexpr, KP: tl.constexpr = 1, ACC_IN: tl.constexpr = False,
-                        ACC_OUT: tl.constexpr = False, DEV: tl.constexpr = False, NBLK: tl.constexpr = 1):
+def _sparse_attn_kernel(
+    q,
+    k,
+    v,
+    idx,
+    o,
+    part_o,
+    part_ml,
+    lse,
+    acc_buf,
+    q_start,
+    Tq,
+    L,
+    K,
+    per_split,
+    r_lo,
+    r_hi,
+    scale_log2,
+    s_qb,
+    s_qt,
+    s_qh,
+    s_kb,
+    s_kt,
+    s_kh,
+    s_vb,
+    s_vt,
+    s_vh,
+    s_ib,
+    s_ih,
+    s_it,
+    s_ob,
+    s_ot,
+    s_oh,
+    pos_ptr,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    BH: tl.constexpr,
+    D: tl.constexpr,
+    BD: tl.constexpr,
+    DV: tl.constexpr,
+    BDV: tl.constexpr,
+    BS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BAND: tl.constexpr,
+    INIT: tl.constexpr,
+    LOCAL: tl.constexpr,
+    KP: tl.constexpr = 1,
+    ACC_IN: tl.constexpr = False,
+    ACC_OUT: tl.constexpr = False,
+    DEV: tl.constexpr = False,
+    NBLK: tl.constexpr = 1,
+):
     """DEV (graph decode): the single query's position is read from pos_ptr and the keys end after it.
 
     BAND with ACC_IN / ACC_OUT (one pass of a ranged gather): visit only the scored blocks in [r_lo, r_hi), starting
@@ -100,8 +183,11 @@ def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, acc_buf, q_start,
     d = tl.arange(0, BD)
     dv = tl.arange(0, BDV)
     hm = h < G
-    b_q = tl.load(q + b.to(tl.int64) * s_qb + i.to(tl.int64) * s_qt + (g * G + h)[:, None] * s_qh + d[None, :],
-                  mask=hm[:, None] & (d < D)[None, :], other=0.0)
+    b_q = tl.load(
+        q + b.to(tl.int64) * s_qb + i.to(tl.int64) * s_qt + (g * G + h)[:, None] * s_qh + d[None, :],
+        mask=hm[:, None] & (d < D)[None, :],
+        other=0.0,
+    )
     kb = k + b.to(tl.int64) * s_kb + g * s_kh
     vb = v + b.to(tl.int64) * s_vb + g * s_vh
     ib = idx + b.to(tl.int64) * s_ib + g * s_ih + i.to(tl.int64) * s_it
@@ -121,8 +207,10 @@ def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, acc_buf, q_start,
             kv = tl.arange(0, KP)
             in_row = (kv >= k_lo) & (kv < k_hi)
             ids = tl.load(ib + kv, mask=in_row, other=0)
-            k_lo, k_hi = (k_lo + tl.sum((in_row & (ids < r_lo)).to(tl.int32), 0),
-                          k_lo + tl.sum((in_row & (ids < r_hi)).to(tl.int32), 0))
+            k_lo, k_hi = (
+                k_lo + tl.sum((in_row & (ids < r_lo)).to(tl.int32), 0),
+                k_lo + tl.sum((in_row & (ids < r_hi)).to(tl.int32), 0),
+            )
             if ACC_OUT:  # a middle pass with nothing in its range leaves the partial as it is
                 work = work & ((h * 0 + (k_hi - k_lo)) > 0)  # as a vector: masks must be tensors of booleans
         lse_at = lse + ((b * HKV * G + hq).to(tl.int64) * Tq + i)
@@ -132,8 +220,11 @@ def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, acc_buf, q_start,
             acc_at = acc_buf + ((b * Tq + i).to(tl.int64) * (HKV * G) + hq)[:, None] * BDV + dv[None, :]
             acc = tl.load(acc_at, mask=work[:, None], other=0.0)
         else:
-            acc = tl.load(o + b.to(tl.int64) * s_ob + i.to(tl.int64) * s_ot + hq[:, None] * s_oh + dv[None, :],
-                          mask=hm[:, None] & (dv < DV)[None, :], other=0.0).to(tl.float32)
+            acc = tl.load(
+                o + b.to(tl.int64) * s_ob + i.to(tl.int64) * s_ot + hq[:, None] * s_oh + dv[None, :],
+                mask=hm[:, None] & (dv < DV)[None, :],
+                other=0.0,
+            ).to(tl.float32)
     else:
         m = tl.full([BH], float("-inf"), tl.float32)
         l = tl.zeros([BH], tl.float32)
@@ -148,8 +239,12 @@ def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, acc_buf, q_start,
             j = tl.where(r // BS == sb, r * 0 + jn, j)
         key = tl.maximum(j, 0) * BS + r % BS
         km = (j >= 0) & (key < L) & (key <= pos)
-        b_k = tl.load(kb + key.to(tl.int64)[:, None] * s_kt + d[None, :], mask=km[:, None] & (d < D)[None, :], other=0.0)
-        b_v = tl.load(vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0)
+        b_k = tl.load(
+            kb + key.to(tl.int64)[:, None] * s_kt + d[None, :], mask=km[:, None] & (d < D)[None, :], other=0.0
+        )
+        b_v = tl.load(
+            vb + key.to(tl.int64)[:, None] * s_vt + dv[None, :], mask=km[:, None] & (dv < DV)[None, :], other=0.0
+        )
         s = tl.where(km[None, :], tl.dot(b_q, tl.trans(b_k)) * scale_log2, float("-inf"))
         m, l, acc = _online_softmax(s, b_v, m, l, acc)
     if ACC_OUT:
@@ -170,8 +265,12 @@ def _sparse_attn_kernel(q, k, v, idx, o, part_o, part_ml, lse, acc_buf, q_start,
 # place and is launched with the fixed (warps, stages) below, measured on an H100 (kernels/BENCH.md): a tuner
 # would re-run it, and the model's first long prompt would pay for the tuning.
 _sparse_attn_tuned = triton.autotune(
-    configs=configs([triton.Config({"NBLK": nb}, num_warps=w, num_stages=st)
-                     for nb, w, st in [(1, 4, 3), (1, 4, 2), (1, 8, 3), (1, 2, 3), (2, 4, 3), (2, 8, 3)]]),
+    configs=configs(
+        [
+            triton.Config({"NBLK": nb}, num_warps=w, num_stages=st)
+            for nb, w, st in [(1, 4, 3), (1, 4, 2), (1, 8, 3), (1, 2, 3), (2, 4, 3), (2, 8, 3)]
+        ]
+    ),
     key=["G", "D", "DV", "BS", "SPLIT"],
 )(_sparse_attn_kernel)
 # (num_warps, num_stages, blocks a step) of the band-mode gather and the band kernel's (num_warps, num_stages, key
@@ -190,8 +289,21 @@ RANGE_QUERIES = 16384  # queries per ranged sub-chunk: bounds the fp32 partial (
 
 
 @triton.jit
-def _combine_kernel(part_o, part_ml, o, n_split, s_ob, s_ot, s_oh, HKV: tl.constexpr, G: tl.constexpr, BH: tl.constexpr,
-                    DV: tl.constexpr, BDV: tl.constexpr, NSP: tl.constexpr):
+def _combine_kernel(
+    part_o,
+    part_ml,
+    o,
+    n_split,
+    s_ob,
+    s_ot,
+    s_oh,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    BH: tl.constexpr,
+    DV: tl.constexpr,
+    BDV: tl.constexpr,
+    NSP: tl.constexpr,
+):
     """One program per (query, KV head, query head): all splits' partials are merged in one vectorised step."""
     i, i_bg, h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, g = i_bg // HKV, i_bg % HKV
@@ -211,9 +323,19 @@ def _combine_kernel(part_o, part_ml, o, n_split, s_ob, s_ot, s_oh, HKV: tl.const
 
 
 def sparse_attention_triton(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_idx: torch.Tensor, *, q_start: int, block_size: int,
-    scale: float, n_split: int | None = None, forced_blocks: tuple[int, int] | None = None,
-    out: torch.Tensor | None = None, pos: torch.Tensor | None = None, range_blocks: int | None = None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_idx: torch.Tensor,
+    *,
+    q_start: int,
+    block_size: int,
+    scale: float,
+    n_split: int | None = None,
+    forced_blocks: tuple[int, int] | None = None,
+    out: torch.Tensor | None = None,
+    pos: torch.Tensor | None = None,
+    range_blocks: int | None = None,
 ) -> torch.Tensor:
     """q: [B, Tq, Hq, D]; k, v: [B, L, Hkv, D]; block_idx int [B, Hkv, Tq, K] -> [B, Tq, Hq, Dv] in q.dtype.
 
@@ -253,32 +375,119 @@ def sparse_attention_triton(
     if ranged:
         for a in range(0, Tq, RANGE_QUERIES):
             b = min(Tq, a + RANGE_QUERIES)
-            _ranged_attention(q[:, a:b], k, v, idx[:, :, a:b], o[:, a:b], q_start + a, block_size, scale, forced_blocks, rb)
+            _ranged_attention(
+                q[:, a:b], k, v, idx[:, :, a:b], o[:, a:b], q_start + a, block_size, scale, forced_blocks, rb
+            )
         return o
     band = forced_blocks is not None and not split and G > 1 and L <= BAND_MAX_KV
     init, local = forced_blocks if band else (0, 0)
     part_o = torch.empty(B * Hkv * Tq * n_split * BH, BDV, dtype=torch.float32, device=q.device) if split else o
     part_ml = torch.empty(B * Hkv * Tq * n_split * BH, 2, dtype=torch.float32, device=q.device) if split else o
     lse = torch.empty(B * Hq, Tq, dtype=torch.float32, device=q.device) if band else o
-    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2))
+    strides = (
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+    )
     if band:
         n_qb = (q_start + Tq - 1) // block_size - q_start // block_size + 1
         w, st, nb = BAND_TILE
-        _band_attn_kernel[(n_qb, B * Hq)](q, k, v, o, lse, q_start, Tq, L, scale * LOG2E, *strides, o.stride(0), o.stride(1),
-                                          o.stride(2), HQ=Hq, G=G, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, INIT=init,
-                                          LOCAL=local, NB=nb, num_warps=w, num_stages=st)
-    args = (q, k, v, idx, o, part_o, part_ml, lse, o, q_start, Tq, L, K, per, 0, 0, scale * LOG2E, *strides, idx.stride(0),
-            idx.stride(1), idx.stride(2), o.stride(0), o.stride(1), o.stride(2), idx if pos is None else pos)
-    kw = dict(HKV=Hkv, G=G, BH=BH, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, SPLIT=split, INIT=init, LOCAL=local,
-              DEV=pos is not None)
+        _band_attn_kernel[(n_qb, B * Hq)](
+            q,
+            k,
+            v,
+            o,
+            lse,
+            q_start,
+            Tq,
+            L,
+            scale * LOG2E,
+            *strides,
+            o.stride(0),
+            o.stride(1),
+            o.stride(2),
+            HQ=Hq,
+            G=G,
+            D=D,
+            BD=BD,
+            DV=DV,
+            BDV=BDV,
+            BS=block_size,
+            INIT=init,
+            LOCAL=local,
+            NB=nb,
+            num_warps=w,
+            num_stages=st,
+        )
+    args = (
+        q,
+        k,
+        v,
+        idx,
+        o,
+        part_o,
+        part_ml,
+        lse,
+        o,
+        q_start,
+        Tq,
+        L,
+        K,
+        per,
+        0,
+        0,
+        scale * LOG2E,
+        *strides,
+        idx.stride(0),
+        idx.stride(1),
+        idx.stride(2),
+        o.stride(0),
+        o.stride(1),
+        o.stride(2),
+        idx if pos is None else pos,
+    )
+    kw = dict(
+        HKV=Hkv,
+        G=G,
+        BH=BH,
+        D=D,
+        BD=BD,
+        DV=DV,
+        BDV=BDV,
+        BS=block_size,
+        SPLIT=split,
+        INIT=init,
+        LOCAL=local,
+        DEV=pos is not None,
+    )
     if band:
         w, st, nb = BAND_GATHER
         _sparse_attn_kernel[(Tq, B * Hkv, n_split)](*args, **kw, BAND=True, NBLK=nb, num_warps=w, num_stages=st)
     else:
         _sparse_attn_tuned[(Tq, B * Hkv, n_split)](*args, **kw, BAND=False)
     if split:
-        _combine_kernel[(Tq, B * Hkv, G)](part_o, part_ml, o, n_split, o.stride(0), o.stride(1), o.stride(2), HKV=Hkv, G=G, BH=BH,
-                                          DV=DV, BDV=BDV, NSP=triton.next_power_of_2(n_split), num_warps=2)
+        _combine_kernel[(Tq, B * Hkv, G)](
+            part_o,
+            part_ml,
+            o,
+            n_split,
+            o.stride(0),
+            o.stride(1),
+            o.stride(2),
+            HKV=Hkv,
+            G=G,
+            BH=BH,
+            DV=DV,
+            BDV=BDV,
+            NSP=triton.next_power_of_2(n_split),
+            num_warps=2,
+        )
     return o
 
 
@@ -292,20 +501,97 @@ def _ranged_attention(q, k, v, idx, o, q_start, block_size, scale, forced_blocks
     init, local = forced_blocks
     acc = torch.empty(B, Tq, Hq, BDV, dtype=torch.float32, device=q.device)
     lse = torch.empty(B * Hq, Tq, dtype=torch.float32, device=q.device)
-    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2))
+    strides = (
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+    )
     n_qb = (q_start + Tq - 1) // block_size - q_start // block_size + 1
     w, st, nb = BAND_TILE
-    _band_attn_kernel[(n_qb, B * Hq)](q, k, v, acc, lse, q_start, Tq, L, scale * LOG2E, *strides, acc.stride(0), acc.stride(1),
-                                      acc.stride(2), HQ=Hq, G=G, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, INIT=init, LOCAL=local,
-                                      NB=nb, num_warps=w, num_stages=st)
+    _band_attn_kernel[(n_qb, B * Hq)](
+        q,
+        k,
+        v,
+        acc,
+        lse,
+        q_start,
+        Tq,
+        L,
+        scale * LOG2E,
+        *strides,
+        acc.stride(0),
+        acc.stride(1),
+        acc.stride(2),
+        HQ=Hq,
+        G=G,
+        D=D,
+        BD=BD,
+        DV=DV,
+        BDV=BDV,
+        BS=block_size,
+        INIT=init,
+        LOCAL=local,
+        NB=nb,
+        num_warps=w,
+        num_stages=st,
+    )
     # scored blocks lie before the last query's band
     top = max(1, (q_start + Tq - 1) // block_size - local)
     bounds = list(range(0, top, rb)) + [top]
     for n, (r_lo, r_hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         last = n == len(bounds) - 2
-        args = (q, k, v, idx, o, o, o, lse, acc, q_start, Tq, L, K, K, r_lo, r_hi if not last else 2**31 - 1, scale * LOG2E,
-                *strides, idx.stride(0), idx.stride(1), idx.stride(2), o.stride(0), o.stride(1), o.stride(2), idx)
+        args = (
+            q,
+            k,
+            v,
+            idx,
+            o,
+            o,
+            o,
+            lse,
+            acc,
+            q_start,
+            Tq,
+            L,
+            K,
+            K,
+            r_lo,
+            r_hi if not last else 2**31 - 1,
+            scale * LOG2E,
+            *strides,
+            idx.stride(0),
+            idx.stride(1),
+            idx.stride(2),
+            o.stride(0),
+            o.stride(1),
+            o.stride(2),
+            idx,
+        )
         w, st, nb = BAND_GATHER
-        _sparse_attn_kernel[(Tq, B * Hkv, 1)](*args, HKV=Hkv, G=G, BH=BH, D=D, BD=BD, DV=DV, BDV=BDV, BS=block_size, SPLIT=False,
-                                              BAND=True, INIT=init, LOCAL=local, KP=triton.next_power_of_2(K), ACC_IN=True,
-                                              ACC_OUT=not last, NBLK=nb, num_warps=w, num_stages=st)
+        _sparse_attn_kernel[(Tq, B * Hkv, 1)](
+            *args,
+            HKV=Hkv,
+            G=G,
+            BH=BH,
+            D=D,
+            BD=BD,
+            DV=DV,
+            BDV=BDV,
+            BS=block_size,
+            SPLIT=False,
+            BAND=True,
+            INIT=init,
+            LOCAL=local,
+            KP=triton.next_power_of_2(K),
+            ACC_IN=True,
+            ACC_OUT=not last,
+            NBLK=nb,
+            num_warps=w,
+            num_stages=st,
+        )

@@ -19,7 +19,7 @@ def _chunk_rows(device: torch.device, per_row: int) -> int:
 def compress_keys(k: torch.Tensor, *, kernel_size: int, stride: int) -> torch.Tensor:
     """k: [B, L, Hkv, D] -> [B, n, Hkv, D]; entry c = mean(k[:, c*stride : c*stride + kernel_size]) in fp32."""
     B, L, H, D = k.shape
-    n = 0 if L < kernel_size else (L - kernel_size) // stride + 1
+    n = 0 if kernel_size > L else (L - kernel_size) // stride + 1
     if n == 0:
         return k.new_zeros(B, 0, H, D)
     windows = k[:, : (n - 1) * stride + kernel_size].float().unfold(1, kernel_size, stride)  # [B, n, H, D, ks]
@@ -58,8 +58,15 @@ def _block_scores(q, k1, k2, pos, *, params: SparseParams, causal: bool, scale: 
 
 
 def block_scores(
-    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
-    causal: bool, scale: float | None = None,
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    *,
+    q_start: int,
+    kv_len: int,
+    params: SparseParams,
+    causal: bool,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """The scores top-k ranks -> fp32 [B, Hkv, Tq, num_blocks]: pooled scores, +inf for the forced init/local blocks,
     -inf for blocks after the query's own and for blocks with no visible K1 entry. Builds the whole score tensor:
@@ -75,8 +82,15 @@ def block_scores(
 
 
 def select_blocks(
-    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
-    causal: bool, scale: float | None = None,
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    *,
+    q_start: int,
+    kv_len: int,
+    params: SparseParams,
+    causal: bool,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """-> int32 [B, Hkv, Tq, k_eff]: the selected block indices, ascending, -1 where invalid (sala-model.md §3.5).
 
@@ -90,7 +104,9 @@ def select_blocks(
     rows = _chunk_rows(q.device, Hq * max(k1.shape[1], k2.shape[1], nb))
     for i0 in range(0, Tq, rows):
         i1 = min(Tq, i0 + rows)
-        score = block_scores(q[:, i0:i1], k1, k2, q_start=q_start + i0, kv_len=kv_len, params=params, causal=causal, scale=scale)
+        score = block_scores(
+            q[:, i0:i1], k1, k2, q_start=q_start + i0, kv_len=kv_len, params=params, causal=causal, scale=scale
+        )
         bt = (torch.arange(q_start + i0, q_start + i1, device=q.device) // params.block_size)[:, None]
         top = torch.sort(score, dim=-1, descending=True, stable=True).indices[..., :k_eff]
         top = torch.sort(top, dim=-1).values
@@ -99,7 +115,13 @@ def select_blocks(
 
 
 def sparse_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_idx: torch.Tensor, *, q_start: int, block_size: int,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_idx: torch.Tensor,
+    *,
+    q_start: int,
+    block_size: int,
     scale: float,
 ) -> torch.Tensor:
     """Exact softmax attention of each query over the union of its selected blocks, causal (keys <= its position).

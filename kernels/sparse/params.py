@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,12 +18,14 @@ class SparseParams:
 
     def __post_init__(self):
         if self.block_size % self.kernel_stride:
-            raise ValueError(f"block_size must be a multiple of kernel_stride, got {self.block_size} and {self.kernel_stride}")
+            raise ValueError(
+                f"block_size must be a multiple of kernel_stride, got {self.block_size} and {self.kernel_stride}"
+            )
         if self.kernel_size < self.kernel_stride or min(self.kernel_stride, self.block_size, self.topk) <= 0:
             raise ValueError(f"invalid sparse params {self}")
 
     @classmethod
-    def from_config(cls, sparse_config: Mapping[str, Any]) -> "SparseParams":
+    def from_config(cls, sparse_config: Mapping[str, Any]) -> SparseParams:
         """Build from the checkpoint's `sparse_config` dict; keys this op does not use (dense_len, use_nope) are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: int(v) for k, v in sparse_config.items() if k in names})

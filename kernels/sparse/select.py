@@ -50,9 +50,36 @@ def _windows(length, KS: tl.constexpr, STRIDE: tl.constexpr):
 
 
 @triton.jit
-def _lse_kernel(q, q0, k2, part_m, part_l, chunk_start, chunk_len, n2, per_split, scale_log2, s_qb, s_qt, s_qh, s_kb, s_kn, s_kh,
-                pos_ptr, HKV: tl.constexpr, G: tl.constexpr, BG: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr,
-                BN: tl.constexpr, KS2: tl.constexpr, STRIDE2: tl.constexpr, CAUSAL: tl.constexpr, DEV: tl.constexpr = False):
+def _lse_kernel(
+    q,
+    q0,
+    k2,
+    part_m,
+    part_l,
+    chunk_start,
+    chunk_len,
+    n2,
+    per_split,
+    scale_log2,
+    s_qb,
+    s_qt,
+    s_qh,
+    s_kb,
+    s_kn,
+    s_kh,
+    pos_ptr,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    BG: tl.constexpr,
+    D: tl.constexpr,
+    BD: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    KS2: tl.constexpr,
+    STRIDE2: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    DEV: tl.constexpr = False,
+):
     """DEV (graph decode): one query row per (batch, kv head) at the position stored in pos_ptr; n2 follows from it."""
     pid, i_bg, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n_split = tl.num_programs(2)
@@ -72,7 +99,9 @@ def _lse_kernel(q, q0, k2, part_m, part_l, chunk_start, chunk_len, n2, per_split
     l = tl.zeros([BM * BG], tl.float32)
     for c0 in range(c_lo, c_hi, BN):
         c = c0 + tl.arange(0, BN)
-        b_k = tl.load(kb + c.to(tl.int64)[:, None] * s_kn + d[None, :], mask=(c < c_hi)[:, None] & (d < D)[None, :], other=0.0)
+        b_k = tl.load(
+            kb + c.to(tl.int64)[:, None] * s_kn + d[None, :], mask=(c < c_hi)[:, None] & (d < D)[None, :], other=0.0
+        )
         s = tl.dot(b_q, tl.trans(b_k)) * scale_log2
         ok = (c < c_hi)[None, :]
         if CAUSAL:
@@ -104,10 +133,40 @@ def _lse_combine_kernel(part_m, part_l, lse2, total, n_rows, n_split, NSP: tl.co
 
 
 @triton.jit
-def _score_kernel(q, q0, k1, lse2, scores, chunk_start, chunk_len, n1, nb, per_split, scale_log2,
-                  s_qb, s_qt, s_qh, s_kb, s_kn, s_kh, pos_ptr, HKV: tl.constexpr, G: tl.constexpr, BG: tl.constexpr,
-                  D: tl.constexpr, BD: tl.constexpr, BM: tl.constexpr, GB: tl.constexpr, PS: tl.constexpr, KS: tl.constexpr,
-                  STRIDE: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr, CAUSAL: tl.constexpr, DEV: tl.constexpr = False):
+def _score_kernel(
+    q,
+    q0,
+    k1,
+    lse2,
+    scores,
+    chunk_start,
+    chunk_len,
+    n1,
+    nb,
+    per_split,
+    scale_log2,
+    s_qb,
+    s_qt,
+    s_qh,
+    s_kb,
+    s_kn,
+    s_kh,
+    pos_ptr,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    BG: tl.constexpr,
+    D: tl.constexpr,
+    BD: tl.constexpr,
+    BM: tl.constexpr,
+    GB: tl.constexpr,
+    PS: tl.constexpr,
+    KS: tl.constexpr,
+    STRIDE: tl.constexpr,
+    BS: tl.constexpr,
+    LOCAL: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    DEV: tl.constexpr = False,
+):
     pid, i_bg, i_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, g = i_bg // HKV, i_bg % HKV
     pos, h, valid = _rows(pid, chunk_start, chunk_len, BM, BG, G)
@@ -143,7 +202,9 @@ def _score_kernel(q, q0, k1, lse2, scores, chunk_start, chunk_len, n1, nb, per_s
     p_prev = tl.where(ok_prev, p_prev, -1.0)
     for j0 in range(j_lo, j_hi, GB):
         c = j0 * PS + e  # the K1 entries of blocks j0 .. j0+GB-1, except the one before each block
-        b_k = tl.load(kb + c.to(tl.int64)[:, None] * s_kn + d[None, :], mask=(c < n1)[:, None] & (d < D)[None, :], other=0.0)
+        b_k = tl.load(
+            kb + c.to(tl.int64)[:, None] * s_kn + d[None, :], mask=(c < n1)[:, None] & (d < D)[None, :], other=0.0
+        )
         p = tl.exp2(tl.dot(b_q, tl.trans(b_k)) * scale_log2 - lse[:, None])
         p = tl.where(valid[:, None], p, 0.0)
         shared = tl.sum(tl.reshape(p, [BM, BG, GB * PS]), 1)  # [BM, GB*PS]: summed over the group's heads
@@ -177,9 +238,26 @@ def _row_keys(row, j, band, bt, nb, INIT: tl.constexpr):
 
 
 @triton.jit
-def _topk_kernel(scores, out, chunk_start, chunk_len, nb, K, s_ob, s_oh, s_ot, out_t0, pos_ptr, HKV: tl.constexpr,
-                 NBP: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr, INIT: tl.constexpr, QUAD: tl.constexpr,
-                 DEV: tl.constexpr = False):
+def _topk_kernel(
+    scores,
+    out,
+    chunk_start,
+    chunk_len,
+    nb,
+    K,
+    s_ob,
+    s_oh,
+    s_ot,
+    out_t0,
+    pos_ptr,
+    HKV: tl.constexpr,
+    NBP: tl.constexpr,
+    BS: tl.constexpr,
+    LOCAL: tl.constexpr,
+    INIT: tl.constexpr,
+    QUAD: tl.constexpr,
+    DEV: tl.constexpr = False,
+):
     """The K largest keys of a row = those above tau, the largest key with count(key >= tau) >= K, plus the lowest
     indices among keys equal to tau. tau by bisection with the row's keys in registers: up to 33 halving rounds, or
     (QUAD, for decode, where the rounds' latency is the cost) 17 quartering rounds, whose three counts share one
@@ -220,8 +298,11 @@ def _kth_key(key, K):
     for _ in range(17):
         span = hi - lo + 1
         m1, m2, m3 = lo + span // 4, lo + span // 2, lo + (3 * span) // 4
-        packed = ((key >= m1.to(tl.int32)).to(tl.int64) + ((key >= m2.to(tl.int32)).to(tl.int64) << 20)
-                  + ((key >= m3.to(tl.int32)).to(tl.int64) << 40))
+        packed = (
+            (key >= m1.to(tl.int32)).to(tl.int64)
+            + ((key >= m2.to(tl.int32)).to(tl.int64) << 20)
+            + ((key >= m3.to(tl.int32)).to(tl.int64) << 40)
+        )
         tot = tl.sum(packed, 0)
         ok1, ok2, ok3 = (tot & 0xFFFFF) >= K, ((tot >> 20) & 0xFFFFF) >= K, (tot >> 40) >= K
         new_lo = tl.where(ok3, m3, tl.where(ok2, m2, tl.where(ok1, m1, lo)))
@@ -241,8 +322,18 @@ def _take(key, tau, K):
 
 
 @triton.jit
-def _topk_segment_kernel(scores, cand_key, cand_idx, nb, K, pos_ptr, SEG: tl.constexpr, BS: tl.constexpr, LOCAL: tl.constexpr,
-                         INIT: tl.constexpr):
+def _topk_segment_kernel(
+    scores,
+    cand_key,
+    cand_idx,
+    nb,
+    K,
+    pos_ptr,
+    SEG: tl.constexpr,
+    BS: tl.constexpr,
+    LOCAL: tl.constexpr,
+    INIT: tl.constexpr,
+):
     """Decode top-k, stage 1: program (segment, row) keeps the K best keys of its SEG blocks (ties to the lowest
     block) as candidates, ascending by block. The row's top K are among the candidates of all its segments."""
     i_s, i_bg = tl.program_id(0), tl.program_id(1)
@@ -258,8 +349,9 @@ def _topk_segment_kernel(scores, cand_key, cand_idx, nb, K, pos_ptr, SEG: tl.con
 
 
 @triton.jit
-def _topk_merge_kernel(cand_key, cand_idx, out, n_cand, K, s_ob, s_oh, pos_ptr, HKV: tl.constexpr, NC: tl.constexpr,
-                       BS: tl.constexpr):
+def _topk_merge_kernel(
+    cand_key, cand_idx, out, n_cand, K, s_ob, s_oh, pos_ptr, HKV: tl.constexpr, NC: tl.constexpr, BS: tl.constexpr
+):
     """Decode top-k, stage 2: the K best of a row's candidates, written ascending (candidates are in block order)."""
     i_bg = tl.program_id(0)
     b, g = i_bg // HKV, i_bg % HKV
@@ -277,8 +369,12 @@ TOPK_SEGMENT = 1024  # decode top-k: blocks per first-stage program (two stages 
 
 # Prefill scoring tile: BM tokens x BG head slots (64 or 128 rows for SALA's 16-head groups).
 _score_prefill = triton.autotune(
-    configs=configs([triton.Config({"BM": bm, "GB": gb}, num_warps=w, num_stages=st) for bm, gb, w, st in
-                     [(8, 16, 4, 3), (4, 16, 4, 3), (8, 32, 8, 3), (16, 16, 8, 2), (16, 16, 8, 3)]]),
+    configs=configs(
+        [
+            triton.Config({"BM": bm, "GB": gb}, num_warps=w, num_stages=st)
+            for bm, gb, w, st in [(8, 16, 4, 3), (4, 16, 4, 3), (8, 32, 8, 3), (16, 16, 8, 2), (16, 16, 8, 3)]
+        ]
+    ),
     key=["G", "D", "CAUSAL", "PS"],
 )(_score_kernel)
 
@@ -292,8 +388,16 @@ def _splits(work: int, unit: int, base_programs: int, device) -> tuple[int, int]
 
 
 def select_blocks_triton(
-    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, *, q_start: int, kv_len: int, params: SparseParams,
-    causal: bool, scale: float | None = None, out: torch.Tensor | None = None,
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    *,
+    q_start: int,
+    kv_len: int,
+    params: SparseParams,
+    causal: bool,
+    scale: float | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     tl_dtype_ok(q)
     B, Tq, Hq, D = q.shape
@@ -333,33 +437,109 @@ def select_blocks_triton(
         part_m = torch.empty(B * Hkv, ns2, cl, G, dtype=torch.float32, device=q.device)
         part_l = torch.empty_like(part_m)
         lse2 = torch.empty(B * Hkv, cl, G, dtype=torch.float32, device=q.device)
-        _lse_kernel[(tiles(BM), B * Hkv, ns2)](q, q_start, k2, part_m, part_l, cs, cl, n2, per2, scale * LOG2E, *strides_q,
-                                               k2.stride(0), k2.stride(1), k2.stride(2), out, HKV=Hkv, G=G, BG=BG, D=D, BD=BD, BM=BM,
-                                               BN=BN2, KS2=params.lse_kernel_size, STRIDE2=params.lse_stride, CAUSAL=causal,
-                                               num_warps=4)
+        _lse_kernel[(tiles(BM), B * Hkv, ns2)](
+            q,
+            q_start,
+            k2,
+            part_m,
+            part_l,
+            cs,
+            cl,
+            n2,
+            per2,
+            scale * LOG2E,
+            *strides_q,
+            k2.stride(0),
+            k2.stride(1),
+            k2.stride(2),
+            out,
+            HKV=Hkv,
+            G=G,
+            BG=BG,
+            D=D,
+            BD=BD,
+            BM=BM,
+            BN=BN2,
+            KS2=params.lse_kernel_size,
+            STRIDE2=params.lse_stride,
+            CAUSAL=causal,
+            num_warps=4,
+        )
         br = max(16, 2048 // triton.next_power_of_2(ns2))
-        _lse_combine_kernel[(triton.cdiv(lse2.numel(), br),)](part_m, part_l, lse2, lse2.numel(), cl * G, ns2, NSP=triton.next_power_of_2(ns2),
-                                                              BR=br, num_warps=4)
+        _lse_combine_kernel[(triton.cdiv(lse2.numel(), br),)](
+            part_m, part_l, lse2, lse2.numel(), cl * G, ns2, NSP=triton.next_power_of_2(ns2), BR=br, num_warps=4
+        )
         if band_max > 0:
-            args = (q, q_start, k1, lse2, scores, cs, cl, n1, nb, per1, scale * LOG2E, *strides_q, k1.stride(0), k1.stride(1),
-                    k1.stride(2), out)
-            kw = dict(HKV=Hkv, G=G, BG=BG, D=D, BD=BD, PS=ps, KS=params.kernel_size, STRIDE=params.kernel_stride, BS=bs,
-                      LOCAL=local, CAUSAL=causal)
+            args = (
+                q,
+                q_start,
+                k1,
+                lse2,
+                scores,
+                cs,
+                cl,
+                n1,
+                nb,
+                per1,
+                scale * LOG2E,
+                *strides_q,
+                k1.stride(0),
+                k1.stride(1),
+                k1.stride(2),
+                out,
+            )
+            kw = dict(
+                HKV=Hkv,
+                G=G,
+                BG=BG,
+                D=D,
+                BD=BD,
+                PS=ps,
+                KS=params.kernel_size,
+                STRIDE=params.kernel_stride,
+                BS=bs,
+                LOCAL=local,
+                CAUSAL=causal,
+            )
             if decode:
                 _score_kernel[(tiles(BM), B * Hkv, ns1)](*args, BM=BM, GB=GB, **kw, num_warps=4)
             else:
-                _score_prefill[lambda meta: (tiles(meta["BM"]), B * Hkv, ns1)](*args, **kw)
+                _score_prefill[lambda meta, ns1=ns1: (tiles(meta["BM"]), B * Hkv, ns1)](*args, **kw)
         # rows of this chunk never pick a block after the chunk's last own block
         nbp = triton.next_power_of_2(max(K, min(nb, (cs + cl - 1) // bs + 1)))
-        _topk_kernel[(cl, B * Hkv)](scores, out, cs, cl, nb, K, out.stride(0), out.stride(1), out.stride(2), c0, out, HKV=Hkv, NBP=nbp,
-                                    BS=bs, LOCAL=local, INIT=params.init_blocks, QUAD=decode,
-                                    num_warps=16 if decode else max(4, min(16, nbp // 256)))
+        _topk_kernel[(cl, B * Hkv)](
+            scores,
+            out,
+            cs,
+            cl,
+            nb,
+            K,
+            out.stride(0),
+            out.stride(1),
+            out.stride(2),
+            c0,
+            out,
+            HKV=Hkv,
+            NBP=nbp,
+            BS=bs,
+            LOCAL=local,
+            INIT=params.init_blocks,
+            QUAD=decode,
+            num_warps=16 if decode else max(4, min(16, nbp // 256)),
+        )
     return out
 
 
 def select_blocks_decode_triton(
-    q: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, pos: torch.Tensor, *, params: SparseParams, max_kv_len: int,
-    scale: float | None = None, out: torch.Tensor | None = None,
+    q: torch.Tensor,
+    k1: torch.Tensor,
+    k2: torch.Tensor,
+    pos: torch.Tensor,
+    *,
+    params: SparseParams,
+    max_kv_len: int,
+    scale: float | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode selection that a CUDA graph can replay at any length: one query per sequence at the position held in
     `pos` (int64 [1] device tensor; keys 0..pos are visible), with every size taken from `max_kv_len`.
@@ -396,30 +576,118 @@ def select_blocks_decode_triton(
     lse2 = torch.empty(B * Hkv, 1, G, dtype=torch.float32, device=q.device)
     strides_q = (q.stride(0), q.stride(1), q.stride(2))
     # the rows sit at a nominal position 0 (chunk_start = q0 = 0); the kernels read the real one from pos
-    _lse_kernel[(1, B * Hkv, ns2)](q, 0, k2, part_m, part_l, 0, 1, n2, per2, scale * LOG2E, *strides_q, k2.stride(0),
-                                   k2.stride(1), k2.stride(2), pos, HKV=Hkv, G=G, BG=BG, D=D, BD=BD, BM=BM, BN=BN2,
-                                   KS2=params.lse_kernel_size, STRIDE2=params.lse_stride, CAUSAL=False, DEV=True, num_warps=4)
+    _lse_kernel[(1, B * Hkv, ns2)](
+        q,
+        0,
+        k2,
+        part_m,
+        part_l,
+        0,
+        1,
+        n2,
+        per2,
+        scale * LOG2E,
+        *strides_q,
+        k2.stride(0),
+        k2.stride(1),
+        k2.stride(2),
+        pos,
+        HKV=Hkv,
+        G=G,
+        BG=BG,
+        D=D,
+        BD=BD,
+        BM=BM,
+        BN=BN2,
+        KS2=params.lse_kernel_size,
+        STRIDE2=params.lse_stride,
+        CAUSAL=False,
+        DEV=True,
+        num_warps=4,
+    )
     br = max(16, 2048 // triton.next_power_of_2(ns2))
-    _lse_combine_kernel[(triton.cdiv(lse2.numel(), br),)](part_m, part_l, lse2, lse2.numel(), G, ns2,
-                                                          NSP=triton.next_power_of_2(ns2), BR=br, num_warps=4)
+    _lse_combine_kernel[(triton.cdiv(lse2.numel(), br),)](
+        part_m, part_l, lse2, lse2.numel(), G, ns2, NSP=triton.next_power_of_2(ns2), BR=br, num_warps=4
+    )
     if band_max > 0:
-        _score_kernel[(1, B * Hkv, ns1)](q, 0, k1, lse2, scores, 0, 1, n1, nb, per1, scale * LOG2E, *strides_q, k1.stride(0),
-                                         k1.stride(1), k1.stride(2), pos, HKV=Hkv, G=G, BG=BG, D=D, BD=BD, BM=BM, GB=GB, PS=ps,
-                                         KS=params.kernel_size, STRIDE=params.kernel_stride, BS=bs, LOCAL=local, CAUSAL=False,
-                                         DEV=True, num_warps=4)
+        _score_kernel[(1, B * Hkv, ns1)](
+            q,
+            0,
+            k1,
+            lse2,
+            scores,
+            0,
+            1,
+            n1,
+            nb,
+            per1,
+            scale * LOG2E,
+            *strides_q,
+            k1.stride(0),
+            k1.stride(1),
+            k1.stride(2),
+            pos,
+            HKV=Hkv,
+            G=G,
+            BG=BG,
+            D=D,
+            BD=BD,
+            BM=BM,
+            GB=GB,
+            PS=ps,
+            KS=params.kernel_size,
+            STRIDE=params.kernel_stride,
+            BS=bs,
+            LOCAL=local,
+            CAUSAL=False,
+            DEV=True,
+            num_warps=4,
+        )
     nbp = triton.next_power_of_2(max(K, nb))
     seg = max(TOPK_SEGMENT, triton.next_power_of_2(K))
     if nbp <= 2 * seg:
-        _topk_kernel[(1, B * Hkv)](scores, out, 0, 1, nb, K, out.stride(0), out.stride(1), out.stride(2), 0, pos, HKV=Hkv, NBP=nbp,
-                                   BS=bs, LOCAL=local, INIT=params.init_blocks, QUAD=True, DEV=True, num_warps=16)
+        _topk_kernel[(1, B * Hkv)](
+            scores,
+            out,
+            0,
+            1,
+            nb,
+            K,
+            out.stride(0),
+            out.stride(1),
+            out.stride(2),
+            0,
+            pos,
+            HKV=Hkv,
+            NBP=nbp,
+            BS=bs,
+            LOCAL=local,
+            INIT=params.init_blocks,
+            QUAD=True,
+            DEV=True,
+            num_warps=16,
+        )
         return out
     # one row per (batch, kv head) leaves most of the GPU idle: rank segments of the row in parallel first
     n_seg = nbp // seg
     cand_key = torch.empty(B * Hkv, n_seg * K, dtype=torch.int32, device=q.device)
     cand_idx = torch.empty_like(cand_key)
-    _topk_segment_kernel[(n_seg, B * Hkv)](scores, cand_key, cand_idx, nb, K, pos, SEG=seg, BS=bs, LOCAL=local,
-                                           INIT=params.init_blocks, num_warps=4)
+    _topk_segment_kernel[(n_seg, B * Hkv)](
+        scores, cand_key, cand_idx, nb, K, pos, SEG=seg, BS=bs, LOCAL=local, INIT=params.init_blocks, num_warps=4
+    )
     nc = triton.next_power_of_2(n_seg * K)
-    _topk_merge_kernel[(B * Hkv,)](cand_key, cand_idx, out, n_seg * K, K, out.stride(0), out.stride(1), pos, HKV=Hkv, NC=nc, BS=bs,
-                                   num_warps=max(4, min(16, nc // 256)))
+    _topk_merge_kernel[(B * Hkv,)](
+        cand_key,
+        cand_idx,
+        out,
+        n_seg * K,
+        K,
+        out.stride(0),
+        out.stride(1),
+        pos,
+        HKV=Hkv,
+        NC=nc,
+        BS=bs,
+        num_warps=max(4, min(16, nc // 256)),
+    )
     return out

@@ -35,10 +35,21 @@ class ArxivEngine:
             return []
         # Every word in title, abstract, authors or comments: the API has no free-text mode, and ORed
         # words rank papers that share one common word as highly as the right ones.
-        params = {"search_query": " AND ".join(f"all:{t}" for t in terms), "start": 0,
-                  "max_results": max_results, "sortBy": "relevance", "sortOrder": "descending"}
-        response = http.get(self.config.arxiv_url, params, engine=self.name, timeout_s=self.config.timeout_s,
-                            user_agent=self.config.user_agent, accept="application/atom+xml")
+        params = {
+            "search_query": " AND ".join(f"all:{t}" for t in terms),
+            "start": 0,
+            "max_results": max_results,
+            "sortBy": "relevance",
+            "sortOrder": "descending",
+        }
+        response = http.get(
+            self.config.arxiv_url,
+            params,
+            engine=self.name,
+            timeout_s=self.config.timeout_s,
+            user_agent=self.config.user_agent,
+            accept="application/atom+xml",
+        )
         if response.status_code >= 400:
             raise EngineError(f"HTTP {response.status_code} from arXiv")
         return parse_feed(response.content)[:max_results]
@@ -64,13 +75,22 @@ def parse_feed(body: bytes) -> list[SearchResult]:
         if not match:
             continue
         arxiv_id = match.group(1)
-        metadata = {"arxiv_id": arxiv_id, "type": "paper",
-                    "authors": [http.clean(a.findtext(f"{ATOM}name")) for a in entry.iter(f"{ATOM}author")],
-                    "date": http.clean(entry.findtext(f"{ATOM}published"))[:10]}
+        metadata = {
+            "arxiv_id": arxiv_id,
+            "type": "paper",
+            "authors": [http.clean(a.findtext(f"{ATOM}name")) for a in entry.iter(f"{ATOM}author")],
+            "date": http.clean(entry.findtext(f"{ATOM}published"))[:10],
+        }
         for key, tag in (("doi", "doi"), ("journal", "journal_ref")):
             value = http.clean(entry.findtext(f"{ARXIV}{tag}"))
             if value:
                 metadata[key] = value
-        results.append(SearchResult(title=title or arxiv_id, url=f"https://arxiv.org/abs/{arxiv_id}",
-                                    snippet=summary[:500], metadata=metadata))
+        results.append(
+            SearchResult(
+                title=title or arxiv_id,
+                url=f"https://arxiv.org/abs/{arxiv_id}",
+                snippet=summary[:500],
+                metadata=metadata,
+            )
+        )
     return results

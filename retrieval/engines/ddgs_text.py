@@ -9,7 +9,8 @@ rate limit in case a later version does.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from sala_report.retrieval.engines.base import EngineConfig, EngineError, EngineTimeout, RateLimited
 from sala_report.retrieval.engines.http import clean
@@ -31,8 +32,9 @@ def ddgs_client(timeout_s: float) -> TextSearchClient:
 class DdgsEngine:
     min_interval_s = 0.0
 
-    def __init__(self, name: str, config: EngineConfig,
-                 client_factory: Callable[[float], TextSearchClient] | None = None):
+    def __init__(
+        self, name: str, config: EngineConfig, client_factory: Callable[[float], TextSearchClient] | None = None
+    ):
         self.name = name
         self.config = config
         self._client_factory = client_factory or ddgs_client
@@ -46,8 +48,14 @@ class DdgsEngine:
             if self._client is None:
                 self._client = self._client_factory(cfg.timeout_s)
             # backend names exactly one engine: ddgs's "auto" would spread the query over every engine it knows
-            raw = self._client.text(query, region=cfg.region, safesearch=cfg.safesearch,
-                                    timelimit=cfg.timelimit or None, max_results=max_results, backend=self.name)
+            raw = self._client.text(
+                query,
+                region=cfg.region,
+                safesearch=cfg.safesearch,
+                timelimit=cfg.timelimit or None,
+                max_results=max_results,
+                backend=self.name,
+            )
         except RatelimitException as e:
             raise RateLimited(str(e)) from e
         except TimeoutException as e:
@@ -69,6 +77,9 @@ def normalise(raw: list[dict[str, Any]] | None) -> list[SearchResult]:
         if not url.startswith(("http://", "https://")) or url in seen:
             continue
         seen.add(url)
-        results.append(SearchResult(title=clean(item.get("title")) or url, url=url,
-                                    snippet=clean(item.get("body") or item.get("snippet"))))
+        results.append(
+            SearchResult(
+                title=clean(item.get("title")) or url, url=url, snippet=clean(item.get("body") or item.get("snippet"))
+            )
+        )
     return results

@@ -32,7 +32,9 @@ def get(
     and EngineError (unreachable, a redirect, too large); other statuses are the engine's to judge."""
     try:
         with httpx.Client(timeout=timeout_s, follow_redirects=False, trust_env=False) as client:
-            request = client.build_request("GET", url, params=params, headers={"User-Agent": user_agent, "Accept": accept})
+            request = client.build_request(
+                "GET", url, params=params, headers={"User-Agent": user_agent, "Accept": accept}
+            )
             response = client.send(request, stream=True)
             try:
                 body = bytearray()

@@ -12,8 +12,10 @@ from sala_report.retrieval.engines import http
 from sala_report.retrieval.engines.base import EngineConfig, EngineError, RateLimited
 from sala_report.retrieval.types import SearchResult
 
-FIELDS = ("id,doi,display_name,publication_year,publication_date,type,authorships,primary_location,"
-          "best_oa_location,open_access,abstract_inverted_index")
+FIELDS = (
+    "id,doi,display_name,publication_year,publication_date,type,authorships,primary_location,"
+    "best_oa_location,open_access,abstract_inverted_index"
+)
 NO_KEY_HINT = "OpenAlex allows little without an API key: set search.openalex_api_key (free at openalex.org)"
 
 
@@ -32,15 +34,23 @@ class OpenAlexEngine:
         if cfg.openalex_mailto:
             params["mailto"] = cfg.openalex_mailto
         try:
-            response = http.get(cfg.openalex_url, params, engine=self.name, timeout_s=cfg.timeout_s,
-                                user_agent=cfg.user_agent, accept="application/json")
+            response = http.get(
+                cfg.openalex_url,
+                params,
+                engine=self.name,
+                timeout_s=cfg.timeout_s,
+                user_agent=cfg.user_agent,
+                accept="application/json",
+            )
         except RateLimited as e:
             if not cfg.openalex_api_key:
                 raise RateLimited(f"{e}; {NO_KEY_HINT}", e.retry_after_s) from e
             raise
         if response.status_code == 403:
-            raise RateLimited("HTTP 403 from OpenAlex (an allowance is used up, or the API key is wrong)"
-                              + ("" if cfg.openalex_api_key else f"; {NO_KEY_HINT}"))
+            raise RateLimited(
+                "HTTP 403 from OpenAlex (an allowance is used up, or the API key is wrong)"
+                + ("" if cfg.openalex_api_key else f"; {NO_KEY_HINT}")
+            )
         if response.status_code >= 400:
             raise EngineError(f"HTTP {response.status_code} from OpenAlex: {_message(response.content)}")
         try:
@@ -58,15 +68,26 @@ def to_result(work: dict) -> SearchResult | None:
     doi = _doi(work.get("doi"))
     oa = work.get("best_oa_location") or {}
     primary = work.get("primary_location") or {}
-    candidates = [oa.get("landing_page_url"), oa.get("pdf_url"), (work.get("open_access") or {}).get("oa_url"),
-                  f"https://doi.org/{doi}" if doi else None, primary.get("landing_page_url")]
+    candidates = [
+        oa.get("landing_page_url"),
+        oa.get("pdf_url"),
+        (work.get("open_access") or {}).get("oa_url"),
+        f"https://doi.org/{doi}" if doi else None,
+        primary.get("landing_page_url"),
+    ]
     url = next((u for u in candidates if isinstance(u, str) and u.startswith(("http://", "https://"))), None)
     if url is None:
         return None
     title = http.clean(work.get("display_name") or work.get("title"))
-    metadata: dict = {"type": "paper", "openalex_id": str(work.get("id") or "").rsplit("/", 1)[-1],
-                      "authors": [http.clean((a.get("author") or {}).get("display_name"))
-                                  for a in work.get("authorships") or [] if isinstance(a, dict)]}
+    metadata: dict = {
+        "type": "paper",
+        "openalex_id": str(work.get("id") or "").rsplit("/", 1)[-1],
+        "authors": [
+            http.clean((a.get("author") or {}).get("display_name"))
+            for a in work.get("authorships") or []
+            if isinstance(a, dict)
+        ],
+    }
     if doi:
         metadata["doi"] = doi
     if work.get("publication_date") or work.get("publication_year"):
@@ -74,8 +95,9 @@ def to_result(work: dict) -> SearchResult | None:
     venue = ((primary.get("source") or {}) if isinstance(primary, dict) else {}).get("display_name")
     if venue:
         metadata["journal"] = http.clean(venue)
-    return SearchResult(title=title or url, url=url, snippet=abstract(work.get("abstract_inverted_index"))[:500],
-                        metadata=metadata)
+    return SearchResult(
+        title=title or url, url=url, snippet=abstract(work.get("abstract_inverted_index"))[:500], metadata=metadata
+    )
 
 
 def abstract(inverted: object) -> str:
@@ -90,7 +112,7 @@ def _doi(value: object) -> str:
     text = str(value or "").strip()
     for prefix in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "doi:"):
         if text.lower().startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     return text if text.startswith("10.") else ""
 
 

@@ -27,19 +27,31 @@ class SearxngEngine:
         cfg = self.config
         if not cfg.searxng_url:
             raise EngineError("no SearXNG instance set: put its address in search.searxng_url")
-        params: dict[str, str | int] = {"q": query, "format": "json", "pageno": 1,
-                                        "safesearch": SAFESEARCH.get(cfg.safesearch, 1)}
+        params: dict[str, str | int] = {
+            "q": query,
+            "format": "json",
+            "pageno": 1,
+            "safesearch": SAFESEARCH.get(cfg.safesearch, 1),
+        }
         if cfg.timelimit in TIME_RANGES:
             params["time_range"] = TIME_RANGES[cfg.timelimit]
         language = _language(cfg.region)
         if language:
             params["language"] = language
         endpoint = cfg.searxng_url.rstrip("/") + "/search"
-        response = http.get(endpoint, params, engine=self.name, timeout_s=cfg.timeout_s, user_agent=cfg.user_agent,
-                            accept="application/json")
+        response = http.get(
+            endpoint,
+            params,
+            engine=self.name,
+            timeout_s=cfg.timeout_s,
+            user_agent=cfg.user_agent,
+            accept="application/json",
+        )
         if response.status_code == 403:
-            raise EngineError(f"{cfg.searxng_url} refuses JSON answers (HTTP 403): enable `json` under "
-                              "search.formats in the instance's settings.yml")
+            raise EngineError(
+                f"{cfg.searxng_url} refuses JSON answers (HTTP 403): enable `json` under "
+                "search.formats in the instance's settings.yml"
+            )
         if response.status_code >= 400:
             raise EngineError(f"HTTP {response.status_code} from SearXNG at {cfg.searxng_url}")
         try:
@@ -59,8 +71,11 @@ class SearxngEngine:
                 metadata["date"] = str(item["publishedDate"])[:10]
             if item.get("doi"):
                 metadata["doi"] = str(item["doi"])
-            results.append(SearchResult(http.clean(item.get("title")) or url, url, http.clean(item.get("content")),
-                                        metadata=metadata))
+            results.append(
+                SearchResult(
+                    http.clean(item.get("title")) or url, url, http.clean(item.get("content")), metadata=metadata
+                )
+            )
         return results[:max_results]
 
 

@@ -29,8 +29,13 @@ def test_a_write_the_disk_refuses_during_ingest_gives_one_clear_error(tmp_path):
         words = " ".join(f"word{i}x{j} heat pump defrost cycle" for j in range(2500))
         (folder / f"note-{i:02d}.md").write_text(f"# Note {i}\n\n{words}\n", encoding="utf-8")
     home = Path(os.environ["SALA_REPORT_HOME"])
-    proc = subprocess.run([sys.executable, "-m", "sala_report.app", "sources", "add", str(folder)], capture_output=True,
-                          text=True, timeout=300, preexec_fn=_limited)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "sala_report.app", "sources", "add", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_limited,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "Error: Cannot write to the disk:" in proc.stderr and "Traceback" not in proc.stderr
     assert "resume ID" in proc.stderr

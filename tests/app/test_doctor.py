@@ -22,7 +22,19 @@ def test_doctor_offline_reports_each_area_without_network(tmp_path, monkeypatch)
     monkeypatch.setattr(httpx.Client, "send", no_network)
     settings = load_settings(overrides={"paths.data_dir": tmp_path / "data"})
     found = _by_area(doctor.run_checks(settings))
-    assert {"python", "torch", "gpu", "triton", "kernels", "model", "search", "pdf", "fonts", "data dir", "store"} <= set(found)
+    assert {
+        "python",
+        "torch",
+        "gpu",
+        "triton",
+        "kernels",
+        "model",
+        "search",
+        "pdf",
+        "fonts",
+        "data dir",
+        "store",
+    } <= set(found)
     assert found["data dir"].status == "ok" and str(tmp_path / "data") in found["data dir"].detail
     assert found["store"].status == "ok"
     assert found["pdf"].status == "ok" and "no system libraries" in found["pdf"].detail
@@ -33,7 +45,9 @@ def test_doctor_offline_reports_each_area_without_network(tmp_path, monkeypatch)
 def test_doctor_names_a_fix_for_a_missing_model_and_an_unwritable_data_dir(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    settings = load_settings(overrides={"model.source": str(tmp_path / "nope.gguf"), "paths.data_dir": blocker / "data"})
+    settings = load_settings(
+        overrides={"model.source": str(tmp_path / "nope.gguf"), "paths.data_dir": blocker / "data"}
+    )
     found = _by_area(doctor.run_checks(settings))
     assert found["model"].status == "fail" and "nope.gguf" in found["model"].detail and found["model"].fix
     assert found["data dir"].status == "fail" and "--data-dir" in found["data dir"].fix

@@ -28,7 +28,9 @@ class Searxng(BaseHTTPRequestHandler):
         if not self.json_enabled:
             body, status, kind = b"<h1>403 Forbidden</h1>", 403, "text/html"
         else:
-            results = [{"url": "https://www.energy.gov/heat-pumps", "title": "Heat pumps", "content": "COP", "engine": "x"}]
+            results = [
+                {"url": "https://www.energy.gov/heat-pumps", "title": "Heat pumps", "content": "COP", "engine": "x"}
+            ]
             body, status, kind = json.dumps({"query": "q", "results": results}).encode(), 200, "application/json"
         self.send_response(status)
         self.send_header("Content-Type", kind)
@@ -60,8 +62,9 @@ def test_offline_doctor_judges_engine_settings_and_domains(tmp_path):
 
 def test_online_doctor_asks_each_engine_on_its_own(searxng):
     url = f"http://127.0.0.1:{searxng.server_address[1]}"
-    settings = load_settings(overrides={"search.engines": "searxng", "search.searxng_url": url,
-                                        "search.include_domains": "energy.gov"})
+    settings = load_settings(
+        overrides={"search.engines": "searxng", "search.searxng_url": url, "search.include_domains": "energy.gov"}
+    )
     found = _areas(doctor._search(settings, online=True))
     assert found["search searxng"].status == "ok" and found["search searxng"].detail == "answered"
     assert found["search domains"].detail == "only: energy.gov; never: none"

@@ -15,8 +15,10 @@ from sala_report.app.export import default_filename, export_report, to_html
 from sala_report.app.pdf import write_pdf
 from sala_report.app.pdf_fonts import FontSources, package_font_folders
 
-LONG_URL = ("https://www.example.org/reports/2024/heat-pumps/cold-climate/field-trials/appendix-b/raw-data/"
-            "measurements-by-site-and-month.csv")
+LONG_URL = (
+    "https://www.example.org/reports/2024/heat-pumps/cold-climate/field-trials/appendix-b/raw-data/"
+    "measurements-by-site-and-month.csv"
+)
 ARABIC_WORDS = ["المضخات", "الحرارية", "تعمل", "بكفاءة"]
 REPORT = f"""# Heat pumps in cold climates
 
@@ -82,8 +84,18 @@ def test_pdf_keeps_every_script_with_packaged_fonts(report_pdf):
     path, result = report_pdf
     assert result.missing_fonts == ()
     text = _text(path)
-    for sample in ("空气源热泵在寒冷地区", "寒冷地向けのヒートポンプ", "한랭 지역에서도", "🔥", "🏠", "👍",
-                   "Tromsø-1", "哈尔滨热能", "return heat_kwh / electricity_kwh", "寒冷地ヒートポンプ調査"):
+    for sample in (
+        "空气源热泵在寒冷地区",
+        "寒冷地向けのヒートポンプ",
+        "한랭 지역에서도",
+        "🔥",
+        "🏠",
+        "👍",
+        "Tromsø-1",
+        "哈尔滨热能",
+        "return heat_kwh / electricity_kwh",
+        "寒冷地ヒートポンプ調査",
+    ):
         assert sample in text, sample
     for word in ARABIC_WORDS:  # right-to-left: readers order the words differently, so check each one
         assert word in text, word
@@ -113,11 +125,14 @@ def _embedded_fonts(path: Path) -> set[str]:
 CJK_FACES = {"NotoSansCJKsc-Regular", "NotoSansCJKjp-Regular", "NotoSansCJKkr-Regular"}
 
 
-@pytest.mark.parametrize("text, face", [
-    ("日本語：寒冷地向けのヒートポンプは外気温が低くても暖房できます。", "NotoSansCJKjp-Regular"),
-    ("한국어: 한랭 지역에서도 히트펌프의 효율이 높아지고 있습니다.", "NotoSansCJKkr-Regular"),
-    ("中文：空气源热泵在寒冷地区的应用越来越广泛。", "NotoSansCJKsc-Regular"),
-])
+@pytest.mark.parametrize(
+    "text, face",
+    [
+        ("日本語：寒冷地向けのヒートポンプは外気温が低くても暖房できます。", "NotoSansCJKjp-Regular"),
+        ("한국어: 한랭 지역에서도 히트펌프의 효율이 높아지고 있습니다.", "NotoSansCJKkr-Regular"),
+        ("中文：空气源热泵在寒冷地区的应用越来越广泛。", "NotoSansCJKsc-Regular"),
+    ],
+)
 def test_japanese_and_korean_get_their_own_cjk_face(tmp_path, text, face):
     """Shared Han characters are drawn differently per region: Japanese text set in the Chinese face looks
     wrong to a Japanese reader. The face each paragraph used is the one the PDF embeds."""
@@ -129,14 +144,18 @@ def test_japanese_and_korean_get_their_own_cjk_face(tmp_path, text, face):
 
 def test_a_report_in_three_cjk_languages_embeds_three_faces(report_pdf):
     path, _ = report_pdf
-    assert CJK_FACES <= _embedded_fonts(path)
+    assert _embedded_fonts(path) >= CJK_FACES
 
 
 def test_pdf_headings_are_bookmarks_and_links_are_annotations(report_pdf):
     path, _ = report_pdf
     reader = PdfReader(path)
     assert _outline_titles(reader.outline) == [
-        "Heat pumps in cold climates", "1. Introduction", "1.1 Sources in other languages", "2. Results", "References",
+        "Heat pumps in cold climates",
+        "1. Introduction",
+        "1.1 Sources in other languages",
+        "2. Results",
+        "References",
     ]
     annotations = [a.get_object() for page in reader.pages for a in page.get("/Annots", [])]
     uris = {a["/A"]["/URI"] for a in annotations if "/A" in a and "/URI" in a["/A"]}
@@ -159,7 +178,9 @@ def test_pdf_without_fonts_says_which_are_missing_and_still_writes(tmp_path):
 
 
 def test_pdf_with_no_unicode_font_falls_back_to_core_fonts(tmp_path):
-    result = write_pdf("# Plain\n\nText with 中文.\n", tmp_path / "r.pdf", sources=FontSources(packages=False, folders=()))
+    result = write_pdf(
+        "# Plain\n\nText with 中文.\n", tmp_path / "r.pdf", sources=FontSources(packages=False, folders=())
+    )
     assert "Noto Sans" in result.warnings[0] and "fontpkg-noto-sans" in result.warnings[0]
     assert "Text with" in _text(tmp_path / "r.pdf")
 
@@ -180,7 +201,11 @@ def test_html_is_self_contained_and_links_citations(tmp_path):
 def test_export_writes_markdown_html_and_json(tmp_path):
     md = export_report("# T\n\nBody", "md", tmp_path / "a" / "r.md")
     assert md.path.read_text(encoding="utf-8") == "# T\n\nBody\n"
-    assert export_report(REPORT, "html", tmp_path / "r.html").path.read_text(encoding="utf-8").startswith("<!doctype html>")
+    assert (
+        export_report(REPORT, "html", tmp_path / "r.html")
+        .path.read_text(encoding="utf-8")
+        .startswith("<!doctype html>")
+    )
     data = json.loads(export_report(REPORT, "json", tmp_path / "r.json", summary={"session_id": 7}).path.read_text())
     assert data["session_id"] == 7 and data["markdown"] == REPORT
     assert not list(tmp_path.rglob("*.part"))
@@ -189,7 +214,9 @@ def test_export_writes_markdown_html_and_json(tmp_path):
 
 
 def test_references_split_into_anchored_entries_and_only_real_citations_link():
-    tokens = report_markdown.parse("# T\n\nSee [1] and [9].\n\n## References\n\n[1] A — https://a.example\n[2] B — /tmp/b.md\n")
+    tokens = report_markdown.parse(
+        "# T\n\nSee [1] and [9].\n\n## References\n\n[1] A — https://a.example\n[2] B — /tmp/b.md\n"
+    )
     anchors = [t.attrGet("id") for t in tokens if t.type == "paragraph_open"]
     assert anchors == [None, "ref-1", "ref-2"]
     body = tokens[4]  # the first paragraph's inline token
@@ -215,11 +242,15 @@ def test_export_command_writes_a_stored_session(tmp_path, capsys):
 
     data = tmp_path / "data"
     store, retriever, ids = make_store(data / "sala.db")
-    result = Engine.start(store, ScriptedGenerator(), retriever, settings(), "How did renewable energy grow?",
-                          docs_source_ids=ids).run()  # fmt: skip
+    result = Engine.start(
+        store, ScriptedGenerator(), retriever, settings(), "How did renewable energy grow?", docs_source_ids=ids
+    ).run()
     store.close()
 
-    assert main(["--data-dir", str(data), "export", result.session_id[:4], "--out", str(tmp_path / "r.html"), "--json"]) == 0
+    assert (
+        main(["--data-dir", str(data), "export", result.session_id[:4], "--out", str(tmp_path / "r.html"), "--json"])
+        == 0
+    )
     written = json.loads(capsys.readouterr().out)
     assert written == {"path": str(tmp_path / "r.html"), "format": "html", "warnings": []}
     page = (tmp_path / "r.html").read_text(encoding="utf-8")

@@ -63,9 +63,11 @@ def _graph(*, module_level: bool) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        nodes = _module_level(tree.body) if module_level else [
-            n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
-        ]
+        nodes = (
+            _module_level(tree.body)
+            if module_level
+            else [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        )
         graph[name] = {t for n in nodes for t in _targets(n) if t in MODULES and t != name}
     return graph
 

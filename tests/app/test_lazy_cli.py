@@ -25,13 +25,15 @@ def test_the_table_names_every_command_with_its_module_and_help():
     for name, (module, help_line) in LAZY_COMMANDS.items():
         assert module == real[name][0], name
         for limit in (45, 200):  # what `--help` shows at a narrow and a wide terminal
-            assert click.utils.make_default_short_help(help_line, limit) == real[name][1].get_short_help_str(limit), name
+            assert click.utils.make_default_short_help(help_line, limit) == real[name][1].get_short_help_str(limit), (
+                name
+            )
 
 
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name, (_, help_line) in LAZY_COMMANDS.items():
+    for name in LAZY_COMMANDS:
         assert f"  {name} " in out, name
     assert "Research QUESTION and write a cited report." in out
 

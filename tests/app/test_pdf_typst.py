@@ -37,29 +37,53 @@ def _text(path: Path) -> str:
 
 
 def _fonts(path: Path) -> set[str]:
-    return {str(font.get_object()["/BaseFont"]) for page in PdfReader(path).pages
-            for font in page["/Resources"]["/Font"].values()}
+    return {
+        str(font.get_object()["/BaseFont"])
+        for page in PdfReader(path).pages
+        for font in page["/Resources"]["/Font"].values()
+    }
 
 
 def test_report_text_is_never_typst_code(tmp_path):
     result = write_pdf(HOSTILE, tmp_path / "r.pdf")
     text = _text(tmp_path / "r.pdf").replace("\n", " ")
     assert result.pages == 1  # `#pagebreak()` and `#set page(width: 1cm)` did nothing
-    for literal in ('#import "x"', "$x^2$", '#read("/etc/passwd")', "@ref", "<label>", '"quoted"', r"back\slash",
-                    "// not a comment", "/* nor this */", '#eval("1+1")', "#pagebreak()", "]#[", "#box",  # (Markdown reads `\#` as `#`)
-                    'print("#not code")', "= heading sign"):
+    for literal in (
+        '#import "x"',
+        "$x^2$",
+        '#read("/etc/passwd")',
+        "@ref",
+        "<label>",
+        '"quoted"',
+        r"back\slash",
+        "// not a comment",
+        "/* nor this */",
+        '#eval("1+1")',
+        "#pagebreak()",
+        "]#[",
+        "#box",  # (Markdown reads `\#` as `#`)
+        'print("#not code")',
+        "= heading sign",
+    ):
         assert literal in text, literal
     assert "root:" not in text  # no file was read
-    links = [a.get_object()["/A"]["/URI"] for page in PdfReader(tmp_path / "r.pdf").pages
-             for a in page.get("/Annots", []) if "/A" in a.get_object()]
+    links = [
+        a.get_object()["/A"]["/URI"]
+        for page in PdfReader(tmp_path / "r.pdf").pages
+        for a in page.get("/Annots", [])
+        if "/A" in a.get_object()
+    ]
     assert "https://example.org/?q=%22x%22&y=1" in links  # markdown-it percent-encodes the quotes
 
 
-@pytest.mark.parametrize("text, face", [
-    ("中文：空气源热泵在寒冷地区的应用越来越广泛。", "CJKsc"),
-    ("日本語：寒冷地向けのヒートポンプは外気温が低くても暖房できます。", "CJKjp"),
-    ("한국어: 한랭 지역에서도 히트펌프의 효율이 높아지고 있습니다.", "CJKkr"),
-])
+@pytest.mark.parametrize(
+    "text, face",
+    [
+        ("中文：空气源热泵在寒冷地区的应用越来越广泛。", "CJKsc"),
+        ("日本語：寒冷地向けのヒートポンプは外気温が低くても暖房できます。", "CJKjp"),
+        ("한국어: 한랭 지역에서도 히트펌프의 효율이 높아지고 있습니다.", "CJKkr"),
+    ],
+)
 def test_each_cjk_language_gets_its_own_face(tmp_path, text, face):
     write_pdf(f"# T\n\n{text}\n", tmp_path / "r.pdf")
     cjk = {f for f in _fonts(tmp_path / "r.pdf") if "CJK" in f}

@@ -57,17 +57,31 @@ def private_uses(source: str) -> list[str]:
     for node in ast.walk(tree):  # names bound to what a third-party name gives back
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.withitem)):
             value = node.context_expr if isinstance(node, ast.withitem) else node.value
-            targets = [node.optional_vars] if isinstance(node, ast.withitem) else \
-                node.targets if isinstance(node, ast.Assign) else [node.target]
+            targets = (
+                [node.optional_vars]
+                if isinstance(node, ast.withitem)
+                else node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+            )
             if value is not None and _root(value) in foreign:
                 foreign |= {t.id for t in targets if isinstance(t, ast.Name)}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and _is_private(node.attr) and _root(node.value) in foreign:
-            found.append(f"{node.lineno}: {ast.unparse(node)}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                and node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) >= 2 \
-                and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str) \
-                and _is_private(node.args[1].value) and _root(node.args[0]) in foreign:
+        if (
+            isinstance(node, ast.Attribute)
+            and _is_private(node.attr)
+            and _root(node.value) in foreign
+            or (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "setattr", "hasattr", "delattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)
+                and _is_private(node.args[1].value)
+                and _root(node.args[0]) in foreign
+            )
+        ):
             found.append(f"{node.lineno}: {ast.unparse(node)}")
         elif isinstance(node, ast.ClassDef) and any(_root(base) in foreign for base in node.bases):
             found += _inherited_private(node)
@@ -79,12 +93,22 @@ def _inherited_private(cls: ast.ClassDef) -> list[str]:
     own = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     own |= {t.id for n in cls.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     own |= {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
-    own |= {t.attr for n in ast.walk(cls) if isinstance(n, (ast.Assign, ast.AnnAssign))
-            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
-            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"}
-    return [f"{n.lineno}: {ast.unparse(n)} (inherited from a library class)" for n in ast.walk(cls)
-            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
-            and _is_private(n.attr) and n.attr not in own]
+    own |= {
+        t.attr
+        for n in ast.walk(cls)
+        if isinstance(n, (ast.Assign, ast.AnnAssign))
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+        if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"
+    }
+    return [
+        f"{n.lineno}: {ast.unparse(n)} (inherited from a library class)"
+        for n in ast.walk(cls)
+        if isinstance(n, ast.Attribute)
+        and isinstance(n.value, ast.Name)
+        and n.value.id == "self"
+        and _is_private(n.attr)
+        and n.attr not in own
+    ]
 
 
 def test_no_private_attribute_of_a_third_party_module_is_used():
@@ -95,26 +119,32 @@ def test_no_private_attribute_of_a_third_party_module_is_used():
     assert problems == [], "\n".join(problems)
 
 
-@pytest.mark.parametrize("source", [
-    "import fpdf\nfpdf.FPDF()._out('x')",
-    "from fpdf import FPDF\npdf = FPDF()\npdf._set_font_for_page(1, 2)",
-    "from fpdf import FPDF\nclass P(FPDF):\n    def f(self):\n        self._out('q')",
-    "from typst._typst import Fonts",
-    "from textual import _compositor",
-    "import torch\ngetattr(torch.cuda, '_initialized')",
-    "import typst as t\nwith t.Compiler() as c:\n    c._world",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import fpdf\nfpdf.FPDF()._out('x')",
+        "from fpdf import FPDF\npdf = FPDF()\npdf._set_font_for_page(1, 2)",
+        "from fpdf import FPDF\nclass P(FPDF):\n    def f(self):\n        self._out('q')",
+        "from typst._typst import Fonts",
+        "from textual import _compositor",
+        "import torch\ngetattr(torch.cuda, '_initialized')",
+        "import typst as t\nwith t.Compiler() as c:\n    c._world",
+    ],
+)
 def test_the_scan_finds_private_uses(source):
     assert private_uses(source), source
 
 
-@pytest.mark.parametrize("source", [
-    "import typst\ntypst.compile(b'x', format='pdf')",
-    "from fpdf import FPDF\nclass P(FPDF):\n    def _mine(self):\n        return 1\n    def f(self):\n        self._cache = 2\n        return self._mine() + self._cache",
-    "import json\njson._default_decoder",  # the standard library is out of scope
-    "from sala_report.app import pdf\npdf._Writer",  # our own privates are ours
-    "class Local:\n    _x = 1\nLocal()._x",
-    "import typst\nx = typst.compile(b'')\nx.__len__()",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import typst\ntypst.compile(b'x', format='pdf')",
+        "from fpdf import FPDF\nclass P(FPDF):\n    def _mine(self):\n        return 1\n    def f(self):\n        self._cache = 2\n        return self._mine() + self._cache",
+        "import json\njson._default_decoder",  # the standard library is out of scope
+        "from sala_report.app import pdf\npdf._Writer",  # our own privates are ours
+        "class Local:\n    _x = 1\nLocal()._x",
+        "import typst\nx = typst.compile(b'')\nx.__len__()",
+    ],
+)
 def test_the_scan_leaves_public_and_own_names_alone(source):
     assert private_uses(source) == [], source

@@ -11,7 +11,9 @@ from sala_report.app.settings import load_settings
 
 
 def services_for(tmp_path, **overrides):
-    settings = load_settings(tmp_path / "none.toml", env={}, overrides={"paths.data_dir": tmp_path / "data", **overrides})
+    settings = load_settings(
+        tmp_path / "none.toml", env={}, overrides={"paths.data_dir": tmp_path / "data", **overrides}
+    )
     lines: list[str] = []
     return LocalServices(settings, generator=object(), progress=lines.append), lines
 

@@ -14,8 +14,10 @@ from sala_report.app.settings import load_settings
 
 def test_settings_and_flags_reach_the_retriever(tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text('[search]\nengines = ["searxng", "arxiv"]\nsearxng_url = "http://localhost:8888"\n'
-                      'openalex_api_key = "k"\ninclude_domains = ["nature.com"]\nexclude_domains = ["*.Pinterest.com"]\n')
+    config.write_text(
+        '[search]\nengines = ["searxng", "arxiv"]\nsearxng_url = "http://localhost:8888"\n'
+        'openalex_api_key = "k"\ninclude_domains = ["nature.com"]\nexclude_domains = ["*.Pinterest.com"]\n'
+    )
     settings = load_settings(config, env={}, overrides={"paths.data_dir": tmp_path / "data"})
     settings = _with_domains(settings, ("arxiv.org",), ("blogs.nature.com",))
     services = LocalServices(settings, generator=object())
@@ -31,11 +33,18 @@ def test_settings_and_flags_reach_the_retriever(tmp_path):
         services.close()
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("search.searxng_url", "localhost:8888", "must be an http:// or https:// URL"),
-    ("search.engines", "duckduckgo,arxv", "unknown engine arxv; known: arxiv, openalex, searxng, brave, duckduckgo"),
-    ("search.include_domains", "nature.com,user@evil", "expected a domain such as example.org, got 'user@evil'"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("search.searxng_url", "localhost:8888", "must be an http:// or https:// URL"),
+        (
+            "search.engines",
+            "duckduckgo,arxv",
+            "unknown engine arxv; known: arxiv, openalex, searxng, brave, duckduckgo",
+        ),
+        ("search.include_domains", "nature.com,user@evil", "expected a domain such as example.org, got 'user@evil'"),
+    ],
+)
 def test_bad_search_settings_are_named(key, value, message):
     with pytest.raises(ConfigError, match=f"{key}: {message}"):
         load_settings(env={}, overrides={key: value})
@@ -48,8 +57,10 @@ def test_a_bad_domain_flag_is_a_usage_error_before_anything_runs(capsys):
 
 
 def test_help_lists_the_new_flags_and_formats(capsys):
-    for args, expected in ((["run", "--help"], ["--include-domain", "--exclude-domain"]),
-                           (["export", "--help"], ["docx", "bib", "ris"])):
+    for args, expected in (
+        (["run", "--help"], ["--include-domain", "--exclude-domain"]),
+        (["export", "--help"], ["docx", "bib", "ris"]),
+    ):
         assert main(args) == 0
         out = capsys.readouterr().out
         assert all(word in out for word in expected), out

@@ -15,8 +15,11 @@ from sala_report.retrieval.documents import DocumentConfig
 from sala_report.retrieval.fetch import FetchConfig
 from sala_report.retrieval.search import SearchConfig
 
-PAIRS = [("search", SearchSettings, SearchConfig), ("fetch", FetchSettings, FetchConfig),
-         ("documents", DocumentSettings, DocumentConfig)]
+PAIRS = [
+    ("search", SearchSettings, SearchConfig),
+    ("fetch", FetchSettings, FetchConfig),
+    ("documents", DocumentSettings, DocumentConfig),
+]
 
 
 @pytest.mark.parametrize(("section", "settings_type", "config_type"), PAIRS)
@@ -53,7 +56,9 @@ def test_sections_do_not_share_their_lists():
 
 
 def test_importing_settings_does_not_load_retrieval():
-    probe = "import sys, sala_report.app.settings; print(any(m.startswith('sala_report.retrieval') for m in sys.modules))"
+    probe = (
+        "import sys, sala_report.app.settings; print(any(m.startswith('sala_report.retrieval') for m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

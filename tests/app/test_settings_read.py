@@ -31,6 +31,10 @@ def _names_read() -> set[str]:
 def test_every_setting_is_read_somewhere():
     read = _names_read()
     settings = Settings()
-    unread = [f"{section.name}.{field.name}" for section in dataclasses.fields(Settings)
-              for field in dataclasses.fields(getattr(settings, section.name)) if field.name not in read]
+    unread = [
+        f"{section.name}.{field.name}"
+        for section in dataclasses.fields(Settings)
+        for field in dataclasses.fields(getattr(settings, section.name))
+        if field.name not in read
+    ]
     assert unread == [], f"settings that no code reads: {unread}"

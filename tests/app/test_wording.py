@@ -8,9 +8,11 @@ from sala_report.app.warp import events as ev
 from sala_report.app.wording import plural, readable_keys, search_problem
 
 # What ddgs reported on this machine with no network (retrieval/search.py wraps it as "web search failed (...)").
-DDGS_DNS = ("web search failed (duckduckgo: DNSError: DNSError('error sending request for url "
-            "(https://html.duckduckgo.com/html/) > error resolving DNS > DNS error: no records found for Query "
-            "{ name: Name(\"html.duckduckgo.com.\"), query_type: A, query_class: IN }'))")
+DDGS_DNS = (
+    "web search failed (duckduckgo: DNSError: DNSError('error sending request for url "
+    "(https://html.duckduckgo.com/html/) > error resolving DNS > DNS error: no records found for Query "
+    '{ name: Name("html.duckduckgo.com."), query_type: A, query_class: IN }\'))'
+)
 FETCH_DNS = "could not fetch any of 4 pages (first: [Errno -3] Temporary failure in name resolution)"
 RAW = ("DNSError", "Query {", "Errno", "query_class")
 
@@ -34,8 +36,9 @@ def test_network_failures_read_as_what_they_mean():
 def test_keys_become_report_numbers():
     numbers = {"textid7": 2}
     assert readable_keys("weak support for [textid7]", numbers) == "weak support for [2]"
-    said = readable_keys("cite the passages you use with \\cite{textidN} (removed textid9, textid3: not among the "
-                         "passages)", numbers)
+    said = readable_keys(
+        "cite the passages you use with \\cite{textidN} (removed textid9, textid3: not among the passages)", numbers
+    )
     assert "textid" not in said and "removed 2 citations of passages it was not shown" in said
 
 

@@ -73,7 +73,9 @@ def assert_same_selection(idx, idx_r, q, k1, k2, q_start, L, causal, tol=1e-4):
         for g in range(idx.shape[1]):
             mine = s[0, g, 0, idx[0, g, t][idx[0, g, t] >= 0].long()]
             kth = s[0, g, 0].sort(descending=True).values[idx.shape[-1] - 1]
-            assert (mine >= kth * (1 - tol)).all(), f"row {t}: picked a block scoring {mine.min().item()} < k-th {kth.item()}"
+            assert (mine >= kth * (1 - tol)).all(), (
+                f"row {t}: picked a block scoring {mine.min().item()} < k-th {kth.item()}"
+            )
 
 
 def _sparse_inputs(L, Hq=32, Hkv=2, D=128):
@@ -88,7 +90,12 @@ def test_sparse_prefill_bf16(L, n_q):
     from sala_report.kernels.sparse.select import select_blocks_triton
 
     q, k, v = _sparse_inputs(L)
-    k1 = compress_keys_triton(k, kernel_size=32, stride=16, out=torch.full((1, (L - 32) // 16 + 1, 2, 128), float("nan"), device="cuda", dtype=BF))
+    k1 = compress_keys_triton(
+        k,
+        kernel_size=32,
+        stride=16,
+        out=torch.full((1, (L - 32) // 16 + 1, 2, 128), float("nan"), device="cuda", dtype=BF),
+    )
     k2 = compress_keys(k, kernel_size=128, stride=64)
     assert rel(k1, sparse_ref.compress_keys(k, kernel_size=32, stride=16).float()) < 1e-2
     assert rel(k2, sparse_ref.compress_keys(k, kernel_size=128, stride=64).float()) < 1e-2
@@ -96,15 +103,35 @@ def test_sparse_prefill_bf16(L, n_q):
     qs = q[:, q0:]
     K = SALA.k_eff(L)
     idx_r = sparse_ref.select_blocks(qs, k1, k2, q_start=q0, kv_len=L, params=SALA, causal=True)
-    idx = select_blocks_triton(qs, k1, k2, q_start=q0, kv_len=L, params=SALA, causal=True,
-                               out=torch.full((1, 2, n_q, K), -7, dtype=torch.int32, device="cuda"))
+    idx = select_blocks_triton(
+        qs,
+        k1,
+        k2,
+        q_start=q0,
+        kv_len=L,
+        params=SALA,
+        causal=True,
+        out=torch.full((1, 2, n_q, K), -7, dtype=torch.int32, device="cuda"),
+    )
     assert (idx != -7).all()
     assert_same_selection(idx, idx_r, qs, k1, k2, q0, L, causal=True)
-    o_r = sparse_ref.sparse_attention(qs.float(), k.float(), v.float(), idx_r, q_start=q0, block_size=64, scale=128**-0.5)
-    forced = (SALA.init_blocks, SALA.local_blocks)
-    for forced, rb in ((None, 0), (forced, 0), (forced, 96)):  # one pass, band + one pass, band + ranged passes
-        o = sparse_attention_triton(qs, k, v, idx_r, q_start=q0, block_size=64, scale=128**-0.5, forced_blocks=forced,
-                                    range_blocks=rb, out=torch.full_like(qs, float("nan")))
+    o_r = sparse_ref.sparse_attention(
+        qs.float(), k.float(), v.float(), idx_r, q_start=q0, block_size=64, scale=128**-0.5
+    )
+    band = (SALA.init_blocks, SALA.local_blocks)
+    for forced, rb in ((None, 0), (band, 0), (band, 96)):  # one pass, band + one pass, band + ranged passes
+        o = sparse_attention_triton(
+            qs,
+            k,
+            v,
+            idx_r,
+            q_start=q0,
+            block_size=64,
+            scale=128**-0.5,
+            forced_blocks=forced,
+            range_blocks=rb,
+            out=torch.full_like(qs, float("nan")),
+        )
         assert rel(o, o_r) <= 5e-3
 
 
@@ -118,7 +145,9 @@ def test_sparse_decode_bf16():
     idx_r = sparse_ref.select_blocks(qd, k1, k2, q_start=L - 1, kv_len=L, params=SALA, causal=False)
     assert_same_selection(idx, idx_r, qd, k1, k2, L - 1, L, causal=False)
     o = sparse_attention(qd, k, v, idx, q_start=L - 1, block_size=64, scale=128**-0.5)
-    o_r = sparse_ref.sparse_attention(qd.float(), k.float(), v.float(), idx_r, q_start=L - 1, block_size=64, scale=128**-0.5)
+    o_r = sparse_ref.sparse_attention(
+        qd.float(), k.float(), v.float(), idx_r, q_start=L - 1, block_size=64, scale=128**-0.5
+    )
     assert rel(o, o_r) <= 5e-3
 
 

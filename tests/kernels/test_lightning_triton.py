@@ -32,7 +32,9 @@ def test_chunk_across_segments_with_states(dtype, tol):
     q, k, v = (rand(B, T, H, D, dtype=dtype, seed=s) for s in (1, 2, 3))
     h0 = rand(B, H, D, D, seed=4)
     o, s = _chunk(q, k, v, G, scale=D**-0.5, initial_state=h0, segment_len=64)
-    o_r, s_r = naive.recurrent_lightning(q.double(), k.double(), v.double(), G, scale=D**-0.5, initial_state=h0.double())
+    o_r, s_r = naive.recurrent_lightning(
+        q.double(), k.double(), v.double(), G, scale=D**-0.5, initial_state=h0.double()
+    )
     assert o.dtype == dtype and s.dtype == torch.float32
     assert rel(o, o_r) < tol and rel(s, s_r) < tol
 
@@ -43,15 +45,28 @@ def test_varlen_and_segmented_prefill_then_decode():
     q, k, v = (rand(1, 200, H, D, seed=s) for s in (5, 6, 7))
     h0 = rand(3, H, D, D, seed=8)
     o, s = _chunk(q, k, v, G, scale=0.25, initial_state=h0, cu_seqlens=cu, segment_len=64)
-    o_r, s_r = naive.chunk_lightning(q.double(), k.double(), v.double(), G, scale=0.25, initial_state=h0.double(), cu_seqlens=cu)
+    o_r, s_r = naive.chunk_lightning(
+        q.double(), k.double(), v.double(), G, scale=0.25, initial_state=h0.double(), cu_seqlens=cu
+    )
     assert rel(o, o_r) < 1e-4 and rel(s, s_r) < 1e-4
     # the last sequence again: prefill 70 tokens in two calls, then decode the rest one token at a time
     a = 69
-    o1, s1 = lightning_prefill(q[:, a : a + 40], k[:, a : a + 40], v[:, a : a + 40], G, scale=0.25, initial_state=h0[2:], backend="triton")
-    o2, s2 = lightning_prefill(q[:, a + 40 : a + 70], k[:, a + 40 : a + 70], v[:, a + 40 : a + 70], G, scale=0.25, initial_state=s1,
-                               backend="triton")
+    o1, s1 = lightning_prefill(
+        q[:, a : a + 40], k[:, a : a + 40], v[:, a : a + 40], G, scale=0.25, initial_state=h0[2:], backend="triton"
+    )
+    o2, s2 = lightning_prefill(
+        q[:, a + 40 : a + 70],
+        k[:, a + 40 : a + 70],
+        v[:, a + 40 : a + 70],
+        G,
+        scale=0.25,
+        initial_state=s1,
+        backend="triton",
+    )
     state = s2.clone()
-    steps = [lightning_decode(q[:, t], k[:, t], v[:, t], G, state, scale=0.25, backend="triton") for t in range(a + 70, 200)]
+    steps = [
+        lightning_decode(q[:, t], k[:, t], v[:, t], G, state, scale=0.25, backend="triton") for t in range(a + 70, 200)
+    ]
     assert rel(torch.cat([o1, o2, torch.stack(steps, 1)], 1), o_r[:, a:]) < 1e-4
     assert rel(state, s_r[2:]) < 1e-4
 

@@ -35,7 +35,11 @@ def brute_select(q, k1, k2, q_start, kv_len, p, causal):
                 bt = t // p.block_size
                 scores = []
                 for j in range(nb):
-                    window = [shared[c] for c in range(j * p.pool_stride - 1, j * p.pool_stride + p.pool_stride) if c in shared]
+                    window = [
+                        shared[c]
+                        for c in range(j * p.pool_stride - 1, j * p.pool_stride + p.pool_stride)
+                        if c in shared
+                    ]
                     s = max(window) if window else float("-inf")
                     if j < p.init_blocks or bt - p.local_blocks <= j <= bt:
                         s = float("inf")

@@ -16,7 +16,11 @@ def rand(*shape, seed=0, dtype=torch.float32):
 
 
 def setup(L, Hq=8, Hkv=2, D=16, seed=0, dtype=torch.float32):
-    q, k, v = rand(1, L, Hq, D, seed=seed, dtype=dtype), rand(1, L, Hkv, D, seed=seed + 1, dtype=dtype), rand(1, L, Hkv, D, seed=seed + 2, dtype=dtype)
+    q, k, v = (
+        rand(1, L, Hq, D, seed=seed, dtype=dtype),
+        rand(1, L, Hkv, D, seed=seed + 1, dtype=dtype),
+        rand(1, L, Hkv, D, seed=seed + 2, dtype=dtype),
+    )
     k1 = compress_keys(k, kernel_size=P.kernel_size, stride=P.kernel_stride, backend="reference")
     k2 = compress_keys(k, kernel_size=P.lse_kernel_size, stride=P.lse_stride, backend="reference")
     return q, k, v, k1, k2
@@ -27,10 +31,14 @@ def test_compress_matches_reference(dtype):
     k = rand(2, 77, 2, 16, dtype=dtype)
     for ks, st in ((8, 4), (32, 16)):
         got = compress_keys(k, kernel_size=ks, stride=st, backend="triton")
-        assert torch.allclose(got.float(), compress_keys(k, kernel_size=ks, stride=st, backend="reference").float(), atol=1e-3)
+        assert torch.allclose(
+            got.float(), compress_keys(k, kernel_size=ks, stride=st, backend="reference").float(), atol=1e-3
+        )
     assert compress_keys(k[:, :7], kernel_size=8, stride=4, backend="triton").shape == (2, 0, 2, 16)
-    assert torch.equal(compress_keys(k[:, 60:68], kernel_size=8, stride=4, backend="triton")[:, 0],
-                       compress_keys(k, kernel_size=8, stride=4, backend="triton")[:, 15])
+    assert torch.equal(
+        compress_keys(k[:, 60:68], kernel_size=8, stride=4, backend="triton")[:, 0],
+        compress_keys(k, kernel_size=8, stride=4, backend="triton")[:, 15],
+    )
 
 
 def test_select_prefill_chunks_and_decode_equal_reference(monkeypatch):
@@ -53,7 +61,9 @@ def test_select_decode_quartering_top_k():
     want = select_blocks(q, k1, k2, q_start=0, kv_len=L, params=P, causal=True, backend="reference")
     got = select_blocks(q[:, -1:], k1, k2, q_start=L - 1, kv_len=L, params=P, causal=False, backend="triton")
     assert torch.equal(got, want[:, :, -1:])
-    got = select_blocks(q[:, 30:34], k1, k2, q_start=30, kv_len=L, params=P, causal=True, backend="triton")  # -1 entries
+    got = select_blocks(
+        q[:, 30:34], k1, k2, q_start=30, kv_len=L, params=P, causal=True, backend="triton"
+    )  # -1 entries
     assert torch.equal(got, want[:, :, 30:34])
 
 
@@ -65,7 +75,9 @@ def test_select_ties_deterministic():
     k2 = compress_keys(k, kernel_size=32, stride=16)
     got = select_blocks(q[:, -4:], k1, k2, q_start=L - 4, kv_len=L, params=P, causal=True, backend="triton")
     assert got[0, 0, -1].tolist() == [0, 1, 7, 8, 9]
-    assert torch.equal(got, select_blocks(q[:, -4:], k1, k2, q_start=L - 4, kv_len=L, params=P, causal=True, backend="reference"))
+    assert torch.equal(
+        got, select_blocks(q[:, -4:], k1, k2, q_start=L - 4, kv_len=L, params=P, causal=True, backend="reference")
+    )
 
 
 def test_sparse_attention_prefill_split_and_dense():
@@ -88,8 +100,17 @@ def test_sparse_attention_band_split_matches_reference():
     q, k, v, k1, k2 = setup(L, seed=6)
     idx = select_blocks(q, k1, k2, q_start=0, kv_len=L, params=P, causal=True, backend="reference")
     want = sparse_attention(q[:, 40:], k, v, idx[:, :, 40:], q_start=40, block_size=16, scale=0.3, backend="reference")
-    got = sparse_attention_triton(q[:, 40:], k, v, idx[:, :, 40:], q_start=40, block_size=16, scale=0.3, n_split=1,
-                                  forced_blocks=(P.init_blocks, P.local_blocks))
+    got = sparse_attention_triton(
+        q[:, 40:],
+        k,
+        v,
+        idx[:, :, 40:],
+        q_start=40,
+        block_size=16,
+        scale=0.3,
+        n_split=1,
+        forced_blocks=(P.init_blocks, P.local_blocks),
+    )
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -110,7 +131,16 @@ def test_sparse_attention_ranged_passes_match_reference(monkeypatch):
     for rb, nblk in ((2, 1), (5, 2)):  # nblk: blocks a step in both kernels (the last step may run past the end)
         monkeypatch.setattr(attention, "BAND_GATHER", (4, 3, nblk))
         monkeypatch.setattr(attention, "BAND_TILE", (4, 3, nblk))
-        got = sparse_attention_triton(q[:, a:], k, v, idx[:, :, a:], q_start=a, block_size=16, scale=0.3,
-                                      forced_blocks=(P2.init_blocks, P2.local_blocks), range_blocks=rb,
-                                      out=torch.full_like(q[:, a:], float("nan")))
+        got = sparse_attention_triton(
+            q[:, a:],
+            k,
+            v,
+            idx[:, :, a:],
+            q_start=a,
+            block_size=16,
+            scale=0.3,
+            forced_blocks=(P2.init_blocks, P2.local_blocks),
+            range_blocks=rb,
+            out=torch.full_like(q[:, a:], float("nan")),
+        )
         assert torch.allclose(got, want, atol=1e-5), rb

@@ -17,41 +17,114 @@ from sala_report.model.model import CausalLM
 # (and two spellings of the lightning mixer); its sparse_config is scaled down so that InfLLM-V2 turns
 # on at 1024 tokens and selects 16 of up to ~21 blocks per query.
 SALA = {
-    "architectures": ["MiniCPMSALAForCausalLM"], "model_type": "minicpm_sala",
-    "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-    "intermediate_size": 96, "hidden_act": "silu", "vocab_size": 128, "max_position_embeddings": 4096,
-    "rope_theta": 10000.0, "rope_scaling": None, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-    "attention_bias": False, "attention_dropout": 0.0, "initializer_range": 0.1, "pretraining_tp": 1,
-    "scale_emb": 12, "scale_depth": 1.4, "dim_model_base": 16, "mup_denominator": 32,
-    "attn_use_rope": False, "attn_use_output_gate": True, "lightning_use_rope": True, "qk_norm": True,
-    "use_output_gate": True, "use_output_norm": True, "lightning_nh": 4, "lightning_nkv": 4,
-    "lightning_head_dim": 16, "lightning_scale": "1/sqrt(d)",
+    "architectures": ["MiniCPMSALAForCausalLM"],
+    "model_type": "minicpm_sala",
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 96,
+    "hidden_act": "silu",
+    "vocab_size": 128,
+    "max_position_embeddings": 4096,
+    "rope_theta": 10000.0,
+    "rope_scaling": None,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "initializer_range": 0.1,
+    "pretraining_tp": 1,
+    "scale_emb": 12,
+    "scale_depth": 1.4,
+    "dim_model_base": 16,
+    "mup_denominator": 32,
+    "attn_use_rope": False,
+    "attn_use_output_gate": True,
+    "lightning_use_rope": True,
+    "qk_norm": True,
+    "use_output_gate": True,
+    "use_output_norm": True,
+    "lightning_nh": 4,
+    "lightning_nkv": 4,
+    "lightning_head_dim": 16,
+    "lightning_scale": "1/sqrt(d)",
     "mixer_types": ["minicpm4", "lightning-attn", "lightning_attn", "minicpm4"],
-    "sparse_config": {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64,
-                      "window_size": 256, "topk": 12, "use_nope": False, "dense_len": 1024},
-    "bos_token_id": 1, "eos_token_id": [2, 127], "pad_token_id": 2, "dtype": "bfloat16", "use_cache": True,
-}  # fmt: skip
+    "sparse_config": {
+        "kernel_size": 32,
+        "kernel_stride": 16,
+        "init_blocks": 1,
+        "block_size": 64,
+        "window_size": 256,
+        "topk": 12,
+        "use_nope": False,
+        "dense_len": 1024,
+    },
+    "bos_token_id": 1,
+    "eos_token_id": [2, 127],
+    "pad_token_id": 2,
+    "dtype": "bfloat16",
+    "use_cache": True,
+}
 
 MINICPM = {
-    "architectures": ["MiniCPMForCausalLM"], "model_type": "minicpm",
-    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "intermediate_size": 96, "hidden_act": "silu", "vocab_size": 128, "max_position_embeddings": 4096,
-    "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
-    "rope_scaling": {"rope_type": "longrope", "original_max_position_embeddings": 2048,
-                     "short_factor": [1.0 + 0.1 * i for i in range(8)], "long_factor": [1.0 + 0.5 * i for i in range(8)]},
-    "scale_emb": 12, "scale_depth": 1.4, "dim_model_base": 16, "mup_denominator": 32,
-    "sparse_config": {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64,
-                      "window_size": 256, "topk": 12, "use_nope": False, "dense_len": 1024},
-    "bos_token_id": 1, "eos_token_id": [2, 127], "torch_dtype": "bfloat16",
-}  # fmt: skip
+    "architectures": ["MiniCPMForCausalLM"],
+    "model_type": "minicpm",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 96,
+    "hidden_act": "silu",
+    "vocab_size": 128,
+    "max_position_embeddings": 4096,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": False,
+    "rope_scaling": {
+        "rope_type": "longrope",
+        "original_max_position_embeddings": 2048,
+        "short_factor": [1.0 + 0.1 * i for i in range(8)],
+        "long_factor": [1.0 + 0.5 * i for i in range(8)],
+    },
+    "scale_emb": 12,
+    "scale_depth": 1.4,
+    "dim_model_base": 16,
+    "mup_denominator": 32,
+    "sparse_config": {
+        "kernel_size": 32,
+        "kernel_stride": 16,
+        "init_blocks": 1,
+        "block_size": 64,
+        "window_size": 256,
+        "topk": 12,
+        "use_nope": False,
+        "dense_len": 1024,
+    },
+    "bos_token_id": 1,
+    "eos_token_id": [2, 127],
+    "torch_dtype": "bfloat16",
+}
 
 LLAMA = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "intermediate_size": 96, "hidden_act": "silu", "vocab_size": 128, "max_position_embeddings": 2048,
-    "rope_theta": 100000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
-    "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
-}  # fmt: skip
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 96,
+    "hidden_act": "silu",
+    "vocab_size": 128,
+    "max_position_embeddings": 2048,
+    "rope_theta": 100000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "torch_dtype": "bfloat16",
+}
 
 CONFIGS = {"sala": SALA, "minicpm": MINICPM, "llama": LLAMA}
 
@@ -72,7 +145,9 @@ def random_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_checkpoint(folder: Path, config: dict, *, shards: int = 1, seed: int = 0, state=None) -> dict[str, torch.Tensor]:
+def write_checkpoint(
+    folder: Path, config: dict, *, shards: int = 1, seed: int = 0, state=None
+) -> dict[str, torch.Tensor]:
     """Write config.json and model.safetensors (or `shards` files plus model.safetensors.index.json)."""
     folder.mkdir(parents=True, exist_ok=True)
     state = state if state is not None else random_state(config, seed)

@@ -60,10 +60,25 @@ def test_mixer_type_aliases(tiny_config):
 
 @pytest.mark.parametrize(
     "key",
-    ["hidden_size", "mixer_types", "sparse_config", "scale_emb", "scale_depth", "dim_model_base", "attn_use_rope",
-     "attn_use_output_gate", "lightning_use_rope", "qk_norm", "use_output_gate", "use_output_norm", "head_dim",
-     "num_key_value_heads", "model_type", "vocab_size"],
-)  # fmt: skip
+    [
+        "hidden_size",
+        "mixer_types",
+        "sparse_config",
+        "scale_emb",
+        "scale_depth",
+        "dim_model_base",
+        "attn_use_rope",
+        "attn_use_output_gate",
+        "lightning_use_rope",
+        "qk_norm",
+        "use_output_gate",
+        "use_output_norm",
+        "head_dim",
+        "num_key_value_heads",
+        "model_type",
+        "vocab_size",
+    ],
+)
 def test_missing_key_is_named(tiny_config, key):
     d = tiny_config("sala")
     del d[key]
@@ -83,12 +98,36 @@ def test_missing_key_is_named(tiny_config, key):
         ({"model_type": "gpt2"}, "'model_type' is 'gpt2'"),
         ({"hidden_act": "gelu"}, "'hidden_act' is 'gelu'"),
         ({"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "'rope_scaling.rope_type' is 'yarn'"),
-        ({"sparse_config": {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64,
-                            "window_size": 2048, "topk": 64, "use_nope": False}}, "'sparse_config.dense_len' is missing"),
-        ({"sparse_config": {"kernel_size": 32, "kernel_stride": 16, "init_blocks": 1, "block_size": 64,
-                            "window_size": 100, "topk": 64, "dense_len": 8}}, "'sparse_config.window_size'"),
+        (
+            {
+                "sparse_config": {
+                    "kernel_size": 32,
+                    "kernel_stride": 16,
+                    "init_blocks": 1,
+                    "block_size": 64,
+                    "window_size": 2048,
+                    "topk": 64,
+                    "use_nope": False,
+                }
+            },
+            "'sparse_config.dense_len' is missing",
+        ),
+        (
+            {
+                "sparse_config": {
+                    "kernel_size": 32,
+                    "kernel_stride": 16,
+                    "init_blocks": 1,
+                    "block_size": 64,
+                    "window_size": 100,
+                    "topk": 64,
+                    "dense_len": 8,
+                }
+            },
+            "'sparse_config.window_size'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_wrong_key_is_named(tiny_config, change, named):
     d = tiny_config("sala")
     d.update(change)

@@ -47,7 +47,9 @@ def test_norms_and_gates_match_reference(dtype):
     z = rand(3, 5, 96, seed=3, dtype=dtype)
     o32 = rand(3, 5, 96, seed=4)
     for weight in (w, None):
-        torch.testing.assert_close(f.gated_rms_norm(o32, z, weight, 1e-6), ref.gated_rms_norm(o32, z, weight, 1e-6), **tol)
+        torch.testing.assert_close(
+            f.gated_rms_norm(o32, z, weight, 1e-6), ref.gated_rms_norm(o32, z, weight, 1e-6), **tol
+        )
     big = rand(2, 3000, seed=5, dtype=dtype)  # several column tiles
     up = rand(2, 3000, seed=6, dtype=dtype)
     torch.testing.assert_close(f.silu_mul(big, up), ref.silu_mul(big, up), **tol)
@@ -111,8 +113,9 @@ def test_sparse_decode_reads_the_position_on_the_device(L, segment, monkeypatch)
 
     idx = select_blocks_decode_triton(q, k1, k2, pos, params=P, max_kv_len=cap)
     n1, n2 = (L - 8) // 4 + 1, max(0, (L - 32) // 16 + 1)
-    exact = kernels.select_blocks(q, k1[:, :n1], k2[:, :n2], q_start=L - 1, kv_len=L, params=P, causal=False,
-                                  backend="reference")
+    exact = kernels.select_blocks(
+        q, k1[:, :n1], k2[:, :n2], q_start=L - 1, kv_len=L, params=P, causal=False, backend="reference"
+    )
     assert idx.shape[-1] == P.k_eff(cap)
     for row_got, row_want in zip(idx.reshape(-1, idx.shape[-1]), exact.reshape(-1, exact.shape[-1])):
         assert row_got[row_got >= 0].tolist() == row_want[row_want >= 0].tolist()

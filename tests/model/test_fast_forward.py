@@ -70,7 +70,13 @@ def test_forced_tokens_in_one_chunk_give_the_same_answer(smollm2, smollm2_tok, s
 
 def test_forced_tokens_respect_the_token_limit(smollm2, smollm2_tok):
     hook, forced = choose_one(smollm2_tok)
-    gen = generate(smollm2, smollm2_tok, smollm2_tok.encode(PROMPT), GenerationConfig(max_new_tokens=4, temperature=0),
-                   logits_hook=hook, fast_forward=forced)  # fmt: skip
+    gen = generate(
+        smollm2,
+        smollm2_tok,
+        smollm2_tok.encode(PROMPT),
+        GenerationConfig(max_new_tokens=4, temperature=0),
+        logits_hook=hook,
+        fast_forward=forced,
+    )
     list(gen)
     assert len(gen.token_ids) == 4 and gen.finish_reason == "length"

@@ -142,7 +142,9 @@ def test_repetition_penalty_like_transformers():
     assert out.tolist() == [1.0, -2.0, 1.5, 0.5]
     base = torch.tensor([3.0, 2.9, 0.0, -1.0])
     lm = ScriptedLM([], 4, logits=base)
-    tok = SimpleNamespace(eos_token_ids=[], decode=lambda ids, skip_special_tokens=False: "".join("abcd"[i] for i in ids))
+    tok = SimpleNamespace(
+        eos_token_ids=[], decode=lambda ids, skip_special_tokens=False: "".join("abcd"[i] for i in ids)
+    )
     gen = generate(lm, tok, [3], GenerationConfig(temperature=0, max_new_tokens=3, repetition_penalty=1.5))
     # a: 3 -> 2 once seen, b: 2.9 -> 1.93; the penalty applies once per distinct id, as in transformers
     assert "".join(gen) == "aba"

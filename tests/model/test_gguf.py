@@ -88,7 +88,9 @@ def test_every_gguf_type_decodes_like_the_library_in_runs():
     assert {"Q5_K", "Q3_K", "Q2_K", "IQ4_XS", "Q5_0"} <= set(supported_types())
 
 
-def pack_q5_k(d: float, dmin: float, scales: np.ndarray, mins: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pack_q5_k(
+    d: float, dmin: float, scales: np.ndarray, mins: np.ndarray, q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """One Q5_K block (ggml block_q5_K: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, 32 bytes of high
     bits, 128 bytes of low nibbles) from 8 scales, 8 mins (0..63) and 256 values q (0..31), with the
     values it stands for: d * scale[j] * q - dmin * min[j] for the 32 values of group j."""
@@ -150,7 +152,9 @@ def write_gguf(path, config: dict, state: dict, types: dict[str, Q] | None = Non
         w.add_logit_scale(config["hidden_size"] / config["dim_model_base"])
         if config.get("rope_scaling"):
             for which in ("long", "short"):
-                w.add_tensor(f"rope_factors_{which}.weight", np.array(config["rope_scaling"][f"{which}_factor"], np.float32))
+                w.add_tensor(
+                    f"rope_factors_{which}.weight", np.array(config["rope_scaling"][f"{which}_factor"], np.float32)
+                )
     w.add_block_count(L)
     w.add_context_length(config["max_position_embeddings"])
     w.add_embedding_length(config["hidden_size"])
@@ -161,11 +165,22 @@ def write_gguf(path, config: dict, state: dict, types: dict[str, Q] | None = Non
     w.add_layer_norm_rms_eps(config["rms_norm_eps"])
     w.add_rope_dimension_count(config["hidden_size"] // H)
     w.add_vocab_size(config["vocab_size"])
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}  # fmt: skip
-    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}  # fmt: skip
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    layer = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for name, t in state.items():
         if name.startswith("model.layers."):
             i, rest = name[len("model.layers.") :].split(".", 1)
@@ -203,15 +218,22 @@ def test_gguf_llama_equals_safetensors_checkpoint(tmp_path, checkpoint, tiny_con
 def test_quantized_gguf_loads_the_dequantized_values(tmp_path, tiny_config, make_state):
     config = tiny_config("llama")
     state = make_state(config, seed=4)
-    types = {"blk.0.attn_q.weight": Q.Q4_0, "blk.0.ffn_up.weight": Q.Q4_1, "token_embd.weight": Q.Q8_0,
-             "blk.1.attn_k.weight": Q.BF16, "blk.1.ffn_down.weight": Q.F16}  # fmt: skip
+    types = {
+        "blk.0.attn_q.weight": Q.Q4_0,
+        "blk.0.ffn_up.weight": Q.Q4_1,
+        "token_embd.weight": Q.Q8_0,
+        "blk.1.attn_k.weight": Q.BF16,
+        "blk.1.ffn_down.weight": Q.F16,
+    }
     write_gguf(tmp_path / "q.gguf", config, state, types)
     lm = load_model(tmp_path / "q.gguf", device="cpu")
     q = lm.model.layers[0].self_attn.q_proj.weight
     assert 0 < (q - state["model.layers.0.self_attn.q_proj.weight"]).abs().max() < 0.1  # 4-bit close, not equal
     embed = lm.model.embed_tokens.weight
     assert torch.allclose(embed, state["model.embed_tokens.weight"], atol=0.05)
-    assert torch.allclose(lm.model.layers[1].mlp.down_proj.weight, state["model.layers.1.mlp.down_proj.weight"], atol=1e-3)
+    assert torch.allclose(
+        lm.model.layers[1].mlp.down_proj.weight, state["model.layers.1.mlp.down_proj.weight"], atol=1e-3
+    )
 
 
 def test_q5_k_gguf_loads(tmp_path, tiny_config, make_state):

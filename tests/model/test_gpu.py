@@ -38,5 +38,7 @@ def test_bf16_weights_keep_an_fp32_lightning_state(checkpoint):
     cache = lm.new_cache(1)
     ids = torch.randint(0, 128, (1, 1100), device="cuda")
     with torch.inference_mode():
-        logits = torch.cat([lm(ids[:, :1090], cache=cache)] + [lm(ids[:, t : t + 1], cache=cache) for t in range(1090, 1100)], 1)
+        logits = torch.cat(
+            [lm(ids[:, :1090], cache=cache)] + [lm(ids[:, t : t + 1], cache=cache) for t in range(1090, 1100)], 1
+        )
     assert cache.layers[1].state.dtype == torch.float32 and torch.isfinite(logits).all()

@@ -91,7 +91,12 @@ class LetterTokenizer:
 
 def test_generate_on_gpu_plans_memory_and_streams(bf16_checkpoint):
     gpu = load_model(bf16_checkpoint, device="cuda")
-    gen = generate(gpu, LetterTokenizer(), [3 + i % 120 for i in range(1200)], GenerationConfig(max_new_tokens=40, temperature=0, stop_token_ids=[]))
+    gen = generate(
+        gpu,
+        LetterTokenizer(),
+        [3 + i % 120 for i in range(1200)],
+        GenerationConfig(max_new_tokens=40, temperature=0, stop_token_ids=[]),
+    )
     text = "".join(gen)
     assert gen.completion_tokens == 40 and gen.finish_reason == "length" and text == gen.text
     with pytest.raises(ModelError, match="fit"):
@@ -147,12 +152,16 @@ def test_sharded_checkpoint_loads_to_the_gpu_without_a_host_copy(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     largest = max(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
     total = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
-    run = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
     grew = got["peak"] - got["base"]
-    print(f"checkpoint {total / 1e9:.2f} GB in 4 shards (largest {largest / 1e9:.2f} GB): host RSS grew by {grew / 1e9:.3f} GB "
-          f"while loading (base {got['base'] / 1e9:.2f} GB); GPU {got['gpu'] / 1e9:.2f} GB")
+    print(
+        f"checkpoint {total / 1e9:.2f} GB in 4 shards (largest {largest / 1e9:.2f} GB): host RSS grew by {grew / 1e9:.3f} GB "
+        f"while loading (base {got['base'] / 1e9:.2f} GB); GPU {got['gpu'] / 1e9:.2f} GB"
+    )
     assert got["gpu"] >= total * 0.99
     assert abs(got["checksum"] - down) <= 1e-3 * max(1.0, abs(down))
     assert grew < 0.25 * largest

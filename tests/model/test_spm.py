@@ -61,7 +61,9 @@ def spm_bpe() -> bytes:
     return _train("bpe")
 
 
-def write_spm_gguf(path, model: bytes, *, tokenizer_model: str = "llama", n_vocab: int | None = None, rows: int | None = None):
+def write_spm_gguf(
+    path, model: bytes, *, tokenizer_model: str = "llama", n_vocab: int | None = None, rows: int | None = None
+):
     """A llama-arch GGUF whose vocabulary is written the way llama.cpp's convert_hf_to_gguf.py writes a
     SentencePiece one (_set_vocab_sentencepiece): every piece, its score and type, the special ids and flags.
     `n_vocab` is the model's vocab_size (the width of its logits), `rows` the embedding's rows (default: the same)."""
@@ -69,9 +71,16 @@ def write_spm_gguf(path, model: bytes, *, tokenizer_model: str = "llama", n_voca
     n = sp.get_piece_size()
     hidden, vocab = 32, n_vocab or n
     w = gguf.GGUFWriter(str(path), "llama")
-    sizes = {"block_count": 1, "context_length": 256, "embedding_length": hidden, "feed_forward_length": 48,
-             "attention.head_count": 2, "attention.head_count_kv": 2, "rope.dimension_count": hidden // 2,
-             "vocab_size": vocab}
+    sizes = {
+        "block_count": 1,
+        "context_length": 256,
+        "embedding_length": hidden,
+        "feed_forward_length": 48,
+        "attention.head_count": 2,
+        "attention.head_count_kv": 2,
+        "rope.dimension_count": hidden // 2,
+        "vocab_size": vocab,
+    }
     for key, value in sizes.items():
         w.add_uint32(f"llama.{key}", value)
     w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
@@ -130,8 +139,13 @@ def test_sentencepiece_gguf_ids_equal_transformers(tmp_path, spm_bpe):
         assert ours.encode(text, add_special_tokens=True) == theirs.encode(text), text
     fallback = ours.encode(TEXTS[1])
     assert ours.token_id("<0xF0>") in fallback  # the emoji really went through byte fallback
-    assert ours.decode(fallback) == TEXTS[1] and ours.decode(ours.encode(TEXTS[0], True), skip_special_tokens=True) == TEXTS[0]
-    assert ours.encode("<think>") == [ours.token_id("<think>")] and ours.encode("<|im_end|>") == [ours.token_id("<|im_end|>")]
+    assert (
+        ours.decode(fallback) == TEXTS[1]
+        and ours.decode(ours.encode(TEXTS[0], True), skip_special_tokens=True) == TEXTS[0]
+    )
+    assert ours.encode("<think>") == [ours.token_id("<think>")] and ours.encode("<|im_end|>") == [
+        ours.token_id("<|im_end|>")
+    ]
     assert ours.eos_token_ids == [2, ours.token_id("<|im_end|>")]  # the template's end-of-turn marker stops generation
 
 
@@ -196,7 +210,13 @@ def test_tokenizer_model_read_without_protobuf_equals_sentencepiece(spm_bpe):
     assert vocab.pieces == [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     assert vocab.scores == [pytest.approx(sp.get_score(i)) for i in range(sp.get_piece_size())]
     assert vocab.types[:7] == [2, 3, 3, 3, 3, 4, 4] and vocab.types.count(6) == 256
-    assert (vocab.model_type, vocab.unk_id, vocab.bos_id, vocab.eos_id, vocab.add_dummy_prefix) == ("bpe", 0, 1, 2, True)
+    assert (vocab.model_type, vocab.unk_id, vocab.bos_id, vocab.eos_id, vocab.add_dummy_prefix) == (
+        "bpe",
+        0,
+        1,
+        2,
+        True,
+    )
 
 
 def test_damaged_tokenizer_model(tmp_path, spm_bpe):

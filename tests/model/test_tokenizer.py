@@ -29,8 +29,11 @@ def folder(tmp_path, smollm2_tok):
     hf = Tokenizer.from_str(smollm2_tok.hf.to_str())  # a copy: the session's tokenizer stays as loaded
     hf.add_special_tokens([AddedToken("<think>", special=True), AddedToken("</think>", special=True)])
     hf.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": {"content": "<|im_start|>"}, "eos_token": "<|im_end|>", "chat_template": PLAIN_TEMPLATE}))  # fmt: skip
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {"bos_token": {"content": "<|im_start|>"}, "eos_token": "<|im_end|>", "chat_template": PLAIN_TEMPLATE}
+        )
+    )
     (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 49280, "eos_token_id": [2, 0]}))
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2}))
     return tmp_path
@@ -41,7 +44,10 @@ def test_folder_tokenizer_reads_template_eos_and_vocab(folder):
     assert tok.eos_token_ids == [2, 0] and tok.vocab_size == 49280
     assert tok.encode("<think>") == [tok.token_id("<think>")]
     text = tok.apply_chat_template(MESSAGES)
-    assert text == "<|im_start|><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        text
+        == "<|im_start|><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert tok.apply_chat_template(MESSAGES, add_generation_prompt=False).endswith("Hi<|im_end|>\n")
 
 
@@ -69,7 +75,10 @@ def test_thinking_off_prefills_an_empty_think_block_for_templates_without_the_sw
 
 def test_named_templates_list(folder):
     cfg = json.loads((folder / "tokenizer_config.json").read_text())
-    cfg["chat_template"] = [{"name": "tool_use", "template": "TOOLS"}, {"name": "default", "template": THINKING_TEMPLATE}]
+    cfg["chat_template"] = [
+        {"name": "tool_use", "template": "TOOLS"},
+        {"name": "default", "template": THINKING_TEMPLATE},
+    ]
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
     assert load_tokenizer(folder).apply_chat_template(MESSAGES).startswith("<|im_start|>system")
 

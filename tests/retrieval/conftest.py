@@ -120,7 +120,8 @@ ROUTES = {
     "/octet.pdf": _file("report.pdf", "application/octet-stream"),
     "/cp1252": _file("cp1252.html", "text/html"),
     "/koi8.txt": lambda h: h._send(
-        200, "text/plain; charset=koi8-r",
+        200,
+        "text/plain; charset=koi8-r",
         "Мурманск - крупнейший город за Полярным кругом; порт не замерзает зимой.".encode("koi8-r"),
     ),
     "/notes.md": lambda h: h._send(200, "text/markdown", b"# Field notes\n\nOwls nest in the old barn loft.\n"),
@@ -138,9 +139,16 @@ ROUTES = {
     "/to-private": lambda h: h.redirect(h.server.redirect_target),
     "/to-metadata": lambda h: h.redirect("http://169.254.169.254/latest/meta-data/"),
     "/gone": lambda h: h._send(410, "text/html", b"gone"),
-    "/hold/1": _hold, "/hold/2": _hold, "/hold/3": _hold, "/hold/4": _hold, "/hold/5": _hold, "/hold/6": _hold,
-    **{f"/chain/{n}": (lambda n: lambda h: h.redirect(f"/chain/{n - 1}" if n > 0 else "/article"))(n)
-       for n in range(12)},
+    "/hold/1": _hold,
+    "/hold/2": _hold,
+    "/hold/3": _hold,
+    "/hold/4": _hold,
+    "/hold/5": _hold,
+    "/hold/6": _hold,
+    **{
+        f"/chain/{n}": (lambda n: lambda h: h.redirect(f"/chain/{n - 1}" if n > 0 else "/article"))(n)  # noqa: B023
+        for n in range(12)
+    },
 }
 
 

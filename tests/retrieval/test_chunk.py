@@ -59,10 +59,16 @@ print(json.dumps({"attempts": attempts, "loaded_early": loaded_early, "chunks": 
 
 def test_chunking_works_offline_with_tokenizer_caches_pointed_elsewhere(tmp_path):
     """llama-index's defaults would download NLTK and tiktoken data when these point at empty folders."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "NLTK_DATA": str(tmp_path / "nltk"),
-           "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken"), "LLAMA_INDEX_CACHE_DIR": str(tmp_path / "li")}
-    out = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "NLTK_DATA": str(tmp_path / "nltk"),
+        "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken"),
+        "LLAMA_INDEX_CACHE_DIR": str(tmp_path / "li"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report == {"attempts": [], "loaded_early": False, "chunks": report["chunks"]}

@@ -151,8 +151,16 @@ class SearxngHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         parts = urlsplit(self.path)
         self.queries.append(parts.path + "?" + parts.query)
-        body = json.dumps({"query": "q", "number_of_results": 0, "results": self.results, "answers": [],
-                           "suggestions": [], "unresponsive_engines": []}).encode()
+        body = json.dumps(
+            {
+                "query": "q",
+                "number_of_results": 0,
+                "results": self.results,
+                "answers": [],
+                "suggestions": [],
+                "unresponsive_engines": [],
+            }
+        ).encode()
         self.send_response(200 if parts.path == "/search" else 404)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -161,7 +169,8 @@ class SearxngHandler(BaseHTTPRequestHandler):
 
 
 def test_web_search_uses_the_searxng_address_and_the_domain_filter_from_the_settings(
-        run, server, public_server, monkeypatch):
+    run, server, public_server, monkeypatch
+):
     SearxngHandler.results = [
         {"url": f"{public_server.base}/notes.md", "title": "Field notes", "content": "Owls.", "engine": "brave"},
         {"url": f"{server.base}/article", "title": "Urban foxes", "content": "Foxes at night.", "engine": "brave"},
@@ -212,9 +221,15 @@ def test_a_read_only_store_still_lists_shows_and_searches_and_refuses_adding(run
     assert sorted(p.name for p in data.iterdir()) == ["sala.db"]  # closed: the WAL is folded in
     before = store.read_bytes()
     read_only(data if what == "folder" else store)
-    argv = [["--data-dir", str(data), *args] for args in (
-        ["sources", "list", "--json"], ["sources", "show", "1", "--json"], ["sources", "search", "owls nest", "--json"],
-        ["sources", "add", str(docs)])]
+    argv = [
+        ["--data-dir", str(data), *args]
+        for args in (
+            ["sources", "list", "--json"],
+            ["sources", "show", "1", "--json"],
+            ["sources", "search", "owls nest", "--json"],
+            ["sources", "add", str(docs)],
+        )
+    ]
     child = run_without_write_access([sys.executable, "-c", RUN_ALL, json.dumps(argv)])
     assert child.returncode == 0 and "Traceback" not in child.stderr, child.stderr
     listed, shown, found, added = json.loads(child.stdout)

@@ -19,8 +19,32 @@ from sala_report.retrieval.chunk import split_text
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "retrieval"
 
-WORDS = ("river delta owl fox glacier tidal energy market policy model data city forest ocean climate "
-         "harvest lantern copper signal orchard harbour meadow thunder granite").split()
+WORDS = [
+    "river",
+    "delta",
+    "owl",
+    "fox",
+    "glacier",
+    "tidal",
+    "energy",
+    "market",
+    "policy",
+    "model",
+    "data",
+    "city",
+    "forest",
+    "ocean",
+    "climate",
+    "harvest",
+    "lantern",
+    "copper",
+    "signal",
+    "orchard",
+    "harbour",
+    "meadow",
+    "thunder",
+    "granite",
+]
 
 
 def generate_documents(folder: Path, count: int, *, seed: int = 0, paragraphs: int = 4) -> None:
@@ -143,8 +167,12 @@ def test_killing_the_process_mid_ingest_leaves_a_consistent_store(tmp_path):
     generate_documents(docs, 600, seed=1)
     db_path = tmp_path / "sala.db"
     repo = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen([sys.executable, "-c", INGEST_SCRIPT, str(db_path), str(docs)],
-                             cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", INGEST_SCRIPT, str(db_path), str(docs)],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         stored = 0
@@ -168,7 +196,8 @@ def test_killing_the_process_mid_ingest_leaves_a_consistent_store(tmp_path):
         assert 50 <= done < 600
         half = store.db.execute(
             "SELECT count(*) FROM sources s WHERE s.status = 'ok' AND NOT EXISTS "
-            "(SELECT 1 FROM chunks c WHERE c.source_id = s.id)").fetchone()[0]
+            "(SELECT 1 FROM chunks c WHERE c.source_id = s.id)"
+        ).fetchone()[0]
         assert half == 0
         report = ingest_folder(store, docs)  # the next run picks up where the killed one stopped
         assert report.added == 600 - done and report.unchanged == done

@@ -10,20 +10,23 @@ from sala_report.retrieval.domains import DomainFilter, normalise_domain
 from sala_report.retrieval.netguard import is_public_address
 
 
-@pytest.mark.parametrize("url, allowed", [
-    ("https://www.nature.com/articles/s41560-024-01234-5", True),  # a subdomain of an included domain
-    ("https://nature.com/", True),
-    ("https://NATURE.COM./articles", True),  # case and the root dot do not matter
-    ("https://blogs.nature.com/news/2024/heat", False),  # excluded wins over included
-    ("https://news.blogs.nature.com/x", False),
-    ("https://evilnature.com/nature.com", False),  # a look-alike is not a subdomain
-    ("https://nature.com.evil.example/", False),
-    ("https://arxiv.org/abs/2403.01234", True),
-    ("https://export.arxiv.org/abs/2403.01234", True),
-    ("https://www.bücher.de/heat-pumps", True),  # an IDN matches its punycode entry
-    ("https://en.wikipedia.org/wiki/Heat_pump", False),  # not on the include list
-    ("not a url", False),
-])
+@pytest.mark.parametrize(
+    "url, allowed",
+    [
+        ("https://www.nature.com/articles/s41560-024-01234-5", True),  # a subdomain of an included domain
+        ("https://nature.com/", True),
+        ("https://NATURE.COM./articles", True),  # case and the root dot do not matter
+        ("https://blogs.nature.com/news/2024/heat", False),  # excluded wins over included
+        ("https://news.blogs.nature.com/x", False),
+        ("https://evilnature.com/nature.com", False),  # a look-alike is not a subdomain
+        ("https://nature.com.evil.example/", False),
+        ("https://arxiv.org/abs/2403.01234", True),
+        ("https://export.arxiv.org/abs/2403.01234", True),
+        ("https://www.bücher.de/heat-pumps", True),  # an IDN matches its punycode entry
+        ("https://en.wikipedia.org/wiki/Heat_pump", False),  # not on the include list
+        ("not a url", False),
+    ],
+)
 def test_include_and_exclude_on_real_urls(url, allowed):
     rule = DomainFilter.of(["Nature.com", "https://arxiv.org/list/", "xn--bcher-kva.de"], ["*.blogs.nature.com"])
     assert rule.allows(url) is allowed
@@ -56,8 +59,11 @@ def test_gather_fetches_only_results_on_allowed_domains(public_server):
         asked.append(host)
         return ["127.0.0.2"]
 
-    fetcher = Fetcher(FetchConfig(total_timeout_s=3.0), resolver=resolver,
-                      is_public=lambda ip: str(ip) == "127.0.0.2" or is_public_address(ip))
+    fetcher = Fetcher(
+        FetchConfig(total_timeout_s=3.0),
+        resolver=resolver,
+        is_public=lambda ip: str(ip) == "127.0.0.2" or is_public_address(ip),
+    )
     store = Store.open(":memory:")
     rule = DomainFilter.of(["nature.com"], ["blogs.nature.com"])
     result = Retriever(store, search=Search(), fetcher=fetcher, domains=rule).gather(["heat pumps"], 3)
@@ -71,5 +77,7 @@ def test_a_filter_that_leaves_nothing_says_so():
         def search(self, query, *, max_results=None):
             return SearchOutcome(query, [SearchResult("x", "https://www.pinterest.com/pin/1", "")], engine="duckduckgo")
 
-    result = Retriever(Store.open(":memory:"), search=Search(), domains=DomainFilter.of(["nature.com"])).gather(["q"], 3)
+    result = Retriever(Store.open(":memory:"), search=Search(), domains=DomainFilter.of(["nature.com"])).gather(
+        ["q"], 3
+    )
     assert "domain filter" in result.degraded and "none of the 1 web results" in result.degraded

@@ -102,8 +102,13 @@ def make_search(api: ApiServer, clock, engines: tuple[str, ...], **config) -> tu
         intervals[engine] = interval
         return RateLimiter(interval, clock=clock.time, sleep=clock.sleep)
 
-    cfg = SearchConfig(engines=engines, arxiv_url=api.base + "/api/query", openalex_url=api.base + "/works",
-                       searxng_url=api.base, **{"timeout_s": 2.0, **config})
+    cfg = SearchConfig(
+        engines=engines,
+        arxiv_url=api.base + "/api/query",
+        openalex_url=api.base + "/works",
+        searxng_url=api.base,
+        **{"timeout_s": 2.0, **config},
+    )
     return WebSearch(cfg, limiter_for=limiter_for, sleep=clock.sleep), intervals
 
 
@@ -112,14 +117,21 @@ def test_arxiv_feed_becomes_versionless_abs_pages_with_paper_metadata(api, clock
     search, intervals = make_search(api, clock, ("arxiv",))
     outcome = search.search("heat pump  (efficiency)", max_results=5)
     assert outcome.engine == "arxiv" and outcome.degraded is None
-    assert [r.url for r in outcome.results] == ["https://arxiv.org/abs/2403.01234",
-                                                "https://arxiv.org/abs/cond-mat/0102536"]
+    assert [r.url for r in outcome.results] == [
+        "https://arxiv.org/abs/2403.01234",
+        "https://arxiv.org/abs/cond-mat/0102536",
+    ]
     first = outcome.results[0]
     assert first.title == "Field Performance of Air-Source Heat Pumps in Sub-Arctic Homes"  # unwrapped
     assert first.snippet.startswith("We measured the seasonal coefficient of performance of forty")
-    assert first.metadata == {"arxiv_id": "2403.01234", "type": "paper", "authors": ["Ingrid Solberg", "Kari Nordmann"],
-                              "date": "2024-03-02", "doi": "10.1016/j.enbuild.2024.114001",
-                              "journal": "Energy and Buildings 310 (2024) 114001"}
+    assert first.metadata == {
+        "arxiv_id": "2403.01234",
+        "type": "paper",
+        "authors": ["Ingrid Solberg", "Kari Nordmann"],
+        "date": "2024-03-02",
+        "doi": "10.1016/j.enbuild.2024.114001",
+        "journal": "Energy and Buildings 310 (2024) 114001",
+    }
     params = api.params()
     assert params["search_query"] == "all:heat AND all:pump AND all:efficiency"
     assert params["max_results"] == "5" and params["sortBy"] == "relevance"
@@ -137,8 +149,12 @@ def test_arxiv_error_entry_is_a_clear_failure_not_a_result(api, clock):
 
 
 def test_arxiv_throttling_backs_off_for_as_long_as_asked_then_succeeds(api, clock):
-    api.answer("/api/query", (503, "text/plain", b"Rate exceeded.", {"Retry-After": "7"}),
-               (200, "text/plain", b"Rate exceeded.", {}), ok("arxiv_feed.xml", ATOM))
+    api.answer(
+        "/api/query",
+        (503, "text/plain", b"Rate exceeded.", {"Retry-After": "7"}),
+        (200, "text/plain", b"Rate exceeded.", {}),
+        ok("arxiv_feed.xml", ATOM),
+    )
     outcome = make_search(api, clock, ("arxiv",))[0].search("q")
     assert len(outcome.results) == 2
     assert [s for s in clock.sleeps if s != 3.0] == [7.0, 4.0]  # Retry-After beat the 2 s backoff; then 2 * 2
@@ -189,12 +205,20 @@ def test_searxng_json_is_normalised_with_language_and_time_range(api, clock):
     api.answer("/search", ok("searxng_search.json", "application/json"))
     search, _ = make_search(api, clock, ("searxng",), region="de-de", timelimit="m", safesearch="strict")
     outcome = search.search("heat pump defrost")
-    assert [r.url for r in outcome.results] == ["https://www.energy.gov/heat-pump-defrost",
-                                                "https://en.wikipedia.org/wiki/Heat_pump"]
+    assert [r.url for r in outcome.results] == [
+        "https://www.energy.gov/heat-pump-defrost",
+        "https://en.wikipedia.org/wiki/Heat_pump",
+    ]
     assert outcome.results[1].metadata == {"date": "2026-10-01"}
     params = api.params()
-    assert params == {"q": "heat pump defrost", "format": "json", "pageno": "1", "safesearch": "2",
-                      "time_range": "month", "language": "de-DE"}
+    assert params == {
+        "q": "heat pump defrost",
+        "format": "json",
+        "pageno": "1",
+        "safesearch": "2",
+        "time_range": "month",
+        "language": "de-DE",
+    }
 
 
 def test_searxng_without_json_output_says_how_to_enable_it_and_falls_back(api, clock):
@@ -236,7 +260,8 @@ def test_a_local_searxng_is_used_but_its_results_on_private_addresses_are_not_re
     store = Store.open(":memory:")
     fetcher = Fetcher(FetchConfig(connect_timeout_s=1.0, read_timeout_s=1.0, total_timeout_s=3.0))  # the default guard
     Retriever(store, search=make_search(api, clock, ("searxng",))[0], fetcher=fetcher).gather(
-        ["q"], 3, on_event=events.append)
+        ["q"], 3, on_event=events.append
+    )
     assert any(isinstance(e, SearchDone) and e.engine == "searxng" for e in events)
     failed = [e for e in events if isinstance(e, SourceFailed)]
     assert [e.location for e in failed] == [page] and "loopback" in failed[0].reason
@@ -246,8 +271,9 @@ def test_a_local_searxng_is_used_but_its_results_on_private_addresses_are_not_re
 
 class PaperSearch:
     def search(self, query: str, *, max_results: int | None = None) -> SearchOutcome:
-        return SearchOutcome(query, [SearchResult("Paper", self.url, "", {"doi": "10.1/x", "type": "paper"})],
-                             engine="openalex")
+        return SearchOutcome(
+            query, [SearchResult("Paper", self.url, "", {"doi": "10.1/x", "type": "paper"})], engine="openalex"
+        )
 
 
 def test_what_the_engine_knew_of_a_paper_is_stored_with_its_page(server):

@@ -50,7 +50,9 @@ def make_odt(path: Path) -> Path:
 <office:document-meta xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
  xmlns:dc="http://purl.org/dc/elements/1.1/"><office:meta><dc:title>Marsh plants</dc:title></office:meta>
 </office:document-meta>"""
-    return _zip(path, {"content.xml": content, "meta.xml": meta}, stored_first="application/vnd.oasis.opendocument.text")
+    return _zip(
+        path, {"content.xml": content, "meta.xml": meta}, stored_first="application/vnd.oasis.opendocument.text"
+    )
 
 
 def make_epub(path: Path) -> Path:
@@ -66,11 +68,17 @@ def make_epub(path: Path) -> Path:
 <spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>"""
     chapter = """<?xml version="1.0" encoding="UTF-8"?><html xmlns="http://www.w3.org/1999/xhtml"><head><title>x</title>
 <style>p {{ color: red }}</style></head><body><h1>{title}</h1><p>{body}</p></body></html>"""
-    return _zip(path, {
-        "META-INF/container.xml": container, "OEBPS/content.opf": opf, "OEBPS/style.css": "p {}",
-        "OEBPS/text/ch1.xhtml": chapter.format(title="Barn owls", body="Barn owls hunt by ear."),
-        "OEBPS/text/ch 2.xhtml": chapter.format(title="Tawny owls", body="Tawny owls call at dusk."),
-    }, stored_first="application/epub+zip")
+    return _zip(
+        path,
+        {
+            "META-INF/container.xml": container,
+            "OEBPS/content.opf": opf,
+            "OEBPS/style.css": "p {}",
+            "OEBPS/text/ch1.xhtml": chapter.format(title="Barn owls", body="Barn owls hunt by ear."),
+            "OEBPS/text/ch 2.xhtml": chapter.format(title="Tawny owls", body="Tawny owls call at dusk."),
+        },
+        stored_first="application/epub+zip",
+    )
 
 
 def test_docx_text_headings_tables_and_title(tmp_path):
@@ -102,8 +110,12 @@ def test_folder_reads_every_format(tmp_path):
     report = ingest_folder(store, docs)
     assert (report.added, report.failed, report.skipped) == (4, 0, [])
     found = {q: store.passages(q, 1)[0].title for q in ("eling 1418", "samphire", "tawny dusk", "kestrels verges")}
-    assert found == {"eling 1418": "Mills of the coast", "samphire": "Marsh plants", "tawny dusk": "Notes on Owls",
-                     "kestrels verges": "Guide"}
+    assert found == {
+        "eling 1418": "Mills of the coast",
+        "samphire": "Marsh plants",
+        "tawny dusk": "Notes on Owls",
+        "kestrels verges": "Guide",
+    }
 
 
 def test_zip_bomb_stops_at_the_unpack_cap(tmp_path):
@@ -122,8 +134,10 @@ def test_damaged_packages_are_reported_not_raised(kind):
 
 
 def test_xml_entities_are_not_expanded(tmp_path):
-    laughs = ('<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
-              f'<w:document xmlns:w="{W}"><w:body><w:p><w:r><w:t>&b;&b; fine</w:t></w:r></w:p></w:body></w:document>')
+    laughs = (
+        '<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+        f'<w:document xmlns:w="{W}"><w:body><w:p><w:r><w:t>&b;&b; fine</w:t></w:r></w:p></w:body></w:document>'
+    )
     path = _zip(tmp_path / "laughs.docx", {"word/document.xml": laughs})
     text = extract(path.read_bytes(), "docx").text
     assert "aaaa" not in text and text.endswith("fine")

@@ -65,8 +65,9 @@ def good_documents(docs: Path) -> set[str]:
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "notes.md").write_text("# Garden notes\n\nTomatoes need staking by June.\n", encoding="utf-8")
     (docs / "plain.txt").write_text("Plain text about beekeeping and swarms.\n", encoding="utf-8")
-    (docs / "guide.rst").write_text("=====\nGuide\n=====\n\nLighthouse keepers log the fog horn hours.\n",
-                                    encoding="utf-8")
+    (docs / "guide.rst").write_text(
+        "=====\nGuide\n=====\n\nLighthouse keepers log the fog horn hours.\n", encoding="utf-8"
+    )
     shutil.copy(DATA / "article.html", docs / "article.htm")
     shutil.copy(DATA / "report.pdf", docs / "report.pdf")
     return {"notes.md", "plain.txt", "guide.rst", "article.htm", "report.pdf"}
@@ -98,8 +99,15 @@ def test_hostile_folder_ingests_the_good_documents_and_reports_each_other_file(t
     stored_ok = {Path(s.location).name for s in store.sources() if s.status == "ok"}
     assert stored_ok == good
     problems = {Path(p).name: why for p, why in report.skipped + report.errors}
-    assert set(problems) == {"fifo.txt", "huge.txt", "dangling.md", "locked.md", "escape.txt", "noise.txt",
-                             "picture.png"}
+    assert set(problems) == {
+        "fifo.txt",
+        "huge.txt",
+        "dangling.md",
+        "locked.md",
+        "escape.txt",
+        "noise.txt",
+        "picture.png",
+    }
     assert "FIFO" in problems["fifo.txt"]
     assert "1,073,741,824 bytes, over the" in problems["huge.txt"]
     assert "broken link" in problems["dangling.md"]
@@ -153,8 +161,10 @@ def test_binary_bytes_in_text_files_are_not_stored_as_text(tmp_path):
     store = Store.open(":memory:")
     report = ingest_folder(store, docs)
     assert report.added == 1 and report.failed == 2
-    assert {Path(p).name: e for p, e in report.errors} == {"blob.md": "binary data, not text",
-                                                          "zeros.txt": "binary data, not text"}
+    assert {Path(p).name: e for p, e in report.errors} == {
+        "blob.md": "binary data, not text",
+        "zeros.txt": "binary data, not text",
+    }
     assert store.source_by_location(str(docs / "latin.txt")).status == "ok"
 
 

@@ -17,14 +17,30 @@ GUARDED = dict(connect_timeout_s=1.0, read_timeout_s=1.0, total_timeout_s=3.0)
 @pytest.mark.parametrize(
     "address,public",
     [
-        ("127.0.0.1", False), ("10.1.2.3", False), ("172.16.0.9", False), ("192.168.1.1", False),
-        ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
-        ("::1", False), ("fe80::1", False), ("fc00::1", False), ("::ffff:127.0.0.1", False),
-        ("::ffff:10.0.0.1", False), ("93.184.216.34", True), ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.9", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:10.0.0.1", False),
+        ("93.184.216.34", True),
+        ("2606:4700:4700::1111", True),
         # IPv6 forms that carry an IPv4 address are judged by that address
-        ("::127.0.0.1", False), ("::10.0.0.1", False),  # IPv4-compatible
-        ("64:ff9b::7f00:1", False), ("64:ff9b::a9fe:a9fe", False), ("64:ff9b::808:808", True),  # NAT64
-        ("2002:7f00:1::", False), ("2002:a00:1::1", False), ("2002:808:808::1", True),  # 6to4
+        ("::127.0.0.1", False),
+        ("::10.0.0.1", False),  # IPv4-compatible
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("64:ff9b::808:808", True),  # NAT64
+        ("2002:7f00:1::", False),
+        ("2002:a00:1::1", False),
+        ("2002:808:808::1", True),  # 6to4
         ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),  # Teredo
     ],
 )

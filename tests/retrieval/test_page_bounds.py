@@ -11,21 +11,37 @@ import pytest
 from sala_report.retrieval import FetchConfig, Fetcher, Retriever, Store
 from sala_report.retrieval.extract import bounded_html
 
-ARTICLE = ("<html><head><title>Bog bodies</title></head><body><article><h1>Bog bodies</h1>"
-           + "".join(f"<p>Peat bogs preserve skin and hair for millennia; finding number {i} was dated by "
-                     "radiocarbon to the iron age, and the acid water kept the stomach contents.</p>"
-                     for i in range(12))
-           + "</article></body></html>")
+ARTICLE = (
+    "<html><head><title>Bog bodies</title></head><body><article><h1>Bog bodies</h1>"
+    + "".join(
+        f"<p>Peat bogs preserve skin and hair for millennia; finding number {i} was dated by "
+        "radiocarbon to the iron age, and the acid water kept the stomach contents.</p>"
+        for i in range(12)
+    )
+    + "</article></body></html>"
+)
 
 
 def _big_page(total_bytes: int) -> bytes:
     """An article followed by megabytes of the clutter heavy pages carry: inline scripts, styles, SVG,
     base64 images and deeply nested markup."""
     head = ARTICLE.replace("</article></body></html>", "</article>")
-    clutter = ("<script>var data = [" + "1," * 50_000 + "];</script><style>" + ".c{color:red}" * 5_000
-               + "</style><svg>" + "<path d='M0 0'/>" * 2_000 + "</svg><img src='data:image/png;base64,"
-               + "A" * 100_000 + "'>" + "<div>" * 50 + "<ul>" + "<li><a href='/m'>menu item</a></li>" * 2_000
-               + "</ul>" + "</div>" * 50)
+    clutter = (
+        "<script>var data = ["
+        + "1," * 50_000
+        + "];</script><style>"
+        + ".c{color:red}" * 5_000
+        + "</style><svg>"
+        + "<path d='M0 0'/>" * 2_000
+        + "</svg><img src='data:image/png;base64,"
+        + "A" * 100_000
+        + "'>"
+        + "<div>" * 50
+        + "<ul>"
+        + "<li><a href='/m'>menu item</a></li>" * 2_000
+        + "</ul>"
+        + "</div>" * 50
+    )
     body = head + clutter * (total_bytes // len(clutter) + 1)
     return (body + "</body></html>").encode()
 
@@ -33,9 +49,11 @@ def _big_page(total_bytes: int) -> bytes:
 PAGES = {
     "/utf8-says-utf16": ("text/html; charset=utf-16", ARTICLE.encode("utf-8")),
     "/meta-says-utf16": ("text/html", ARTICLE.replace("<head>", '<head><meta charset="utf-16">').encode("utf-8")),
-    "/real-utf16": ("text/html; charset=utf-16le", ARTICLE.replace("Bog bodies</h1>", "Tourbières</h1>")
-                    .encode("utf-16-le")),
-    "/text-says-utf16": ("text/plain; charset=utf-16", "Peat cutters found the bodies by hand.".encode("utf-8")),
+    "/real-utf16": (
+        "text/html; charset=utf-16le",
+        ARTICLE.replace("Bog bodies</h1>", "Tourbières</h1>").encode("utf-16-le"),
+    ),
+    "/text-says-utf16": ("text/plain; charset=utf-16", b"Peat cutters found the bodies by hand."),
 }
 
 

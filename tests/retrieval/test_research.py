@@ -44,12 +44,15 @@ class ScriptedSearch:
 def test_gather_searches_fetches_stores_and_ranks(server):
     store = Store.open(":memory:")
     events = []
-    search = ScriptedSearch({
-        "urban fox corridors": [server.base + "/article", server.base + "/image"],
-        "tidal stream cost": [server.base + "/report.pdf", server.base + "/article"],
-    })
+    search = ScriptedSearch(
+        {
+            "urban fox corridors": [server.base + "/article", server.base + "/image"],
+            "tidal stream cost": [server.base + "/report.pdf", server.base + "/article"],
+        }
+    )
     result = Retriever(store, search=search, fetcher=Fetcher(FAST)).gather(
-        ["urban fox corridors", "tidal stream cost"], 4, on_event=events.append)
+        ["urban fox corridors", "tidal stream cost"], 4, on_event=events.append
+    )
     assert result.degraded is None
     assert len(result.new_source_ids) == 2 and result.web_source_ids == result.new_source_ids
     locations = {p.location for p in result.passages}
@@ -89,7 +92,8 @@ def test_degraded_search_still_returns_stored_passages():
     events = []
     search = ScriptedSearch({"monsoon rainfall": "web search failed (duckduckgo: rate limited)"})
     result = Retriever(store, search=search, fetcher=Fetcher(FAST)).gather(
-        ["monsoon rainfall"], 3, source_ids={sid}, on_event=events.append)
+        ["monsoon rainfall"], 3, source_ids={sid}, on_event=events.append
+    )
     assert result.degraded == "web search failed (duckduckgo: rate limited)"
     assert [p.source_id for p in result.passages] == [sid]
     assert isinstance(events[0], SearchDegraded)

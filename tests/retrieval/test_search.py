@@ -33,8 +33,11 @@ class FakeDDGS:
 def make_search(fake: FakeDDGS, clock, *, store=None, **config) -> WebSearch:
     cfg = SearchConfig(**{"min_interval_s": 1.0, "max_retries": 3, "backoff_s": 2.0, **config})
     return WebSearch(
-        cfg, store=store, client_factory=lambda timeout: fake,
-        limiter=RateLimiter(cfg.min_interval_s, clock=clock.time, sleep=clock.sleep), sleep=clock.sleep,
+        cfg,
+        store=store,
+        client_factory=lambda timeout: fake,
+        limiter=RateLimiter(cfg.min_interval_s, clock=clock.time, sleep=clock.sleep),
+        sleep=clock.sleep,
     )
 
 
@@ -47,7 +50,10 @@ def test_results_are_normalised_and_the_engine_is_pinned(clock):
     fake = FakeDDGS({"duckduckgo": [raw]})
     outcome = make_search(fake, clock, region="de-de", timelimit="m", max_results=5).search("  fox   corridors ")
     assert [r.url for r in outcome.results] == [
-        "https://alpha.example/page", "https://beta.example/page", "https://gamma.example/"]
+        "https://alpha.example/page",
+        "https://beta.example/page",
+        "https://gamma.example/",
+    ]
     assert outcome.results[2].title == "Spaced title" and outcome.results[2].snippet == "many spaces"
     assert outcome.engine == "duckduckgo" and outcome.degraded is None
     query, kwargs = fake.calls[0]

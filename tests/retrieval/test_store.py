@@ -86,8 +86,10 @@ def test_put_source_adds_replaces_and_skips_unchanged():
 def test_a_failed_write_rolls_back_the_whole_source():
     store = Store.open(":memory:")
     sid, _ = put(store, "/d/a.md", ["original text about owls"], digest="h1")
-    store.db.execute("CREATE TRIGGER no_second AFTER INSERT ON chunks WHEN new.position = 1 "
-                     "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    store.db.execute(
+        "CREATE TRIGGER no_second AFTER INSERT ON chunks WHEN new.position = 1 "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
     with pytest.raises(sqlite3.IntegrityError):
         put(store, "/d/a.md", ["new first", "new second"], digest="h2")
     source = store.source(sid)
@@ -121,8 +123,24 @@ def test_failures_are_recorded_and_have_no_chunks():
 
 @pytest.mark.parametrize(
     "query",
-    ['"unbalanced quote', "foo AND", "NEAR(a b", "title:owls", "a* OR (b", "-owls", "^start",
-     "owls'; DROP TABLE chunks;--", "", "   ", "?!.,", "AND OR NOT", "col:val {x y}", "\x00nul", "😀 emoji", "a" * 5000],
+    [
+        '"unbalanced quote',
+        "foo AND",
+        "NEAR(a b",
+        "title:owls",
+        "a* OR (b",
+        "-owls",
+        "^start",
+        "owls'; DROP TABLE chunks;--",
+        "",
+        "   ",
+        "?!.,",
+        "AND OR NOT",
+        "col:val {x y}",
+        "\x00nul",
+        "😀 emoji",
+        "a" * 5000,
+    ],
 )
 def test_free_text_queries_never_raise(query):
     store = Store.open(":memory:")
@@ -172,8 +190,13 @@ def test_stemming_matches_word_forms():
 
 @pytest.mark.parametrize(
     "query,expected",
-    [("机器学习", "/d/zh.md"), ("学习", "/d/zh.md"), ("深度学习的应用", "/d/zh.md"),
-     ("東京の天気", "/d/ja.md"), ("天気", "/d/ja.md")],
+    [
+        ("机器学习", "/d/zh.md"),
+        ("学习", "/d/zh.md"),
+        ("深度学习的应用", "/d/zh.md"),
+        ("東京の天気", "/d/ja.md"),
+        ("天気", "/d/ja.md"),
+    ],
 )
 def test_cjk_queries_match(query, expected):
     store = Store.open(":memory:")

@@ -15,8 +15,9 @@ from sala_report.retrieval.worker import extract_bounded
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the reader through /proc")
 
 # About a megabyte of nested markup: trafilatura needs seconds for it, far more than the limits below.
-SLOW_HTML = ("<html><body>" + ("<div>" * 20 + "<p>" + "tidal delta owl " * 40 + "</p>" + "</div>" * 20) * 1500
-             + "</body></html>").encode()
+SLOW_HTML = (
+    "<html><body>" + ("<div>" * 20 + "<p>" + "tidal delta owl " * 40 + "</p>" + "</div>" * 20) * 1500 + "</body></html>"
+).encode()
 
 
 def readers() -> list[int]:
@@ -32,8 +33,7 @@ def readers() -> list[int]:
                 command = f.read()
         except OSError:
             continue
-        if (f"PPid:\t{os.getpid()}\n" in status and b"retrieval.worker" in command
-                and "State:\tZ" not in status):
+        if f"PPid:\t{os.getpid()}\n" in status and b"retrieval.worker" in command and "State:\tZ" not in status:
             found.append(int(entry))
     return found
 

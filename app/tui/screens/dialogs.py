@@ -56,8 +56,15 @@ class ExportDialog(ModalScreen[tuple[str, Path] | None]):
     """Pick a format and a file; the result is (format, path) or None."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
-    FORMATS = (("pdf", "PDF"), ("html", "HTML (one self-contained file)"), ("md", "Markdown"), ("json", "JSON"),
-               ("docx", "Word (.docx)"), ("bib", "BibTeX (the references)"), ("ris", "RIS (the references)"))
+    FORMATS = (
+        ("pdf", "PDF"),
+        ("html", "HTML (one self-contained file)"),
+        ("md", "Markdown"),
+        ("json", "JSON"),
+        ("docx", "Word (.docx)"),
+        ("bib", "BibTeX (the references)"),
+        ("ris", "RIS (the references)"),
+    )
 
     def __init__(self, folder: Path, stem: str) -> None:
         super().__init__()

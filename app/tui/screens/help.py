@@ -18,14 +18,21 @@ def bindings_table(keymap: dict[str, str]) -> Group:
     """One small table per group: keys (after the keymap), what they do, and the id to remap them with.
     Keys and ids are never cut (a cut id cannot be remapped); on a narrow terminal the descriptions wrap."""
     tables = []
-    groups = [(title, [(keys.keys_for(b, keymap), b.description, b.id or "") for b in group])
-              for title, group in keys.GROUPS]  # fmt: skip
+    groups = [
+        (title, [(keys.keys_for(b, keymap), b.description, b.id or "") for b in group]) for title, group in keys.GROUPS
+    ]
     groups.append(("Built into Textual", [(key, what, "") for key, what in keys.BUILT_IN]))
     key_width = max(len(row[0]) for _, rows in groups for row in rows)
     id_width = max(len(row[2]) for _, rows in groups for row in rows)
     for title, rows in groups:
-        table = Table(box=None, show_header=False, padding=(0, 1), title=Text(title, style="bold underline"),
-                      title_justify="left", expand=True)
+        table = Table(
+            box=None,
+            show_header=False,
+            padding=(0, 1),
+            title=Text(title, style="bold underline"),
+            title_justify="left",
+            expand=True,
+        )
         table.add_column("keys", style="bold cyan", no_wrap=True, width=key_width)
         table.add_column("action", ratio=1, overflow="fold")
         table.add_column("id", style="dim", no_wrap=True, width=id_width)
@@ -48,7 +55,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("Keys", style="bold"), classes="dialog-title")
             yield Static(bindings_table(self.keymap))
             yield Static(
-                f"Change any key in {self.config_path}, e.g.\n  [ui.keymap]\n  pause = \"ctrl+space\"\n"
+                f'Change any key in {self.config_path}, e.g.\n  [ui.keymap]\n  pause = "ctrl+space"\n'
                 "Edits to the outline wait their turn: the engine applies them between steps, and the outline "
                 "marks them (pending) until then.\nEsc closes this help.",
                 classes="dialog-hint",

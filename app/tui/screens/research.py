@@ -32,7 +32,12 @@ from sala_report.app.wording import plural, readable_keys, search_problem
 if TYPE_CHECKING:
     from sala_report.app.warp.engine import Delivered, RunResult
 
-STEP_NAMES = {"search": "searching", "init-plan": "planning the outline", "write": "writing", "extend": "deciding what to deepen"}
+STEP_NAMES = {
+    "search": "searching",
+    "init-plan": "planning the outline",
+    "write": "writing",
+    "extend": "deciding what to deepen",
+}
 
 
 class EngineEvent(Message):
@@ -49,8 +54,14 @@ class ResearchScreen(Screen):
     # draft keeps a readable width on an 80-column terminal.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
-    def __init__(self, services: Services, *, request: RunRequest | None = None, session_id: str | None = None,
-                 auto_export: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        services: Services,
+        *,
+        request: RunRequest | None = None,
+        session_id: str | None = None,
+        auto_export: str | None = None,
+    ) -> None:
         super().__init__()
         if (request is None) == (session_id is None):
             raise ValueError("ResearchScreen needs either a new run's request or a session id to resume")
@@ -79,8 +90,9 @@ class ResearchScreen(Screen):
             with Vertical(id="side"):
                 yield SourcesTable(id="sources")
                 yield ActivityLog(id="activity")
-        yield StatusLine(Status(model=facts.model, device=facts.device, search=facts.search, max_steps=facts.max_steps),
-                         id="status")  # fmt: skip
+        yield StatusLine(
+            Status(model=facts.model, device=facts.device, search=facts.search, max_steps=facts.max_steps), id="status"
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -189,8 +201,9 @@ class ResearchScreen(Screen):
         self._set_state("pausing…" if self.paused else "running")
         target = self._heading(event.node_id) if event.node_id is not None else "the outline"
         retry = f" (try {event.attempt})" if event.attempt > 1 else ""
-        self.query_one(DraftView).step_started(f"Step {event.step}: {STEP_NAMES.get(event.kind, event.kind)} — {target}{retry}",
-                                               event.kind)  # fmt: skip
+        self.query_one(DraftView).step_started(
+            f"Step {event.step}: {STEP_NAMES.get(event.kind, event.kind)} — {target}{retry}", event.kind
+        )
         self.log_line(f"step {event.step}: {event.kind} {target}{retry}")
 
     def _on_TokenDelta(self, event: events.TokenDelta) -> None:
@@ -231,8 +244,10 @@ class ResearchScreen(Screen):
     def _on_OutlineChanged(self, event: events.OutlineChanged) -> None:
         self._headings = self.outline.names()
         if event.reason in ("init-plan", "expand"):
-            self.log_line(f"outline {'planned' if event.reason == 'init-plan' else 'expanded'}: "
-                          f"{plural(len(self._headings), 'section')}")
+            self.log_line(
+                f"outline {'planned' if event.reason == 'init-plan' else 'expanded'}: "
+                f"{plural(len(self._headings), 'section')}"
+            )
         if event.reason in ("edit", "resume"):
             self._refresh_cited_by()
 
@@ -285,11 +300,15 @@ class ResearchScreen(Screen):
         self._run_ended()
         self.query_one(StatusLine).change(step=event.steps)
         self._set_state(event.status)
-        self.log_line(f"finished ({event.status}): {event.reason}", "bold green" if event.status == "done" else "bold yellow")
+        self.log_line(
+            f"finished ({event.status}): {event.reason}", "bold green" if event.status == "done" else "bold yellow"
+        )
         if self.auto_export:
             title = self.outline.view.title if self.outline.view else None
-            self.export_report(self.auto_export, self.services.reports_dir / default_filename(title, event.session_id,
-                                                                                              self.auto_export))  # fmt: skip
+            self.export_report(
+                self.auto_export,
+                self.services.reports_dir / default_filename(title, event.session_id, self.auto_export),
+            )
         else:
             self.notify(f"Run {event.status}. Ctrl+E exports the report.", title="Finished")
 
@@ -307,7 +326,9 @@ class ResearchScreen(Screen):
             dropped = ", ".join(p.description for p in self.outline.pending)
             self.outline.pending.clear()
             self.query_one(OutlineTree).redraw()
-            self.log_line(f"not applied before the run ended (kept: resuming the session applies them): {dropped}", "yellow")
+            self.log_line(
+                f"not applied before the run ended (kept: resuming the session applies them): {dropped}", "yellow"
+            )
 
     def _heading(self, node_id: int | None) -> str:
         return self._headings.get(node_id, f"section {node_id}") if node_id is not None else "the outline"
@@ -341,7 +362,9 @@ class ResearchScreen(Screen):
             for edit in message.edits:
                 self.outline.pending = [p for p in self.outline.pending if p.edit is not edit]
             self.query_one(OutlineTree).redraw()
-            why = "is still starting" if self.engine is None else "has ended; resume it from Sessions (Ctrl+S, r) to edit"
+            why = (
+                "is still starting" if self.engine is None else "has ended; resume it from Sessions (Ctrl+S, r) to edit"
+            )
             self.notify(f"The run {why}.", severity="warning")
             return
         for i, edit in enumerate(message.edits):

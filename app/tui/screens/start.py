@@ -26,8 +26,9 @@ class StartScreen(Screen):
     def compose(self) -> ComposeResult:
         with Vertical(id="start"):
             yield Static("sala-report", id="start-title")
-            yield Static("Ask a question; sala-report searches, reads and writes a cited report on this machine.",
-                         classes="dim")  # fmt: skip
+            yield Static(
+                "Ask a question; sala-report searches, reads and writes a cited report on this machine.", classes="dim"
+            )
             yield Label("Question: what do you want to know?")
             yield Input(self.question, id="question")
             yield Label("Sources")
@@ -60,8 +61,9 @@ class StartScreen(Screen):
         if choice in ("docs", "both") and (docs is None or not docs.is_dir()):
             self.notify(f"'{folder}' is not a folder.", severity="error")
             return
-        request = RunRequest(question, web=choice in ("web", "both"), docs=docs,
-                             model=self.query_one("#model", Input).value.strip())  # fmt: skip
+        request = RunRequest(
+            question, web=choice in ("web", "both"), docs=docs, model=self.query_one("#model", Input).value.strip()
+        )
         self.app.start_run(request)
 
     @on(Button.Pressed, "#open-sessions")

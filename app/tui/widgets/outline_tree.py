@@ -5,8 +5,8 @@ engine's events say they were applied (or refused)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rich.text import Text
 from textual.message import Message
@@ -130,20 +130,27 @@ class OutlineTree(Tree[Row]):
         place = self._place(self.selected)
         parent = place.parent_id if place else None
         index = place.index + 1 if place else None
-        self._ask_title("New section", lambda title: self.request(edits.AddSection(title, parent_id=parent, index=index)))
+        self._ask_title(
+            "New section", lambda title: self.request(edits.AddSection(title, parent_id=parent, index=index))
+        )
 
     def action_add_child(self) -> None:
         row = self.selected
         if row is None:
             return self.action_add_sibling()
-        self._ask_title(f"New subsection of {row.number} {row.title}",
-                        lambda title: self.request(edits.AddSection(title, parent_id=row.node_id)))  # fmt: skip
+        self._ask_title(
+            f"New subsection of {row.number} {row.title}",
+            lambda title: self.request(edits.AddSection(title, parent_id=row.node_id)),
+        )
 
     def action_rename(self) -> None:
         row = self.selected
         if row is not None:
-            self._ask_title(f"Rename {row.number}", lambda title: self.request(edits.RenameSection(row.node_id, title=title)),
-                            value=row.title)  # fmt: skip
+            self._ask_title(
+                f"Rename {row.number}",
+                lambda title: self.request(edits.RenameSection(row.node_id, title=title)),
+                value=row.title,
+            )
 
     def action_delete(self) -> None:
         row = self.selected

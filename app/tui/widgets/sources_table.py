@@ -6,7 +6,13 @@ from urllib.parse import urlparse
 
 from textual.widgets import DataTable
 
-COLUMNS = (("#", "n", 3), ("Title", "title", 22), ("Cited by", "cited", 8), ("State", "state", 5), ("Site or file", "where", 24))
+COLUMNS = (
+    ("#", "n", 3),
+    ("Title", "title", 22),
+    ("Cited by", "cited", 8),
+    ("State", "state", 5),
+    ("Site or file", "where", 24),
+)
 
 
 def site_of(location: str, kind: str) -> str:

@@ -54,7 +54,9 @@ async def test_quitting_the_demo_says_where_the_report_is(tmp_path):
         await pilot.press("ctrl+q")
     (line,) = app.farewell()
     path = Path(line.removeprefix("report: "))
-    assert line.startswith("report: ") and path.suffix == ".pdf" and path.is_file() and path.parent == services.reports_dir
+    assert (
+        line.startswith("report: ") and path.suffix == ".pdf" and path.is_file() and path.parent == services.reports_dir
+    )
 
 
 @pytest.mark.anyio
@@ -65,5 +67,7 @@ async def test_quitting_before_an_export_says_how_to_get_the_report(tmp_path, re
         await until(pilot, lambda: services.count(events.Finished) == 1, what="the end of the run")
         session_id = app.screen.session_id
         await pilot.press("ctrl+q")
-    assert app.farewell() == [f"session {session_id} is saved; `sala-report export {session_id}` writes its report, "
-                              f"`sala-report resume {session_id}` continues it"]
+    assert app.farewell() == [
+        f"session {session_id} is saved; `sala-report export {session_id}` writes its report, "
+        f"`sala-report resume {session_id}` continues it"
+    ]

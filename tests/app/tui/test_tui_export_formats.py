@@ -35,8 +35,11 @@ async def test_docx_bib_and_ris_from_the_export_dialog(tmp_path, request_for):
             path = Path(app.screen.query_one("#export-path").value)
             assert path.suffix == f".{fmt}"
             await pilot.click("#export")
-            await until(pilot, lambda: path.exists() and not isinstance(app.screen, ExportDialog),
-                        what=f"the exported {fmt}")
+            await until(
+                pilot,
+                lambda path=path: path.exists() and not isinstance(app.screen, ExportDialog),
+                what=f"the exported {fmt}",
+            )
             written[fmt] = path
         markdown = services.report_markdown(screen.session_id)
     listed = re.findall(r"(?m)^\[(\d+)\] ", markdown.partition("## References")[2])

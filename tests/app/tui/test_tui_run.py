@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from tui_helpers import make_services, until
 from textual.widgets import RadioButton
+from tui_helpers import make_services, until
 from warp_fakes import Policy
 
 from sala_report.app.tui.app import SalaApp
@@ -25,8 +25,10 @@ APPLIED = (events.EditApplied, events.EditRejected)
 
 def stored_outline(services, session_id):
     outline = WarpStore(services.store).outline(session_id)
-    return [(loc.number, loc.node.title, loc.depth, loc.node.locked, loc.node.deepen, loc.node.content is not None)
-            for loc in walk(outline)]  # fmt: skip
+    return [
+        (loc.number, loc.node.title, loc.depth, loc.node.locked, loc.node.deepen, loc.node.content is not None)
+        for loc in walk(outline)
+    ]
 
 
 def screen_outline(tree: OutlineTree):
@@ -70,8 +72,11 @@ async def edit_and_wait(pilot, services, *keys: str, text: str | None = None, co
     if confirm:
         await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog), what="the confirmation")
         await pilot.press("y")
-    await until(pilot, lambda: sum(isinstance(e, APPLIED) for e in services.seen) > done and not screen.outline.pending,
-                what=f"the engine to apply {keys}")  # fmt: skip
+    await until(
+        pilot,
+        lambda: sum(isinstance(e, APPLIED) for e in services.seen) > done and not screen.outline.pending,
+        what=f"the engine to apply {keys}",
+    )
     rejected = [(e.edit, e.reason) for e in services.seen if isinstance(e, events.EditRejected)]
     applied = [e.edit for e in services.seen if isinstance(e, events.EditApplied)]
     assert not rejected, (rejected, applied)
@@ -85,8 +90,9 @@ async def test_every_outline_edit_mid_run_matches_the_engine(tmp_path, request_f
         screen = app.screen
         await until(pilot, lambda: services.count(events.SectionWritten) >= 1, what="a written section")
         await pilot.press("p")
-        await until(pilot, lambda: services.count(events.Paused) == 1 and screen.outline.view is not None,
-                    what="the pause")  # fmt: skip
+        await until(
+            pilot, lambda: services.count(events.Paused) == 1 and screen.outline.view is not None, what="the pause"
+        )
         assert screen.query_one("#status").status.state == "paused"
         assert_screen_matches_engine(screen, services)
         tree = screen.query_one(OutlineTree)
@@ -115,7 +121,13 @@ async def test_every_outline_edit_mid_run_matches_the_engine(tmp_path, request_f
         assert shown(screen) == [*top, "3 Storage", "4 Policy"]
         select(tree, "2.1")
         await edit_and_wait(pilot, services, "less_than_sign")  # outdent: after its old parent, not after 1
-        assert shown(screen) == ["1 Solar power", "2 Wind and solar together", "3 Hybrid parks", "4 Storage", "5 Policy"]
+        assert shown(screen) == [
+            "1 Solar power",
+            "2 Wind and solar together",
+            "3 Hybrid parks",
+            "4 Storage",
+            "5 Policy",
+        ]
         select(tree, "3")
         await edit_and_wait(pilot, services, "greater_than_sign")  # and back under 2
         assert shown(screen) == [*top, "3 Storage", "4 Policy"]
@@ -156,8 +168,14 @@ async def test_an_edit_made_while_generating_shows_pending_until_applied(tmp_pat
     app = SalaApp(services, run=request_for)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
-        await until(pilot, lambda: any(isinstance(e, events.StepStarted) and e.kind == "write" for e in services.seen)
-                    and screen.outline.view is not None, what="the first write step")  # fmt: skip
+        await until(
+            pilot,
+            lambda: (
+                any(isinstance(e, events.StepStarted) and e.kind == "write" for e in services.seen)
+                and screen.outline.view is not None
+            ),
+            what="the first write step",
+        )
         tree = screen.query_one(OutlineTree)
         tree.focus()
         select(tree, "2")
@@ -169,8 +187,9 @@ async def test_an_edit_made_while_generating_shows_pending_until_applied(tmp_pat
         assert "2 (pending: rename → Storage, renamed mid-step) Storage" in " | ".join(labels)
         assert services.count(events.EditApplied) == 0  # the engine applies edits between steps only
         release.set()
-        await until(pilot, lambda: services.count(events.EditApplied) == 1 and not screen.outline.pending,
-                    what="the rename")  # fmt: skip
+        await until(
+            pilot, lambda: services.count(events.EditApplied) == 1 and not screen.outline.pending, what="the rename"
+        )
         labels = [str(tree.get_node_at_line(i).label) for i in range(tree.last_line + 1)]
         assert any("2 Storage, renamed mid-step" in label and "pending" not in label for label in labels), labels
         await pilot.press("escape")

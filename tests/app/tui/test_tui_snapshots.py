@@ -10,7 +10,8 @@ from tui_helpers import make_services, until
 from sala_report.app.tui.app import SalaApp
 from sala_report.app.tui.screens.start import StartScreen
 from sala_report.app.tui.services import RunRequest
-from sala_report.app.warp import events, store as warp_store
+from sala_report.app.warp import events
+from sala_report.app.warp import store as warp_store
 
 SIZE = (120, 36)
 

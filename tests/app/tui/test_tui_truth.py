@@ -31,7 +31,10 @@ CORPUS_FILES = {"solar.md", "batteries.md", "wind.md", "policy.md"}
 
 def shown_rows(screen) -> list[str]:
     tree = screen.query_one(OutlineTree)
-    return [f"{row.number} {row.title}".strip() for row in (tree.get_node_at_line(i).data for i in range(tree.last_line + 1))]
+    return [
+        f"{row.number} {row.title}".strip()
+        for row in (tree.get_node_at_line(i).data for i in range(tree.last_line + 1))
+    ]
 
 
 def offered(app) -> set[str]:
@@ -62,7 +65,7 @@ async def test_pause_stops_the_step_at_once_and_the_screen_follows_the_engine(tm
         def write_streaming() -> bool:
             seen = list(services.seen)
             starts = [i for i, e in enumerate(seen) if isinstance(e, events.StepStarted) and e.kind == "write"]
-            return bool(starts) and any(isinstance(e, events.TokenDelta) for e in seen[starts[0]:])
+            return bool(starts) and any(isinstance(e, events.TokenDelta) for e in seen[starts[0] :])
 
         await until(pilot, write_streaming, what="the first write to stream")
         step = next(e.step for e in services.seen if isinstance(e, events.StepStarted) and e.kind == "write")
@@ -86,8 +89,11 @@ async def test_pause_stops_the_step_at_once_and_the_screen_follows_the_engine(tm
         assert {"toggle_pause", "cancel_run"} <= offered(app)
 
         await pilot.press("p")
-        await until(pilot, lambda: sum(isinstance(e, events.StepStarted) and e.step == step for e in services.seen) == 2,
-                    what="the stopped step to start again")
+        await until(
+            pilot,
+            lambda: sum(isinstance(e, events.StepStarted) and e.step == step for e in services.seen) == 2,
+            what="the stopped step to start again",
+        )
         await until(pilot, lambda: services.count(events.Finished) == 1, timeout=60, what="the end of the run")
         await pilot.pause(0.2)
         assert status(screen).state in ("done", "partial")
@@ -131,7 +137,9 @@ def weak_then_good(request) -> str:
     """A write with one weakly supported citation (the sentence shares no words with the passage)."""
     keys = shown_keys(request)
     good = Policy().write(request).split("<action>")[1].removesuffix("</action>")
-    return f"<thought>x</thought>\n<action>Kittens nap quietly beside warm windows \\cite{{{keys[-1]}}}. {good}</action>"
+    return (
+        f"<thought>x</thought>\n<action>Kittens nap quietly beside warm windows \\cite{{{keys[-1]}}}. {good}</action>"
+    )
 
 
 async def test_one_citation_numbering_everywhere_the_exports(tmp_path, request_for):
@@ -172,7 +180,9 @@ async def test_one_citation_numbering_everywhere_the_exports(tmp_path, request_f
         flagged_n = re.search(r"weak support for \[(\d+)\]", log).group(1)
         storage = re.search(r"(?ms)^## 2 Storage\n\n(.*?)\n\n#", report).group(1)
         assert storage.startswith(f"Kittens nap quietly beside warm windows [{flagged_n}]⚑.")
-        shown = next(e.markdown for e in services.seen if isinstance(e, events.SectionWritten) and e.position == "section-2")
+        shown = next(
+            e.markdown for e in services.seen if isinstance(e, events.SectionWritten) and e.position == "section-2"
+        )
         assert shown == storage  # as the draft pane showed it when it was written, weak mark and all
         hold.set()
         await until(pilot, lambda: services.count(events.Finished) == 1, what="the end of the run")
@@ -189,8 +199,14 @@ async def test_the_log_names_sections_as_shown_and_a_new_one_appears_in_its_plac
     app = SalaApp(services, run=request_for)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
-        await until(pilot, lambda: any(isinstance(e, events.StepStarted) and e.kind == "write" for e in services.seen)
-                    and screen.outline.view is not None, what="the first write step")
+        await until(
+            pilot,
+            lambda: (
+                any(isinstance(e, events.StepStarted) and e.kind == "write" for e in services.seen)
+                and screen.outline.view is not None
+            ),
+            what="the first write step",
+        )
         tree = screen.query_one(OutlineTree)
         tree.focus()
         tree.cursor_line = 0
@@ -202,8 +218,11 @@ async def test_the_log_names_sections_as_shown_and_a_new_one_appears_in_its_plac
         assert shown_rows(screen) == ["1 Solar power", "Grids", "2 Storage", "3 Policy"]  # where it will be
         await pilot.press("p")  # the write in flight is dropped; the edit applies before the pause
         release.set()
-        await until(pilot, lambda: services.count(events.Paused) == 1 and not screen.outline.pending,
-                    what="the added section and the pause")
+        await until(
+            pilot,
+            lambda: services.count(events.Paused) == 1 and not screen.outline.pending,
+            what="the added section and the pause",
+        )
         await pilot.pause(0.05)
         assert shown_rows(screen) == ["1 Solar power", "2 Grids", "3 Storage", "4 Policy"]
         tree.cursor_line = shown_rows(screen).index("4 Policy")

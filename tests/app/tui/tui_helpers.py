@@ -8,7 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "warp"))
 
-from warp_fakes import ScriptedGenerator, settings as warp_settings  # noqa: E402
+from warp_fakes import ScriptedGenerator  # noqa: E402
+from warp_fakes import settings as warp_settings
 
 from sala_report.app.runs import LocalServices  # noqa: E402
 from sala_report.app.settings import load_settings  # noqa: E402
@@ -35,8 +36,15 @@ class RecordingServices(LocalServices):
         return sum(isinstance(e, kind) for e in list(self.seen))
 
 
-def make_services(tmp_path: Path, *, delay_s: float = 0.0, script: dict | None = None, clock=lambda: 1000.0,
-                  web: bool = True, **warp_changes) -> RecordingServices:
+def make_services(
+    tmp_path: Path,
+    *,
+    delay_s: float = 0.0,
+    script: dict | None = None,
+    clock=lambda: 1000.0,
+    web: bool = True,
+    **warp_changes,
+) -> RecordingServices:
     """`clock` replaces the monotonic clock (fixed by default, so screenshots do not change); `web` is
     search.web in the settings (a run's request decides for itself)."""
     settings = load_settings(overrides={"paths.data_dir": tmp_path / "data"}, env={})
@@ -55,7 +63,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
 
 
 async def until(pilot, predicate, *, timeout: float = 30.0, what: str = "the condition") -> None:

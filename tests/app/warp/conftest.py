@@ -23,8 +23,9 @@ def start(corpus):
     store, retriever, ids = corpus
 
     def make(generator=None, question=QUESTION, **changes):
-        engine = Engine.start(store, generator or ScriptedGenerator(), retriever, settings(**changes), question,
-                              docs_source_ids=ids)  # fmt: skip
+        engine = Engine.start(
+            store, generator or ScriptedGenerator(), retriever, settings(**changes), question, docs_source_ids=ids
+        )
         seen: list = []
         engine.subscribe(seen.append)
         return engine, seen

@@ -16,8 +16,8 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 OWNERS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llamacpp", "ollama": "library", "plain": "system"}
 
@@ -28,8 +28,12 @@ def constraint_refusal(body: dict, answer: str) -> tuple[int, str] | None:
     import xgrammar
     from xgrammar.testing import _is_grammar_accept_string
 
-    grammar = (body.get("structured_outputs") or {}).get("grammar") or body.get("ebnf") or body.get("grammar") \
-        or body.get("guided_grammar")  # fmt: skip
+    grammar = (
+        (body.get("structured_outputs") or {}).get("grammar")
+        or body.get("ebnf")
+        or body.get("grammar")
+        or body.get("guided_grammar")
+    )
     schema = (body.get("response_format") or {}).get("json_schema", {}).get("schema") or body.get("format")
     try:
         if grammar:
@@ -62,8 +66,9 @@ class FakeOpenAI:
     """`faults` is a queue of what to do with the next chat requests: "ok", ("status", code[, retry_after]),
     "drop" (close the socket mid-stream), ("slow", seconds)."""
 
-    def __init__(self, answer: Callable[[dict], str], *, model: str = "served-model", context: int = 8192,
-                 flavour: str = "plain"):  # fmt: skip
+    def __init__(
+        self, answer: Callable[[dict], str], *, model: str = "served-model", context: int = 8192, flavour: str = "plain"
+    ):
         self.answer = answer
         self.model = model
         self.context = context
@@ -91,7 +96,9 @@ class FakeOpenAI:
                 if self.path == "/version" and flavour in ("vllm", "sglang"):
                     return self._json(200, {"version": "0.11.0" if flavour == "vllm" else "0.5.4"})
                 if self.path == "/props" and flavour == "llamacpp":
-                    return self._json(200, {"default_generation_settings": {"n_ctx": server.context}, "build_info": "b6000"})
+                    return self._json(
+                        200, {"default_generation_settings": {"n_ctx": server.context}, "build_info": "b6000"}
+                    )
                 if self.path == "/api/version" and flavour == "ollama":
                     return self._json(200, {"version": "0.12.3"})
                 self._json(404, {"error": {"message": "not found"}})
@@ -106,14 +113,16 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.paths.append(self.path)
                 if server.flavour == "ollama" and self.path == "/api/show":
-                    return self._json(200, {"model_info": {"general.architecture": "minicpm",
-                                                           "minicpm.context_length": server.context}})  # fmt: skip
+                    return self._json(
+                        200,
+                        {"model_info": {"general.architecture": "minicpm", "minicpm.context_length": server.context}},
+                    )
                 server.bodies.append(body)
                 if server.flavour == "ollama" and self.path == "/api/chat":
                     return self._ollama(body)
                 if server.flavour == "ollama":  # its OpenAI endpoint keeps only the last 2048 tokens of the prompt
                     for message in body["messages"]:
-                        message["content"] = message["content"][-2048 * 3:]
+                        message["content"] = message["content"][-2048 * 3 :]
                 fault = server.faults.pop(0) if server.faults else "ok"
                 if isinstance(fault, tuple) and fault[0] == "status":
                     headers = {"Retry-After": str(fault[2])} if len(fault) > 2 else {}
@@ -128,10 +137,17 @@ class FakeOpenAI:
                     if refusal:
                         return self._json(refusal[0], {"error": {"message": refusal[1]}})
                 if not body.get("stream"):
-                    return self._json(200, {"object": "chat.completion", "model": server.model,
-                                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                                         "finish_reason": "stop"}],
-                                            "usage": {"prompt_tokens": 11, "completion_tokens": 7}})  # fmt: skip
+                    return self._json(
+                        200,
+                        {
+                            "object": "chat.completion",
+                            "model": server.model,
+                            "choices": [
+                                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                            ],
+                            "usage": {"prompt_tokens": 11, "completion_tokens": 7},
+                        },
+                    )
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -164,10 +180,20 @@ class FakeOpenAI:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 for i in range(0, len(text), 12):
-                    line = {"model": server.model, "message": {"role": "assistant", "content": text[i : i + 12]}, "done": False}
+                    line = {
+                        "model": server.model,
+                        "message": {"role": "assistant", "content": text[i : i + 12]},
+                        "done": False,
+                    }
                     self._chunk((json.dumps(line) + "\n").encode())
-                last = {"model": server.model, "message": {"role": "assistant", "content": ""}, "done": True,
-                        "done_reason": "stop", "prompt_eval_count": prompt, "eval_count": len(text) // 3}  # fmt: skip
+                last = {
+                    "model": server.model,
+                    "message": {"role": "assistant", "content": ""},
+                    "done": True,
+                    "done_reason": "stop",
+                    "prompt_eval_count": prompt,
+                    "eval_count": len(text) // 3,
+                }
                 self._chunk((json.dumps(last) + "\n").encode())
                 self._chunk(b"")
 
@@ -193,7 +219,7 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         self.thread.start()
         return self
 

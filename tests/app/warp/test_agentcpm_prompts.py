@@ -41,13 +41,17 @@ TEMPLATES = {
     "surveycpm_extend_plan.jinja": "  Q={{ user_query }}\n{{ current_survey }}{{ undefined_is_empty }}END\n",
 }
 
-OUTLINE_TEXT = ("# Title: [OK] Heat pumps in cold climates\n"
-                "# Section-1 [Efficiency]: [OK] Modern units keep a COP above 2 at minus 15 degrees, field trials show.\n"
-                "    ## Section-1.1 [Defrost cycles]: [PLAN] How defrosting costs energy\n"
-                "        ### Section-1.1.1 [Sensors]: [PLAN] Which sensors trigger a defrost\n"
-                "# Section-2 [Costs]: [PLAN] Upfront and running costs\n")  # fmt: skip
-EVIDENCE_TEXT = ("bibkey:textid1\nField trials in Norway measured a seasonal COP of 2.8.\n\n"
-                 "bibkey:textid3\nInstallation costs fell by a fifth since 2019.")  # fmt: skip
+OUTLINE_TEXT = (
+    "# Title: [OK] Heat pumps in cold climates\n"
+    "# Section-1 [Efficiency]: [OK] Modern units keep a COP above 2 at minus 15 degrees, field trials show.\n"
+    "    ## Section-1.1 [Defrost cycles]: [PLAN] How defrosting costs energy\n"
+    "        ### Section-1.1.1 [Sensors]: [PLAN] Which sensors trigger a defrost\n"
+    "# Section-2 [Costs]: [PLAN] Upfront and running costs\n"
+)
+EVIDENCE_TEXT = (
+    "bibkey:textid1\nField trials in Norway measured a seasonal COP of 2.8.\n\n"
+    "bibkey:textid3\nInstallation costs fell by a fifth since 2019."
+)
 EXPECTED = {
     "search.jinja": f"Q={QUESTION}\n[outline]\n{OUTLINE_TEXT}[/outline]\nYou need to update section-1.1",
     "init_plan.jinja": f"Q={QUESTION}\n{EVIDENCE_TEXT}",
@@ -65,8 +69,18 @@ def fixed_state() -> tuple[Outline, list[Entry]]:
     defrost.children = [outline.new_node("Sensors", "Which sensors trigger a defrost")]
     efficiency.children = [defrost]
     outline.sections = [efficiency, outline.new_node("Costs", "Upfront and running costs")]
-    entries = [Entry("textid1", "c1", 1, "Trials", "/docs/trials.md", "file", "Field trials in Norway measured a seasonal COP of 2.8."),
-               Entry("textid3", "c3", 2, "Costs", "/docs/costs.md", "file", "Installation costs fell by a fifth since 2019.")]  # fmt: skip
+    entries = [
+        Entry(
+            "textid1",
+            "c1",
+            1,
+            "Trials",
+            "/docs/trials.md",
+            "file",
+            "Field trials in Norway measured a seasonal COP of 2.8.",
+        ),
+        Entry("textid3", "c3", 2, "Costs", "/docs/costs.md", "file", "Installation costs fell by a fifth since 2019."),
+    ]
     return outline, entries
 
 
@@ -75,10 +89,26 @@ def rendered(style: str, name: str) -> str:
     target = 'section-1.1 "Defrost cycles" (plan: How defrosting costs energy)'
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
-        return render(template(name, style), question=QUESTION, draft=draft, evidence=evidence, target=target,
-                      title="Defrost cycles", plan="", keys=[e.key for e in shown], max_citations=12, feedback=None,
-                      min_sections=3, max_sections=12, max_keywords=5, sections=[], positions=["section-2"], forced=[],
-                      min_subsections=2, max_subsections=7)  # fmt: skip
+        return render(
+            template(name, style),
+            question=QUESTION,
+            draft=draft,
+            evidence=evidence,
+            target=target,
+            title="Defrost cycles",
+            plan="",
+            keys=[e.key for e in shown],
+            max_citations=12,
+            feedback=None,
+            min_sections=3,
+            max_sections=12,
+            max_keywords=5,
+            sections=[],
+            positions=["section-2"],
+            forced=[],
+            min_subsections=2,
+            max_subsections=7,
+        )
 
     return fit(build, outline, entries, count=len, budget=100_000, passage_chars=1200, style=style).user
 
@@ -120,7 +150,10 @@ def test_a_missing_or_broken_template_is_one_clear_error(prompt_dir, tmp_path_fa
 def test_agentcpm_report_is_recognised_by_name():
     from types import SimpleNamespace
 
-    assert auto_style(SimpleNamespace(name="openbmb/AgentCPM-Report at http://127.0.0.1:8000/v1 (vLLM 0.11.0, grammar)")) == "agentcpm"
+    assert (
+        auto_style(SimpleNamespace(name="openbmb/AgentCPM-Report at http://127.0.0.1:8000/v1 (vLLM 0.11.0, grammar)"))
+        == "agentcpm"
+    )
     assert auto_style(SimpleNamespace(name="/models/agentcpm_report-Q4_K_M.gguf")) == "agentcpm"
     assert auto_style(SimpleNamespace(name="smollm2-135m", small_model=True)) == "compact"
     assert auto_style(SimpleNamespace(name="MiniCPM-SALA")) == "full"
@@ -142,12 +175,17 @@ def agentcpm_answer(body: dict) -> str:
         return '<thought>find it</thought>\n<action>{"name": "search", "keywords": ["solar power"]}</action>'
     if "first outline" in prompt:
         sections = [{"title": t, "plan": f"What {t.lower()} covers"} for t in ("Solar power", "Storage", "Policy")]
-        return "<thought>three parts</thought>\n<action>" + json.dumps(
-            {"name": "init-plan", "title": "Solar today", "sections": sections}) + "</action>"
+        return (
+            "<thought>three parts</thought>\n<action>"
+            + json.dumps({"name": "init-plan", "title": "Solar today", "sections": sections})
+            + "</action>"
+        )
     if prompt.startswith("You are the Writer"):
         key = re.findall(r"^bibkey:(textid\d+)$", prompt, re.M)[0]
-        return (f"<thought>cite {key}</thought>\n<action> Solar panels now reach a COP < 2 equivalent in winter "
-                f"tests, and modules got much cheaper over the decade \\cite{{{key}}}.</action>")
+        return (
+            f"<thought>cite {key}</thought>\n<action> Solar panels now reach a COP < 2 equivalent in winter "
+            f"tests, and modules got much cheaper over the decade \\cite{{{key}}}.</action>"
+        )
     return '<thought>deep enough</thought>\n<action>{"name": "nop"}</action>'
 
 
@@ -161,8 +199,14 @@ def test_agentcpm_report_behind_vllm_runs_in_its_own_format(corpus):
     store, retriever, ids = corpus
     with FakeOpenAI(agentcpm_answer, flavour="vllm", model="openbmb/AgentCPM-Report", context=32768) as fake:
         gen = OpenAIGenerator(fake.url, sleep=lambda s: None)
-        engine = Engine.start(store, gen, retriever, settings(context_tokens=0, max_expands=1), "How is solar changing?",
-                              docs_source_ids=ids)  # fmt: skip
+        engine = Engine.start(
+            store,
+            gen,
+            retriever,
+            settings(context_tokens=0, max_expands=1),
+            "How is solar changing?",
+            docs_source_ids=ids,
+        )
         result = engine.run()
     assert result.status == "done", result
     assert all(m["role"] == "user" for body in fake.bodies for m in body["messages"])  # no system prompt

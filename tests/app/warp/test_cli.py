@@ -20,10 +20,10 @@ from sala_report.app.cli import main
 
 DOCS = {
     "solar.md": "# Solar power\n\nSolar module prices fell by about ninety percent over a decade.\n\n"
-                "Rooftop solar panels let households sell surplus electricity back to the grid.\n",
+    "Rooftop solar panels let households sell surplus electricity back to the grid.\n",
     "storage.md": "# Battery storage\n\nLithium-ion batteries store surplus solar electricity for the evening peak.\n",
     "policy.md": "# Energy policy\n\nFeed-in tariffs and auctions gave renewable energy projects long-term revenue.\n",
-}  # fmt: skip
+}
 
 
 def answer(body: dict) -> str:
@@ -57,8 +57,16 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_run_headless_json_writes_the_report_and_a_summary(server, docs, capsys):
-    code, out, err = cli(capsys, "run", "How is renewable energy changing electricity?", "--headless", "--docs", str(docs),
-                         "--no-web", "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "run",
+        "How is renewable energy changing electricity?",
+        "--headless",
+        "--docs",
+        str(docs),
+        "--no-web",
+        "--json",
+    )
     assert code == 0, err
     summary = json.loads(out)
     assert set(summary) >= {"session_id", "status", "report_paths", "sources", "citations", "steps", "tokens", "time"}
@@ -82,8 +90,20 @@ def test_run_without_headless_off_a_terminal_runs_headless(server, docs, capsys,
 
 def test_partial_run_exits_3_and_resume_finishes_it(server, docs, capsys, tmp_path):
     out_file = tmp_path / "report.md"
-    code, out, _ = cli(capsys, "run", "Solar?", "--headless", "--docs", str(docs), "--no-web", "--max-steps", "4",
-                       "--out", str(out_file), "--json")  # fmt: skip
+    code, out, _ = cli(
+        capsys,
+        "run",
+        "Solar?",
+        "--headless",
+        "--docs",
+        str(docs),
+        "--no-web",
+        "--max-steps",
+        "4",
+        "--out",
+        str(out_file),
+        "--json",
+    )
     first = json.loads(out)
     assert code == 3 and first["status"] == "partial" and first["steps"] == 4
     assert "*How batteries balance supply*" in out_file.read_text()  # unwritten sections keep their plan
@@ -97,12 +117,15 @@ def test_partial_run_exits_3_and_resume_finishes_it(server, docs, capsys, tmp_pa
     assert first["session_id"] in out and "done" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "   ", "--headless", "--no-web"], "question is empty"),
-    (["run", "Solar?", "--headless", "--no-web"], "nothing to read"),
-    (["resume", "nosuch"], "no sessions yet"),
-    (["run", "Solar?", "--docs", "/no/such/folder"], "does not exist"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "   ", "--headless", "--no-web"], "question is empty"),
+        (["run", "Solar?", "--headless", "--no-web"], "nothing to read"),
+        (["resume", "nosuch"], "no sessions yet"),
+        (["run", "Solar?", "--docs", "/no/such/folder"], "does not exist"),
+    ],
+)
 def test_usage_errors_exit_2(server, capsys, args, message):
     code, out, err = cli(capsys, *args)
     assert code == 2 and message in err
@@ -120,9 +143,24 @@ def test_a_model_server_that_is_down_exits_4(docs, capsys, monkeypatch):
 def test_ctrl_c_saves_the_checkpoint_and_exits_130(server, docs, capsys, tmp_path):
     server.faults = ["ok", ("slow", 1.5)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "sala_report.app.cli", "run", "Solar?", "--headless", "--docs",
-                             str(docs), "--no-web", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sala_report.app.cli",
+            "run",
+            "Solar?",
+            "--headless",
+            "--docs",
+            str(docs),
+            "--no-web",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     lines = []
     for line in proc.stderr:
         lines.append(line)

@@ -17,9 +17,32 @@ from sala_report.app.warp.prompts import Prompt, evidence_text, fit, instruction
 from sala_report.app.warp.state import Outline
 from sala_report.app.warp.validate import Limits, check_repeats, check_title, clean_title, validate_write
 
-PIECES = ["<thought>", "</thought>", "<action>", "</action>", '"', " ", "the", " cat", " sat", " on", " mat", ".",
-          "1", "{", "}", '":', ' "', "Solar", " power", " costs", "title", "Wind",
-          "- Solar power costs\n- Wind\n", ", "]  # fmt: skip
+PIECES = [
+    "<thought>",
+    "</thought>",
+    "<action>",
+    "</action>",
+    '"',
+    " ",
+    "the",
+    " cat",
+    " sat",
+    " on",
+    " mat",
+    ".",
+    "1",
+    "{",
+    "}",
+    '":',
+    ' "',
+    "Solar",
+    " power",
+    " costs",
+    "title",
+    "Wind",
+    "- Solar power costs\n- Wind\n",
+    ", ",
+]
 ID = {p: i for i, p in enumerate(PIECES)}
 CLASSES = TokenClasses.of(PIECES)
 
@@ -120,8 +143,15 @@ def test_a_local_model_under_a_billion_parameters_is_small():
     assert LocalGenerator(torch.nn.Linear(4, 4), None).small_model
 
 
-ENTRY = Entry(key="textid1", chunk_id="c1", source_id=1, title="Solar report", location="https://example.org/solar",
-              kind="web", text="Module prices fell by ninety percent between 2010 and 2020.")  # fmt: skip
+ENTRY = Entry(
+    key="textid1",
+    chunk_id="c1",
+    source_id=1,
+    title="Solar report",
+    location="https://example.org/solar",
+    kind="web",
+    text="Module prices fell by ninety percent between 2010 and 2020.",
+)
 QUESTION = "How did solar power change electricity markets?"
 
 
@@ -136,26 +166,76 @@ def test_compact_templates_render_short_with_one_plain_instruction():
     evidence = evidence_text([ENTRY], 500, locations=False)
     assert 'source="Solar report"' in evidence and "example.org" not in evidence
     prompts = {
-        "search": render(template("search.jinja", "compact"), question=QUESTION, draft="", target="", title="Costs",
-                         plan="", max_keywords=5, feedback=""),
-        "init-plan": render(template("init_plan.jinja", "compact"), question=QUESTION, evidence=evidence,
-                            min_sections=3, max_sections=4, feedback=""),
-        "write": render(template("write.jinja", "compact"), question=QUESTION, draft="", target="", title="Costs",
-                        plan="prices", evidence=evidence, keys=["textid1"], max_citations=12, feedback=""),
-        "write without evidence": render(template("write.jinja", "compact"), question=QUESTION, draft="", target="",
-                                         title="Costs", plan="", evidence="", keys=[], max_citations=12, feedback=""),
-        "extend": render(template("extend_plan.jinja", "compact"), question=QUESTION, draft="",
-                         sections=[("section-1", "Costs"), ("section-2", "Policy")], positions=["section-1"],
-                         forced=[], min_subsections=2, max_subsections=4, feedback=""),
-    }  # fmt: skip
+        "search": render(
+            template("search.jinja", "compact"),
+            question=QUESTION,
+            draft="",
+            target="",
+            title="Costs",
+            plan="",
+            max_keywords=5,
+            feedback="",
+        ),
+        "init-plan": render(
+            template("init_plan.jinja", "compact"),
+            question=QUESTION,
+            evidence=evidence,
+            min_sections=3,
+            max_sections=4,
+            feedback="",
+        ),
+        "write": render(
+            template("write.jinja", "compact"),
+            question=QUESTION,
+            draft="",
+            target="",
+            title="Costs",
+            plan="prices",
+            evidence=evidence,
+            keys=["textid1"],
+            max_citations=12,
+            feedback="",
+        ),
+        "write without evidence": render(
+            template("write.jinja", "compact"),
+            question=QUESTION,
+            draft="",
+            target="",
+            title="Costs",
+            plan="",
+            evidence="",
+            keys=[],
+            max_citations=12,
+            feedback="",
+        ),
+        "extend": render(
+            template("extend_plan.jinja", "compact"),
+            question=QUESTION,
+            draft="",
+            sections=[("section-1", "Costs"), ("section-2", "Policy")],
+            positions=["section-1"],
+            forced=[],
+            min_subsections=2,
+            max_subsections=4,
+            feedback="",
+        ),
+    }
     for kind, text in prompts.items():
         assert len(text) < 700 and "<action>" not in text and "<thought>" not in text and "{{" not in text, kind
         assert "rejected" not in text, kind
     assert prompts["write"].startswith("<evidence") and "\\cite{textid1}" in prompts["write"]
     assert prompts["init-plan"].rstrip().endswith("one-line plan.")
     assert "section-2: Policy" in prompts["extend"] and "Costs" in prompts["search"]
-    again = render(template("search.jinja", "compact"), question=QUESTION, draft="", target="", title="", plan="",
-                   max_keywords=5, feedback="use fewer keywords")  # fmt: skip
+    again = render(
+        template("search.jinja", "compact"),
+        question=QUESTION,
+        draft="",
+        target="",
+        title="",
+        plan="",
+        max_keywords=5,
+        feedback="use fewer keywords",
+    )
     assert again.rstrip().endswith("Your last answer was rejected: use fewer keywords")
 
 
@@ -163,23 +243,33 @@ def test_fit_uses_the_compact_system_prompt_and_unlocated_evidence():
     def build(draft, evidence, shown):
         return f"{evidence}\n\nWrite about costs."
 
-    prompt = fit(build, Outline(), [ENTRY], count=lambda t: len(t) // 4, budget=2000, passage_chars=500,
-                 style="compact")  # fmt: skip
+    prompt = fit(
+        build, Outline(), [ENTRY], count=lambda t: len(t) // 4, budget=2000, passage_chars=500, style="compact"
+    )
     assert prompt.system == system_prompt("compact") and "example.org" not in prompt.user
 
 
 def test_instruction_text_keeps_the_wording_without_evidence_or_values():
-    user = ('<evidence key="textid1" source="x">\nModule prices fell.\n</evidence>\n\n'
-            "Question: How did solar change markets?\n\nRewrite the text above as a short paragraph about Costs.")
+    user = (
+        '<evidence key="textid1" source="x">\nModule prices fell.\n</evidence>\n\n'
+        "Question: How did solar change markets?\n\nRewrite the text above as a short paragraph about Costs."
+    )
     values = ["How did solar change markets?", "Costs", ""]
     pieces = instruction_text(Prompt("You are an expert writer.", user, (), 0), values)
-    assert pieces == ["You are an expert writer.", "Question:", "Rewrite the text above as a short paragraph about", "."]
+    assert pieces == [
+        "You are an expert writer.",
+        "Question:",
+        "Rewrite the text above as a short paragraph about",
+        ".",
+    ]
 
 
 def test_titles_lose_citation_keys_and_must_name_a_topic():
     assert clean_title("2. Solar textid3 costs") == "Solar costs"
     assert clean_title("2 ,") == "2 ,"  # numbering stays when nothing else is left
-    assert clean_title("2024 heat pump sales") == "2024 heat pump sales" and clean_title("1. Heat pumps") == "Heat pumps"
+    assert (
+        clean_title("2024 heat pump sales") == "2024 heat pump sales" and clean_title("1. Heat pumps") == "Heat pumps"
+    )
     check_title("Solar costs", "the title")
     for bad in ("Section title here", "textid1", "Costs [1]", "—"):
         with pytest.raises(ActionError):
@@ -191,8 +281,13 @@ def test_a_section_may_not_say_the_same_sentence_twice():
     with pytest.raises(ActionError, match="say each thing once"):
         check_repeats("Solar power grew quickly \\cite{textid1}. Solar power grew quickly \\cite{textid2}.")
     with pytest.raises(ActionError, match="say each thing once"):
-        validate_write("Solar power grew quickly in Spain. Solar power grew quickly in Spain.", Limits(), QUESTION,
-                       {"textid1"}, require_citation=False)  # fmt: skip
+        validate_write(
+            "Solar power grew quickly in Spain. Solar power grew quickly in Spain.",
+            Limits(),
+            QUESTION,
+            {"textid1"},
+            require_citation=False,
+        )
 
 
 def test_auto_style_gives_a_small_model_compact_prompts_through_a_whole_run(start, corpus):
@@ -209,8 +304,9 @@ def test_auto_style_gives_a_small_model_compact_prompts_through_a_whole_run(star
     assert "### 1.1 Costs" in check_report(corpus[0], result.session_id)
 
 
-@pytest.mark.parametrize("style, small, expected", [("auto", False, "full"), ("full", True, "full"),
-                                                    ("compact", False, "compact")])  # fmt: skip
+@pytest.mark.parametrize(
+    "style, small, expected", [("auto", False, "full"), ("full", True, "full"), ("compact", False, "compact")]
+)
 def test_the_style_setting_overrides_the_model_size(start, style, small, expected):
     generator = ScriptedGenerator(policy=Policy(expands=0), small_model=small)
     engine, _ = start(generator, prompt_style=style, no_repeat_ngram=0)

@@ -42,51 +42,83 @@ def test_parse_response_takes_the_first_blocks_and_tolerates_think_and_no_though
 
 
 def test_search_validator():
-    assert validate_search('```json\n{"name": "search", "keywords": [" solar  power ", "solar power"]}\n```',
-                           Limits()).keywords == ("solar power",)  # fmt: skip
+    assert validate_search(
+        '```json\n{"name": "search", "keywords": [" solar  power ", "solar power"]}\n```', Limits()
+    ).keywords == ("solar power",)
     soft = Limits(hard=False)
     assert len(validate_search('{"name": "search", "keywords": ["a","b","c","d","e","f"]}', soft).keywords) == 6
-    for bad, message in [('{"name": "search", "keywords": "solar"}', "non-empty list"),
-                         ('{"name": "search", "keywords": [""]}', "non-empty string"),
-                         ('[1]', "JSON object"), ('{"name": "search"', "not valid JSON")]:  # fmt: skip
+    for bad, message in [
+        ('{"name": "search", "keywords": "solar"}', "non-empty list"),
+        ('{"name": "search", "keywords": [""]}', "non-empty string"),
+        ("[1]", "JSON object"),
+        ('{"name": "search"', "not valid JSON"),
+    ]:
         with pytest.raises(ActionError, match=message):
             validate_search(bad, Limits())
 
 
 def test_init_plan_validator_cleans_numbering_and_checks_language():
-    plan = validate_init_plan('{"name": "init-plan", "title": "太阳能", "sections": [{"title": "Section-1: 成本", "plan": "价格"},'
-                              '{"title": "2. 政策", "plan": "补贴"}, {"title": "第三章 市场", "plan": "需求"}]}', Limits(), ZH)  # fmt: skip
+    plan = validate_init_plan(
+        '{"name": "init-plan", "title": "太阳能", "sections": [{"title": "Section-1: 成本", "plan": "价格"},'
+        '{"title": "2. 政策", "plan": "补贴"}, {"title": "第三章 市场", "plan": "需求"}]}',
+        Limits(),
+        ZH,
+    )
     assert [s.title for s in plan.sections] == ["成本", "政策", "市场"]
     with pytest.raises(ActionError, match="language of the question"):
-        validate_init_plan('{"name": "init-plan", "title": "T", "sections": [{"title": "成本", "plan": "价格"},'
-                           '{"title": "政策", "plan": "补贴"}, {"title": "市场", "plan": "需求"}]}', Limits(), EN)  # fmt: skip
+        validate_init_plan(
+            '{"name": "init-plan", "title": "T", "sections": [{"title": "成本", "plan": "价格"},'
+            '{"title": "政策", "plan": "补贴"}, {"title": "市场", "plan": "需求"}]}',
+            Limits(),
+            EN,
+        )
     with pytest.raises(ActionError, match="exactly the keys"):
-        validate_init_plan('{"name": "init-plan", "title": "T", "sections": [{"title": "a"}, {"title": "b"}, {"title": "c"}]}',
-                           Limits(), EN)  # fmt: skip
+        validate_init_plan(
+            '{"name": "init-plan", "title": "T", "sections": [{"title": "a"}, {"title": "b"}, {"title": "c"}]}',
+            Limits(),
+            EN,
+        )
 
 
 def test_extend_validator():
     sub = '[{"title": "A", "plan": "a"}, {"title": "B", "plan": "b"}]'
-    assert validate_extend(f'{{"name": "extend-plan", "position": "Section-2", "subsections": {sub}}}', Limits(), EN,
-                           ["section-2"]).position == "section-2"  # fmt: skip
+    assert (
+        validate_extend(
+            f'{{"name": "extend-plan", "position": "Section-2", "subsections": {sub}}}', Limits(), EN, ["section-2"]
+        ).position
+        == "section-2"
+    )
     assert validate_extend('{"name": "nop"}', Limits(), EN, []) == Nop()
     with pytest.raises(ActionError, match="asked for a section"):
         validate_extend('{"name": "nop"}', Limits(), EN, ["section-1"], allow_nop=False)
     with pytest.raises(ActionError, match="look like"):
-        validate_extend(f'{{"name": "extend-plan", "position": "section-1.2.3", "subsections": {sub}}}', Limits(), EN, [])
+        validate_extend(
+            f'{{"name": "extend-plan", "position": "section-1.2.3", "subsections": {sub}}}', Limits(), EN, []
+        )
     with pytest.raises(ActionError, match="2 to 7"):
-        validate_extend('{"name": "extend-plan", "position": "section-1", "subsections": [{"title": "A", "plan": "a"}]}',
-                        Limits(), EN, ["section-1"])  # fmt: skip
+        validate_extend(
+            '{"name": "extend-plan", "position": "section-1", "subsections": [{"title": "A", "plan": "a"}]}',
+            Limits(),
+            EN,
+            ["section-1"],
+        )
 
 
 def test_write_validator():
     known = {"textid1", "textid2"}
     body = "Module prices fell by about ninety percent over a decade of growth"
     assert validate_write(f"{body} \\cite{{textid1}}.", Limits(), EN, known).removed == ()
-    assert validate_write(f"{body} \\cite{{textid1,textid9}}.", Limits(), EN, known).content.endswith("\\cite{textid1}.")
-    for text, message in [(f"# {body} \\cite{{textid1}}", "no headings"), (f"{body} bibkey:textid1", "bibkey"),
-                          ("Short \\cite{textid1}.", "too short"), (body + " \\cite{textid1}" * 13, "at most 12"),
-                          (body + ".", "cite the passages"), (f"{body} 太阳能电池板 \\cite{{textid1}}", "Chinese")]:  # fmt: skip
+    assert validate_write(f"{body} \\cite{{textid1,textid9}}.", Limits(), EN, known).content.endswith(
+        "\\cite{textid1}."
+    )
+    for text, message in [
+        (f"# {body} \\cite{{textid1}}", "no headings"),
+        (f"{body} bibkey:textid1", "bibkey"),
+        ("Short \\cite{textid1}.", "too short"),
+        (body + " \\cite{textid1}" * 13, "at most 12"),
+        (body + ".", "cite the passages"),
+        (f"{body} 太阳能电池板 \\cite{{textid1}}", "Chinese"),
+    ]:
         with pytest.raises(ActionError, match=message):
             validate_write(text, Limits(), EN, known)
     assert validate_write(body + ".", Limits(), EN, known, require_citation=False).content == body + "."
@@ -96,7 +128,11 @@ def test_language_check_follows_the_question():
     check_language(ZH, "太阳能发电的成本在十年内下降了很多 \\cite{textid1}。")
     with pytest.raises(ActionError):
         check_language(ZH, "Solar costs fell a lot.")
-    assert clean_title("1.2. Costs") == "Costs" and clean_title("IV) Markets") == "Markets" and clean_title("2024") == "2024"
+    assert (
+        clean_title("1.2. Costs") == "Costs"
+        and clean_title("IV) Markets") == "Markets"
+        and clean_title("2024") == "2024"
+    )
 
 
 def test_registry_keeps_one_key_per_passage():
@@ -111,24 +147,39 @@ def test_registry_keeps_one_key_per_passage():
 def test_citation_helpers():
     text = "Prices fell \\cite{textid2, textid1}. Demand rose.\n\\cite{textid3} Wind grew \\cite{textid3}."
     assert cited_keys(text) == ["textid2", "textid1", "textid3"]
-    assert render_cites(text, {"textid1": 1, "textid2": 1, "textid3": 2}) == "Prices fell [1]. Demand rose.\n[2] Wind grew [2]."
+    assert (
+        render_cites(text, {"textid1": 1, "textid2": 1, "textid3": 2})
+        == "Prices fell [1]. Demand rose.\n[2] Wind grew [2]."
+    )
     assert drop_unknown("Prices fell \\cite{textid9} .", {"textid1"}) == ("Prices fell.", ["textid9"])
     sentences = cited_sentences("Prices fell. \\cite{textid1} Wind grew \\cite{textid2}.")
     assert sentences == [("Prices fell.", ["textid1"]), ("Wind grew \\cite{textid2}.", ["textid2"])]
-    assert support_score("Module prices fell sharply", "Prices of modules fell by ninety percent") == pytest.approx(3 / 4)
+    assert support_score("Module prices fell sharply", "Prices of modules fell by ninety percent") == pytest.approx(
+        3 / 4
+    )
     assert support_score("太阳能成本下降", "太阳能电池的成本下降了") > 0.5
 
 
 def test_support_checks_flag_weak_sentences():
     reg = Registry()
     reg.add("c1", 1, "T", "/a", "file", "Battery costs dropped sharply as factories scaled up.")
-    checks = check_support("Battery costs dropped sharply \\cite{textid1}. Penguins migrate far \\cite{textid1}.", reg, 0.25)
-    assert [(c.weak, c.sentence) for c in checks] == [(False, "Battery costs dropped sharply."), (True, "Penguins migrate far.")]
+    checks = check_support(
+        "Battery costs dropped sharply \\cite{textid1}. Penguins migrate far \\cite{textid1}.", reg, 0.25
+    )
+    assert [(c.weak, c.sentence) for c in checks] == [
+        (False, "Battery costs dropped sharply."),
+        (True, "Penguins migrate far."),
+    ]
 
 
 def outline_with_text() -> Outline:
-    a = Node(1, "Costs", "prices", "Cheaper modules \\cite{textid2}. Also \\cite{textid1, textid3}.",
-             [Node(4, "Sub", "detail", None)])
+    a = Node(
+        1,
+        "Costs",
+        "prices",
+        "Cheaper modules \\cite{textid2}. Also \\cite{textid1, textid3}.",
+        [Node(4, "Sub", "detail", None)],
+    )
     b = Node(2, "Policy", "subsidies", "Auctions helped \\cite{textid3}.")
     return Outline("Solar", [a, b, Node(3, "Grids", "wires")], 5)
 

@@ -22,8 +22,9 @@ def stored(tmp_path) -> tuple[Path, str]:
     """A data folder holding one finished session (the store closed, so its WAL is folded in)."""
     data = tmp_path / "data"
     store, retriever, ids = make_store(data / "sala.db")
-    engine = Engine.start(store, ScriptedGenerator(), retriever, settings(), "How is renewable energy changing?",
-                          docs_source_ids=ids)
+    engine = Engine.start(
+        store, ScriptedGenerator(), retriever, settings(), "How is renewable energy changing?", docs_source_ids=ids
+    )
     engine.run()
     store.close()
     assert sorted(p.name for p in data.iterdir()) == ["sala.db"]
@@ -34,10 +35,19 @@ def _commands(session_id: str, tmp_path: Path) -> list[list[str]]:
     docs = tmp_path / "docs"
     docs.mkdir(exist_ok=True)
     (docs / "note.md").write_text("# Note\n\nHeat pumps move heat instead of making it.\n", encoding="utf-8")
-    return [["sessions"], ["sessions", "--json"], ["export", session_id], ["export", session_id, "--format", "json"],
-            ["resume", session_id, "--headless"], ["run", "Solar?", "--headless", "--no-web"],
-            ["run", "Solar?", "--headless", "--no-web", "--docs", str(docs)], ["sources", "list"],
-            ["sources", "search", "solar"], ["sources", "show", "1"], ["sources", "add", str(docs)]]
+    return [
+        ["sessions"],
+        ["sessions", "--json"],
+        ["export", session_id],
+        ["export", session_id, "--format", "json"],
+        ["resume", session_id, "--headless"],
+        ["run", "Solar?", "--headless", "--no-web"],
+        ["run", "Solar?", "--headless", "--no-web", "--docs", str(docs)],
+        ["sources", "list"],
+        ["sources", "search", "solar"],
+        ["sources", "show", "1"],
+        ["sources", "add", str(docs)],
+    ]
 
 
 def _damage(path: Path, how: str) -> None:
@@ -101,8 +111,14 @@ def test_a_read_only_data_folder_lists_and_exports_and_refuses_the_rest(stored, 
     read_only(data)
     out = tmp_path / "report.md"
     listed, table, exported, default, resumed, sources = _cli(
-        data, ["sessions", "--json"], ["sessions"], ["export", session_id[:4], "--out", str(out)],
-        ["export", session_id], ["resume", session_id, "--headless"], ["sources", "list"])
+        data,
+        ["sessions", "--json"],
+        ["sessions"],
+        ["export", session_id[:4], "--out", str(out)],
+        ["export", session_id],
+        ["resume", session_id, "--headless"],
+        ["sources", "list"],
+    )
     assert listed["code"] == 0 and [s["session_id"] for s in json.loads(listed["out"])] == [session_id], listed
     assert table["code"] == 0 and session_id in table["out"].splitlines()[1], table
     assert exported["code"] == 0 and out.read_text(encoding="utf-8").startswith("# "), exported
@@ -117,8 +133,9 @@ def test_a_read_only_store_file_lists_and_exports_and_refuses_the_rest(stored, r
     store = data / "sala.db"
     before = store.read_bytes()
     read_only(store)
-    listed, exported, resumed = _cli(data, ["sessions", "--json"], ["export", session_id],
-                                     ["resume", session_id, "--headless"])
+    listed, exported, resumed = _cli(
+        data, ["sessions", "--json"], ["export", session_id], ["resume", session_id, "--headless"]
+    )
     assert listed["code"] == 0 and json.loads(listed["out"])[0]["session_id"] == session_id, listed
     assert exported["code"] == 0, exported
     assert Path(exported["out"].strip()).read_text(encoding="utf-8").startswith("# ")

@@ -10,7 +10,8 @@ import pytest
 from warp_fakes import Policy, ScriptedGenerator, check_report, settings
 
 from sala_report.app.errors import SalaError, storage_failure
-from sala_report.app.warp import Engine, WarpStore, edits, events as ev
+from sala_report.app.warp import Engine, WarpStore, edits
+from sala_report.app.warp import events as ev
 
 
 def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes(start, corpus):
@@ -32,7 +33,9 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes(start, corpus):
     assert [s.step for s in saved] == list(range(1, len(saved) + 1)) and len(saved) >= 3
 
     store.db.execute("PRAGMA max_page_count = 1073741823")  # room again
-    resumed = Engine.resume(store, engine.session_id, ScriptedGenerator(policy=Policy(expands=0)), retriever, settings())
+    resumed = Engine.resume(
+        store, engine.session_id, ScriptedGenerator(policy=Policy(expands=0)), retriever, settings()
+    )
     assert resumed.run().status == "done"
     steps = WarpStore(store).steps(engine.session_id)
     assert [s.step for s in steps] == list(range(1, len(steps) + 1)) and steps[: len(saved)] == saved

@@ -7,7 +7,8 @@ import pytest
 from warp_fakes import Policy, ScriptedGenerator, check_report, settings
 
 from sala_report.app.errors import BackendUnavailable
-from sala_report.app.warp import Engine, WarpStore, edits, events as ev
+from sala_report.app.warp import Engine, WarpStore, edits
+from sala_report.app.warp import events as ev
 
 
 def _resume(store, retriever, session_id):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from warp_fakes import Policy, ScriptedGenerator, check_report
 
-from sala_report.app.warp import WarpStore, edits, events as ev, render_markdown
-from sala_report.app.warp.edits import EditError, apply_edit
+from sala_report.app.warp import WarpStore, edits, render_markdown
+from sala_report.app.warp import events as ev
 from sala_report.app.warp.citations import Registry
+from sala_report.app.warp.edits import EditError, apply_edit
 from sala_report.app.warp.phases import Budget, RunState, reconcile
 from sala_report.app.warp.report import render_report
 from sala_report.app.warp.state import Node, Outline, cursor, walk
@@ -80,15 +81,18 @@ def test_rewrite_forgets_the_text():
     assert cursor(apply_edit(o, edits.RewriteSection(2), max_depth=3)).node.title == "B"
 
 
-@pytest.mark.parametrize("edit, message", [
-    (edits.RenameSection(99, title="x"), "no section with id 99"),
-    (edits.RenameSection(1, title="   "), "must not be empty"),
-    (edits.AddSection("X", parent_id=4), "depth 3; the limit is 2"),
-    (edits.MoveSection(1, 4, 0), "under itself"),
-    (edits.MoveSection(1, 3, 0), "deeper than 2"),
-    (edits.DeepenSection(4), "depth 2"),
-    (edits.DeepenSection(1), "already has subsections"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (edits.RenameSection(99, title="x"), "no section with id 99"),
+        (edits.RenameSection(1, title="   "), "must not be empty"),
+        (edits.AddSection("X", parent_id=4), "depth 3; the limit is 2"),
+        (edits.MoveSection(1, 4, 0), "under itself"),
+        (edits.MoveSection(1, 3, 0), "deeper than 2"),
+        (edits.DeepenSection(4), "depth 2"),
+        (edits.DeepenSection(1), "already has subsections"),
+    ],
+)
 def test_impossible_edits_are_refused(edit, message):
     with pytest.raises(EditError, match=message):
         apply_edit(outline(), edit, max_depth=2)
@@ -160,7 +164,9 @@ def test_added_section_is_written(start, corpus):
 
 def test_rename_keeps_the_written_text(start, corpus):
     first_written = lambda e: isinstance(e, ev.SectionWritten)  # noqa: E731
-    engine, seen, result = run_with_edit(start, first_written, lambda e: edits.RenameSection(e.node_id, title="Sunshine"))
+    engine, seen, result = run_with_edit(
+        start, first_written, lambda e: edits.RenameSection(e.node_id, title="Sunshine")
+    )
     markdown = render_markdown(corpus[0], result.session_id)
     assert "## 1 Sunshine\n\nAbout Solar power" in markdown
 
@@ -193,8 +199,9 @@ def test_locked_section_is_neither_written_nor_expanded(start, corpus):
 
 def test_deepen_request_overrides_the_expand_decision(start, corpus):
     generator = ScriptedGenerator(policy=Policy(expands=1))
-    engine, seen, result = run_with_edit(start, after_outline, lambda e: edits.DeepenSection(3), generator,
-                                         max_expands=0)  # fmt: skip
+    engine, seen, result = run_with_edit(
+        start, after_outline, lambda e: edits.DeepenSection(3), generator, max_expands=0
+    )
     extend_requests = [r for k, r in generator.requests if k == "extend"]
     assert len(extend_requests) == 1  # made although the model's own expand budget is zero
     schema = str(extend_requests[0].constraint.json_schema)
@@ -210,8 +217,11 @@ def test_rewrite_request_writes_the_section_again(start, corpus):
     generator = ScriptedGenerator(policy=Policy(expands=0))
     engine, seen, result = run_with_edit(start, at_extend, lambda e: edits.RewriteSection(1), generator)
     assert written(seen) == ["Solar power", "Storage", "Policy", "Solar power"]
-    drafts = corpus[0].db.execute("SELECT node_id FROM warp_drafts WHERE session_id = ? ORDER BY step",
-                                  [result.session_id]).fetchall()  # fmt: skip
+    drafts = (
+        corpus[0]
+        .db.execute("SELECT node_id FROM warp_drafts WHERE session_id = ? ORDER BY step", [result.session_id])
+        .fetchall()
+    )
     assert [d[0] for d in drafts] == [1, 2, 3, 1]
     assert [k for k, _ in generator.requests][-3:] == ["search", "write", "extend"]
     check_report(corpus[0], result.session_id)

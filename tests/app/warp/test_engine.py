@@ -9,7 +9,8 @@ import pytest
 from warp_fakes import Policy, ScriptedGenerator, answer, check_report, settings, shown_keys
 
 from sala_report.app.errors import BackendUnavailable
-from sala_report.app.warp import Engine, WarpStore, events as ev, render_markdown, session_summary
+from sala_report.app.warp import Engine, WarpStore, render_markdown, session_summary
+from sala_report.app.warp import events as ev
 
 
 def kinds(seen, cls=ev.StepStarted):
@@ -20,7 +21,9 @@ def test_full_run_follows_the_released_state_machine(start, corpus):
     engine, seen = start(ScriptedGenerator(policy=Policy(expands=1)))
     result = engine.run()
     assert result.status == "done" and result.reason == "the model judged the report complete"
-    assert kinds(seen) == ["search", "init-plan"] + ["search", "write"] * 3 + ["extend"] + ["search", "write"] * 2 + ["extend"]
+    assert kinds(seen) == ["search", "init-plan"] + ["search", "write"] * 3 + ["extend"] + ["search", "write"] * 2 + [
+        "extend"
+    ]
     assert result.steps == 14
     # every step is checkpointed, and each event follows the step that caused it
     checkpoints = [e.step for e in seen if isinstance(e, ev.Checkpointed)]
@@ -50,12 +53,16 @@ def test_token_deltas_stream_the_answer(start):
 
 BAD = {
     "search": ("not json at all", "no <action>"),
-    "init-plan": (answer("x", {"name": "init-plan", "title": "T", "sections": [{"title": "A", "plan": "a"}]}),
-                  "must have 3 to 3 entries"),
-    "write": (answer("x", "# Heading\nSolar power grew fast over many years, as the passages say \\cite{textid1}."),
-              "no headings"),
+    "init-plan": (
+        answer("x", {"name": "init-plan", "title": "T", "sections": [{"title": "A", "plan": "a"}]}),
+        "must have 3 to 3 entries",
+    ),
+    "write": (
+        answer("x", "# Heading\nSolar power grew fast over many years, as the passages say \\cite{textid1}."),
+        "no headings",
+    ),
     "extend": (answer("x", {"name": "extend-plan", "position": "section-9", "subsections": []}), "cannot be expanded"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("kind", list(BAD))
@@ -73,13 +80,16 @@ def test_a_rejected_answer_is_retried_with_the_error_fed_back(start, kind):
     assert result.steps == 10  # the nine steps of a run without expansion, plus the retry
 
 
-@pytest.mark.parametrize("bad", [
-    answer("x", {"name": "search", "query": ["solar"]}),
-    answer("x", {"name": "search", "keywords": []}),
-    answer("x", {"name": "search", "keywords": ["a", "b", "c", "d", "e", "f"]}),
-    answer("x", {"name": "nop"}),
-    '<thought>x</thought><action>{"name": "search", "keywords": ["solar"]',
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        answer("x", {"name": "search", "query": ["solar"]}),
+        answer("x", {"name": "search", "keywords": []}),
+        answer("x", {"name": "search", "keywords": ["a", "b", "c", "d", "e", "f"]}),
+        answer("x", {"name": "nop"}),
+        '<thought>x</thought><action>{"name": "search", "keywords": ["solar"]',
+    ],
+)
 def test_search_validator_rejects_each_contract_breach(start, bad):
     engine, seen = start(ScriptedGenerator({"search": [bad]}, policy=Policy(expands=0)))
     assert engine.run().status == "done"
@@ -98,8 +108,17 @@ def test_search_gives_up_on_the_model_and_searches_the_section_title(start):
 
 def test_a_section_that_never_validates_is_skipped_and_the_report_is_partial(start, corpus):
     bad = answer("x", "too short")
-    generator = ScriptedGenerator({"write": [lambda r: answer("ok", f"Solar output grew fast in many markets \\cite{{{shown_keys(r)[0]}}}."),
-                                             bad, bad, bad]}, policy=Policy(expands=0))  # fmt: skip
+    generator = ScriptedGenerator(
+        {
+            "write": [
+                lambda r: answer("ok", f"Solar output grew fast in many markets \\cite{{{shown_keys(r)[0]}}}."),
+                bad,
+                bad,
+                bad,
+            ]
+        },
+        policy=Policy(expands=0),
+    )
     engine, seen = start(generator, max_retries=2)
     result = engine.run()
     skipped = [e for e in seen if isinstance(e, ev.SectionSkipped)]
@@ -150,7 +169,10 @@ def test_depth_cap_limits_what_may_be_expanded(start, corpus):
 
 def test_citations_to_unknown_passages_are_removed_and_counted(start, corpus):
     def cite_unknown(request):
-        return answer("x", f"Module prices fell by about ninety percent over a decade \\cite{{{shown_keys(request)[0]}, textid99}}.")
+        return answer(
+            "x",
+            f"Module prices fell by about ninety percent over a decade \\cite{{{shown_keys(request)[0]}, textid99}}.",
+        )
 
     engine, seen = start(ScriptedGenerator({"write": [cite_unknown]}, policy=Policy(expands=0)))
     result = engine.run()
@@ -161,8 +183,18 @@ def test_citations_to_unknown_passages_are_removed_and_counted(start, corpus):
 
 
 def test_only_unknown_citations_is_a_rejection(start):
-    engine, seen = start(ScriptedGenerator({"write": [answer("x", "Module prices fell by about ninety percent over one decade of growth \\cite{textid42}.")]},
-                                           policy=Policy(expands=0)))  # fmt: skip
+    engine, seen = start(
+        ScriptedGenerator(
+            {
+                "write": [
+                    answer(
+                        "x", "Module prices fell by about ninety percent over one decade of growth \\cite{textid42}."
+                    )
+                ]
+            },
+            policy=Policy(expands=0),
+        )
+    )
     engine.run()
     rejected = [e for e in seen if isinstance(e, ev.ActionRejected)]
     assert rejected[0].kind == "write" and "textid42" in rejected[0].error
@@ -170,7 +202,10 @@ def test_only_unknown_citations_is_a_rejection(start):
 
 def test_weakly_supported_citations_are_flagged_and_stored(start, corpus):
     def unsupported(request):
-        return answer("x", f"Penguins migrate across Antarctic ice shelves every winter season \\cite{{{shown_keys(request)[0]}}}.")
+        return answer(
+            "x",
+            f"Penguins migrate across Antarctic ice shelves every winter season \\cite{{{shown_keys(request)[0]}}}.",
+        )
 
     engine, seen = start(ScriptedGenerator({"write": [unsupported]}, policy=Policy(expands=0)))
     result = engine.run()
@@ -184,10 +219,14 @@ def test_weakly_supported_citations_are_flagged_and_stored(start, corpus):
 
 def test_prompts_fit_a_small_context_by_abbreviating_the_draft(start):
     # distinct sentences: validate_write rejects a section that says the same sentence twice
-    long_text = " ".join(f"In year {i} solar modules became cheaper as factories grew and installers learned."
-                         for i in range(40))  # fmt: skip
-    generator = ScriptedGenerator({"write": [lambda r, t=long_text: answer("x", f"{t} \\cite{{{shown_keys(r)[0]}}}.")] * 3},
-                                  policy=Policy(expands=0), context=2200)  # fmt: skip
+    long_text = " ".join(
+        f"In year {i} solar modules became cheaper as factories grew and installers learned." for i in range(40)
+    )
+    generator = ScriptedGenerator(
+        {"write": [lambda r, t=long_text: answer("x", f"{t} \\cite{{{shown_keys(r)[0]}}}.")] * 3},
+        policy=Policy(expands=0),
+        context=2200,
+    )
     engine, seen = start(generator, context_tokens=2200, max_tokens=400)
     assert engine.run().status == "done"
     for kind, request in generator.requests:
@@ -211,13 +250,16 @@ def test_backend_failure_keeps_the_checkpoint_and_resume_finishes(start, corpus)
     assert warp.session(engine.session_id).status == "failed"
     assert isinstance(seen[-1], ev.Failed)
     steps_before = [s.step for s in warp.steps(engine.session_id)]
-    resumed = Engine.resume(store, engine.session_id, ScriptedGenerator(policy=Policy(expands=0)), retriever, settings())
+    resumed = Engine.resume(
+        store, engine.session_id, ScriptedGenerator(policy=Policy(expands=0)), retriever, settings()
+    )
     result = resumed.run()
     assert result.status == "done"
     steps = warp.steps(engine.session_id)
     assert [s.step for s in steps] == list(range(1, len(steps) + 1)) and steps[: len(steps_before)]
-    drafts = store.db.execute("SELECT node_id, COUNT(*) FROM warp_drafts WHERE session_id = ? GROUP BY node_id",
-                              [engine.session_id]).fetchall()  # fmt: skip
+    drafts = store.db.execute(
+        "SELECT node_id, COUNT(*) FROM warp_drafts WHERE session_id = ? GROUP BY node_id", [engine.session_id]
+    ).fetchall()
     assert sorted(drafts) == [(1, 1), (2, 1), (3, 1)]
     check_report(store, engine.session_id)
 
@@ -235,7 +277,9 @@ def test_cancel_mid_generation_discards_the_step_and_resume_continues(start, cor
     result = engine.run()
     assert result.status == "cancelled" and result.steps == 3
     assert WarpStore(store).checkpoint(engine.session_id).phase == "write"
-    resumed = Engine.resume(store, engine.session_id[:5], ScriptedGenerator(policy=Policy(expands=0)), retriever, settings())
+    resumed = Engine.resume(
+        store, engine.session_id[:5], ScriptedGenerator(policy=Policy(expands=0)), retriever, settings()
+    )
     assert resumed.run().status == "done"
     assert [s.step for s in WarpStore(store).steps(engine.session_id)] == list(range(1, 10))
 

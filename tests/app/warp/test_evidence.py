@@ -9,7 +9,6 @@ import random
 import re
 
 import llguidance
-import numpy as np
 import pytest
 from warp_fakes import ScriptedGenerator
 
@@ -64,8 +63,10 @@ def test_sentences_are_whole_verbatim_and_plain():
     sentences = split_sentences(PASSAGE)
     assert "Cold-climate heat pumps use vapour injection to keep the compressor efficient." in sentences
     # a sentence wrapped over two lines is one sentence, with the abbreviation "e.g." left inside it
-    assert ("At minus fifteen degrees a good unit still delivers about twice the heat of the electricity it uses, "
-            "e.g. a COP of 2.") in sentences  # fmt: skip
+    assert (
+        "At minus fifteen degrees a good unit still delivers about twice the heat of the electricity it uses, "
+        "e.g. a COP of 2."
+    ) in sentences
     assert "The unit reverses its cycle for a few minutes so that warm refrigerant melts the ice." in sentences
     choices = sentence_choices(ENTRIES.values(), question=QUESTION, topic="Defrosting the outdoor coil")
     texts = [c.text for c in choices]
@@ -158,7 +159,7 @@ def walk(smollm2, lark: str, seed: int, *, use_ff: bool = True) -> str:
 
 def test_ordered_choice_takes_exactly_the_ordered_subsequences(smollm2):
     items = ["alpha", "beta", "gamma", "delta"]
-    lark = "\n".join(['start: chosen', *ordered_choice("chosen", [f'"{w}"' for w in items], 2, 3, " ")]) + "\n"
+    lark = "\n".join(["start: chosen", *ordered_choice("chosen", [f'"{w}"' for w in items], 2, 3, " ")]) + "\n"
     for n in range(1, 5):
         for combo in itertools.permutations(items, n):
             ordered = list(combo) == sorted(combo, key=items.index)
@@ -192,6 +193,7 @@ def test_a_write_that_is_not_chosen_is_rejected():
 def test_a_lead_sentence_is_bounded(smollm2):
     choices = [c.cited for c in sentence_choices(ENTRIES.values(), question=QUESTION, topic="Defrosting")]
     lark = sentences_constraint(choices, 1, 2, lead_chars=60).lark
+
     def body(lead: str) -> str:
         return f"<thought>-</thought>\n<action>{lead} {choices[0]}</action>"
 
@@ -212,11 +214,18 @@ def test_random_outlines_choose_distinct_headings(smollm2, seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_random_expansions_choose_subtopics_of_their_section(smollm2, seed):
-    options = {"section-1": [("Vapour injection", "How it works."), ("Defrosting", "How ice is melted.")],
-               "section-2": [("Sizing", "Big or small."), ("Buffer tanks", "Storage."), ("Controls", "Curves.")]}
+    options = {
+        "section-1": [("Vapour injection", "How it works."), ("Defrosting", "How ice is melted.")],
+        "section-2": [("Sizing", "Big or small."), ("Buffer tanks", "Storage."), ("Controls", "Curves.")],
+    }
     constraint = extend_choice_constraint(options, 2, 3, allow_nop=seed != 0)
-    action = validate_extend(parse_response(walk(smollm2, constraint.lark, seed)).action, Limits(), QUESTION,
-                             list(options), allow_nop=seed != 0)  # fmt: skip
+    action = validate_extend(
+        parse_response(walk(smollm2, constraint.lark, seed)).action,
+        Limits(),
+        QUESTION,
+        list(options),
+        allow_nop=seed != 0,
+    )
     if seed == 0:
         assert isinstance(action, ExtendPlan)
     if isinstance(action, ExtendPlan):

@@ -32,8 +32,19 @@ def test_smollm2_digests_a_corpus_in_its_own_words_only(tmp_path, monkeypatch, c
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two cores shared with the test runner
     try:
-        code = main(["run", QUESTION, "--headless", "--docs", str(CORPUS), "--no-web", "--json",
-                     "--out", str(tmp_path / "r.md")])  # fmt: skip
+        code = main(
+            [
+                "run",
+                QUESTION,
+                "--headless",
+                "--docs",
+                str(CORPUS),
+                "--no-web",
+                "--json",
+                "--out",
+                str(tmp_path / "r.md"),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     out, err = capsys.readouterr()

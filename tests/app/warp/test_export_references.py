@@ -25,20 +25,44 @@ WEB = "https://www.energy.gov/eere/solar/how-does-solar-work"
 FETCHED = "2026-11-30T10:00:00+00:00"
 
 WEB_SOURCES = {
-    ARXIV: ("Field performance of solar panels in sub-arctic homes",
-            "Solar power generation grew in sub-arctic homes: photovoltaic panels produced most in spring.",
-            {"work": {"arxiv_id": "2403.01234", "authors": ["Ingrid Solberg", "Kari Nordmann"], "date": "2024-03-02",
-                      "type": "paper"}}),
-    DOI_PAGE: ("Battery storage for rooftop solar: a review",
-               "Battery storage lets rooftop solar households shift surplus electricity into the evening peak.",
-               {"author": "R. Okafor; J. Lin", "date": "2022-01-15", "sitename": "Wiley"}),
-    PAPER_BY_SEARCH: ("Wind and solar policy & auctions: 50% cheaper",
-                      "Renewable energy auctions and feed-in tariffs lowered the price of wind and solar power.",
-                      {"work": {"doi": "10.1038/s41560-024-01234-5", "journal": "Nature Energy", "type": "paper",
-                                "authors": ["Mei Chen"], "date": "2024-06-11"}}),
-    WEB: ("How does solar work? {Energy_Gov}", "Solar power converts sunlight into electricity with photovoltaic panels.",
-          {"sitename": "Energy.gov", "date": "2023-08-01"}),
+    ARXIV: (
+        "Field performance of solar panels in sub-arctic homes",
+        "Solar power generation grew in sub-arctic homes: photovoltaic panels produced most in spring.",
+        {
+            "work": {
+                "arxiv_id": "2403.01234",
+                "authors": ["Ingrid Solberg", "Kari Nordmann"],
+                "date": "2024-03-02",
+                "type": "paper",
+            }
+        },
+    ),
+    DOI_PAGE: (
+        "Battery storage for rooftop solar: a review",
+        "Battery storage lets rooftop solar households shift surplus electricity into the evening peak.",
+        {"author": "R. Okafor; J. Lin", "date": "2022-01-15", "sitename": "Wiley"},
+    ),
+    PAPER_BY_SEARCH: (
+        "Wind and solar policy & auctions: 50% cheaper",
+        "Renewable energy auctions and feed-in tariffs lowered the price of wind and solar power.",
+        {
+            "work": {
+                "doi": "10.1038/s41560-024-01234-5",
+                "journal": "Nature Energy",
+                "type": "paper",
+                "authors": ["Mei Chen"],
+                "date": "2024-06-11",
+            }
+        },
+    ),
+    WEB: (
+        "How does solar work? {Energy_Gov}",
+        "Solar power converts sunlight into electricity with photovoltaic panels.",
+        {"sitename": "Energy.gov", "date": "2023-08-01"},
+    ),
 }
+
+
 class CiteEverything(Policy):
     """Each section cites every passage it was shown, so every stored source reaches the references."""
 
@@ -47,7 +71,12 @@ class CiteEverything(Policy):
         return answer("use all", " ".join(sentences) or "Nothing was found for this part.")
 
 
-FILES = {"notes.md": ("My notes on wind", ["Renewable energy from offshore wind turbines needs storage and policy support, my notes say."])}
+FILES = {
+    "notes.md": (
+        "My notes on wind",
+        ["Renewable energy from offshore wind turbines needs storage and policy support, my notes say."],
+    )
+}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +89,14 @@ def session(tmp_path_factory):
         source_id, _ = store.put_source(record)
         ids.add(source_id)
     store.db.execute("UPDATE sources SET fetched_at = ? WHERE kind = 'web'", [FETCHED])
-    engine = Engine.start(store, ScriptedGenerator(policy=CiteEverything()), Retriever(store), settings(passages_per_search=6),
-                          "How are solar, storage and wind power changing electricity?", docs_source_ids=ids)
+    engine = Engine.start(
+        store,
+        ScriptedGenerator(policy=CiteEverything()),
+        Retriever(store),
+        settings(passages_per_search=6),
+        "How are solar, storage and wind power changing electricity?",
+        docs_source_ids=ids,
+    )
     assert engine.run().status == "done"
     markdown = check_report(store, engine.session_id)
     store.close()
@@ -124,7 +159,7 @@ def test_docx_has_the_headings_links_and_references(session):
     assert [text for _, text in headings] == expected
     assert headings[0][0] == "Title" and headings[-1] == ("Heading 1", "References")
     start = next(i for i, p in enumerate(paragraphs) if p.text == "References")
-    listed = [p.text for p in paragraphs[start + 1:] if p.text.strip()]
+    listed = [p.text for p in paragraphs[start + 1 :] if p.text.strip()]
     assert len(listed) == len(numbers) and all(re.match(rf"\[{n}\] ", t) for n, t in zip(range(1, 99), listed))
     addresses = {h.address for p in paragraphs for h in p.hyperlinks if h.address}
     assert {ARXIV, WEB} <= addresses  # references' URLs open in a browser

@@ -47,9 +47,11 @@ def test_a_write_with_chatter_is_rejected(family, text):
 
 @pytest.mark.parametrize("family, text", CHATTER)
 def test_an_outline_with_chatter_is_rejected(family, text):
-    action = ('{"name": "init-plan", "title": "Heat pumps in the cold", "sections": ['
-              '{"title": "Cold climates", "plan": "How they cope"}, {"title": "Defrosting", "plan": "' + text + '"}, '
-              '{"title": "Costs", "plan": "What they cost"}]}')  # fmt: skip
+    action = (
+        '{"name": "init-plan", "title": "Heat pumps in the cold", "sections": ['
+        '{"title": "Cold climates", "plan": "How they cope"}, {"title": "Defrosting", "plan": "' + text + '"}, '
+        '{"title": "Costs", "plan": "What they cost"}]}'
+    )
     with pytest.raises(ActionError, match="no talk about the task"):
         validate_init_plan(action, Limits(), QUESTION)
 
@@ -60,8 +62,11 @@ def test_evidence_mode_never_offers_a_sentence_with_chatter(family, text):
 
 
 def test_plain_facts_pass():
-    validate_write(f"{FACT} \\cite{{textid1}}. Defrost cycles take a few minutes \\cite{{textid1}}.", Limits(),
-                   QUESTION, {"textid1"})  # fmt: skip
+    validate_write(
+        f"{FACT} \\cite{{textid1}}. Defrost cycles take a few minutes \\cite{{textid1}}.",
+        Limits(),
+        QUESTION,
+        {"textid1"},
+    )
     for fact in (FACT, "Passive houses need little heat, so a small unit is enough.", "The PS2 console sold well."):
         assert filler_phrase(fact) is None, fact
-

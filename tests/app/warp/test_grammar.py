@@ -37,18 +37,25 @@ def sentencepiece_tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     corpus = [
-        'The quick brown fox jumps over the lazy dog. Solar panels turn sunlight into electricity \\cite{textid1}.',
+        "The quick brown fox jumps over the lazy dog. Solar panels turn sunlight into electricity \\cite{textid1}.",
         '<thought>plan the section</thought>\n<action>{"name": "search", "keywords": ["solar", "grid"]}</action>',
         '{"name": "init-plan", "title": "Energy", "sections": [{"title": "Costs", "plan": "Prices"}]}',
-    ] * 30  # fmt: skip
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=specials + [f"<0x{i:02X}>" for i in range(256)],
-                                  show_progress=False)  # fmt: skip
+    ] * 30
+    trainer = trainers.BpeTrainer(
+        vocab_size=700, special_tokens=specials + [f"<0x{i:02X}>" for i in range(256)], show_progress=False
+    )
     tok.train_from_iterator(corpus, trainer)
     data = json.loads(tok.to_str())
     data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in specials]
-    data["decoder"] = {"type": "Sequence", "decoders": [
-        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
-        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}  # fmt: skip
+    data["decoder"] = {
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+        ],
+    }
     return Tokenizer.from_str(json.dumps(data))
 
 
@@ -159,8 +166,11 @@ def test_random_compact_outlines_always_validate(tokenizer, seed):
 def test_compact_titles_are_short_topic_names(tokenizer):
     def outline(thought: str, titles: list[str]) -> str:
         sections = [{"title": t, "plan": f"plan {i}"} for i, t in enumerate(titles)]
-        return (f"<thought>{thought}</thought>\n<action>"
-                + json.dumps({"name": "init-plan", "sections": sections, "title": "Solar markets"}) + "</action>")
+        return (
+            f"<thought>{thought}</thought>\n<action>"
+            + json.dumps({"name": "init-plan", "sections": sections, "title": "Solar markets"})
+            + "</action>"
+        )
 
     compact = init_plan_constraint(Limits(), compact=True)
     topics = "- Costs\n- Grid prices\n- Policy\n"
@@ -172,7 +182,11 @@ def test_compact_titles_are_short_topic_names(tokenizer):
 
     def plan(titles: str) -> str:
         sections = [{"title": t, "plan": "p"} for t in titles]
-        return "<thought>x</thought>\n<action>" + json.dumps({"name": "init-plan", "title": "Solar", "sections": sections}) + "</action>"
+        return (
+            "<thought>x</thought>\n<action>"
+            + json.dumps({"name": "init-plan", "title": "Solar", "sections": sections})
+            + "</action>"
+        )
 
     assert accepts(tokenizer, full, plan(["A", "B", "C"]))
     assert not accepts(tokenizer, full, plan(["- A", "B", "C"]))  # a title starts with a letter or digit
@@ -190,7 +204,9 @@ def accepts(tokenizer, constraint, text: str) -> bool:
 
 
 def test_known_answers_accepted_and_bad_ones_impossible(tokenizer):
-    good_search = '<thought>look up prices</thought>\n<action>{"name": "search", "keywords": ["solar prices", "grid"]}</action>'
+    good_search = (
+        '<thought>look up prices</thought>\n<action>{"name": "search", "keywords": ["solar prices", "grid"]}</action>'
+    )
     assert accepts(tokenizer, search_constraint(Limits()), good_search)
     six = json.dumps({"name": "search", "keywords": ["a", "b", "c", "d", "e", "f"]})
     assert not accepts(tokenizer, search_constraint(Limits()), f"<thought>x</thought>\n<action>{six}</action>")
@@ -217,8 +233,9 @@ def test_hook_ends_a_long_write_well_formed_at_the_token_limit(tokenizer, cited)
     prefix = encode_mid_text(tokenizer, start + ("\\cite{textid1} and" if cited else "markets"))
     limit = len(prefix) + 25
     closers = [encode_mid_text(tokenizer, text) for text in ("</action>", " \\cite{textid1}.</action>")]
-    hook = GrammarHook(lt, write_constraint(Limits(), ["textid1"]).lark, vocab_size=vocab, max_new_tokens=limit,
-                       closers=closers)  # fmt: skip
+    hook = GrammarHook(
+        lt, write_constraint(Limits(), ["textid1"]).lark, vocab_size=vocab, max_new_tokens=limit, closers=closers
+    )
     words = torch.tensor([2.0 if p.strip().isalpha() else 0.0 for p in pieces])
     out = list(prefix)
     while len(out) < limit:
@@ -235,8 +252,14 @@ def test_mask_is_fast_enough(tokenizer):
     """A few hundred microseconds a token on a 2-core CPU; generous bound against a loaded machine."""
     hf, vocab, eos, lt, _ = tokenizer
     hook = GrammarHook(lt, write_constraint(Limits(), KEYS).lark, vocab_size=vocab, max_new_tokens=400)
-    ids = encode_mid_text(tokenizer, "<thought>" + "plan " * 20 + "</thought>\n<action>" + "Solar power grew quickly. " * 6
-                          + "\\cite{textid1}</action>")  # fmt: skip
+    ids = encode_mid_text(
+        tokenizer,
+        "<thought>"
+        + "plan " * 20
+        + "</thought>\n<action>"
+        + "Solar power grew quickly. " * 6
+        + "\\cite{textid1}</action>",
+    )
     for i in range(len(ids)):
         hook(ids[:i], torch.zeros(vocab))
     assert hook.error is None

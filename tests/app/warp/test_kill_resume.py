@@ -19,8 +19,9 @@ CHILD = Path(__file__).with_name("warp_child.py")
 
 
 def child(db: Path, *args: str, kill_on: str | None = None) -> list[str]:
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(db), *args], stdout=subprocess.PIPE, text=True,
-                            cwd=CHILD.parent)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(db), *args], stdout=subprocess.PIPE, text=True, cwd=CHILD.parent
+    )
     lines = []
     try:
         for line in proc.stdout:
@@ -45,8 +46,9 @@ def facts(db: Path, session_id: str) -> dict:
         warp = WarpStore(store)
         steps = warp.steps(session_id)
         journal = warp.events(session_id)
-        drafts = store.db.execute("SELECT node_id, step FROM warp_drafts WHERE session_id = ? ORDER BY step",
-                                  [session_id]).fetchall()  # fmt: skip
+        drafts = store.db.execute(
+            "SELECT node_id, step FROM warp_drafts WHERE session_id = ? ORDER BY step", [session_id]
+        ).fetchall()
         keys = store.db.execute("SELECT key, chunk_id FROM warp_passages WHERE session_id = ?", [session_id]).fetchall()
         check_report(store, session_id)
         return {
@@ -70,8 +72,9 @@ def reference(tmp_path_factory):
     return facts(db, lines[0].split()[1])
 
 
-@pytest.mark.parametrize("kind, nth", [("search", 1), ("init-plan", 1), ("search", 2), ("write", 2), ("extend", 1),
-                                       ("write", 4)])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, nth", [("search", 1), ("init-plan", 1), ("search", 2), ("write", 2), ("extend", 1), ("write", 4)]
+)
 def test_kill_at_each_step_kind_then_resume(tmp_path, reference, kind, nth):
     db = tmp_path / "sala.db"
     lines = child(db, "start", kind, str(nth), kill_on="BLOCKED")

@@ -82,22 +82,36 @@ def test_auto_on_an_unknown_server_sends_no_constraint(server):
     assert gen.name.endswith("(server, none)")
 
 
-FIELDS = {"vllm": lambda body: body["structured_outputs"]["grammar"], "sglang": lambda body: body["ebnf"],
-          "llamacpp": lambda body: body["grammar"], "ollama": lambda body: body["format"]}
-NAMES = {"vllm": "(vLLM 0.11.0, grammar)", "sglang": "(SGLang 0.5.4, grammar)", "llamacpp": "(llama.cpp server b6000, grammar)",
-         "ollama": "(Ollama 0.12.3, json_schema)"}  # fmt: skip
+FIELDS = {
+    "vllm": lambda body: body["structured_outputs"]["grammar"],
+    "sglang": lambda body: body["ebnf"],
+    "llamacpp": lambda body: body["grammar"],
+    "ollama": lambda body: body["format"],
+}
+NAMES = {
+    "vllm": "(vLLM 0.11.0, grammar)",
+    "sglang": "(SGLang 0.5.4, grammar)",
+    "llamacpp": "(llama.cpp server b6000, grammar)",
+    "ollama": "(Ollama 0.12.3, json_schema)",
+}
 
 
 @pytest.mark.parametrize("flavour", list(FIELDS))
 def test_a_cited_report_from_each_kind_of_server(corpus, flavour):
-    """"auto" probes the server and sends the constraint in the field it reads; the fake applies it with
+    """ "auto" probes the server and sends the constraint in the field it reads; the fake applies it with
     xgrammar (vLLM's and SGLang's engine; llama.cpp's GBNF and Ollama's schema read the same), refusing
     what does not compile or does not accept the answer. Ollama gets its native API with num_ctx."""
     store, retriever, ids = corpus
     with FakeOpenAI(policy_answer, flavour=flavour, context=16384) as fake:
         gen, _ = generator(fake.url)
-        engine = Engine.start(store, gen, retriever, settings(context_tokens=0, max_expands=0), "How is solar changing?",
-                              docs_source_ids=ids)  # fmt: skip
+        engine = Engine.start(
+            store,
+            gen,
+            retriever,
+            settings(context_tokens=0, max_expands=0),
+            "How is solar changing?",
+            docs_source_ids=ids,
+        )
         result = engine.run()
     assert result.status == "done", result
     assert all(FIELDS[flavour](body) for body in fake.bodies)
@@ -202,8 +216,14 @@ def test_the_engine_runs_against_the_server(corpus, mode):
     store, retriever, ids = corpus
     with FakeOpenAI(policy_answer) as fake:
         gen, _ = generator(fake.url, structured_output=mode)
-        engine = Engine.start(store, gen, retriever, settings(context_tokens=0, max_expands=0), "How is solar changing?",
-                              docs_source_ids=ids)  # fmt: skip
+        engine = Engine.start(
+            store,
+            gen,
+            retriever,
+            settings(context_tokens=0, max_expands=0),
+            "How is solar changing?",
+            docs_source_ids=ids,
+        )
         result = engine.run()
     assert result.status == "done" and result.steps == 8
     assert WarpStore(store).session(result.session_id).prompt_tokens == 11 * 8

@@ -7,7 +7,8 @@ import threading
 
 from warp_fakes import Policy, ScriptedGenerator, kind_of
 
-from sala_report.app.warp import WarpStore, events as ev
+from sala_report.app.warp import WarpStore
+from sala_report.app.warp import events as ev
 from sala_report.app.warp.generator import GenResult
 
 

@@ -15,9 +15,8 @@ from pypdf import PdfReader
 from test_cli import DOCS, cli
 from warp_fakes import Policy, answer, kind_of
 
-from sala_report.app.warp.citations import CitationCheck
+from sala_report.app.warp.citations import CitationCheck, Registry
 from sala_report.app.warp.report import WEAK_MARK, render_report, weak_pairs, weak_sections
-from sala_report.app.warp.citations import Registry
 from sala_report.app.warp.state import Outline
 
 QUESTION = "How is renewable energy changing electricity?"
@@ -54,8 +53,9 @@ def docs(tmp_path) -> Path:
 
 def test_weak_sections_make_a_done_run_exit_3_and_are_named(weak_server, docs, capsys, tmp_path):
     out_md = tmp_path / "r.md"
-    code, out, err = cli(capsys, "run", QUESTION, "--headless", "--docs", str(docs), "--no-web", "--json",
-                         "--out", str(out_md))  # fmt: skip
+    code, out, err = cli(
+        capsys, "run", QUESTION, "--headless", "--docs", str(docs), "--no-web", "--json", "--out", str(out_md)
+    )
     summary = json.loads(out)
     assert summary["status"] == "done" and code == 3, err
     weak = summary["quality"]["weak_sections"]
@@ -88,8 +88,18 @@ def test_a_strong_run_has_no_marks_and_exits_0(monkeypatch, docs, capsys, tmp_pa
         monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
         monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
         monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
-        code, out, err = cli(capsys, "run", QUESTION, "--headless", "--docs", str(docs), "--no-web", "--json",
-                             "--out", str(tmp_path / "r.md"))  # fmt: skip
+        code, out, err = cli(
+            capsys,
+            "run",
+            QUESTION,
+            "--headless",
+            "--docs",
+            str(docs),
+            "--no-web",
+            "--json",
+            "--out",
+            str(tmp_path / "r.md"),
+        )
     summary = json.loads(out)
     assert code == 0 and summary["quality"]["weak_sections"] == [], err
     assert WEAK_MARK not in (tmp_path / "r.md").read_text(encoding="utf-8")
@@ -102,10 +112,12 @@ def test_each_quality_check_names_its_reason():
     cited.content = "Solar got cheap \\cite{textid1}. Wind too \\cite{textid1}. Storage as well \\cite{textid1}."
     uncited.content = "Grids need upgrades for variable output."
     numbered.content = "Prices fell \\cite{textid1}."
-    checks = [(cited.id, CitationCheck("textid1", "Solar got cheap.", 0.9, False)),
-              (cited.id, CitationCheck("textid1", "Wind too.", 0.1, True)),
-              (cited.id, CitationCheck("textid1", "Storage as well.", 0.1, True)),
-              (numbered.id, CitationCheck("textid1", "Prices fell.", 0.9, False))]  # fmt: skip
+    checks = [
+        (cited.id, CitationCheck("textid1", "Solar got cheap.", 0.9, False)),
+        (cited.id, CitationCheck("textid1", "Wind too.", 0.1, True)),
+        (cited.id, CitationCheck("textid1", "Storage as well.", 0.1, True)),
+        (numbered.id, CitationCheck("textid1", "Prices fell.", 0.9, False)),
+    ]
     numbers = {cited.id: "1", uncited.id: "2", numbered.id: "3"}
     assert weak_sections(outline, checks, numbers) == [
         {"number": "1", "title": "Costs", "reasons": ["2 of 3 citations weakly supported"]},

@@ -19,20 +19,27 @@ def _shape(function) -> list[tuple[str, object, object, object]]:
 
 
 def _methods(protocol: type) -> list[str]:
-    return sorted(name for name, value in vars(protocol).items() if inspect.isfunction(value) and not name.startswith("_"))
+    return sorted(
+        name for name, value in vars(protocol).items() if inspect.isfunction(value) and not name.startswith("_")
+    )
 
 
 def test_the_retriever_protocol_is_the_real_retrievers_gather():
     assert _methods(Retriever) == ["gather"]
     assert _shape(Retriever.gather) == _shape(RealRetriever.gather)
-    assert inspect.signature(Retriever.gather).return_annotation == inspect.signature(RealRetriever.gather).return_annotation
+    assert (
+        inspect.signature(Retriever.gather).return_annotation
+        == inspect.signature(RealRetriever.gather).return_annotation
+    )
 
 
 @pytest.mark.parametrize("name", _methods(RunningEngine))
 def test_the_app_asks_of_the_engine_only_what_it_has(name):
     assert _shape(getattr(RunningEngine, name)) == _shape(getattr(Engine, name))
-    assert inspect.signature(getattr(RunningEngine, name)).return_annotation == inspect.signature(
-        getattr(Engine, name)).return_annotation
+    assert (
+        inspect.signature(getattr(RunningEngine, name)).return_annotation
+        == inspect.signature(getattr(Engine, name)).return_annotation
+    )
 
 
 def test_the_protocols_name_the_methods_the_engine_and_the_screen_call():

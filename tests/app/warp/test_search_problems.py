@@ -7,7 +7,8 @@ import json
 
 from warp_fakes import Policy, ScriptedGenerator, settings
 
-from sala_report.app.warp import Engine, events as ev, session_summary
+from sala_report.app.warp import Engine, session_summary
+from sala_report.app.warp import events as ev
 from sala_report.retrieval import Retriever
 from sala_report.retrieval.types import SearchOutcome
 
@@ -26,16 +27,25 @@ class RateLimitedSearch:
 def test_degraded_searches_are_counted_in_the_summary(corpus):
     store, _, ids = corpus
     search = RateLimitedSearch()
-    engine = Engine.start(store, ScriptedGenerator(policy=Policy(expands=0)), Retriever(store, search=search),
-                          settings(), "How is renewable energy changing electricity?", docs_source_ids=ids)  # fmt: skip
+    engine = Engine.start(
+        store,
+        ScriptedGenerator(policy=Policy(expands=0)),
+        Retriever(store, search=search),
+        settings(),
+        "How is renewable energy changing electricity?",
+        docs_source_ids=ids,
+    )
     seen: list = []
     engine.subscribe(seen.append)
     assert engine.run().status == "done"
     finished = [e for e in seen if isinstance(e, ev.SearchFinished)]
     assert search.queries and all(e.degraded for e in finished)
     summary = session_summary(store, engine.session_id)
-    assert summary["searches"] == {"total": len(finished), "degraded": len(finished),
-                                   "problems": ["duckduckgo: rate limited, try again in a few minutes"]}  # fmt: skip
+    assert summary["searches"] == {
+        "total": len(finished),
+        "degraded": len(finished),
+        "problems": ["duckduckgo: rate limited, try again in a few minutes"],
+    }
     assert summary["citations"]["total"] > 0  # written from the stored documents all the same
 
 
@@ -52,8 +62,14 @@ def test_the_cli_exits_partial_and_warns_when_searches_came_back_short(corpus, t
     from sala_report.app.settings import Settings
 
     store, _, ids = corpus
-    engine = Engine.start(store, ScriptedGenerator(policy=Policy(expands=0)), Retriever(store, search=RateLimitedSearch()),
-                          settings(), "How is renewable energy changing electricity?", docs_source_ids=ids)  # fmt: skip
+    engine = Engine.start(
+        store,
+        ScriptedGenerator(policy=Policy(expands=0)),
+        Retriever(store, search=RateLimitedSearch()),
+        settings(),
+        "How is renewable energy changing electricity?",
+        docs_source_ids=ids,
+    )
     code = research._drive(engine, store, Settings(), tmp_path / "report.md", as_json=True)
     out, err = capsys.readouterr()
     assert code == EXIT_PARTIAL and (tmp_path / "report.md").exists()

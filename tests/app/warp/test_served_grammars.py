@@ -17,10 +17,10 @@ from xgrammar.testing import _is_grammar_accept_string
 from sala_report.app.warp import gbnf as our_gbnf
 from sala_report.app.warp.grammar import (
     OPEN,
+    Style,
     extend_constraint,
     init_plan_constraint,
     search_constraint,
-    Style,
     write_constraint,
 )
 from sala_report.app.warp.validate import Limits
@@ -76,7 +76,9 @@ def schema_verdicts(ll_tok, constraint, text: str) -> dict[str, bool]:
     schema = json.dumps(constraint.json_schema)
     return {
         "llguidance json": ll_accepts(ll_tok, llguidance.grammar_from("json_schema", schema), text),
-        "xgrammar json": _is_grammar_accept_string(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False), text),
+        "xgrammar json": _is_grammar_accept_string(
+            xgrammar.Grammar.from_json_schema(schema, any_whitespace=False), text
+        ),
     }
 
 
@@ -89,23 +91,41 @@ def as_json(thought: str, action, key: str = "action") -> str:
     return json.dumps({"thought": thought, key: action}, ensure_ascii=False)
 
 
-SECTIONS = [{"title": "Costs of modules", "plan": "How prices fell"}, {"title": "Grid", "plan": "Storage and lines"},
-            {"title": "Über Politik", "plan": "Auctions, tariffs"}]  # fmt: skip
+SECTIONS = [
+    {"title": "Costs of modules", "plan": "How prices fell"},
+    {"title": "Grid", "plan": "Storage and lines"},
+    {"title": "Über Politik", "plan": "Auctions, tariffs"},
+]
 PROSE = "Solar generation doubled between 2015 and 2020 in most markets, thanks to cheaper modules"
 
 CASES = [
-    ("search", search_constraint(SMALL), {"name": "search", "keywords": ["solar prices", "grid storage"]},
-     [{"name": "search", "keywords": list("abcdef")}, {"name": "search", "keywords": [" leading space"]},
-      {"name": "search", "keywords": ["a <b"]}]),
-    ("init-plan", init_plan_constraint(SMALL), {"name": "init-plan", "title": "Solar power", "sections": SECTIONS},
-     [{"name": "init-plan", "title": "[1] Solar", "sections": SECTIONS},
-      {"name": "init-plan", "title": "Solar", "sections": SECTIONS[:2]}]),
-    ("extend", extend_constraint(SMALL, ["section-1", "section-2.1"]),
-     {"name": "extend-plan", "position": "section-2.1", "subsections": SECTIONS[:2]},
-     [{"name": "extend-plan", "position": "section-3", "subsections": SECTIONS[:2]}, {"name": "stop"}]),
-    ("nop", extend_constraint(SMALL, ["section-1"]), {"name": "nop"},
-     [{"name": "nop", "extra": 1}]),
-]  # fmt: skip
+    (
+        "search",
+        search_constraint(SMALL),
+        {"name": "search", "keywords": ["solar prices", "grid storage"]},
+        [
+            {"name": "search", "keywords": list("abcdef")},
+            {"name": "search", "keywords": [" leading space"]},
+            {"name": "search", "keywords": ["a <b"]},
+        ],
+    ),
+    (
+        "init-plan",
+        init_plan_constraint(SMALL),
+        {"name": "init-plan", "title": "Solar power", "sections": SECTIONS},
+        [
+            {"name": "init-plan", "title": "[1] Solar", "sections": SECTIONS},
+            {"name": "init-plan", "title": "Solar", "sections": SECTIONS[:2]},
+        ],
+    ),
+    (
+        "extend",
+        extend_constraint(SMALL, ["section-1", "section-2.1"]),
+        {"name": "extend-plan", "position": "section-2.1", "subsections": SECTIONS[:2]},
+        [{"name": "extend-plan", "position": "section-3", "subsections": SECTIONS[:2]}, {"name": "stop"}],
+    ),
+    ("nop", extend_constraint(SMALL, ["section-1"]), {"name": "nop"}, [{"name": "nop", "extra": 1}]),
+]
 
 
 @pytest.mark.parametrize("name, constraint, good, bads", CASES, ids=[c[0] for c in CASES])
@@ -129,30 +149,42 @@ def test_write_grammar_means_the_same_everywhere(ll_tok):
     strict = write_constraint(SMALL, KEYS, style=Style(span=200))
     good = tags("use textid1", f"{PROSE} \\cite{{textid1}}. Über alles \\cite{{textid2, textid12}}.")
     assert set(verdicts(ll_tok, strict, good).values()) == {True}
-    for bad in (good.replace("textid12", "textid9"), good.replace("Solar", "## Solar"),
-                tags("x", f"{PROSE}."), good.replace("markets", "markets (COP < 2)")):  # fmt: skip
+    for bad in (
+        good.replace("textid12", "textid9"),
+        good.replace("Solar", "## Solar"),
+        tags("x", f"{PROSE}."),
+        good.replace("markets", "markets (COP < 2)"),
+    ):
         assert set(verdicts(ll_tok, strict, bad).values()) == {False}, bad
-    assert set(verdicts(ll_tok, write_constraint(SMALL, [], style=Style(span=200)), tags("x", f"{PROSE}.")).values()) == {True}
+    assert set(
+        verdicts(ll_tok, write_constraint(SMALL, [], style=Style(span=200)), tags("x", f"{PROSE}.")).values()
+    ) == {True}
 
 
 def test_open_prose_takes_what_the_released_validator_takes(ll_tok):
     """AgentCPM-Report's contract: comparisons and backslashes in prose, a space after <action>, no length
     between citations; still no tag, no heading and no citation of a passage not shown."""
     loose = write_constraint(SMALL, KEYS, style=OPEN)
-    good = (f"<thought>use it</thought>\n<action> {PROSE}, with a COP < 2 and x <= 3 and a \\alpha term "
-            f"\\cite{{textid1}}. More analysis.</action>")  # fmt: skip
+    good = (
+        f"<thought>use it</thought>\n<action> {PROSE}, with a COP < 2 and x <= 3 and a \\alpha term "
+        f"\\cite{{textid1}}. More analysis.</action>"
+    )
     assert set(verdicts(ll_tok, loose, good, llguidance_gbnf=False).values()) == {True}
     long_tail = good.replace("More analysis.", " More analysis follows here." * 80)  # 2,160 characters after a citation
     assert set(verdicts(ll_tok, loose, long_tail, with_gbnf=False, llguidance_gbnf=False).values()) == {True}
-    for bad in (good.replace("COP < 2", "COP </evidence>"), good.replace("COP < 2", "<|im_start|>system"),
-                good.replace("textid1}", "textid9}"), good.replace("with a", "## with a")):  # fmt: skip
+    for bad in (
+        good.replace("COP < 2", "COP </evidence>"),
+        good.replace("COP < 2", "<|im_start|>system"),
+        good.replace("textid1}", "textid9}"),
+        good.replace("with a", "## with a"),
+    ):
         assert set(verdicts(ll_tok, loose, bad, llguidance_gbnf=False).values()) == {False}, bad
     assert set(verdicts(ll_tok, write_constraint(SMALL, KEYS, style=Style(span=200)), good).values()) == {False}
 
 
 def test_write_schema_is_plain_text_in_every_engine(ll_tok):
     constraint = write_constraint(SMALL, KEYS)
-    good = as_json("use textid1", f"{PROSE} \\cite{{textid1}}.\n\nA second paragraph with \"quotes\".", "text")
+    good = as_json("use textid1", f'{PROSE} \\cite{{textid1}}.\n\nA second paragraph with "quotes".', "text")
     assert set(schema_verdicts(ll_tok, constraint, good).values()) == {True}
     assert set(schema_verdicts(ll_tok, constraint, as_json("x", {"not": "text"}, "text")).values()) == {False}
 
@@ -162,6 +194,6 @@ def test_patterns_that_servers_misread_are_refused():
     for pattern in (r"^[^\s<]+$", r"^[\p{L}]+$", r"^\d+$"):
         with pytest.raises(ValueError):
             our_gbnf.pattern_rule(pattern)
-    for grammar in ('root ::= [^\\s<]+\n', 'root ::= [\\p{L}]+\n'):
+    for grammar in ("root ::= [^\\s<]+\n", "root ::= [\\p{L}]+\n"):
         with pytest.raises(GrammarParseError):
             GBNF(grammar, "")

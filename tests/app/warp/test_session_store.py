@@ -22,8 +22,9 @@ QUESTION = "How is renewable energy changing electricity?"
 
 
 def _session(store, ids, **changes) -> str:
-    engine = Engine.start(store, ScriptedGenerator(), Retriever(store), settings(**changes), QUESTION,
-                          docs_source_ids=ids)
+    engine = Engine.start(
+        store, ScriptedGenerator(), Retriever(store), settings(**changes), QUESTION, docs_source_ids=ids
+    )
     engine.run()
     return engine.session_id
 
@@ -61,9 +62,16 @@ def test_two_resumes_started_together_leave_one_running_and_the_other_changes_no
     events_before = _events(store, session_id)
     store.close()
     go = tmp_path / "go"
-    children = [subprocess.Popen([sys.executable, str(HERE / "resume_child.py"), str(db), session_id, str(go)],
-                                 cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(2)]  # both pass the resume check before either claims the session
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "resume_child.py"), str(db), session_id, str(go)],
+            cwd=HERE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]  # both pass the resume check before either claims the session
     try:
         assert [child.stdout.readline().strip() for child in children] == ["READY", "READY"]
         go.touch()
@@ -117,8 +125,9 @@ def test_a_finished_session_stays_finished_when_resumed(corpus):
     after = warp.session(session_id)
     assert (after.status, after.steps, after.error) == (record.status, record.steps, None)
     assert len(warp.steps(session_id)) == journal
-    assert [(loc.number, loc.node.title, loc.node.plan, loc.node.content)
-            for loc in walk(warp.outline(session_id))] == outline
+    assert [
+        (loc.number, loc.node.title, loc.node.plan, loc.node.content) for loc in walk(warp.outline(session_id))
+    ] == outline
 
 
 def _set_status(store, session_id: str, status: str, owner: str) -> None:

@@ -19,19 +19,26 @@ from sala_report.retrieval import Store
 
 DOCS = {
     "solar.md": "# Solar power\n\nSolar module prices fell by about ninety percent over a decade, so solar farms "
-                "became the cheapest new electricity in many countries.\n\nRooftop solar panels let households "
-                "sell surplus electricity back to the grid.\n",
+    "became the cheapest new electricity in many countries.\n\nRooftop solar panels let households "
+    "sell surplus electricity back to the grid.\n",
     "storage.md": "# Battery storage\n\nLithium-ion batteries store surplus solar electricity and release it in the "
-                  "evening peak. Battery pack prices dropped as factories scaled up.\n",
+    "evening peak. Battery pack prices dropped as factories scaled up.\n",
     "wind.md": "# Wind energy\n\nOffshore wind turbines are larger than onshore ones and benefit from steadier sea "
-               "winds. Wind farms need grid connections and storage to balance their variable output.\n",
-}  # fmt: skip
+    "winds. Wind farms need grid connections and storage to balance their variable output.\n",
+}
 
 SETTINGS = {
-    "TEMPERATURE": "0", "MAX_TOKENS": "160", "THOUGHT_CHARS": "60", "MAX_SECTIONS": "3", "MAX_EXPANDS": "1",
-    "MAX_RETRIES": "2", "PASSAGES_FOR_PLAN": "3", "PASSAGES_PER_SEARCH": "2", "PASSAGE_CHARS": "250",
+    "TEMPERATURE": "0",
+    "MAX_TOKENS": "160",
+    "THOUGHT_CHARS": "60",
+    "MAX_SECTIONS": "3",
+    "MAX_EXPANDS": "1",
+    "MAX_RETRIES": "2",
+    "PASSAGES_FOR_PLAN": "3",
+    "PASSAGES_PER_SEARCH": "2",
+    "PASSAGE_CHARS": "250",
     "WRITING": "generate",  # the model writing in its own words; evidence mode: test_evidence_e2e.py
-}  # fmt: skip
+}
 
 
 @pytest.mark.slow
@@ -47,8 +54,21 @@ def test_smollm2_researches_a_local_corpus(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)
     started = time.perf_counter()
     try:
-        code = main(["run", "How is renewable energy changing electricity?", "--headless", "--docs", str(docs),
-                     "--no-web", "--model", "smollm2-135m", "--max-steps", "11", "--json"])  # fmt: skip
+        code = main(
+            [
+                "run",
+                "How is renewable energy changing electricity?",
+                "--headless",
+                "--docs",
+                str(docs),
+                "--no-web",
+                "--model",
+                "smollm2-135m",
+                "--max-steps",
+                "11",
+                "--json",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - started

@@ -11,7 +11,7 @@ def test_a_long_step_reports_tokens_and_speed():
     progress = StepThroughput(every_s=5.0, clock=lambda: now[0])
     assert progress(ev.StepStarted("s", 1, "write", 3, "section-1", 1)) is None
     lines = []
-    for i in range(80):  # 8 tokens a second for 10 s (steps exact in binary)
+    for _ in range(80):  # 8 tokens a second for 10 s (steps exact in binary)
         now[0] += 0.125
         lines.append(progress(ev.TokenDelta("s", 1, "x")))
     shown = [line for line in lines if line]

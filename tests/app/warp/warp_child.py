@@ -40,8 +40,12 @@ class Blocking(ScriptedGenerator):
         return super().generate(request, **kw)
 
 
-TASKS = {"search": "Task: choose web and library search queries.", "init-plan": "Task: draft the first outline of the report.",
-         "write": "Task: write one section of the report.", "extend": "Task: decide whether the report needs more depth."}
+TASKS = {
+    "search": "Task: choose web and library search queries.",
+    "init-plan": "Task: draft the first outline of the report.",
+    "write": "Task: write one section of the report.",
+    "extend": "Task: decide whether the report needs more depth.",
+}
 
 
 def main(db: str, mode: str, *rest: str) -> None:
@@ -49,8 +53,14 @@ def main(db: str, mode: str, *rest: str) -> None:
     ids = add_sources(store)
     if mode == "start":
         kind, nth = (rest[0], int(rest[1])) if rest else (None, 0)
-        engine = Engine.start(store, Blocking(kind, nth), Retriever(store), settings(), "How is renewable energy changing?",
-                              docs_source_ids=ids)
+        engine = Engine.start(
+            store,
+            Blocking(kind, nth),
+            Retriever(store),
+            settings(),
+            "How is renewable energy changing?",
+            docs_source_ids=ids,
+        )
         print(f"SESSION {engine.session_id}", flush=True)
     else:
         engine = Engine.resume(store, rest[0], Blocking(None, 0), Retriever(store), settings())

@@ -7,8 +7,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import render_markdown
@@ -23,23 +23,35 @@ KINDS = {
 }
 
 CORPUS = {
-    "solar.md": ("Solar power", [
-        "Solar photovoltaic capacity grew quickly because module prices fell by about ninety percent over a decade.",
-        "Rooftop solar panels let households generate electricity and sell surplus power back to the grid.",
-    ]),
-    "batteries.md": ("Battery storage", [
-        "Lithium-ion battery packs store surplus solar electricity and release it in the evening peak.",
-        "Battery costs dropped sharply as factories scaled up production of lithium-ion cells.",
-    ]),
-    "wind.md": ("Wind energy", [
-        "Offshore wind turbines are larger than onshore turbines and benefit from steadier sea winds.",
-        "Wind farms need grid connections and storage to balance their variable output.",
-    ]),
-    "policy.md": ("Energy policy", [
-        "Feed-in tariffs and auctions helped renewable energy projects secure long-term revenue.",
-        "Carbon pricing makes fossil electricity more expensive relative to solar and wind power.",
-    ]),
-}  # fmt: skip
+    "solar.md": (
+        "Solar power",
+        [
+            "Solar photovoltaic capacity grew quickly because module prices fell by about ninety percent over a decade.",
+            "Rooftop solar panels let households generate electricity and sell surplus power back to the grid.",
+        ],
+    ),
+    "batteries.md": (
+        "Battery storage",
+        [
+            "Lithium-ion battery packs store surplus solar electricity and release it in the evening peak.",
+            "Battery costs dropped sharply as factories scaled up production of lithium-ion cells.",
+        ],
+    ),
+    "wind.md": (
+        "Wind energy",
+        [
+            "Offshore wind turbines are larger than onshore turbines and benefit from steadier sea winds.",
+            "Wind farms need grid connections and storage to balance their variable output.",
+        ],
+    ),
+    "policy.md": (
+        "Energy policy",
+        [
+            "Feed-in tariffs and auctions helped renewable energy projects secure long-term revenue.",
+            "Carbon pricing makes fossil electricity more expensive relative to solar and wind power.",
+        ],
+    ),
+}
 
 
 def add_sources(store: Store, corpus: dict[str, tuple[str, list[str]]] = CORPUS, folder: str = "/docs") -> set[int]:
@@ -59,8 +71,17 @@ def make_store(path=":memory:") -> tuple[Store, Retriever, set[int]]:
 
 
 def settings(**changes) -> WarpSettings:
-    base = dict(max_steps=60, max_expands=2, max_retries=2, temperature=0.0, max_tokens=512, context_tokens=8192,
-                max_sections=3, passages_for_plan=6, passages_per_search=3)  # fmt: skip
+    base = dict(
+        max_steps=60,
+        max_expands=2,
+        max_retries=2,
+        temperature=0.0,
+        max_tokens=512,
+        context_tokens=8192,
+        max_sections=3,
+        passages_for_plan=6,
+        passages_per_search=3,
+    )
     base.update(changes)
     return WarpSettings(**base)
 
@@ -97,8 +118,11 @@ def answer(thought: str, action) -> str:
     return f"<thought>{thought}</thought>\n<action>{body}</action>"
 
 
-SECTIONS = [("Solar power", "How solar generation grew"), ("Storage", "How batteries balance supply"),
-            ("Policy", "Which policies helped")]  # fmt: skip
+SECTIONS = [
+    ("Solar power", "How solar generation grew"),
+    ("Storage", "How batteries balance supply"),
+    ("Policy", "Which policies helped"),
+]
 
 
 @dataclass
@@ -121,8 +145,10 @@ class Policy:
     def write(self, request: GenRequest) -> str:
         passages = shown_passages(request)
         if not passages:
-            return answer("no evidence", "This part is described only in general terms, since no sources were found for it.")
-        firsts = [(key, " ".join(text.replace("#", " ").split('.')[0].split())) for key, text in passages.items()]
+            return answer(
+                "no evidence", "This part is described only in general terms, since no sources were found for it."
+            )
+        firsts = [(key, " ".join(text.replace("#", " ").split(".")[0].split())) for key, text in passages.items()]
         sentences = [f"{first} \\cite{{{key}}}." for key, first in firsts[:2]]
         return answer("use the passages", f"About {target_title(request)}: " + " ".join(sentences))
 
@@ -142,8 +168,15 @@ class ScriptedGenerator:
 
     name = "scripted"
 
-    def __init__(self, script: dict[str, list] | None = None, *, policy: Callable | None = None,
-                 context: int = 8192, delay_s: float = 0.0, small_model: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        script: dict[str, list] | None = None,
+        *,
+        policy: Callable | None = None,
+        context: int = 8192,
+        delay_s: float = 0.0,
+        small_model: bool = False,
+    ):
         self.small_model = small_model  # as LocalGenerator says of a model under 1B parameters
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.policy = policy or Policy()
