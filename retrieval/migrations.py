@@ -131,7 +131,14 @@ def _create_searches(db: sqlite_utils.Database) -> None:
     )
 
 
+def _add_chunk_heading_paths(db: sqlite_utils.Database) -> None:
+    # The Markdown headings a chunk sits under, as a JSON list, outermost first (chunk.Chunk). Chunks
+    # stored before this know none: '[]' until their source changes and is split again.
+    db.execute("ALTER TABLE chunks ADD COLUMN heading_path TEXT NOT NULL DEFAULT '[]'")
+
+
 RETRIEVAL_MIGRATIONS: list[Migration] = [
     ("001_sources_chunks", _create_sources_and_chunks),
     ("002_searches", _create_searches),
+    ("003_chunk_heading_paths", _add_chunk_heading_paths),
 ]

@@ -21,7 +21,7 @@ from typing import Any
 import sqlite_utils
 
 from sala_report.retrieval import rank
-from sala_report.retrieval.chunk import chunk_id
+from sala_report.retrieval.chunk import Chunk, chunk_id
 from sala_report.retrieval.migrations import RETRIEVAL_MIGRATIONS, Migration, apply_migrations, pending_migrations
 from sala_report.retrieval.types import Passage, SearchResult, Source
 
@@ -37,7 +37,8 @@ def utc_now() -> str:
 
 @dataclass(frozen=True)
 class SourceRecord:
-    """A readable source ready to store: its text already split into `chunks`."""
+    """A readable source ready to store: its text already split into `chunks` (chunk.split_text's Chunks
+    keep their heading paths; plain strings are stored with none)."""
 
     location: str
     kind: str
@@ -239,12 +240,12 @@ class Store:
                     SELECT rowid AS n, bm25({index}) AS score FROM {index}
                     WHERE {index} MATCH :match{where} ORDER BY rowid DESC LIMIT :scan),
                 top AS (SELECT n, score FROM matched ORDER BY score LIMIT :limit)
-                SELECT c.id, c.source_id, c.text, s.title, s.location, s.kind, top.score
+                SELECT c.id, c.source_id, c.text, s.title, s.location, s.kind, top.score, c.heading_path
                 FROM top JOIN chunks c ON c.n = top.n JOIN sources s ON s.id = c.source_id
                 ORDER BY top.score""",
             {"match": match, "ids": ids, "limit": limit, "scan": SCAN_BUDGET},
         ).fetchall()
-        return [Passage(r[0], r[1], r[2], r[3], r[4], r[5], -r[6]) for r in rows]
+        return [Passage(*r[:6], -r[6], tuple(json.loads(r[7]))) for r in rows]
 
     def _frequencies(self, index: str, terms: list[str]) -> dict[str, int]:
         """Rows each term matches, counted up to SCAN_BUDGET + 1 (enough to choose terms), cached until
@@ -364,9 +365,16 @@ class Store:
     def _replace_chunks(self, source_id: int, location: str, content_hash: str, chunks: list[str]) -> None:
         self._delete_chunks(source_id)  # also forgets the cached term counts
         for position, text in enumerate(chunks):
+            path = text.heading_path if isinstance(text, Chunk) else ()
             cursor = self.db.execute(
-                "INSERT INTO chunks (id, source_id, position, text) VALUES (?, ?, ?, ?)",
-                [chunk_id(location, content_hash, position), source_id, position, text],
+                "INSERT INTO chunks (id, source_id, position, text, heading_path) VALUES (?, ?, ?, ?, ?)",
+                [
+                    chunk_id(location, content_hash, position),
+                    source_id,
+                    position,
+                    str(text),
+                    json.dumps(path, ensure_ascii=False),
+                ],
             )
             if rank.has_cjk(text):
                 self.db.execute(

@@ -21,6 +21,13 @@ class Passage:
     location: str  # URL or file path
     kind: SourceKind
     score: float  # higher is better (negated FTS5 bm25)
+    # the Markdown headings the chunk sits under, outermost first; empty outside any heading
+    heading_path: tuple[str, ...] = ()
+
+    @property
+    def heading(self) -> str:
+        """The chunk's own (innermost) heading, or ''."""
+        return self.heading_path[-1] if self.heading_path else ""
 
 
 @dataclass(frozen=True)

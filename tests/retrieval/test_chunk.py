@@ -1,4 +1,5 @@
-"""Chunking: token-sized overlapping chunks, and llama-index never reaching for the network."""
+"""Chunking: token-sized overlapping chunks inside Markdown sections that know their heading path, and
+llama-index never reaching for the network."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sala_report.retrieval.chunk import ChunkConfig, chunk_id, sentences, split_text, tokens
+from sala_report.retrieval.chunk import ChunkConfig, chunk_id, sections, sentences, split_text, tokens
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,79 @@ def test_sentences_keep_their_whitespace_so_chunks_read_naturally():
 
 def test_cjk_counts_each_character_as_a_token():
     assert tokens("机器学习 ok") == ["机", "器", "学", "习", "ok"]
+
+
+NESTED = """Notes taken before any heading.
+
+# Rivers of Europe
+
+## The Danube ##
+
+The Danube flows east. It crosses ten countries.
+
+### Its delta
+
+The delta lies in Romania.
+
+```
+# a comment in code, not a heading
+```
+
+## The Rhine
+
+### Source
+The Rhine rises in the Alps.
+
+#### Glaciers
+
+Two glaciers feed it.
+
+# Lakes
+
+Lake Geneva is deep.
+"""
+
+
+def test_nested_headings_give_each_chunk_its_heading_path():
+    got = [(c.heading_path, c.split("\n")[0]) for c in split_text(NESTED)]
+    assert got == [
+        ((), "Notes taken before any heading."),
+        # a title with nothing of its own under it travels with the section after it
+        (("Rivers of Europe", "The Danube"), "# Rivers of Europe"),
+        (("Rivers of Europe", "The Danube", "Its delta"), "### Its delta"),
+        (("Rivers of Europe", "The Rhine", "Source"), "## The Rhine"),
+        (("Rivers of Europe", "The Rhine", "Source", "Glaciers"), "#### Glaciers"),
+        (("Lakes",), "# Lakes"),
+    ]
+    delta = split_text(NESTED)[2]
+    assert "# a comment in code, not a heading" in delta and delta.rstrip().endswith("```")
+
+
+def test_text_without_headings_is_one_section_split_as_before():
+    text = " ".join(f"Sentence {i} describes the harbour at dawn." for i in range(200))
+    assert sections(text) == [((), text)]
+    assert all(c.heading_path == () for c in split_text(text, ChunkConfig(64, 16)))
+
+
+def test_a_heading_is_never_parted_from_its_first_paragraph():
+    """Paragraphs just short of a chunk: a splitter blind to headings ends chunks on the next heading line."""
+    paragraph = " ".join(f"Fact {i} about the coast." for i in range(9))  # 54 tokens
+    parts = []
+    for n in range(12):
+        parts += [f"{'#' * (1 + n % 3)} Part {n}", f"Part {n} opens here. {paragraph}", paragraph]
+    text = "\n\n".join(parts)
+    config = ChunkConfig(chunk_tokens=64, overlap_tokens=8)
+    chunks = split_text(text, config)
+    assert all(len(tokens(c)) <= 64 for c in chunks)
+    for n in range(12):
+        holding = [c for c in chunks if f"# Part {n}\n" in c]
+        assert holding, f"heading {n} lost"
+        for c in holding:
+            after = c.split(f"# Part {n}\n", 1)[1]
+            assert after.lstrip().startswith(f"Part {n} opens here."), c
+            assert c.heading_path[-1] == f"Part {n}"
+    for c in chunks:  # and no chunk ends on a heading line
+        assert not c.rstrip().split("\n")[-1].startswith("#"), c
 
 
 def test_empty_text_has_no_chunks():

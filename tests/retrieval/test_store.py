@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import pytest
+import sqlite_utils
 from read_only import read_only, run_without_write_access  # noqa: F401 (a fixture)
 
 from sala_report.retrieval import Store
-from sala_report.retrieval.chunk import chunk_id
+from sala_report.retrieval.chunk import chunk_id, split_text
+from sala_report.retrieval.migrations import RETRIEVAL_MIGRATIONS, apply_migrations
 from sala_report.retrieval.store import SourceRecord
 
 
@@ -25,10 +27,10 @@ def test_open_creates_a_wal_file_with_migrations_recorded(tmp_path):
     with Store.open(path) as store:
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         names = [r[0] for r in store.db.execute("SELECT name FROM migrations ORDER BY name")]
-        assert names == ["retrieval:001_sources_chunks", "retrieval:002_searches"]
+        assert names == ["retrieval:001_sources_chunks", "retrieval:002_searches", "retrieval:003_chunk_heading_paths"]
         assert {"sources", "chunks", "chunks_fts", "chunks_cjk", "searches"} <= set(store.db.table_names())
     with Store.open(path) as store:  # reopening applies nothing twice
-        assert store.db["migrations"].count == 2
+        assert store.db["migrations"].count == 3
 
 
 def test_other_parts_apply_their_own_migrations_in_the_same_file(tmp_path):
@@ -160,6 +162,44 @@ def test_passages_carry_what_a_citation_needs():
     (p,) = store.passages("what do barn owls eat", 3)
     assert (p.source_id, p.title, p.location, p.kind) == (sid, "Barn owls", "https://owls.example/barn", "web")
     assert p.chunk_id == store.chunk_texts(sid)[0][0] and p.text == "Barn owls swallow prey whole." and p.score > 0
+
+
+def test_passages_carry_the_heading_path_of_their_chunk():
+    store = Store.open(":memory:")
+    text = "# Owls\n\n## Barn owls\n\nBarn owls swallow voles whole.\n\n## Tawny owls\n\nTawny owls hoot at night."
+    store.put_source(SourceRecord("/d/owls.md", "file", "Owls", text, "h", split_text(text)))
+    (p,) = store.passages("voles", 3)
+    assert (p.heading_path, p.heading) == (("Owls", "Barn owls"), "Barn owls")
+    (q,) = store.passages("hoot", 3)
+    assert q.heading_path == ("Owls", "Tawny owls") and q.text == "## Tawny owls\n\nTawny owls hoot at night."
+    put(store, "/d/plain.txt", ["Plain voles text."])  # plain strings have no headings
+    assert {p.location: p.heading_path for p in store.passages("voles", 3)}["/d/plain.txt"] == ()
+
+
+def test_a_store_written_before_heading_paths_is_upgraded_and_keeps_its_chunks(tmp_path):
+    """A real file made by the first two migrations, with a source and chunk written as that version did."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    db = sqlite_utils.Database(conn)
+    assert apply_migrations(db, "retrieval", RETRIEVAL_MIGRATIONS[:2]) == ["001_sources_chunks", "002_searches"]
+    with conn:
+        conn.execute(
+            "INSERT INTO sources (id, location, kind, title, status, fetched_at, content_hash, chunk_count, text) "
+            "VALUES (1, '/d/old.md', 'file', 'Old', 'ok', '2026-01-01T00:00:00+00:00', 'h0', 1, 'Moles dig.')"
+        )
+        conn.execute("INSERT INTO chunks (id, source_id, position, text) VALUES ('c0', 1, 0, 'Moles dig tunnels.')")
+    conn.close()
+    with Store.open(path) as store:
+        names = [r[0] for r in store.db.execute("SELECT name FROM migrations ORDER BY name")]
+        assert names[-1] == "retrieval:003_chunk_heading_paths"
+        (old,) = store.passages("moles", 3)
+        assert (old.chunk_id, old.text, old.heading_path) == ("c0", "Moles dig tunnels.", ())
+        text = "# Moles\n\nMoles dig with their forepaws."
+        store.put_source(SourceRecord("/d/old.md", "file", "Old", text, "h1", split_text(text)))
+        (new,) = store.passages("moles", 3)
+        assert new.heading_path == ("Moles",) and store.check_integrity() == []
+    with Store.open(path) as store:  # applied once
+        assert store.db.execute("SELECT count(*) FROM migrations").fetchone()[0] == 3
 
 
 def test_passages_spread_over_sources():
