@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sala_report.retrieval import Store
 from sala_report.retrieval.chunk import ChunkConfig, chunk_id, sections, sentences, split_text, tokens
+from sala_report.retrieval.documents import ingest_folder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,6 +106,28 @@ def test_a_heading_is_never_parted_from_its_first_paragraph():
             assert c.heading_path[-1] == f"Part {n}"
     for c in chunks:  # and no chunk ends on a heading line
         assert not c.rstrip().split("\n")[-1].startswith("#"), c
+
+
+RIVERS_HTML = b"""<html><head><title>Rivers</title></head><body><article>
+<h1>Rivers of Europe</h1><p>Rivers carry water to the sea and shape the land around them over long ages.</p>
+<h2>The Danube</h2><p>The Danube flows east through ten countries before it reaches the Black Sea.</p>
+<h3>Its delta</h3><p>The delta lies mostly in Romania and is a large wetland full of birds and fish.</p>
+<h2>The Rhine</h2><p>The Rhine rises in the Alps and flows north to the North Sea past many cities.</p>
+</article></body></html>"""
+
+
+def test_html_and_markdown_files_reach_the_store_with_their_heading_paths(tmp_path):
+    """Through the real extractor (trafilatura keeps <hN> as Markdown headings) and folder ingest."""
+    (tmp_path / "rivers.html").write_bytes(RIVERS_HTML)
+    (tmp_path / "notes.md").write_text("# Field notes\n\n## Wetlands\n\nHerons wade in the shallows.\n")
+    with Store.open(tmp_path / "sala.db") as store:
+        assert ingest_folder(store, tmp_path).added == 2
+        found = {p.text.split("\n")[0]: p.heading_path for p in store.passages("delta wetland herons Rhine", 10)}
+    assert found == {
+        "### Its delta": ("Rivers of Europe", "The Danube", "Its delta"),
+        "## The Rhine": ("Rivers of Europe", "The Rhine"),
+        "# Field notes": ("Field notes", "Wetlands"),
+    }
 
 
 def test_empty_text_has_no_chunks():
