@@ -317,7 +317,7 @@ def _pdf(settings: Settings, online: bool) -> list[Check]:
                 f"pip install {' '.join(missing_packages)} (Markdown and HTML export still work)",
             )
         ]
-    from sala_report.app import pdf_fonts
+    from sala_report.app.export import pdf_fonts
 
     plan = pdf_fonts.plan_fonts(PDF_SAMPLE)
     engine = f"typst {_version('typst')} (no system libraries needed)"

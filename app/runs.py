@@ -278,7 +278,7 @@ class LocalServices:
         return out
 
     def export(self, session_id: str, fmt: str, path: Path) -> Exported:
-        from sala_report.app.bibliography import references_in
+        from sala_report.app.export.bibliography import references_in
         from sala_report.app.warp import render_markdown, session_summary
 
         summary = session_summary(self.store, session_id) if fmt == "json" else None

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from sala_report.app.bibliography import references_in
 from sala_report.app.errors import UsageError
 from sala_report.app.export import FORMATS, SUFFIXES, Exported, default_filename, export_report
+from sala_report.app.export.bibliography import references_in
 
 
 @click.command("export")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from sala_report.app import report_markdown
 from sala_report.app.export import default_filename, export_report, to_html
-from sala_report.app.pdf import write_pdf
-from sala_report.app.pdf_fonts import FontSources, package_font_folders
+from sala_report.app.export import markdown as report_markdown
+from sala_report.app.export.pdf import write_pdf
+from sala_report.app.export.pdf_fonts import FontSources, package_font_folders
 
 LONG_URL = (
     "https://www.example.org/reports/2024/heat-pumps/cold-climate/field-trials/appendix-b/raw-data/"

@@ -9,8 +9,8 @@ import pytest
 from pypdf import PdfReader
 
 from sala_report.app.errors import SalaError
-from sala_report.app.pdf import write_pdf
-from sala_report.app.pdf_fonts import FontSources, cjk_region, plan_fonts
+from sala_report.app.export.pdf import write_pdf
+from sala_report.app.export.pdf_fonts import FontSources, cjk_region, plan_fonts
 
 HOSTILE = r"""# Title with #import "x" and $x^2$
 
@@ -115,7 +115,7 @@ def test_fonts_are_found_by_family_name_wherever_they_are(tmp_path):
 
 
 def test_a_typst_failure_is_one_clear_error(tmp_path, monkeypatch):
-    from sala_report.app import pdf
+    from sala_report.app.export import pdf
 
     monkeypatch.setattr(pdf, "to_typst", lambda tokens, plan: "#let x = (")  # what a generator bug would give
     with pytest.raises(SalaError, match="PDF could not be laid out"):

@@ -141,7 +141,7 @@ def test_the_scan_finds_private_uses(source):
         "import typst\ntypst.compile(b'x', format='pdf')",
         "from fpdf import FPDF\nclass P(FPDF):\n    def _mine(self):\n        return 1\n    def f(self):\n        self._cache = 2\n        return self._mine() + self._cache",
         "import json\njson._default_decoder",  # the standard library is out of scope
-        "from sala_report.app import pdf\npdf._Writer",  # our own privates are ours
+        "from sala_report.app.export import pdf\npdf._Writer",  # our own privates are ours
         "class Local:\n    _x = 1\nLocal()._x",
         "import typst\nx = typst.compile(b'')\nx.__len__()",
     ],

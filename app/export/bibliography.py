@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sala_report.app import report_markdown
+from sala_report.app.export import markdown as report_markdown
 
 _REFERENCE = re.compile(r"^\s*\[(\d{1,4})\]\s+(.*?)\s+[—–-]\s+(\S.*?)\s*$")
 _ARXIV_URL = re.compile(

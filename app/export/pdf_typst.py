@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from markdown_it.token import Token
 
-from sala_report.app import report_markdown
-from sala_report.app.pdf_fonts import CJK_LANG, FontPlan, cjk_region
+from sala_report.app.export import markdown as report_markdown
+from sala_report.app.export.pdf_fonts import CJK_LANG, FontPlan, cjk_region
 
 BODY_PT = 10.5
 CODE_PT = 8.5

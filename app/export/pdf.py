@@ -10,10 +10,11 @@ from pathlib import Path
 
 import typst
 
-from sala_report.app import pdf_fonts, report_markdown
 from sala_report.app.errors import SalaError
-from sala_report.app.pdf_fonts import FontSources, MissingFont
-from sala_report.app.pdf_typst import to_typst
+from sala_report.app.export import markdown as report_markdown
+from sala_report.app.export import pdf_fonts
+from sala_report.app.export.pdf_fonts import FontSources, MissingFont
+from sala_report.app.export.pdf_typst import to_typst
 
 _PAGES_LABEL = "sala-report-pages"
 # Asked for after layout (a query reuses the compiled document): how many pages the report took.

@@ -1,4 +1,4 @@
-"""PDF export speed, old engine against new (`python -m sala_report.app.pdf_bench`): reports of 1 and 10 pages
+"""PDF export speed, old engine against new (`python -m sala_report.app.export.bench`): reports of 1 and 10 pages
 with Chinese, Japanese, Korean, Arabic and emoji, each export timed in a fresh process (imports included, as
 `sala-report export` pays them) and again warm in the same process; each PDF's text is read back to check it.
 
@@ -69,7 +69,7 @@ from pathlib import Path
 if len(sys.argv) > 3:
     from sala_pdf_old.pdf import write_pdf
 else:
-    from sala_report.app.pdf import write_pdf
+    from sala_report.app.export.pdf import write_pdf
 markdown = Path(sys.argv[1]).read_text(encoding="utf-8")
 result = write_pdf(markdown, Path(sys.argv[2]))
 cold = time.perf_counter() - t0
@@ -101,13 +101,13 @@ def _old_engine(rev: str, folder: Path) -> str | None:
             ["git", "show", f"{rev}:app/{name}"],
             capture_output=True,
             text=True,
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=Path(__file__).resolve().parents[2],
         )
         if shown.returncode != 0:
             return f"git show {rev}:app/{name} failed"
         source = shown.stdout.replace(
             "from sala_report.app import pdf_fonts, report_markdown",
-            "from sala_report.app import report_markdown\nfrom sala_pdf_old import pdf_fonts",
+            "from sala_report.app.export import markdown as report_markdown\nfrom sala_pdf_old import pdf_fonts",
         )
         (package / name).write_text(source.replace("sala_report.app.pdf_fonts", "sala_pdf_old.pdf_fonts"))
     return None

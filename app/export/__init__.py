@@ -4,16 +4,16 @@ RIS. Every file is written whole or not at all."""
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import re
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from sala_report.app import report_markdown
+from sala_report.app.export.html import to_html
+
+__all__ = ["FORMATS", "SUFFIXES", "Exported", "default_filename", "export_report", "to_html"]
 
 FORMATS = ("md", "html", "pdf", "json", "docx", "bib", "ris")
 SUFFIXES = {"md": ".md", "html": ".html", "pdf": ".pdf", "json": ".json", "docx": ".docx", "bib": ".bib", "ris": ".ris"}
@@ -32,22 +32,24 @@ def export_report(
     markdown: str, fmt: str, out: Path, *, summary: dict[str, Any] | None = None, references: list[Any] | None = None
 ) -> Exported:
     """Write `markdown` as `fmt` to `out`. JSON holds `summary` (the session's facts) plus the Markdown.
-    BibTeX and RIS list `references` (app/bibliography.py; read from the Markdown alone when None)."""
+    BibTeX and RIS list `references` (app/export/bibliography.py; read from the Markdown alone when None)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
     if fmt == "pdf":
-        from sala_report.app.pdf import write_pdf  # typst (a large native module) loads only when a PDF is asked for
+        from sala_report.app.export.pdf import (
+            write_pdf,
+        )  # typst (a large native module) loads only when a PDF is asked for
 
         result = write_pdf(markdown, out)
         return Exported(out, fmt, tuple(result.warnings))
     if fmt == "docx":
-        from sala_report.app.export_docx import write_docx
+        from sala_report.app.export.docx import write_docx
 
         write_docx(markdown, out)
         return Exported(out, fmt)
     if fmt in ("bib", "ris"):
-        from sala_report.app import bibliography
+        from sala_report.app.export import bibliography
 
         refs = references if references is not None else bibliography.references_in(markdown)
         text = bibliography.to_bibtex(refs) if fmt == "bib" else bibliography.to_ris(refs)
@@ -63,47 +65,11 @@ def export_report(
     return Exported(out, fmt)
 
 
-def to_html(markdown: str) -> str:
-    """One HTML page with its stylesheet inline; it loads nothing from anywhere (images become links)."""
-    md = report_markdown.parser()
-    md.add_render_rule("image", _render_image)
-    for kind in ("paragraph_open", "heading_open", "list_item_open", "th_open", "td_open", "blockquote_open"):
-        md.add_render_rule(kind, _render_with_direction)
-    md.add_render_rule("table_open", lambda self, tokens, idx, options, env: '<div class="table-wrap"><table>\n')
-    md.add_render_rule("table_close", lambda self, tokens, idx, options, env: "</table></div>\n")
-    tokens = md.parse(markdown)
-    body = md.renderer.render(tokens, md.options, {})
-    title = report_markdown.title_of(tokens) or "Report"
-    css = (files("sala_report.assets") / "export" / "report.css").read_text(encoding="utf-8")
-    return (
-        '<!doctype html>\n<html>\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        '<meta name="generator" content="sala-report">\n'
-        f"<title>{html.escape(title)}</title>\n<style>\n{css}</style>\n</head>\n"
-        f"<body>\n<main>\n{body}</main>\n</body>\n</html>\n"
-    )
-
-
 def default_filename(title: str | None, session_id: str | int, fmt: str) -> str:
     """`report-<id>-<title words>.<ext>`: readable, safe on every filesystem."""
     words = re.sub(r"[^\w]+", "-", (title or "").lower(), flags=re.UNICODE).strip("-")[:60].strip("-")
     stem = f"report-{session_id}" + (f"-{words}" if words else "")
     return stem + SUFFIXES[fmt]
-
-
-def _render_image(self, tokens, idx, options, env) -> str:
-    token = tokens[idx]
-    src = html.escape(str(token.attrGet("src") or ""), quote=True)
-    alt = html.escape(token.content or "image")
-    return f'<a href="{src}" class="image-link">[image: {alt}]</a>'
-
-
-def _render_with_direction(self, tokens, idx, options, env) -> str:
-    # dir="auto" lets each block take its direction from its own text (Arabic and Hebrew read right to left).
-    token = tokens[idx]
-    if not token.hidden:
-        token.attrSet("dir", "auto")
-    return self.renderToken(tokens, idx, options, env)
 
 
 def _write_atomically(out: Path, text: str) -> None:

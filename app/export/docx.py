@@ -8,7 +8,7 @@ from pathlib import Path
 
 from markdown_it.token import Token
 
-from sala_report.app import report_markdown
+from sala_report.app.export import markdown as report_markdown
 
 MONOSPACE = "Consolas"
 
