@@ -3,11 +3,12 @@
 llama-index-core's MarkdownNodeParser cuts Markdown (what the extractor makes of HTML and Markdown files)
 into sections with their heading path; its SentenceSplitter then cuts long sections. A section's
 heading line leads its first chunk, so a heading is never parted from the text it introduces.
-The only module that imports llama-index, and only when it first splits. Its default tokenizer (tiktoken) and sentence splitter
-(NLTK punkt) read data files that a changed environment (TIKTOKEN_CACHE_DIR, NLTK_DATA) would send it
-to download, so we pass our own: a word-level tokenizer and a regex sentence splitter. Sizes are
-therefore in word-level tokens (a word, a punctuation mark, or one CJK character), which track
-subword tokens closely enough for chunking.
+
+The only module that imports llama-index, and only when it first splits. Its default tokenizer
+(tiktoken) and sentence splitter (NLTK punkt) read data files that a changed environment
+(TIKTOKEN_CACHE_DIR, NLTK_DATA) would send it to download, so we pass our own: a word-level tokenizer
+and a regex sentence splitter. Sizes are therefore in word-level tokens (a word, a punctuation mark,
+or one CJK character), which track subword tokens closely enough for chunking.
 """
 
 from __future__ import annotations
