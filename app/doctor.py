@@ -241,7 +241,7 @@ def _search(settings: Settings, online: bool) -> list[Check]:
     checks += _search_settings(settings)
     if not online or any(c.status == FAIL for c in checks):
         return checks
-    from sala_report.app.runs import web_search_config
+    from sala_report.app.wiring import web_search_config
     from sala_report.retrieval import WebSearch
 
     base = dataclasses.replace(web_search_config(settings), max_retries=0)
@@ -265,7 +265,7 @@ def _search(settings: Settings, online: bool) -> list[Check]:
 def _search_settings(settings: Settings) -> list[Check]:
     """What can be told about the engines and domain lists without contacting anything."""
     from sala_report.app.errors import ConfigError
-    from sala_report.app.runs import domain_filter
+    from sala_report.app.wiring import domain_filter
 
     cfg, checks = settings.search, []
     if "searxng" in cfg.engines:

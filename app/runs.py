@@ -1,6 +1,7 @@
 """Research runs built from the settings: the store, the model behind the Generator protocol, the
-retriever (the web, the person's documents, or both) and the engine. The terminal app uses it through
-its `Services` protocol (app/tui/services.py), the demo directly; nothing here imports Textual."""
+retriever (the web, the person's documents, or both) and the engine, from the parts app/wiring.py builds.
+The terminal app uses it through its `Services` protocol (app/tui/services.py), the CLI and the demo
+directly; nothing here imports Textual."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ class RunRequest:
     web: bool = True
     docs: Path | None = None
     model: str = ""
+    brief: Any = None  # warp.brief.Brief: length, language, instructions, plan review
+    outline: Any = None  # warp.state.Outline: the person's own, written instead of a planned one
 
 
 @dataclass(frozen=True)
@@ -46,35 +49,6 @@ class RunFacts:
     device: str
     search: str
     max_steps: int
-
-
-def web_search_config(settings: Settings):
-    """The search settings as retrieval's SearchConfig, the other engines' addresses and keys included."""
-    import dataclasses
-
-    from sala_report.app.commands.sources import search_config
-
-    s = settings.search
-    return dataclasses.replace(
-        search_config(settings),
-        searxng_url=s.searxng_url,
-        openalex_api_key=s.openalex_api_key,
-        openalex_mailto=s.openalex_mailto,
-    )
-
-
-def domain_filter(settings: Settings):
-    """The person's include/exclude domain lists as retrieval's filter; one clear error for an entry that is no domain."""
-    from sala_report.app.errors import ConfigError
-    from sala_report.retrieval.domains import DomainFilter
-
-    try:
-        return DomainFilter.of(settings.search.include_domains, settings.search.exclude_domains)
-    except ValueError as e:
-        raise ConfigError(
-            f"search.include_domains / exclude_domains: {e}",
-            hint="Give host names such as nature.com (subdomains are included).",
-        ) from e
 
 
 def device_label(setting: str) -> str:
@@ -132,7 +106,7 @@ class LocalServices:
     def generator(self, source: str = "") -> Any:
         if self._fixed_generator is not None:
             return self._fixed_generator
-        from sala_report.app.warp.generator import make_generator
+        from sala_report.app.wiring import make_generator
 
         cfg = self.settings.model
         source = source or (cfg.served_model if cfg.backend == "openai" else cfg.source)
@@ -151,7 +125,7 @@ class LocalServices:
             return self._generators[source]
 
     def retriever(self, web: bool):
-        from sala_report.app.commands.sources import fetch_config
+        from sala_report.app.wiring import domain_filter, fetch_config, web_search_config
         from sala_report.retrieval import Fetcher, Retriever, WebSearch
 
         if not web:
@@ -165,8 +139,8 @@ class LocalServices:
 
     def ingest(self, folder: Path) -> set[int]:
         """Read a folder of documents into the store (unchanged files cost nothing); their source ids."""
-        from sala_report.app.commands.sources import document_config
         from sala_report.app.errors import UsageError
+        from sala_report.app.wiring import document_config
         from sala_report.retrieval import ingest_folder
         from sala_report.retrieval.extract import SUFFIX_KINDS
 
@@ -215,6 +189,8 @@ class LocalServices:
             request.question,
             docs_source_ids=source_ids,
             options=options,
+            brief=request.brief,
+            outline=request.outline,
         )
 
     def resume(self, session_id: str, *, model: str = "") -> Any:

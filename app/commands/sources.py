@@ -10,20 +10,19 @@ from urllib.parse import urlsplit
 import click
 
 from sala_report.app.errors import EXIT_PARTIAL, SalaError, UsageError
-from sala_report.app.runs import domain_filter, web_search_config
 from sala_report.app.settings import Settings
+from sala_report.app.wiring import document_config, domain_filter, fetch_config, web_search_config
 from sala_report.retrieval import (
     FetchConfig,
     Fetcher,
     Retriever,
-    SearchConfig,
     Source,
     Store,
     WebSearch,
     ingest_file,
     ingest_folder,
 )
-from sala_report.retrieval.documents import DocumentConfig, location_of
+from sala_report.retrieval.documents import location_of
 from sala_report.retrieval.errors import RetrievalError
 
 SKIPPED_SHOWN = 20  # skipped files listed by name; the rest are counted (--json lists all)
@@ -36,38 +35,6 @@ def open_store(settings: Settings, *, for_reading: bool = False) -> Store:
     if for_reading and path.is_file():
         return Store.open_for_reading(path)
     return Store.open(path)
-
-
-def fetch_config(settings: Settings, allow_private_addresses: bool = False) -> FetchConfig:
-    known = {f.name for f in dataclasses.fields(FetchConfig)}
-    values = {key: value for key, value in dataclasses.asdict(settings.fetch).items() if key in known}
-    values["allow_private_addresses"] = allow_private_addresses or settings.fetch.allow_private_addresses
-    return FetchConfig(**values)
-
-
-def document_config(settings: Settings, follow_links_outside: bool = False) -> DocumentConfig:
-    d = settings.documents
-    return DocumentConfig(
-        max_text_bytes=d.max_text_bytes,
-        max_file_bytes=d.max_file_bytes,
-        timeout_s=d.timeout_s,
-        follow_links_outside=follow_links_outside,
-    )
-
-
-def search_config(settings: Settings) -> SearchConfig:
-    """The search settings all engines share; `runs.web_search_config` adds the API engines' addresses and keys."""
-    s = settings.search
-    return SearchConfig(
-        engines=tuple(s.engines),
-        region=s.region,
-        safesearch=s.safesearch,
-        timelimit=s.timelimit,
-        max_results=s.max_results,
-        min_interval_s=s.min_interval_s,
-        max_retries=s.max_retries,
-        timeout_s=s.timeout_s,
-    )
 
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")

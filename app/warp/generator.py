@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
-from sala_report.app.errors import BackendUnavailable, ConfigError
+from sala_report.app.errors import BackendUnavailable
 from sala_report.app.warp.grammar import (
     Constraint,
     GrammarHook,
@@ -24,7 +24,6 @@ from sala_report.app.warp.grammar import (
 )
 
 if TYPE_CHECKING:
-    from sala_report.app.settings import ModelSettings
     from sala_report.app.warp.budget import Speed
 
 OnDelta = Callable[[str], None]
@@ -245,35 +244,3 @@ class LocalGenerator:
             self.mask_seconds += hook.mask_seconds
             self.masks += hook.masks
         return GenResult(gen.text, gen.finish_reason or "stop", gen.prompt_tokens, gen.completion_tokens, gen.seconds)
-
-
-def make_generator(
-    model: ModelSettings, *, source: str | None = None, constrained: bool = True, progress=None
-) -> Generator:
-    """The generator the settings ask for: `model.backend` "local" (in-process) or "openai" (a server)."""
-    if model.backend == "openai":
-        from sala_report.app.warp.openai_http import MODES, OpenAIGenerator
-
-        if model.structured_output not in MODES:
-            raise ConfigError(
-                f"model.structured_output is '{model.structured_output}'", hint=f"Use one of: {', '.join(MODES)}."
-            )
-
-        return OpenAIGenerator(
-            model.base_url,
-            source or model.served_model,
-            api_key=model.api_key,
-            timeout_s=model.request_timeout_s,
-            structured_output=model.structured_output,
-            max_retries=model.max_retries,
-        )
-    if model.backend != "local":
-        raise ConfigError(f"unknown model backend '{model.backend}'", hint="Set model.backend to 'local' or 'openai'.")
-    return LocalGenerator.load(
-        source or model.source,
-        device=model.device,
-        dtype=model.dtype,
-        progress=progress,
-        constrained=constrained,
-        quantize=model.quantize,
-    )

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from sala_report.app.commands.sources import document_config, fetch_config, search_config
 from sala_report.app.settings import OWNED, DocumentSettings, FetchSettings, SearchSettings, Settings, _problem
+from sala_report.app.wiring import document_config, fetch_config, search_config
 from sala_report.retrieval.documents import DocumentConfig
 from sala_report.retrieval.fetch import FetchConfig
 from sala_report.retrieval.search import SearchConfig
