@@ -81,10 +81,20 @@ def _add_pending_edits(db) -> None:
         edit TEXT NOT NULL, at TEXT NOT NULL)""")
 
 
+def _add_questions(db) -> None:
+    # follow-up questions asked of a report (app/warp/ask.py) and their answers, kept with the session so
+    # an export can append them; `answer` holds the report's own [n] numbers as they were when asked
+    db.execute("""CREATE TABLE warp_questions (
+        session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+        question TEXT NOT NULL, answer TEXT NOT NULL, cited TEXT NOT NULL, at TEXT NOT NULL,
+        PRIMARY KEY (session_id, seq))""")
+
+
 MIGRATIONS = [
     ("001_sessions", _create_tables),
     ("002_session_owner", _add_owner),
     ("003_pending_edits", _add_pending_edits),
+    ("004_questions", _add_questions),
 ]
 
 
@@ -320,6 +330,25 @@ class WarpStore:
     def _drop_edit(self, seq: int | None) -> None:
         if seq is not None:
             self.db.execute("DELETE FROM warp_pending_edits WHERE seq = ?", [seq])
+
+    def add_question(self, session_id: str, question: str, answer: str, cited: list[int]) -> int:
+        """Store a question asked of the session's report and its answer; -> its sequence number."""
+        with self.transaction():
+            row = self.db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM warp_questions WHERE session_id = ?", [session_id]
+            ).fetchone()
+            self.db.execute(
+                "INSERT INTO warp_questions (session_id, seq, question, answer, cited, at) VALUES (?, ?, ?, ?, ?, ?)",
+                [session_id, row[0] + 1, question, answer, json.dumps(cited), utc_now()],
+            )
+            return row[0] + 1
+
+    def questions(self, session_id: str) -> list[tuple[str, str, list[int]]]:
+        """(question, answer, reference numbers cited) asked of the session, oldest first."""
+        rows = self._query(
+            "SELECT question, answer, cited FROM warp_questions WHERE session_id = ? ORDER BY seq", [session_id]
+        )
+        return [(q, a, json.loads(c)) for q, a, c in rows]
 
     def outline(self, session_id: str) -> Outline:
         rows = self._query(
