@@ -48,6 +48,7 @@ LAZY_COMMANDS = {
         "Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget).",
     ),
     "sessions": ("research", "List research sessions, newest first, with their ids and status."),
+    "ask": ("ask", "Ask a stored report a question: answered from its sources, cited with its reference numbers."),
     "sources": ("sources", "The source store: add files, folders and pages; search and read what is stored."),
     "export": (
         "export",

@@ -29,12 +29,17 @@ from sala_report.app.export.bibliography import references_in
     help="The file to write. Default: report-<id>-<title>.<format> in the data dir's reports/ folder.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (path, format, warnings) on stdout.")
+@click.option(
+    "--with-questions", is_flag=True, help="Add the questions asked with `ask` and their answers as an appendix."
+)
 @click.pass_obj
-def export(obj, session_id: str, fmt: str | None, out: Path | None, as_json: bool) -> None:
+def export(obj, session_id: str, fmt: str | None, out: Path | None, as_json: bool, with_questions: bool) -> None:
     """Write a stored session's report (finished or partial) as Markdown, HTML, PDF, JSON or Word, or its
     references as BibTeX or RIS."""
     fmt = fmt or _format_from_suffix(out) or "md"
-    result = export_session(obj.settings.paths.store_path, obj.settings.paths.reports_dir, session_id, fmt, out)
+    result = export_session(
+        obj.settings.paths.store_path, obj.settings.paths.reports_dir, session_id, fmt, out, questions=with_questions
+    )
     if as_json:
         click.echo(
             json.dumps(
@@ -48,8 +53,11 @@ def export(obj, session_id: str, fmt: str | None, out: Path | None, as_json: boo
         click.echo(str(result.path))
 
 
-def export_session(store_path: Path, reports_dir: Path, session_id: str, fmt: str, out: Path | None) -> Exported:
-    """Render the stored session and write it; `session_id` may be a unique prefix of the id."""
+def export_session(
+    store_path: Path, reports_dir: Path, session_id: str, fmt: str, out: Path | None, *, questions: bool = False
+) -> Exported:
+    """Render the stored session and write it; `session_id` may be a unique prefix of the id; with
+    `questions`, the questions asked of it and their answers as an appendix."""
     from sala_report.app.warp import WarpStore, render_markdown, session_summary
     from sala_report.retrieval import Store
 
@@ -66,6 +74,11 @@ def export_session(store_path: Path, reports_dir: Path, session_id: str, fmt: st
                 hint="`sala-report sessions` lists them with their ids.",
             )
         markdown = render_markdown(store, found)
+        if questions:
+            from sala_report.app.export.questions import with_appendix
+            from sala_report.app.warp.ask import appendix
+
+            markdown = with_appendix(markdown, appendix(WarpStore(store), found))
         summary = session_summary(store, found) if fmt == "json" else None
         references = references_in(markdown, store.source_by_location) if fmt in ("bib", "ris") else None
     finally:

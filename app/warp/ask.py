@@ -245,3 +245,30 @@ def appendix(warp: WarpStore, session_id: str) -> str:
     for i, (question, answer, _) in enumerate(asked, 1):
         parts += [f"**Q{i}. {one_line(question)}**", answer]
     return "\n\n".join(parts)
+
+
+def ask_session(services, session_id: str, question: str, *, search: bool = False) -> Answer:
+    """`ask` with a run service's parts (app/runs.py's LocalServices: store, settings, generator, retriever):
+    the session's own model when the backend is unchanged, and with `search` the web through its retriever."""
+    from sala_report.app.errors import UsageError
+
+    warp = WarpStore(services.store)
+    found = warp.find_session(session_id)
+    if found is None:
+        raise UsageError(
+            f"no session '{session_id}' (or the prefix matches several)", hint="`sala-report sessions` lists them."
+        )
+    if not one_line(question):
+        raise UsageError("the question is empty", hint='Ask something: sala-report ask ID "what about costs?"')
+    record = warp.session(found)
+    settings = services.settings
+    same_backend = record.options.get("backend") == settings.model.backend
+    generator = services.generator(record.options.get("model_source", "") if same_backend else "")
+    gather = None
+    if search:
+        retriever = services.retriever(True)
+
+        def gather(text: str, k: int, source_ids: set[int]) -> list:
+            return list(retriever.gather([text], k, source_ids=source_ids).passages)
+
+    return ask(services.store, found, question, generator, settings.warp, gather=gather)
