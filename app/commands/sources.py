@@ -1,4 +1,5 @@
-"""CLI commands: `sala-report sources add|search|list|show` over the source store. Bodies delegate to retrieval."""
+"""CLI commands: `sala-report sources add|search|list|show|exclude` over the source store. Bodies delegate to
+retrieval (and `exclude` to the session's WARP store)."""
 
 from __future__ import annotations
 
@@ -183,6 +184,34 @@ def show(ctx: click.Context, source_id: int, as_json: bool) -> None:
         return out + ["", source.text]
 
     _emit(payload, as_json, lines)
+
+
+@sources.command("exclude")
+@click.argument("session_id")
+@click.argument("reference", type=int)
+@click.option(
+    "--keep-text",
+    is_flag=True,
+    help="Only remove the source's citations (a sentence it alone supported goes); do not rewrite the sections.",
+)
+@click.pass_context
+def exclude(ctx: click.Context, session_id: str, reference: int, keep_text: bool) -> None:
+    """Exclude the source cited as [REFERENCE] in a session's report: its citations leave the report, the
+    sections that cited it are written again on `resume`, and the session never uses it again."""
+    from sala_report.app.warp import WarpStore
+    from sala_report.app.warp.exclusion import exclude_stored
+    from sala_report.app.warp.phases import Budget
+
+    warp = ctx.obj.settings.warp
+    with open_store(ctx.obj.settings) as store:
+        wstore = WarpStore(store)
+        found = wstore.find_session(session_id)
+        if found is None:
+            raise UsageError(
+                f"no session '{session_id}' (or the prefix matches several)", hint="`sala-report sessions` lists them."
+            )
+        budget = Budget(warp.max_steps, warp.max_expands, warp.max_depth, warp.max_retries)
+        click.echo(exclude_stored(wstore, found, reference, rewrite=not keep_text, budget=budget))
 
 
 def _emit(payload: dict, as_json: bool, lines) -> None:

@@ -39,8 +39,16 @@ class Registry:
         self.entries: dict[str, Entry] = {}
         self._by_chunk: dict[str, str] = {}
         self._by_text: dict[str, str] = {}
+        self._last_number = 0  # the highest key number ever given, hidden entries included
         for entry in entries or []:
             self._index(entry)
+
+    def without_sources(self, source_ids: set[int]) -> Registry:
+        """A copy that never shows the passages of `source_ids` (the person excluded them), yet numbers new
+        keys after theirs, so a key stays unique within the session."""
+        kept = Registry([e for e in self.entries.values() if e.source_id not in source_ids])
+        kept._last_number = max(self._last_number, kept._last_number)
+        return kept
 
     def insert(self, entry: Entry) -> None:
         """Add an entry made by `add` on a copy of this registry (the engine's steps work on copies)."""
@@ -48,6 +56,7 @@ class Registry:
 
     def _index(self, entry: Entry) -> None:
         self.entries[entry.key] = entry
+        self._last_number = max(self._last_number, entry.number)
         self._by_chunk[entry.chunk_id] = entry.key
         self._by_text[_text_hash(entry.text)] = entry.key
 
@@ -68,7 +77,7 @@ class Registry:
         known = self.key_for(chunk_id, text)
         if known is not None:
             return self.entries[known], False
-        n = 1 + max((e.number for e in self.entries.values()), default=0)
+        n = 1 + self._last_number
         entry = Entry(f"textid{n}", chunk_id, source_id, title, location, kind, text)
         self._index(entry)
         return entry, True
@@ -344,3 +353,47 @@ def check_support(text: str, registry: Registry, threshold: float) -> list[Citat
             score = support_score(sentence, entry.text)
             checks.append(CitationCheck(key, strip_cites(sentence), round(score, 3), score < threshold))
     return checks
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?。！？])(\s+)")
+_LEADING_CITES = re.compile(r"^(?:\\cite\{[^{}]*\}\s*)+")
+_BULLET_ONLY = re.compile(r"^\s*(?:[-*+]|\d+[.)])?\s*$")
+
+
+def drop_source_keys(text: str, keys: set[str]) -> tuple[str, int]:
+    """Remove the citations of `keys`. A sentence that cited only them goes with them: kept without its
+    marker it would read as supported by nothing (and evidence-mode sentences are verbatim quotes of that
+    source). A sentence that also cites other keys keeps those. Returns (text, sentences dropped)."""
+    if not keys or not any(k in keys for k in cited_keys(text)):
+        return text, 0
+    dropped = 0
+    lines = []
+    for line in text.split("\n"):
+        kept, n = _clean_line(line, keys)
+        dropped += n
+        if n and _BULLET_ONLY.match(kept):  # the line was only dropped sentences: no empty bullet left behind
+            continue
+        lines.append(kept)
+    cleaned = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+    return cleaned, dropped
+
+
+def _clean_line(line: str, keys: set[str]) -> tuple[str, int]:
+    parts = _SENTENCE_BREAK.split(line)  # sentence, space, sentence, ...
+    units: list[str] = []  # each sentence with the space before it and the citations that trail it
+    for i in range(0, len(parts), 2):
+        piece = (parts[i - 1] if i else "") + parts[i]
+        lead = _LEADING_CITES.match(parts[i])
+        if lead and units:  # `... end. \cite{k} Next`: the citation belongs to the sentence before
+            units[-1] += (parts[i - 1] if i else "") + lead.group(0).rstrip()
+            piece = " " + parts[i][lead.end() :] if parts[i][lead.end() :] else ""
+        if piece:
+            units.append(piece)
+    kept, dropped = [], 0
+    for unit in units:
+        cited = cited_keys(unit)
+        if cited and all(k in keys for k in cited):
+            dropped += 1
+            continue
+        kept.append(drop_unknown(unit, set(cited) - keys)[0] if cited else unit)
+    return "".join(kept).strip() if dropped else "".join(kept), dropped

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from sala_report.app.warp.state import Node, Outline, container, find, subtree_height
+from sala_report.app.warp.citations import Registry, drop_source_keys
+from sala_report.app.warp.state import Node, Outline, container, find, subtree_height, walk
 
 
 class EditError(ValueError):
@@ -76,16 +77,66 @@ class RewriteSection:
     node_id: int
 
 
-Edit = AddSection | RenameSection | DeleteSection | MoveSection | LockSection | DeepenSection | RewriteSection
+@dataclass(frozen=True)
+class ExcludeSource:
+    """Never use this source again in the session. Its citations leave the written text (a sentence it alone
+    supported goes too, see citations.drop_source_keys) and the sections that cited it are written again when
+    the cursor reaches them; with `rewrite` False (or in a locked section) the cleaned text stays instead.
+    `label` is what the person saw ("[3] A page"), for the log."""
+
+    source_id: int
+    rewrite: bool = True
+    label: str = ""
+
+
+Edit = (
+    AddSection
+    | RenameSection
+    | DeleteSection
+    | MoveSection
+    | LockSection
+    | DeepenSection
+    | RewriteSection
+    | ExcludeSource
+)
 EDIT_TYPES: dict[str, type] = {cls.__name__: cls for cls in get_args(Edit)}
 
 
-def apply_edit(outline: Outline, edit: Edit, *, max_depth: int) -> Outline:
-    """A new outline with `edit` applied; `outline` itself is left unchanged."""
+def apply_edit(outline: Outline, edit: Edit, *, max_depth: int, registry: Registry | None = None) -> Outline:
+    """A new outline with `edit` applied; `outline` itself is left unchanged. ExcludeSource needs the
+    session's `registry` (which keys are that source's passages)."""
+    if isinstance(edit, ExcludeSource):
+        if registry is None:
+            raise ValueError("excluding a source needs the session's registry; received None")
+        return _exclude(outline, edit, registry)
     if not outline.sections:
         raise EditError("there is no outline yet; sections can be added once the first outline is written")
     new = outline.copy()
     _APPLY[type(edit)](new, edit, max_depth)
+    return new
+
+
+def source_keys(registry: Registry, source_ids: set[int]) -> set[str]:
+    """The registry keys of the passages that came from `source_ids`."""
+    return {key for key, entry in registry.entries.items() if entry.source_id in source_ids}
+
+
+def _exclude(outline: Outline, edit: ExcludeSource, registry: Registry) -> Outline:
+    keys = source_keys(registry, {edit.source_id})
+    if not keys:
+        raise EditError(f"source {edit.source_id} was never shown in this session")
+    new = outline.copy()
+    for loc in walk(new):
+        node = loc.node
+        if node.content is None:
+            continue
+        cleaned, _ = drop_source_keys(node.content, keys)
+        if cleaned == node.content:
+            continue
+        if edit.rewrite and not node.locked:
+            node.content, node.skipped = None, False
+        else:
+            node.content = cleaned
     return new
 
 
@@ -228,5 +279,9 @@ def describe(edit: Edit, names: Mapping[int, str] | None = None) -> str:
         return f"move {name(edit.node_id)} to position {edit.index + 1} under {name(edit.parent_id)}"
     if isinstance(edit, LockSection):
         return f"{'lock' if edit.locked else 'unlock'} {name(edit.node_id)}"
+    if isinstance(edit, ExcludeSource):
+        return f"exclude source {edit.label or edit.source_id}" + (
+            "" if edit.rewrite else " (text kept, not rewritten)"
+        )
     verb = {DeleteSection: "delete", DeepenSection: "deepen", RewriteSection: "rewrite"}[type(edit)]
     return f"{verb} {name(edit.node_id)}"

@@ -23,6 +23,7 @@ from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
 from sala_report.app.warp.citations import render_cites
 from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
+from sala_report.app.warp.exclusion import ExcludingRetriever, after_exclusion, excluded_sources, note
 from sala_report.app.warp.generator import Generator
 from sala_report.app.warp.phases import Budget, RunState, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
@@ -90,6 +91,7 @@ class Engine:
         self.run_state = self.wstore.checkpoint(session_id)
         self.outline = self.wstore.outline(session_id)
         self.registry = self.wstore.registry(session_id)
+        self.excluded = excluded_sources(self.wstore, session_id)  # the person's: never retrieved again
         self.budget = Budget(settings.max_steps, settings.max_expands, settings.max_depth, settings.max_retries)
         self.limits = limits_from(settings)
         self._subscribers: list[Subscriber] = []
@@ -304,12 +306,12 @@ class Engine:
             step=step,
             run=run,
             outline=self.outline.copy(),
-            registry=type(self.registry)(list(self.registry.entries.values())),
+            registry=self.registry.without_sources(self.excluded),
             limits=self.limits,
             budget=self.budget,
             settings=self.settings,
             generator=self.generator,
-            retriever=self.retriever,
+            retriever=ExcludingRetriever(self.retriever, self.excluded),
             source_pool=None if self.options.get("source_ids") is None else set(self.options["source_ids"]),
             context_tokens=self.settings.context_tokens or self.generator.context_tokens(),
             cancel=stop,
@@ -368,13 +370,13 @@ class Engine:
         for seq, edit in pending:
             step = self.run_state.step
             try:
-                outline = apply_edit(self.outline, edit, max_depth=self.budget.max_depth)
+                outline = apply_edit(self.outline, edit, max_depth=self.budget.max_depth, registry=self.registry)
             except EditError as e:
                 event = ev.EditRejected(self.session_id, step, edit, str(e))
                 self.wstore.journal(self.session_id, step, [ev.to_record(event)], done_edit=seq)
                 self._emit(event)
                 continue
-            run = reconcile(self.run_state, outline, self.budget)
+            run = after_exclusion(reconcile(self.run_state, outline, self.budget), edit, self.registry)
             names = {loc.node.id: f"{loc.number} {loc.node.title}" for loc in walk(self.outline)}
             events = [
                 ev.EditApplied(self.session_id, step, edit, describe(edit, names)),
@@ -385,6 +387,7 @@ class Engine:
                 Commit(run=run, outline=outline, events=[ev.to_record(e) for e in events], done_edit=seq),
             )
             self.run_state, self.outline = run, outline
+            note(self.excluded, edit)
             references = self._announce_references()
             for event in events + ([references] if references else []):
                 self._emit(event)
