@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -49,7 +50,7 @@ class EngineEvent(Message):
 
 
 class ResearchScreen(Screen):
-    BINDINGS = keys.RESEARCH
+    BINDINGS = [*keys.RESEARCH, Binding("ctrl+k", "ask", "Ask the report", id="ask", show=False)]
     # Below 110 columns the sources and activity panes go under the outline and draft (app.tcss), so the
     # draft keeps a readable width on an 80-column terminal.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -431,6 +432,16 @@ class ResearchScreen(Screen):
         for warning in result.warnings:
             self.log_line(warning, "yellow")
         self.notify(str(result.path), title=f"Exported {result.format.upper()}")
+
+    def action_ask(self) -> None:
+        if self.session_id is None:
+            self.notify("Nothing to ask yet: the run has not started.", severity="warning")
+            return
+        from sala_report.app.tui.screens.ask import AskDialog
+        from sala_report.app.warp.ask import ask_session
+
+        session_id = str(self.session_id)
+        self.app.push_screen(AskDialog(lambda question: ask_session(self.services, session_id, question)))
 
     def action_show_sessions(self) -> None:
         from sala_report.app.tui.screens.sessions import SessionsScreen
