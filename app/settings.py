@@ -178,6 +178,13 @@ class WarpSettings:
     # "evidence": answers are chosen from the documents (verbatim sentences, their headings); "generate": the model
     # writes; "auto": evidence for in-process models under 1B parameters when prompt_style is "auto"
     writing: Literal["auto", "evidence", "generate"] = "auto"
+    # The report the person asks for (issue 15); `run` flags override these. "short" halves the sections and
+    # skips expanding, "long" adds half again and doubles the expands (on top of budgets fitted to the machine)
+    length: Literal["short", "standard", "long"] = "standard"
+    language: str = ""  # the report's language, e.g. "zh" or "German" ("": the question's)
+    instructions: str = ""  # audience, tone, what to cover: the text, or @FILE for a file's
+    outline: str = ""  # a Markdown file of headings to write instead of a planned outline ("": plan one)
+    review_plan: bool = False  # stop after the first outline so the person can edit it; `resume` goes on
 
 
 @dataclass
@@ -433,6 +440,8 @@ RULES: dict[str, Check] = {
     "warp.passage_chars": _at_least(50),
     "warp.thought_chars": _at_least(1),
     "warp.support_threshold": _within(0, 1),
+    "warp.language": _matching(r"|[^\W\d_][\w ()-]{0,39}", "a language name or code such as zh or German"),
+    "warp.instructions": lambda v: None if len(v) <= 4000 else f"must be at most 4000 characters, got {len(v)}",
     "warp.no_repeat_ngram": lambda v: None if v == 0 or v >= 3 else f"must be 0 (off) or at least 3, got {v}",
     "ui.theme": _filled,
 }

@@ -1,7 +1,8 @@
 """CLI commands: `run` (a new research session), `resume` (continue one), `sessions` (list them).
 
 Progress goes to stderr, the optional `--json` summary to stdout. Exit codes: 0 done, 3 partial (a budget
-ended it, some searches came back short, or weak sections), 2 usage, 4 model backend unavailable, 130 interrupted (the last step's checkpoint is kept).
+ended it, some searches came back short, or weak sections), 2 usage, 4 model backend unavailable, 5 waiting
+(--review-plan: the outline waits for review), 130 interrupted (the last step's checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from sala_report.app.errors import (
 from sala_report.app.settings import Settings
 from sala_report.app.wording import plural, readable_keys, search_problem
 
-EXIT_CODES = {"done": EXIT_OK, "partial": EXIT_PARTIAL, "cancelled": EXIT_INTERRUPTED, "failed": EXIT_ERROR}
+EXIT_WAITING = 5  # --review-plan: the outline is stored and waits for the person; `resume` goes on
+EXIT_CODES = {
+    "done": EXIT_OK,
+    "partial": EXIT_PARTIAL,
+    "cancelled": EXIT_INTERRUPTED,
+    "failed": EXIT_ERROR,
+    "waiting": EXIT_WAITING,
+}
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 _out_option = click.option(
@@ -94,6 +102,30 @@ _exclude_option = click.option(
 )
 @_include_option
 @_exclude_option
+@click.option(
+    "--length",
+    type=click.Choice(["short", "standard", "long"]),
+    help="How long a report: fewer or more sections and expansions (default: warp.length).",
+)
+@click.option(
+    "--language", metavar="LANG", help="Write the report in LANG (zh, German...), whatever the sources' language."
+)
+@click.option(
+    "--instructions",
+    metavar="TEXT|@FILE",
+    help="Audience, tone, what to cover: given to the model as your instructions (default: warp.instructions).",
+)
+@click.option(
+    "--outline",
+    "outline_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write this Markdown outline (# / ## / ### headings) instead of planning one.",
+)
+@click.option(
+    "--review-plan",
+    is_flag=True,
+    help="Stop after the first outline so you can edit it (exit code 5); `resume` writes the report.",
+)
 @click.pass_obj
 def run(
     obj,
@@ -108,6 +140,11 @@ def run(
     allow_private_addresses: bool,
     include_domains: tuple[str, ...],
     exclude_domains: tuple[str, ...],
+    length: str | None,
+    language: str | None,
+    instructions: str | None,
+    outline_file: Path | None,
+    review_plan: bool,
 ) -> int:
     """Research QUESTION and write a cited report."""
     from sala_report.app.runs import RunRequest
@@ -117,7 +154,8 @@ def run(
     web = settings.search.web and not no_web
     if not question.strip():
         raise UsageError("the research question is empty")
-    request = RunRequest(question, web=web, docs=docs, model=model_source or "")
+    brief, outline = report_brief(settings, length, language, instructions, outline_file, review_plan)
+    request = RunRequest(question, web=web, docs=docs, model=model_source or "", brief=brief, outline=outline)
     if not headless and _interactive():
         from sala_report.app.commands.tools import run_app
 
@@ -208,6 +246,31 @@ def sessions(obj, as_json: bool) -> None:
 COMMANDS: list = [run, resume, sessions]
 
 
+def report_brief(
+    settings: Settings,
+    length: str | None = None,
+    language: str | None = None,
+    instructions: str | None = None,
+    outline_file: Path | str | None = None,
+    review_plan: bool = False,
+):
+    """The person's report instructions from the flags, falling back on `[warp]`: (Brief, Outline or None).
+    An unreadable instructions or outline file, or a language that is no name, is one clear UsageError."""
+    import re
+
+    from sala_report.app.warp.brief import Brief, read_instructions, read_outline
+
+    w = settings.warp
+    language = (w.language if language is None else language).strip()
+    if language and not re.fullmatch(r"[^\W\d_][\w ()-]{0,39}", language):
+        raise UsageError(f"--language must be a language name or code such as zh or German, got {language!r}")
+    text = read_instructions(w.instructions if instructions is None else instructions)
+    path = outline_file if outline_file is not None else w.outline
+    outline = read_outline(Path(path), max_depth=w.max_depth) if path else None
+    brief = Brief(length or w.length, language, text, review_plan or w.review_plan)
+    return brief, outline
+
+
 def _with_flags(settings: Settings, model_source: str | None, max_steps: int | None, allow_private: bool) -> Settings:
     model = dataclasses.replace(settings.model, **({"source": model_source} if model_source else {}))
     if model_source and settings.model.backend == "openai":
@@ -270,7 +333,12 @@ def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -
     finally:
         if installed:
             signal.signal(signal.SIGINT, previous)
-    summary = _report(engine.session_id, store, settings, out, as_json)
+    notes = list(getattr(engine, "notes", []))
+    for line in notes:
+        _say(f"warning: {line}")
+    summary = _report(engine.session_id, store, settings, out, as_json, notes=notes, outline=engine.outline)
+    if result.status == "waiting":
+        _say(f"the outline waits for review; edit it, then `sala-report resume {engine.session_id}` writes the report")
     if result.status == "cancelled":
         _say(f"saved; continue with `sala-report resume {engine.session_id}`")
     elif result.status == "failed":
@@ -290,7 +358,16 @@ def _install(sig, handler) -> bool:
         return False
 
 
-def _report(session_id: str, store, settings: Settings, out: Path | None, as_json: bool) -> dict[str, Any]:
+def _report(
+    session_id: str,
+    store,
+    settings: Settings,
+    out: Path | None,
+    as_json: bool,
+    *,
+    notes: list[str] | None = None,
+    outline=None,
+) -> dict[str, Any]:
     from sala_report.app.export import default_filename, export_report
     from sala_report.app.warp import render_markdown, session_summary
 
@@ -312,9 +389,33 @@ def _report(session_id: str, store, settings: Settings, out: Path | None, as_jso
         )
     for weak in summary["quality"]["weak_sections"]:
         _say(f'warning: section {weak["number"]} "{weak["title"]}" is weak: {"; ".join(weak["reasons"])}')
+    if summary["status"] == "waiting" and outline is not None:
+        for line in _plan_lines(outline):
+            _say(line)
     if as_json:
-        click.echo(json.dumps(_json_summary(summary, [path]), ensure_ascii=False))
+        data = _json_summary(summary, [path])
+        data["warnings"] = list(notes or [])
+        if summary["status"] == "waiting" and outline is not None:
+            data["outline"] = _plan(outline)
+        click.echo(json.dumps(data, ensure_ascii=False))
     return summary
+
+
+def _plan(outline) -> list[dict[str, Any]]:
+    """The outline waiting for review: number, depth, title and plan of every section."""
+    from sala_report.app.warp.state import walk
+
+    return [
+        {"number": loc.number, "depth": loc.depth, "title": loc.node.title, "plan": loc.node.plan}
+        for loc in walk(outline)
+    ]
+
+
+def _plan_lines(outline) -> list[str]:
+    lines = [f"outline: {outline.title}"]
+    for row in _plan(outline):
+        lines.append(f"{'  ' * row['depth']}{row['number']} {row['title']}: {row['plan']}")
+    return lines
 
 
 def _json_summary(summary: dict[str, Any], paths: list[Path]) -> dict[str, Any]:

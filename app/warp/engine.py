@@ -16,21 +16,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Union
 
 from sala_report.app.errors import SalaError, UsageError, storage_failure
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
+from sala_report.app.warp.brief import Brief, sized
 from sala_report.app.warp.citations import render_cites
 from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
 from sala_report.app.warp.exclusion import ExcludingRetriever, after_exclusion, excluded_sources, note
 from sala_report.app.warp.generator import Generator
-from sala_report.app.warp.phases import Budget, RunState, reconcile
+from sala_report.app.warp.phases import Budget, RunState, next_to_write, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
 from sala_report.app.warp.report import mark_weak, numbering, weak_pairs
 from sala_report.app.warp.retriever import Retriever
-from sala_report.app.warp.state import find, is_complete, walk
-from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome
+from sala_report.app.warp.state import Outline, find, is_complete, walk
+from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome, writing
 from sala_report.app.warp.store import Commit, WarpStore
 from sala_report.app.warp.validate import Limits
 
@@ -81,13 +83,18 @@ class Engine:
         self.store = store
         self.generator = generator
         self.retriever = retriever
-        self.settings = settings
         self.session_id = session_id
         record = self.wstore.session(session_id)
         if record is None:
             raise UsageError(f"no session '{session_id}'", hint="`sala-report sessions` lists them.")
         self.question = record.question
         self.options = record.options
+        self.brief = Brief.from_options(self.options)
+        # The length scales the budgets as they arrive (the person's, or those fitted to a small model).
+        self.settings = settings = sized(settings, self.brief.length)
+        # A session stopped for plan review goes on writing once it is resumed.
+        self._review_done = record.status == "waiting"
+        self.notes = self._brief_notes()  # what of the brief this run cannot honour, for the summary
         self.run_state = self.wstore.checkpoint(session_id)
         self.outline = self.wstore.outline(session_id)
         self.registry = self.wstore.registry(session_id)
@@ -118,18 +125,31 @@ class Engine:
         *,
         docs_source_ids: set[int] | None = None,
         options: dict[str, Any] | None = None,
+        brief: Brief | None = None,
+        outline: Outline | None = None,
     ) -> Engine:
         """A new session. `docs_source_ids`: the sources passages may come from besides the web pages
-        this run finds; None lets them come from the whole store."""
+        this run finds; None lets them come from the whole store. `brief`: the person's report instructions;
+        `outline`: their own outline, written instead of one the model plans."""
         question = " ".join(question.split())
         if not question:
             raise UsageError("the research question is empty")
+        brief = brief or Brief()
         opts = dict(options or {})
         opts["source_ids"] = sorted(docs_source_ids) if docs_source_ids is not None else None
-        opts.setdefault("max_steps", settings.max_steps)  # shown when the finished session is opened again
-        session_id = WarpStore(store).create_session(
-            question, model=getattr(generator, "name", ""), options=opts, run=RunState()
-        )
+        opts["brief"] = brief.to_options()
+        opts.setdefault("max_steps", sized(settings, brief.length).max_steps)  # shown when the session is reopened
+        wstore = WarpStore(store)
+        session_id = wstore.create_session(question, model=getattr(generator, "name", ""), options=opts, run=RunState())
+        if outline is not None and outline.sections:
+            given = outline.copy()
+            given.title = given.title or question
+            fitted = sized(settings, brief.length)
+            budget = Budget(fitted.max_steps, fitted.max_expands, fitted.max_depth, fitted.max_retries)
+            run = next_to_write(RunState(), given, budget)
+            run.review = brief.review_plan
+            event = ev.OutlineChanged(session_id, 0, "given", ev.outline_view(given))
+            wstore.commit(session_id, Commit(run=run, outline=given, events=[ev.to_record(event)]))
         return cls(store, generator, retriever, settings, session_id)
 
     @classmethod
@@ -147,6 +167,17 @@ class Engine:
                 hint="Wait for it to finish, or stop that process first; its progress is saved after every step.",
             )
         return cls(store, generator, retriever, settings, found)
+
+    def _brief_notes(self) -> list[str]:
+        """Evidence mode (small models) copies the sources' sentences: it cannot write in another language."""
+        mode = writing(SimpleNamespace(settings=self.settings, generator=self.generator))
+        if self.brief.language and mode == "evidence":
+            return [
+                f"the report language ({self.brief.language}) is not applied: this model runs in evidence mode, which "
+                "copies sentences from the sources in their own language; a model that writes (warp.writing = "
+                '"generate") is needed for a report in another language'
+            ]
+        return []
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(event)` for every event; returns a function that unsubscribes."""
@@ -221,6 +252,10 @@ class Engine:
                     continue
                 if self.run_state.phase == "done":
                     return self._finish(started, self.run_state.reason)
+                if self.run_state.review:
+                    if not self._review_done:
+                        return self._finish(started, "the outline waits for review", status="waiting")
+                    self.run_state = dataclasses.replace(self.run_state, review=False)
                 if self.run_state.step >= self.budget.max_steps:
                     # The phase stays as it is, so a resume with a larger budget carries on from here.
                     return self._finish(started, f"the step budget ({self.budget.max_steps}) is used up")
@@ -318,10 +353,13 @@ class Engine:
             on_delta=lambda text: self._emit(ev.TokenDelta(self.session_id, step, text)),
             on_restart=lambda: self._emit(ev.TokenDelta(self.session_id, step, "", restart=True)),
             on_retrieval_event=self._emit,
+            brief=self.brief,
         )
         return STEPS[run.phase](ctx)
 
     def _commit(self, outcome: StepOutcome) -> None:
+        if self.brief.review_plan and not self.outline.sections and outcome.outline.sections:
+            outcome.run.review = True  # the first outline: stop for the person's review (checked at the loop top)
         checkpoint = ev.Checkpointed(self.session_id, outcome.run.step, outcome.run.phase)
         events = [*self._numbered(outcome), checkpoint]
         self.wstore.commit(

@@ -25,6 +25,7 @@ class RunState:
     feedback: str | None = None  # the last rejection, fed back to the retry
     reason: str = ""  # why the run is done
     searched: list[str] = field(default_factory=list)  # every search phrase used so far (evidence mode: none twice)
+    review: bool = False  # the first outline waits for the person's review before anything is written
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,7 @@ from sala_report.app.errors import ConfigError
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
 from sala_report.app.warp.actions import ActionError, ExtendPlan, InitPlan, WriteAction, parse_response
+from sala_report.app.warp.brief import Brief
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry, check_support, citation_count, render_cites
 from sala_report.app.warp.generator import Generator, GenRequest, GenResult
 from sala_report.app.warp.grammar import (
@@ -31,6 +32,7 @@ from sala_report.app.warp.prompts import (
     auto_style,
     fit,
     instruction_text,
+    neutralize,
     released,
     render,
     template,
@@ -68,6 +70,7 @@ class StepContext:
     on_delta: Callable[[str], None]
     on_restart: Callable[[], None]
     on_retrieval_event: Callable[[object], None]
+    brief: Brief = field(default_factory=Brief)  # the person's report instructions (brief.py)
 
 
 @dataclass
@@ -82,6 +85,15 @@ class StepOutcome:
     removed_citations: int = 0
     status: str | None = None
     error: str | None = None
+
+
+def brief_values(ctx: StepContext) -> dict[str, str]:
+    """The person's instructions and report language for the templates, neutralised like evidence: they are
+    the person's words, but pasted text must not be able to close our tags or fake a citation key."""
+    return {
+        "instructions": neutralize(ctx.brief.instructions),
+        "language": " ".join(neutralize(ctx.brief.language_name).split()),
+    }
 
 
 def label(loc: Located | None) -> str:
@@ -251,6 +263,7 @@ def search_step(ctx: StepContext) -> StepOutcome:
             plan=plan,
             max_keywords=limits.max_keywords,
             feedback=ctx.run.feedback,
+            **brief_values(ctx),
         )
 
     json_chars = limits.max_keywords * (limits.keyword_chars + 4) + 40
@@ -351,6 +364,7 @@ def init_plan_step(ctx: StepContext) -> StepOutcome:
             min_sections=limits.min_sections,
             max_sections=limits.max_sections,
             feedback=ctx.run.feedback,
+            **brief_values(ctx),
         )
 
     json_chars = limits.title_chars + limits.max_sections * (limits.title_chars + limits.plan_chars + 30) + 60
@@ -425,6 +439,7 @@ def write_step(ctx: StepContext) -> StepOutcome:
             keys=[e.key for e in shown],
             max_citations=limits.max_citations,
             feedback=ctx.run.feedback,
+            **brief_values(ctx),
         )
 
     grammar = OPEN if released(style) else STRICT
@@ -551,6 +566,7 @@ def extend_step(ctx: StepContext) -> StepOutcome:
             min_subsections=limits.min_subsections,
             max_subsections=limits.max_subsections,
             feedback=ctx.run.feedback,
+            **brief_values(ctx),
         )
 
     json_chars = limits.max_subsections * (limits.title_chars + limits.plan_chars + 30) + 80
