@@ -13,15 +13,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Protocol
 
 from sala_report.app.errors import BackendUnavailable
-from sala_report.app.warp.grammar import (
-    Constraint,
-    GrammarHook,
-    RepeatBlocker,
-    TokenClasses,
-    TopicEcho,
-    chain,
-    ll_tokenizer,
-)
+from sala_report.app.warp.decoding import GrammarHook, RepeatBlocker, TokenClasses, TopicEcho, chain, ll_tokenizer
+from sala_report.app.warp.grammar import Constraint
 
 if TYPE_CHECKING:
     from sala_report.app.warp.budget import Speed
@@ -44,12 +37,12 @@ class GenRequest:
     closers: tuple[str, ...] = ()  # endings forced near the token limit, the first the grammar allows then
     seed: int | None = None
     # In-process only, for small models: with no_repeat_ngram >= 3, no run of that many tokens is copied from
-    # `avoid` (the prompt's instructions), nor repeated as `repeats` says (grammar.RepeatBlocker's `within`).
+    # `avoid` (the prompt's instructions), nor repeated as `repeats` says (decoding.RepeatBlocker's `within`).
     no_repeat_ngram: int = 0
     avoid: tuple[str, ...] = ()
     repeats: str = "prose"
     close_early: bool = False  # force a closer once the model tries to end its answer where the grammar won't let it
-    echo_topics: bool = False  # section titles follow the topics listed in the thought (grammar.TopicEcho)
+    echo_topics: bool = False  # section titles follow the topics listed in the thought (decoding.TopicEcho)
     fast_forward: bool = False  # in-process: tokens the grammar forces are fed in one chunk, not sampled one by one
 
 

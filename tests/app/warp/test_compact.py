@@ -11,8 +11,8 @@ from sala_report.app.errors import ConfigError
 from sala_report.app.warp import events as ev
 from sala_report.app.warp.actions import ActionError
 from sala_report.app.warp.citations import Entry
+from sala_report.app.warp.decoding import RepeatBlocker, TokenClasses, TopicEcho, chain
 from sala_report.app.warp.generator import LocalGenerator
-from sala_report.app.warp.grammar import RepeatBlocker, TokenClasses, TopicEcho, chain
 from sala_report.app.warp.prompts import Prompt, evidence_text, fit, instruction_text, render, system_prompt, template
 from sala_report.app.warp.state import Outline
 from sala_report.app.warp.validate import Limits, check_repeats, check_title, clean_title, validate_write

@@ -22,6 +22,7 @@ from sala_report.app.warp.choice_grammar import (
     sentences_constraint,
 )
 from sala_report.app.warp.citations import Entry
+from sala_report.app.warp.decoding import GrammarHook, ll_tokenizer
 from sala_report.app.warp.evidence import (
     check_chosen,
     cite,
@@ -32,7 +33,6 @@ from sala_report.app.warp.evidence import (
     split_sentences,
     used_sentences,
 )
-from sala_report.app.warp.grammar import GrammarHook, ll_tokenizer
 from sala_report.app.warp.validate import Limits, validate_extend, validate_init_plan, validate_search, validate_write
 
 QUESTION = "How do heat pumps keep heating in cold climates?"

@@ -14,12 +14,11 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, trainers
 
 from sala_report.app.warp.actions import ActionError, ExtendPlan, Nop, parse_response
+from sala_report.app.warp.decoding import GrammarHook, ll_tokenizer
 from sala_report.app.warp.grammar import (
-    GrammarHook,
     Style,
     extend_constraint,
     init_plan_constraint,
-    ll_tokenizer,
     search_constraint,
     write_constraint,
 )
