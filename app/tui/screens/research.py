@@ -190,6 +190,8 @@ class ResearchScreen(Screen):
             self._on_OutlineChanged(events.OutlineChanged(event.session_id, event.step, "resume", event.outline))
         for source in event.sources:
             self._on_SourceAdded(source)
+        for source_id in getattr(self.engine, "excluded", ()):  # excluded before this run: still out
+            self.query_one(SourcesTable).mark_excluded(source_id)
         self._on_ReferencesChanged(events.ReferencesChanged(event.session_id, event.step, event.references))
         self.log_line(f"session {event.session_id} {'resumed' if event.resumed else 'started'}")
         if event.finished:
@@ -281,6 +283,9 @@ class ResearchScreen(Screen):
 
     def _on_EditApplied(self, event: events.EditApplied) -> None:
         self.log_line(f"edit applied: {event.description}", "cyan")
+        source_id = getattr(event.edit, "source_id", None)  # an ExcludeSource
+        if source_id is not None:
+            self.query_one(SourcesTable).mark_excluded(source_id)
 
     def _on_EditRejected(self, event: events.EditRejected) -> None:
         self.log_line(f"edit refused: {event.reason}", "yellow")
@@ -356,6 +361,37 @@ class ResearchScreen(Screen):
                 message.then()
 
         self.app.push_screen(ConfirmDialog(message.question), confirmed)
+
+    @on(SourcesTable.ExcludeRequested)
+    def exclude_source(self, message: SourcesTable.ExcludeRequested) -> None:
+        """Asked first: the sections that cite the source lose their text and are written again."""
+        from sala_report.app.warp.edits import ExcludeSource
+
+        if self.engine is None or not self.running:
+            why = (
+                f"has ended; exclude with `sala-report sources exclude {self.session_id} N`"
+                if self.session_id
+                else "is still starting"
+            )
+            self.notify(f"The run {why}.", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes or self.engine is None:
+                return
+            try:
+                self.engine.submit(ExcludeSource(message.source_id, label=message.label))
+            except SalaError as e:
+                self.notify(f"{e}", title=e.title, severity="error", timeout=15)
+                return
+            self.log_line(f"edit queued: exclude source {message.label}", "cyan")
+
+        question = f"Exclude {message.label}? Sections citing it are written again without it."
+        self.app.push_screen(ConfirmDialog(question), confirmed)
+
+    @on(SourcesTable.NotExcludable)
+    def cannot_exclude(self, message: SourcesTable.NotExcludable) -> None:
+        self.notify(f"Cannot exclude: {message.reason}.", severity="warning")
 
     @on(OutlineTree.EditsRequested)
     def submit_edits(self, message: OutlineTree.EditsRequested) -> None:
