@@ -1,6 +1,7 @@
 """The import graph of app/, read from the source (AST), obeys the layering in ARCHITECTURE.md: no circle of
-module-level imports, widgets never import screens, and the engine (app/warp) never imports the terminal app
-or the click commands, not even inside a function.
+module-level imports and none between wings, widgets never import screens, the engine (app/warp) and the
+export cluster (app/export) never import the front ends, and the front ends reach the engine through the
+wiring (app/wiring.py, app/runs.py), never the reverse; not even inside a function.
 
 Import-time circles are what break a lazy import or a reordering; imports inside functions run later and
 cannot form one, so the circle check reads module-level statements only (not `if TYPE_CHECKING:` blocks).
@@ -107,8 +108,25 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def _within(name: str, part: str) -> bool:
+    return name == part or name.startswith(part + ".")
+
+
 def _edges(graph: dict[str, set[str]], source: str, target: str) -> list[str]:
-    return sorted(f"{a} -> {b}" for a, bs in graph.items() if a.startswith(source) for b in bs if b.startswith(target))
+    return sorted(f"{a} -> {b}" for a, bs in graph.items() if _within(a, source) for b in bs if _within(b, target))
+
+
+def _wing(name: str) -> str:
+    """`sala_report.app.warp.engine` -> `warp`: a folder or a module at app/'s top level."""
+    parts = name.split(".")
+    return parts[2] if len(parts) > 2 else "app"
+
+
+def _wings(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    wings: dict[str, set[str]] = {}
+    for a, bs in graph.items():
+        wings.setdefault(_wing(a), set()).update(_wing(b) for b in bs if _wing(b) != _wing(a))
+    return wings
 
 
 def test_the_reader_sees_every_module():
@@ -131,6 +149,38 @@ def test_widgets_never_import_screens():
     assert _edges(_graph(module_level=False), f"{PACKAGE}.tui.widgets", f"{PACKAGE}.tui.screens") == []
 
 
-@pytest.mark.parametrize("upper", ["tui", "commands", "cli"])
-def test_the_engine_never_imports_the_terminal_app_or_the_commands(upper):
+def test_the_wings_find_an_edge_between_them():
+    graph = {f"{PACKAGE}.runs": {f"{PACKAGE}.commands.sources"}, f"{PACKAGE}.commands.sources": set()}
+    assert _edges(graph, f"{PACKAGE}.runs", f"{PACKAGE}.commands") == [f"{PACKAGE}.runs -> {PACKAGE}.commands.sources"]
+    assert _edges(graph, f"{PACKAGE}.run", f"{PACKAGE}.commands") == []  # a name's prefix is not its wing
+    assert _wings(graph) == {"runs": {"commands"}, "commands": set()}
+
+
+def test_no_circle_between_wings_even_inside_functions():
+    """A wing (warp, export, tui, commands, runs, wiring, cli...) may import another lazily, but never back."""
+    wings = _wings(_graph(module_level=False))
+    assert {"warp", "export", "tui", "commands", "runs", "wiring", "cli"} <= set(wings)
+    assert _cycles(wings) == []
+
+
+@pytest.mark.parametrize("upper", ["tui", "commands", "cli", "export", "runs", "wiring"])
+def test_the_engine_never_imports_the_front_ends_the_export_or_the_wiring(upper):
+    """The engine knows its Generator and Retriever protocols, not which settings build them or who shows it."""
     assert _edges(_graph(module_level=False), f"{PACKAGE}.warp", f"{PACKAGE}.{upper}") == []
+
+
+@pytest.mark.parametrize("upper", ["tui", "commands", "cli", "runs", "wiring", "warp"])
+def test_the_export_never_imports_the_front_ends_or_the_engine(upper):
+    """Export turns a report's Markdown into files; whoever holds the session passes the Markdown in."""
+    assert _edges(_graph(module_level=False), f"{PACKAGE}.export", f"{PACKAGE}.{upper}") == []
+
+
+@pytest.mark.parametrize("lower", ["wiring", "runs"])
+@pytest.mark.parametrize("upper", ["tui", "commands", "cli", "demo", "doctor"])
+def test_the_front_ends_import_the_wiring_never_the_reverse(lower, upper):
+    assert _edges(_graph(module_level=False), f"{PACKAGE}.{lower}", f"{PACKAGE}.{upper}") == []
+
+
+def test_the_wiring_sits_below_the_runs():
+    """wiring.py builds parts from the settings; runs.py holds them for a process."""
+    assert _edges(_graph(module_level=False), f"{PACKAGE}.wiring", f"{PACKAGE}.runs") == []
