@@ -154,7 +154,9 @@ def run(
     web = settings.search.web and not no_web
     if not question.strip():
         raise UsageError("the research question is empty")
-    brief, outline = report_brief(settings, length, language, instructions, outline_file, review_plan)
+    from sala_report.app.warp.brief import brief_from
+
+    brief, outline = brief_from(settings.warp, length, language, instructions, outline_file, review_plan)
     request = RunRequest(question, web=web, docs=docs, model=model_source or "", brief=brief, outline=outline)
     if not headless and _interactive():
         from sala_report.app.commands.tools import run_app
@@ -244,31 +246,6 @@ def sessions(obj, as_json: bool) -> None:
 
 
 COMMANDS: list = [run, resume, sessions]
-
-
-def report_brief(
-    settings: Settings,
-    length: str | None = None,
-    language: str | None = None,
-    instructions: str | None = None,
-    outline_file: Path | str | None = None,
-    review_plan: bool = False,
-):
-    """The person's report instructions from the flags, falling back on `[warp]`: (Brief, Outline or None).
-    An unreadable instructions or outline file, or a language that is no name, is one clear UsageError."""
-    import re
-
-    from sala_report.app.warp.brief import Brief, read_instructions, read_outline
-
-    w = settings.warp
-    language = (w.language if language is None else language).strip()
-    if language and not re.fullmatch(r"[^\W\d_][\w ()-]{0,39}", language):
-        raise UsageError(f"--language must be a language name or code such as zh or German, got {language!r}")
-    text = read_instructions(w.instructions if instructions is None else instructions)
-    path = outline_file if outline_file is not None else w.outline
-    outline = read_outline(Path(path), max_depth=w.max_depth) if path else None
-    brief = Brief(length or w.length, language, text, review_plan or w.review_plan)
-    return brief, outline
 
 
 def _with_flags(settings: Settings, model_source: str | None, max_steps: int | None, allow_private: bool) -> Settings:

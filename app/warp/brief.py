@@ -158,3 +158,25 @@ def read_outline(path: Path, *, max_depth: int = 3) -> Outline:
             f"the outline {path} cannot be used: {e}",
             hint="Write one '## Section' heading per section (### for subsections), optionally under one '# Title'.",
         ) from None
+
+
+_LANGUAGE = re.compile(r"[^\W\d_][\w ()-]{0,39}")  # a name or code: "zh", "German", "Portuguese (Brazil)"
+
+
+def brief_from(
+    warp: WarpSettings,
+    length: str | None = None,
+    language: str | None = None,
+    instructions: str | None = None,
+    outline_file: Path | str | None = None,
+    review_plan: bool = False,
+) -> tuple[Brief, Outline | None]:
+    """The person's brief from the flags or the start screen, falling back on `[warp]`; with their outline when
+    they gave a file. An unreadable file, or a language that is no name, is one clear UsageError."""
+    language = (warp.language if language is None else language).strip()
+    if language and not _LANGUAGE.fullmatch(language):
+        raise UsageError(f"--language must be a language name or code such as zh or German, got {language!r}")
+    text = read_instructions(warp.instructions if instructions is None else instructions)
+    path = outline_file if outline_file else warp.outline
+    outline = read_outline(Path(path), max_depth=warp.max_depth) if path else None
+    return Brief(length or warp.length, language, text, review_plan or warp.review_plan), outline

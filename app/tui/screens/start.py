@@ -1,4 +1,5 @@
-"""The start screen: the question, where to look (the web, a folder of documents, or both), and the model."""
+"""The start screen: the question, where to look (the web, a folder of documents, or both), the model, and the
+report the person wants (length, language, instructions, their own outline, plan review; folded away)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,37 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Checkbox, Collapsible, Footer, Input, Label, RadioButton, RadioSet, Select, Static
 
+from sala_report.app.errors import SalaError
+from sala_report.app.settings import WarpSettings
 from sala_report.app.tui.services import RunRequest
+from sala_report.app.warp.brief import LENGTHS, brief_from
 
 SOURCE_CHOICES = (("web", "The web"), ("docs", "A folder of documents"), ("both", "Both"))
 
 
 class StartScreen(Screen):
-    def __init__(self, *, question: str = "", docs: Path | None = None, web: bool = True, model: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        question: str = "",
+        docs: Path | None = None,
+        web: bool = True,
+        model: str = "",
+        warp: WarpSettings | None = None,
+    ) -> None:
         super().__init__()
         self.question = question
         self.docs = docs
         self.choice = "both" if web and docs else "docs" if docs else "web"
         self.model = model
+        self.warp = warp  # the [warp] defaults for the report's fields (None: the app's settings)
 
     def compose(self) -> ComposeResult:
+        if self.warp is None:
+            settings = getattr(getattr(self.app, "services", None), "settings", None)
+            self.warp = getattr(settings, "warp", None) or WarpSettings()
         with Vertical(id="start"):
             yield Static("sala-report", id="start-title")
             yield Static(
@@ -39,6 +55,16 @@ class StartScreen(Screen):
             yield Input(str(self.docs or ""), id="docs")
             yield Label("Model (a known name, a .gguf file, a checkpoint folder or a Hugging Face id)")
             yield Input(self.model, id="model")
+            with Collapsible(title="The report: length, language, instructions, outline", id="report-options"):
+                yield Label("Length")
+                yield Select([(n, n) for n in LENGTHS], value=self.warp.length, allow_blank=False, id="length")
+                yield Label("Language of the report, e.g. zh or German (empty: the question's)")
+                yield Input(self.warp.language, id="language")
+                yield Label("Instructions: audience, tone, what to cover (or @file)")
+                yield Input(self.warp.instructions, id="instructions")
+                yield Label("Your own outline: a Markdown file of # / ## / ### headings (empty: planned)")
+                yield Input(self.warp.outline, id="outline")
+                yield Checkbox("Review the outline before writing", self.warp.review_plan, id="review-plan")
             with Horizontal(id="start-buttons"):
                 yield Button("Start research", id="start-run", variant="primary")
                 yield Button("Past sessions", id="open-sessions")
@@ -61,8 +87,25 @@ class StartScreen(Screen):
         if choice in ("docs", "both") and (docs is None or not docs.is_dir()):
             self.notify(f"'{folder}' is not a folder.", severity="error")
             return
+        try:
+            brief, outline = brief_from(
+                self.warp,
+                str(self.query_one("#length", Select).value),
+                self.query_one("#language", Input).value,
+                self.query_one("#instructions", Input).value,
+                self.query_one("#outline", Input).value.strip(),
+                self.query_one("#review-plan", Checkbox).value,
+            )
+        except SalaError as e:
+            self.notify(str(e), severity="error")
+            return
         request = RunRequest(
-            question, web=choice in ("web", "both"), docs=docs, model=self.query_one("#model", Input).value.strip()
+            question,
+            web=choice in ("web", "both"),
+            docs=docs,
+            model=self.query_one("#model", Input).value.strip(),
+            brief=brief,
+            outline=outline,
         )
         self.app.start_run(request)
 
