@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,19 @@ def device_label(setting: str) -> str:
     if torch is not None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     return "auto" if Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") else "cpu"
+
+
+def session_domains(settings: Settings, options: dict[str, Any]) -> Settings:
+    """The settings with the domain lists a session was started with; a session stored before they were kept
+    has none, and gets today's."""
+    if "include_domains" not in options:
+        return settings
+    search = replace(
+        settings.search,
+        include_domains=list(options["include_domains"] or []),
+        exclude_domains=list(options.get("exclude_domains") or []),
+    )
+    return replace(settings, search=search)
 
 
 class LocalServices:
@@ -124,7 +137,8 @@ class LocalServices:
                 )
             return self._generators[source]
 
-    def retriever(self, web: bool):
+    def retriever(self, web: bool, options: dict[str, Any] | None = None):
+        """`options`: a stored session's, whose domain lists replace the settings' (a resumed run keeps them)."""
         from sala_report.app.wiring import domain_filter, fetch_config, web_search_config
         from sala_report.retrieval import Fetcher, Retriever, WebSearch
 
@@ -134,7 +148,7 @@ class LocalServices:
             self.store,
             search=WebSearch(web_search_config(self.settings), store=self.store),
             fetcher=Fetcher(fetch_config(self.settings)),
-            domains=domain_filter(self.settings),
+            domains=domain_filter(session_domains(self.settings, options or {})),
         )
 
     def ingest(self, folder: Path) -> set[int]:
@@ -180,6 +194,8 @@ class LocalServices:
             "docs": str(request.docs.resolve()) if request.docs else None,
             "model_source": request.model or (cfg.served_model if cfg.backend == "openai" else cfg.source),
             "backend": cfg.backend,
+            "include_domains": list(self.settings.search.include_domains),  # with this run's --include-domain
+            "exclude_domains": list(self.settings.search.exclude_domains),
         }
         return Engine.start(
             self.store,
@@ -209,7 +225,7 @@ class LocalServices:
         same_backend = record.options.get("backend") == self.settings.model.backend
         model = model or (record.options.get("model_source", "") if same_backend else "")
         generator = self.generator(model)
-        return Engine.resume(self.store, found, generator, self.retriever(web), self.fitted(generator))
+        return Engine.resume(self.store, found, generator, self.retriever(web, record.options), self.fitted(generator))
 
     def fitted(self, generator: Any):
         """The WARP settings with the budgets they leave at their defaults fitted to this machine, for a
