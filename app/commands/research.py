@@ -174,6 +174,12 @@ def run(
 @_steps_option
 @_out_option
 @_json_option
+@click.option(
+    "--outline",
+    "outline_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Replace the outline of a session with nothing written yet (a plan under review) by this Markdown file.",
+)
 @click.pass_obj
 def resume(
     obj,
@@ -183,6 +189,7 @@ def resume(
     max_steps: int | None,
     out: Path | None,
     as_json: bool,
+    outline_file: Path | None,
 ) -> int:
     """Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget)."""
     settings = obj.settings
@@ -192,13 +199,25 @@ def resume(
             hint="Start one with `sala-report run QUESTION`.",
         )
     settings = _with_flags(settings, model_source, max_steps, False)
-    if not headless and _interactive():
+    outline = None
+    if outline_file is not None:
+        from sala_report.app.warp.brief import read_outline
+
+        outline = read_outline(outline_file, max_depth=settings.warp.max_depth)
+    if not headless and _interactive() and outline is None:
         from sala_report.app.commands.tools import run_app
 
         for line in run_app(settings, resume=session_id):
             _say(line)
         return EXIT_OK
-    return _headless(settings, lambda services: services.resume(session_id, model=model_source or ""), out, as_json)
+
+    def make_engine(services):
+        engine = services.resume(session_id, model=model_source or "")
+        if outline is not None:
+            engine.replace_outline(outline)
+        return engine
+
+    return _headless(settings, make_engine, out, as_json)
 
 
 @click.command("sessions")

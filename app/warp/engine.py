@@ -179,6 +179,21 @@ class Engine:
             ]
         return []
 
+    def replace_outline(self, outline: Outline) -> None:
+        """The person's own outline in place of the stored one, before anything is written (a plan under review,
+        or a run that has not planned yet): the next step searches for its first section."""
+        if any(loc.node.content is not None for loc in walk(self.outline)):
+            raise UsageError(
+                f"session {self.session_id} already has written sections; its outline can no longer be replaced",
+                hint="Edit it in the app instead, or start a new run with --outline.",
+            )
+        given = outline.copy()
+        given.title = given.title or self.outline.title or self.question
+        run = next_to_write(RunState(step=self.run_state.step), given, self.budget)
+        event = ev.OutlineChanged(self.session_id, self.run_state.step, "given", ev.outline_view(given))
+        self.wstore.commit(self.session_id, Commit(run=run, outline=given, events=[ev.to_record(event)]))
+        self.run_state, self.outline = run, given
+
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(event)` for every event; returns a function that unsubscribes."""
         with self._cond:

@@ -116,3 +116,22 @@ def test_a_file_without_headings_is_refused(server, docs, capsys, tmp_path):
     bad.write_text("only prose here\n", encoding="utf-8")
     code, out, err = cli(capsys, "run", "Solar?", "--headless", "--docs", str(docs), "--no-web", "--outline", str(bad))
     assert code == 2 and "cannot be used: expected Markdown headings" in err
+
+
+def test_a_plan_under_review_is_replaced_by_the_persons_outline_on_resume(server, docs, capsys, tmp_path):
+    args = ["run", "Solar?", "--headless", "--docs", str(docs), "--no-web", "--json", "--review-plan"]
+    code, out, err = cli(capsys, *args)
+    assert code == 5, err
+    session = json.loads(out)["session_id"]
+    edited = tmp_path / "edited.md"
+    edited.write_text("# Solar in cities\n\n## Rooftops\nPanels on roofs.\n\n## Batteries at home\n", encoding="utf-8")
+    out_file = tmp_path / "r.md"
+    code, out, err = cli(capsys, "resume", session, "--headless", "--outline", str(edited), "--out", str(out_file))
+    assert code == 0, err
+    text = out_file.read_text(encoding="utf-8")
+    assert text.startswith("# Solar in cities\n") and "## 1 Rooftops" in text and "## 2 Batteries at home" in text
+    assert "Storage" not in text.split("## References")[0]  # the planned outline is gone
+    # once sections are written, the outline can no longer be swapped: one clear error, nothing lost
+    code, out, err = cli(capsys, "resume", session, "--headless", "--outline", str(edited))
+    assert code == 2 and "already has written sections" in err
+    assert out_file.read_text(encoding="utf-8") == text
