@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from sala_report.app.warp.actions import ActionError
 from sala_report.app.warp.choice_grammar import sentences_constraint
 from sala_report.app.warp.citations import (
+    CITE,
     Entry,
     cited_keys,
     content_words,
@@ -170,15 +171,35 @@ def compose(
     return _action(result.text, constraint), mode
 
 
-def cite_as_report(text: str, entries: list[Entry], numbers: dict[int, int]) -> tuple[str, list[int], list[str]]:
-    """(text with [n], numbers cited, what was dropped): bare [n] marks go (they would read as the report's
-    references), keys not among `entries` or of a source with no number go, the rest become the number of
-    their source (`numbers`: source id -> reference number)."""
+def cite_sources(text: str, entries: list[Entry], allowed: set[int]) -> tuple[str, list[int], list[str]]:
+    """(text citing `\\cite{sourceID}`, source ids cited in order, what was dropped): bare [n] marks go (they
+    would read as the report's references), and so do keys not among `entries` or of a source not `allowed`.
+    Sources, not numbers, are stored: the report's numbering may change while its run goes on."""
     text, marks = drop_marks(text)
-    key_numbers = {e.key: numbers[e.source_id] for e in entries if e.source_id in numbers}
-    text, unknown = drop_unknown(text, key_numbers)
-    cited = sorted({key_numbers[k] for k in cited_keys(text)})
-    return one_line(render_cites(text, key_numbers)), cited, [*marks, *unknown]
+    known = {e.key: f"source{e.source_id}" for e in entries if e.source_id in allowed}
+    text, unknown = drop_unknown(text, known)
+
+    def to_sources(match: re.Match) -> str:
+        keys = [k.strip() for k in match.group(1).split(",") if k.strip()]
+        return "\\cite{" + ", ".join(dict.fromkeys(known[k] for k in keys)) + "}"
+
+    text = one_line(CITE.sub(to_sources, text))
+    return text, [int(k.removeprefix("source")) for k in cited_keys(text)], [*marks, *unknown]
+
+
+def with_numbers(text: str, numbers: dict[int, int]) -> tuple[str, list[int]]:
+    """(`text` of cite_sources with [n] for each source's number, the numbers cited); a source without a
+    number loses its citation."""
+    keyed = {f"source{sid}": n for sid, n in numbers.items()}
+    return render_cites(text, keyed), sorted({keyed[k] for k in cited_keys(text) if k in keyed})
+
+
+def numbered(references: list[Reference], cited: list[int]) -> dict[int, int]:
+    """Source id -> number: the report's references as numbered, then sources only `cited` here, in order."""
+    numbers = {r.source_id: r.number for r in references}
+    for source_id in cited:
+        numbers.setdefault(source_id, len(numbers) + 1)
+    return numbers
 
 
 def ask(
@@ -200,50 +221,61 @@ def ask(
     started = clock()
     warp = WarpStore(store)
     references = report_references(warp, session_id)
-    numbers = {r.source_id: r.number for r in references}
-    by_number = {r.number: r for r in references}
+    allowed = {r.source_id for r in references}
     found = passages_for(store, question, references)
-    if gather is not None:  # new sources are numbered after the report's own
-        for p in gather(question, PASSAGES, {r.source_id for r in references}):
-            if p.source_id not in numbers:
-                numbers[p.source_id] = len(numbers) + 1
-                by_number[numbers[p.source_id]] = Reference(
-                    numbers[p.source_id], p.source_id, p.title, p.location, p.kind
-                )
+    if gather is not None:  # new sources are numbered after the report's own (numbered())
+        for p in gather(question, PASSAGES, set(allowed)):
+            allowed.add(p.source_id)
             if all(p.chunk_id != q.chunk_id for q in found):
                 found.append(p)
     registry = warp.registry(session_id)
-    own = [e for e in registry.entries.values() if e.source_id in numbers]
+    own = [e for e in registry.entries.values() if e.source_id in allowed]
     entries = shown_entries(found, own, question, k=PASSAGES * (2 if gather else 1))
     if not entries:
-        text, cited, dropped, mode = "The report has no sources to answer from.", [], [], "none"
+        stored, sources, dropped, mode = "The report has no sources to answer from.", [], [], "none"
     else:
         raw, mode = compose(generator, settings, question, entries, cancel=cancel)
-        text, cited, dropped = cite_as_report(raw, entries, numbers)
-        if not text:
-            text = "The report's sources say nothing that answers this."
-    seq = warp.add_question(session_id, question, text, cited)
-    return Answer(
-        session_id,
-        question,
-        text,
-        cited,
-        [by_number[n] for n in cited],
-        dropped,
-        mode,
-        clock() - started,
-        seq,
-    )
+        stored, sources, dropped = cite_sources(raw, entries, allowed)
+        if not stored:
+            stored = "The report's sources say nothing that answers this."
+    seq = warp.add_question(session_id, question, stored, sources)
+    numbers = numbered(references, sources)
+    text, cited = with_numbers(stored, numbers)
+    by_source = {e.source_id: e for e in entries}
+    refs = {r.source_id: r for r in references}
+    for source_id in sources:
+        if source_id not in refs:
+            e = by_source[source_id]
+            refs[source_id] = Reference(numbers[source_id], source_id, e.title, e.location, e.kind)
+    cited_refs = sorted((refs[s] for s in set(sources)), key=lambda r: r.number)
+    return Answer(session_id, question, text, cited, cited_refs, dropped, mode, clock() - started, seq)
+
+
+def _plain(text: str) -> str:
+    """`text` on one line with Markdown's markup characters escaped (questions and titles are anyone's)."""
+    return re.sub(r"([\\`*_\[\]<>#])", r"\\\1", one_line(text))
 
 
 def appendix(warp: WarpStore, session_id: str) -> str:
-    """The session's questions and answers as a Markdown section ("" when none were asked)."""
+    """The session's questions and answers as a Markdown section ("" when none were asked), numbered as the
+    report is now; sources only the answers cite (a search's) are listed after them, numbered on."""
     asked = warp.questions(session_id)
     if not asked:
         return ""
+    references = report_references(warp, session_id)
+    numbers = numbered(references, [s for _, _, sources in asked for s in sources])
     parts = ["## Questions and answers"]
-    for i, (question, answer, _) in enumerate(asked, 1):
-        parts += [f"**Q{i}. {one_line(question)}**", answer]
+    for i, (question, stored, _) in enumerate(asked, 1):
+        answer = re.sub(r"^(\s*)#", r"\1\\#", with_numbers(stored, numbers)[0])  # never a heading
+        parts += [f"**Q{i}. {_plain(question)}**", answer]
+    listed = {r.source_id for r in references}
+    extra = [(n, sid) for sid, n in numbers.items() if sid not in listed]
+    if extra:
+        parts.append("Sources cited only in these answers:")
+        for n, sid in sorted(extra):
+            source = warp.store.source(sid)
+            title, location = (source.title, source.location) if source is not None else ("(removed)", "")
+            parts.append(f"[{n}] {_plain(title)} — {location}")
     return "\n\n".join(parts)
 
 

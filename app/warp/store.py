@@ -83,7 +83,8 @@ def _add_pending_edits(db) -> None:
 
 def _add_questions(db) -> None:
     # follow-up questions asked of a report (app/warp/ask.py) and their answers, kept with the session so
-    # an export can append them; `answer` holds the report's own [n] numbers as they were when asked
+    # an export can append them; `answer` cites \\cite{sourceID} and `cited` lists those source ids, so an
+    # export numbers them as the report is then (its numbering moves while a run goes on)
     db.execute("""CREATE TABLE warp_questions (
         session_id TEXT NOT NULL REFERENCES warp_sessions(id) ON DELETE CASCADE, seq INTEGER NOT NULL,
         question TEXT NOT NULL, answer TEXT NOT NULL, cited TEXT NOT NULL, at TEXT NOT NULL,
@@ -332,7 +333,8 @@ class WarpStore:
             self.db.execute("DELETE FROM warp_pending_edits WHERE seq = ?", [seq])
 
     def add_question(self, session_id: str, question: str, answer: str, cited: list[int]) -> int:
-        """Store a question asked of the session's report and its answer; -> its sequence number."""
+        """Store a question asked of the session's report and its answer (citing `\\cite{sourceID}`, the
+        source ids in `cited`); -> its sequence number."""
         with self.transaction():
             row = self.db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM warp_questions WHERE session_id = ?", [session_id]
@@ -344,7 +346,7 @@ class WarpStore:
             return row[0] + 1
 
     def questions(self, session_id: str) -> list[tuple[str, str, list[int]]]:
-        """(question, answer, reference numbers cited) asked of the session, oldest first."""
+        """(question, answer, source ids cited) asked of the session, oldest first."""
         rows = self._query(
             "SELECT question, answer, cited FROM warp_questions WHERE session_id = ? ORDER BY seq", [session_id]
         )

@@ -13,6 +13,7 @@ from warp_fakes import ScriptedGenerator
 from sala_report.app.tui.app import SalaApp
 from sala_report.app.tui.screens.ask import AskDialog
 from sala_report.app.warp import WarpStore, events
+from sala_report.app.warp.ask import appendix
 from sala_report.app.warp.generator import GenResult
 
 pytestmark = pytest.mark.anyio
@@ -47,10 +48,11 @@ async def test_ask_dialog_answers_with_the_reports_numbers(tmp_path, request_for
         await until(pilot, lambda: app.screen is screen, what="the dialog to close")
         markdown = services.report_markdown(screen.session_id)
         stored = WarpStore(services.store).questions(screen.session_id)
+        exported = appendix(WarpStore(services.store), screen.session_id)
     _, _, refs = markdown.partition("\n## References\n")
     listed = {n for n in re.findall(r"(?m)^\[(\d+)\] ", refs)}
     answer, _, lines = text.partition("\n\n")
     cited = re.findall(r"\[(\d+)\]", answer)
     assert cited and set(cited) <= listed and "[9]" not in answer  # the bare mark is gone
     assert set(re.findall(r"(?m)^\[(\d+)\] ", lines)) == set(cited)
-    assert stored == [("What happened to battery costs?", answer, sorted({int(n) for n in cited}))]
+    assert [q for q, _, _ in stored] == ["What happened to battery costs?"] and answer in exported

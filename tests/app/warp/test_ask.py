@@ -94,13 +94,39 @@ def test_questions_are_stored_and_make_an_appendix(finished):
     store, session_id = finished
     gen = Answering(lambda keys: f"Costs fell \\cite{{{keys[0]}}}.")
     first = ask(store, session_id, "What happened to battery costs?", gen, settings())
-    ask(store, session_id, "And solar?", gen, settings())
+    ask(store, session_id, "And *solar*?", gen, settings())
     warp = WarpStore(store)
     stored = warp.questions(session_id)
-    assert [q for q, _, _ in stored] == ["What happened to battery costs?", "And solar?"]
-    assert stored[0][1] == first.text and stored[0][2] == first.cited
+    assert [q for q, _, _ in stored] == ["What happened to battery costs?", "And *solar*?"]
+    assert [r.source_id for r in first.references] == stored[0][2]
     text = appendix(warp, session_id)
-    assert text.startswith("## Questions and answers") and first.text in text
+    assert text.startswith("## Questions and answers") and first.text in text and "And \\*solar\\*?" in text
+
+
+def test_the_appendix_follows_the_reports_numbering_as_it_changes(finished):
+    """Asked while numbers were one way, exported after the report's first sections changed order (as a run
+    going on or an edit may do): the answer's [n] is its source's number in the References as they are now."""
+    store, session_id = finished
+    gen = Answering(lambda keys: f"Costs fell \\cite{{{keys[0]}}}.")
+    first = ask(store, session_id, "What happened to battery costs?", gen, settings())
+    (source,) = [r.source_id for r in first.references]
+    before = report_numbers(render_markdown(store, session_id))
+    rows = store.db.execute(
+        "SELECT node_id, content FROM warp_nodes WHERE session_id = ? AND content IS NOT NULL ORDER BY ord",
+        [session_id],
+    ).fetchall()
+    contents = [c for _, c in rows]
+    with store.lock:
+        for (node_id, _), content in zip(rows, contents[::-1], strict=True):
+            store.db.execute(
+                "UPDATE warp_nodes SET content = ? WHERE session_id = ? AND node_id = ?", [content, session_id, node_id]
+            )
+        store.db.conn.commit()
+    after = report_numbers(render_markdown(store, session_id))
+    location = store.source(source).location
+    assert before[location] != after[location]  # the swap did renumber this source
+    text = appendix(WarpStore(store), session_id)
+    assert re.findall(r"\[(\d+)\]", text.split("**Q1.", 1)[1]) == [str(after[location])]
 
 
 def test_evidence_mode_answers_with_verbatim_sentences(finished):
