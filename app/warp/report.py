@@ -143,6 +143,8 @@ def render_markdown(store, session_id: str) -> str:
 
 def session_summary(store, session_id: str) -> dict[str, Any]:
     """Everything a front end or an export needs about a session, as plain JSON-able data."""
+    from sala_report.app.warp.exclusion import excluded_sources  # it builds on this module
+
     warp = WarpStore(store)
     record = warp.session(session_id)
     if record is None:
@@ -150,7 +152,9 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
     outline, registry = warp.outline(session_id), warp.registry(session_id)
     numbers, references = numbering(outline, registry)
     stored = {s.id for s in store.sources({r.source_id for r in references}, with_text=False) if s.status == "ok"}
-    checks = warp.citations(session_id)
+    cited_in = {loc.node.id: set(cited_keys(loc.node.content or "")) for loc in walk(outline)}
+    # a check of a key the text no longer cites (an excluded source's, in a locked section) says nothing of it
+    checks = [(node_id, c) for node_id, c in warp.citations(session_id) if c.key in cited_in.get(node_id, ())]
     verified = sum(
         1 for _, c in checks if not c.weak and registry.get(c.key) and registry.get(c.key).source_id in stored
     )
@@ -209,6 +213,7 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
             }
             for r in references
         ],
+        "excluded_sources": sorted(excluded_sources(warp, session_id)),  # the person's: out of the references
         "citations": {
             "total": len(checks),
             "verified": verified,

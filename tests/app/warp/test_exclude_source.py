@@ -294,3 +294,34 @@ def test_the_cli_excludes_a_reference_of_a_stored_session(tmp_path, capsys):
         assert location not in check_report(store, engine.session_id)
     finally:
         store.close()
+
+
+def test_a_locked_section_keeps_its_cleaned_text_and_the_summary_forgets_the_source(start, corpus):
+    from sala_report.app.warp import session_summary
+
+    store, retriever, _ = corpus
+    engine, _ = start(ScriptedGenerator(policy=Policy(expands=0)))
+    assert engine.run().status == "done"
+    source = _source_of_first_citation(engine)
+    node = next(loc.node for loc in walk(engine.outline) if loc.node.id in _citing(store, engine.session_id, source))
+    keys = {k for k, e in engine.registry.entries.items() if e.source_id == source}
+    expected, _ = drop_source_keys(node.content, keys)
+
+    resumed = Engine.resume(
+        store, engine.session_id, ScriptedGenerator(policy=Policy(expands=0)), retriever, settings()
+    )
+    resumed.submit(edits.LockSection(node.id))
+    resumed.submit(edits.ExcludeSource(source))
+    assert resumed.run().status == "done"
+    kept = next(loc.node for loc in walk(WarpStore(store).outline(engine.session_id)) if loc.node.id == node.id)
+    assert kept.content == expected
+    summary = session_summary(store, engine.session_id)
+    assert summary["excluded_sources"] == [source]
+    assert source not in {s["source_id"] for s in summary["sources"]}
+    wstore = WarpStore(store)
+    stored = wstore.citations(engine.session_id)
+    assert any(c.key in keys for _, c in stored)  # the locked section's old checks are still stored ...
+    cited = {loc.node.id: set(cited_keys(loc.node.content or "")) for loc in walk(wstore.outline(engine.session_id))}
+    still = [c for n, c in stored if c.key in cited[n]]
+    assert summary["citations"]["total"] == len(still)  # ... but count for nothing
+    check_report(store, engine.session_id)
