@@ -194,8 +194,9 @@ def show(ctx: click.Context, source_id: int, as_json: bool) -> None:
     is_flag=True,
     help="Only remove the source's citations (a sentence it alone supported goes); do not rewrite the sections.",
 )
+@_json_option
 @click.pass_context
-def exclude(ctx: click.Context, session_id: str, reference: int, keep_text: bool) -> None:
+def exclude(ctx: click.Context, session_id: str, reference: int, keep_text: bool, as_json: bool) -> None:
     """Exclude the source cited as [REFERENCE] in a session's report: its citations leave the report, the
     sections that cited it are written again on `resume`, and the session never uses it again."""
     from sala_report.app.warp import WarpStore
@@ -211,7 +212,9 @@ def exclude(ctx: click.Context, session_id: str, reference: int, keep_text: bool
                 f"no session '{session_id}' (or the prefix matches several)", hint="`sala-report sessions` lists them."
             )
         budget = Budget(warp.max_steps, warp.max_expands, warp.max_depth, warp.max_retries)
-        click.echo(exclude_stored(wstore, found, reference, rewrite=not keep_text, budget=budget))
+        done = exclude_stored(wstore, found, reference, rewrite=not keep_text, budget=budget)
+    payload = {"session_id": found, **dataclasses.asdict(done)}
+    _emit(payload, as_json, lambda: [done.describe()])
 
 
 def _emit(payload: dict, as_json: bool, lines) -> None:

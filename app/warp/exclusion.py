@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sala_report.app.errors import UsageError
@@ -77,8 +78,24 @@ class ExcludingRetriever:
         return dataclasses.replace(result, passages=kept)
 
 
-def exclude_stored(wstore: WarpStore, session_id: str, number: int, *, rewrite: bool, budget: Budget) -> str:
-    """Exclude the source cited as [`number`] in a stored session's report; returns what was done, in words.
+@dataclass(frozen=True)
+class Excluded:
+    """What `exclude_stored` did: the source, as the report named it, and how many sections wait for a rewrite."""
+
+    source_id: int
+    label: str
+    rewrite_sections: int
+
+    def describe(self) -> str:
+        if self.rewrite_sections:
+            return (
+                f"excluded {self.label}; {self.rewrite_sections} section(s) that cited it are written again on `resume`"
+            )
+        return f"excluded {self.label}; its citations were removed"
+
+
+def exclude_stored(wstore: WarpStore, session_id: str, number: int, *, rewrite: bool, budget: Budget) -> Excluded:
+    """Exclude the source cited as [`number`] in a stored session's report.
     Refused while another process runs the session: it would not see the edit (exclude it from its TUI)."""
     record = wstore.session(session_id)
     if record is None:
@@ -126,6 +143,4 @@ def exclude_stored(wstore: WarpStore, session_id: str, number: int, *, rewrite: 
             status="partial" if rewritten and record.status == "done" else None,  # no longer every section written
         ),
     )
-    if rewritten:
-        return f"excluded {edit.label}; {rewritten} section(s) that cited it will be written again on `resume`"
-    return f"excluded {edit.label}; its citations were removed"
+    return Excluded(ref.source_id, edit.label, rewritten)

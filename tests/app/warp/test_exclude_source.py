@@ -3,6 +3,8 @@ never shown to the model again in that session, and all of this survives a crash
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from warp_fakes import Policy, ScriptedGenerator, check_report, settings, shown_passages
 
@@ -144,8 +146,8 @@ def test_excluding_from_a_stored_session_keeps_the_text_or_rewrites_it(start, co
 
     location = before.partition("\n## References\n")[2].strip().splitlines()[0].rsplit(" — ", 1)[1]
     source = store.source_by_location(location).id
-    said = exclude_stored(wstore, engine.session_id, 1, rewrite=False, budget=budget)
-    assert "its citations were removed" in said
+    done = exclude_stored(wstore, engine.session_id, 1, rewrite=False, budget=budget)
+    assert (done.source_id, done.rewrite_sections) == (source, 0)
     after = check_report(store, engine.session_id)
     assert location not in after and _citing(store, engine.session_id, source) == []
     assert wstore.session(engine.session_id).status == "done"  # every section still has text
@@ -155,7 +157,8 @@ def test_excluding_from_a_stored_session_keeps_the_text_or_rewrites_it(start, co
     )
     second_source = store.source_by_location(second.rsplit(" — ", 1)[1]).id
     cited_it = _citing(store, engine.session_id, second_source)
-    exclude_stored(wstore, engine.session_id, 1, rewrite=True, budget=budget)
+    done = exclude_stored(wstore, engine.session_id, 1, rewrite=True, budget=budget)
+    assert done.rewrite_sections == len(cited_it) > 0
     assert wstore.session(engine.session_id).status == "partial"
     unwritten = [loc.node.id for loc in walk(wstore.outline(engine.session_id)) if loc.node.content is None]
     assert unwritten == cited_it
@@ -286,6 +289,9 @@ def test_the_cli_excludes_a_reference_of_a_stored_session(tmp_path, capsys):
 
     assert main(["--data-dir", str(tmp_path), "sources", "exclude", engine.session_id[:8], "1", "--keep-text"]) == 0
     assert "excluded [1]" in capsys.readouterr().out
+    assert main(["--data-dir", str(tmp_path), "sources", "exclude", engine.session_id, "1", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["session_id"] == engine.session_id and payload["label"].startswith("[1] ")
     assert main(["--data-dir", str(tmp_path), "sources", "exclude", engine.session_id[:8], "42"]) != 0
     assert "no reference [42]" in capsys.readouterr().err
 
