@@ -331,3 +331,18 @@ def test_a_locked_section_keeps_its_cleaned_text_and_the_summary_forgets_the_sou
     still = [c for n, c in stored if c.key in cited[n]]
     assert summary["citations"]["total"] == len(still)  # ... but count for nothing
     check_report(store, engine.session_id)
+
+
+def test_a_session_another_process_runs_is_not_changed_behind_its_back(start, corpus):
+    store, _, _ = corpus
+    engine, _ = start(ScriptedGenerator(policy=Policy(expands=0)))
+    assert engine.run().status == "done"
+    wstore = WarpStore(store)
+    with wstore.transaction():
+        store.db.execute(
+            "UPDATE warp_sessions SET status = 'running', owner = 'another-host:1' WHERE id = ?", [engine.session_id]
+        )
+    outline = wstore.outline(engine.session_id)
+    with pytest.raises(UsageError, match="another process"):
+        exclude_stored(wstore, engine.session_id, 1, rewrite=True, budget=Budget(60, 0, 3, 2))
+    assert wstore.outline(engine.session_id) == outline and wstore.pending_edits(engine.session_id) == []
