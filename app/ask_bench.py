@@ -1,7 +1,7 @@
 """Benchmark: seconds of an `ask` against the seconds of the WRITE steps of the session it asks, on the
 embedded default model and the shipped demo corpus (a short real run first, in a temporary data dir).
 
-    python -m sala_report.app.warp.ask_bench [--threads N]
+    python -m sala_report.app.ask_bench [--threads N]
 
 Prints one table: each write step and each question, in seconds, with the machine's load before it ran.
 """
