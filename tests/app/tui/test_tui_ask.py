@@ -56,3 +56,30 @@ async def test_ask_dialog_answers_with_the_reports_numbers(tmp_path, request_for
     assert cited and set(cited) <= listed and "[9]" not in answer  # the bare mark is gone
     assert set(re.findall(r"(?m)^\[(\d+)\] ", lines)) == set(cited)
     assert [q for q, _, _ in stored] == ["What happened to battery costs?"] and answer in exported
+
+
+async def test_ask_while_the_run_goes_on(tmp_path, request_for):
+    base = make_services(tmp_path)
+    generator = RunThenAnswer(delay_s=0.01)
+    services = RecordingServices(base.settings, generator=generator, clock=lambda: 1000.0)
+    app = SalaApp(services, run=request_for)
+    async with app.run_test(size=(120, 44)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: services.count(events.SectionWritten) >= 1, what="a first written section")
+        await pilot.press("p")  # paused mid-run: the run cannot end before the answer comes
+        await until(pilot, lambda: services.count(events.Paused) == 1, what="the pause")
+        await pilot.press("ctrl+k")
+        await until(pilot, lambda: isinstance(app.screen, AskDialog), what="the ask dialog")
+        app.screen.query_one("#ask-input", Input).value = "What happened to battery costs?"
+        await pilot.press("enter")
+        shown = app.screen.query_one("#ask-answer", Static)
+        await until(pilot, lambda: "Costs fell" in str(shown.render()), what="the answer")
+        assert services.count(events.Finished) == 0  # asked and answered mid-run
+        answer = str(shown.render()).partition("\n\n")[0]
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen, what="the dialog to close")
+        await pilot.press("p")
+        await until(pilot, lambda: services.count(events.Finished) == 1, what="the end of the run")
+        markdown = services.report_markdown(screen.session_id)
+    _, _, refs = markdown.partition("\n## References\n")
+    assert set(re.findall(r"\[(\d+)\]", answer)) <= set(re.findall(r"(?m)^\[(\d+)\] ", refs))
