@@ -212,3 +212,18 @@ def test_review_plan_with_the_persons_outline_stops_before_any_step(corpus):
     gen = ScriptedGenerator(policy=Policy(expands=0))
     result = begin(corpus, gen, Brief(review_plan=True), outline=parse_outline(OUTLINE)).run()
     assert result.status == "waiting" and gen.kinds() == []
+
+
+def test_review_plan_stops_in_evidence_mode_too(corpus):
+    """A small model (evidence mode) picks its outline from the documents' headings, through the real grammar."""
+    from test_evidence import Chooser, ll_tokenizer
+
+    from sala_report.model import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m")
+    generator = Chooser((tok, ll_tokenizer(tok.hf, vocab_size=tok.vocab_size, eos_token_ids=tok.eos_token_ids)))
+    engine = begin(corpus, generator, Brief(review_plan=True, language="zh"))
+    result = engine.run()
+    assert result.status == "waiting" and engine.outline.sections
+    assert "write" not in generator.kinds() and generator.kinds()[-1] == "init-plan"
+    assert engine.notes  # and it says the language cannot be honoured in this mode
