@@ -80,3 +80,21 @@ def test_bad_input_is_one_clear_usage_error(session, capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_plain_output_is_the_answer_then_its_references(session, capsys):
+    session_id, markdown, _ = session
+    _, _, refs = markdown.partition("\n## References\n")
+    assert main(["ask", session_id, "What happened to solar module prices?"]) == 0
+    answer, _, listed = capsys.readouterr().out.partition("\n\n")
+    cited = sorted(set(re.findall(r"\[(\d+)\]", answer)))
+    assert cited and [line.split("]")[0][1:] for line in listed.strip().splitlines()] == cited
+    for line in listed.strip().splitlines():
+        assert line in refs  # the same "[n] title — location" line as the report's References
+
+
+def test_no_store_yet_is_a_usage_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SALA_REPORT_HOME", str(tmp_path / "empty"))
+    assert main(["ask", "abcd", "why?"]) == 2
+    err = capsys.readouterr().err
+    assert "no sessions yet" in err and "Traceback" not in err
