@@ -31,6 +31,8 @@ def ask(obj, session_id: str, question: str, search: bool, as_json: bool) -> Non
         answer = ask_session(services, session_id, question, search=search)
     finally:
         services.close()
+    if answer.search_problem:
+        click.echo(f"warning: the search came back short: {answer.search_problem}", err=True)
     if as_json:
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
         return

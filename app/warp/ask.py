@@ -47,9 +47,9 @@ SYSTEM = (
 )
 SYSTEM_CHOOSE = "You answer a question by copying the sentences of the passages that answer it, each with its citation."
 
-# (new passages, whether the web was searched): called with the question, the passage count and the source
-# ids to rank from; the real one is retrieval's Retriever.gather behind app/runs.py
-Gather = Callable[[str, int, set[int]], list]
+# (passages, what went wrong with the search or None): called with the question, the passage count and the
+# source ids to rank from; the real one is retrieval's Retriever.gather (ask_session)
+Gather = Callable[[str, int, set[int]], tuple[list, str | None]]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Answer:
     mode: str = "generate"  # "evidence" (chosen sentences) or "generate"
     seconds: float = 0.0
     seq: int = 0  # where it is stored with the session
+    search_problem: str | None = None  # with a search: why it came back short (the answer used what was stored)
 
     def to_dict(self) -> dict:
         return {
@@ -76,6 +77,7 @@ class Answer:
             "dropped": self.dropped,
             "mode": self.mode,
             "seconds": round(self.seconds, 2),
+            "search_problem": self.search_problem,
         }
 
 
@@ -223,8 +225,10 @@ def ask(
     references = report_references(warp, session_id)
     allowed = {r.source_id for r in references}
     found = passages_for(store, question, references)
+    problem = None
     if gather is not None:  # new sources are numbered after the report's own (numbered())
-        for p in gather(question, PASSAGES, set(allowed)):
+        gathered, problem = gather(question, PASSAGES, set(allowed))
+        for p in gathered:
             allowed.add(p.source_id)
             if all(p.chunk_id != q.chunk_id for q in found):
                 found.append(p)
@@ -248,7 +252,7 @@ def ask(
             e = by_source[source_id]
             refs[source_id] = Reference(numbers[source_id], source_id, e.title, e.location, e.kind)
     cited_refs = sorted((refs[s] for s in set(sources)), key=lambda r: r.number)
-    return Answer(session_id, question, text, cited, cited_refs, dropped, mode, clock() - started, seq)
+    return Answer(session_id, question, text, cited, cited_refs, dropped, mode, clock() - started, seq, problem)
 
 
 def _plain(text: str) -> str:
@@ -300,7 +304,8 @@ def ask_session(services, session_id: str, question: str, *, search: bool = Fals
     if search:
         retriever = services.retriever(True)
 
-        def gather(text: str, k: int, source_ids: set[int]) -> list:
-            return list(retriever.gather([text], k, source_ids=source_ids).passages)
+        def gather(text: str, k: int, source_ids: set[int]) -> tuple[list, str | None]:
+            found = retriever.gather([text], k, source_ids=source_ids)
+            return list(found.passages), found.degraded
 
     return ask(services.store, found, question, generator, settings.warp, gather=gather)

@@ -94,3 +94,25 @@ def test_search_adds_a_new_source_numbered_after_the_reports(tmp_path, web):
     assert list(new) == [f"{web}/tidal.html"] and new[f"{web}/tidal.html"] == len(numbers) + 1
     assert all(by_location[loc] == n for loc, n in numbers.items() if loc in by_location)
     assert {int(n) for n in re.findall(r"\[(\d+)\]", answer.text)} == set(by_location.values())
+    assert answer.search_problem is None
+
+
+def test_a_search_that_fails_says_so_and_answers_from_the_report(tmp_path):
+    settings = load_settings(overrides={"paths.data_dir": tmp_path / "data"}, env={})
+    settings.warp = warp_settings(max_expands=0)
+    settings.search.engines = ["searxng"]
+    settings.search.searxng_url = "http://127.0.0.1:9"  # nothing listens there
+    settings.search.max_retries = 0
+    settings.fetch.allow_private_addresses = True
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in DOCS.items():
+        (docs / name).write_text(text, encoding="utf-8")
+    services = LocalServices(settings, generator=RunThenAnswer())
+    try:
+        engine = services.start(RunRequest("How is renewable energy changing electricity?", web=False, docs=docs))
+        session_id = engine.run().session_id
+        answer = ask_session(services, session_id, "solar module prices", search=True)
+    finally:
+        services.close()
+    assert answer.search_problem and answer.cited
