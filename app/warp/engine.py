@@ -254,6 +254,10 @@ class Engine:
         self.wstore.set_status(self.session_id, "running", error=None)
         self._emit(self._run_started())
         try:
+            if self.run_state.review and self._review_done:
+                # reviewed: stored at once, so a run stopped before its next step does not wait again
+                self.run_state = dataclasses.replace(self.run_state, review=False)
+                self.wstore.commit(self.session_id, Commit(run=self.run_state, outline=self.outline))
             self._apply_edits()  # edits a killed or ended run accepted but never applied
             if self.run_state.phase == "done" and self.outline.sections:
                 return self._finish(started, self.run_state.reason or "already finished")
@@ -268,9 +272,7 @@ class Engine:
                 if self.run_state.phase == "done":
                     return self._finish(started, self.run_state.reason)
                 if self.run_state.review:
-                    if not self._review_done:
-                        return self._finish(started, "the outline waits for review", status="waiting")
-                    self.run_state = dataclasses.replace(self.run_state, review=False)
+                    return self._finish(started, "the outline waits for review", status="waiting")
                 if self.run_state.step >= self.budget.max_steps:
                     # The phase stays as it is, so a resume with a larger budget carries on from here.
                     return self._finish(started, f"the step budget ({self.budget.max_steps}) is used up")

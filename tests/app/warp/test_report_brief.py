@@ -227,3 +227,16 @@ def test_review_plan_stops_in_evidence_mode_too(corpus):
     assert result.status == "waiting" and engine.outline.sections
     assert "write" not in generator.kinds() and generator.kinds()[-1] == "init-plan"
     assert engine.notes  # and it says the language cannot be honoured in this mode
+
+
+def test_a_reviewed_plan_killed_before_its_next_step_does_not_wait_again(corpus):
+    store, retriever, _ = corpus
+    gen = ScriptedGenerator(policy=Policy(expands=0))
+    engine = begin(corpus, gen, Brief(review_plan=True))
+    assert engine.run().status == "waiting"
+    again = Engine.resume(store, engine.session_id, gen, retriever, settings())
+    again.cancel()  # stops before its first step, as a killed process would
+    assert again.run().status == "cancelled"
+    assert WarpStore(store).checkpoint(engine.session_id).review is False
+    third = Engine.resume(store, engine.session_id, gen, retriever, settings())
+    assert third.run().status == "done"
