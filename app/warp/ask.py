@@ -28,6 +28,7 @@ from sala_report.app.warp.citations import (
     render_cites,
 )
 from sala_report.app.warp.evidence import check_chosen, one_line, sentence_choices
+from sala_report.app.warp.exclusion import excluded_sources
 from sala_report.app.warp.generator import GenRequest
 from sala_report.app.warp.grammar import write_constraint
 from sala_report.app.warp.report import Reference, numbering
@@ -227,8 +228,11 @@ def ask(
     found = passages_for(store, question, references)
     problem = None
     if gather is not None:  # new sources are numbered after the report's own (numbered())
+        excluded = excluded_sources(warp, session_id)  # the person took them out of this session
         gathered, problem = gather(question, PASSAGES, set(allowed))
         for p in gathered:
+            if p.source_id in excluded:
+                continue
             allowed.add(p.source_id)
             if all(p.chunk_id != q.chunk_id for q in found):
                 found.append(p)

@@ -167,3 +167,26 @@ def test_migration_adds_the_table_to_a_store_made_by_the_old_schema(tmp_path):
         store.close()
     tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "warp_questions" in tables
+
+
+def test_a_search_never_brings_back_a_source_the_person_excluded(finished):
+    """`ask --search` may add new sources, but not one the person excluded from the session."""
+    from sala_report.app.warp.exclusion import exclude_stored
+    from sala_report.app.warp.phases import Budget
+
+    store, session_id = finished
+    warp = WarpStore(store)
+    refs = report_numbers(render_markdown(store, session_id))
+    excluded_location = next(loc for loc, n in refs.items() if n == 1)
+    excluded_id = store.source_by_location(excluded_location).id
+    exclude_stored(warp, session_id, 1, rewrite=False, budget=Budget(60, 0, 3, 2))
+    kept = {store.source_by_location(loc).id for loc, n in refs.items() if n != 1}
+
+    def gather(text, k, source_ids):  # a search that finds the excluded source's passages again
+        return store.passages(text, k, source_ids=kept | {excluded_id}), None
+
+    gen = Answering(lambda keys: " ".join(f"Fact \\cite{{{k}}}." for k in keys))
+    answer = ask(store, session_id, "battery costs solar wind policy", gen, settings(), gather=gather)
+    assert excluded_id not in {r.source_id for r in answer.references}
+    shown_titles = re.findall(r"^\[textid\d+\] (.*)$", gen.requests[0].prompt, re.M)
+    assert store.source_by_location(excluded_location).title not in shown_titles
