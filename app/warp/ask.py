@@ -28,10 +28,9 @@ from sala_report.app.warp.citations import (
     render_cites,
 )
 from sala_report.app.warp.evidence import check_chosen, one_line, sentence_choices
-from sala_report.app.warp.exclusion import excluded_sources
 from sala_report.app.warp.generator import GenRequest
 from sala_report.app.warp.grammar import write_constraint
-from sala_report.app.warp.report import Reference, numbering
+from sala_report.app.warp.report import Reference, excluded_sources, numbering
 from sala_report.app.warp.steps import writing
 from sala_report.app.warp.store import WarpStore
 from sala_report.app.warp.validate import Limits

@@ -5,27 +5,13 @@ default run ends in minutes on whatever CPU it has (issue 11). Larger models kee
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from sala_report.app.settings import WarpSettings
-from sala_report.app.warp.generator import SMALL_MODEL_PARAMETERS
+from sala_report.app.warp.generator import SMALL_MODEL_PARAMETERS, Speed  # Speed: re-exported for callers
 
 RUN_SECONDS = 240.0  # the steps' share of a default run that should end within five minutes
 PASSAGE_TOKENS = 300  # a passage of the default 1,200 characters
 DERIVED = ("max_tokens", "passages_for_plan", "passages_per_search", "max_steps", "max_sections", "max_expands")
-
-
-@dataclass(frozen=True)
-class Speed:
-    """What a model costs here: its size, and tokens per second measured at load."""
-
-    parameters: int
-    prefill_tps: float
-    decode_tps: float
-
-    def __post_init__(self):
-        if self.parameters <= 0 or self.prefill_tps <= 0 or self.decode_tps <= 0:
-            raise ValueError(f"expected positive parameters and speeds, got {self}")
 
 
 def planned_steps(sections: int, expands: int, subsections: int = 3) -> int:

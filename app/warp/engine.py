@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any, Union
 from sala_report.app.errors import SalaError, UsageError, storage_failure
 from sala_report.app.settings import WarpSettings
 from sala_report.app.warp import events as ev
+from sala_report.app.warp import evidence_steps
 from sala_report.app.warp.brief import Brief, sized
 from sala_report.app.warp.citations import render_cites
 from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
-from sala_report.app.warp.exclusion import ExcludingRetriever, after_exclusion, excluded_sources, note
+from sala_report.app.warp.exclusion import ExcludingRetriever, after_exclusion, note
 from sala_report.app.warp.generator import Generator
 from sala_report.app.warp.phases import Budget, RunState, next_to_write, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
-from sala_report.app.warp.report import mark_weak, numbering, weak_pairs
+from sala_report.app.warp.report import excluded_sources, mark_weak, numbering, weak_pairs
 from sala_report.app.warp.retriever import Retriever
 from sala_report.app.warp.state import Outline, find, is_complete, walk
 from sala_report.app.warp.steps import STEPS, Cancelled, StepContext, StepOutcome, writing
@@ -370,6 +371,7 @@ class Engine:
             on_delta=lambda text: self._emit(ev.TokenDelta(self.session_id, step, text)),
             on_restart=lambda: self._emit(ev.TokenDelta(self.session_id, step, "", restart=True)),
             on_retrieval_event=self._emit,
+            evidence=evidence_steps,
             brief=self.brief,
         )
         return STEPS[run.phase](ctx)

@@ -154,9 +154,6 @@ def check_chosen(
     return out
 
 
-# --- titles -------------------------------------------------------------------------------------------
-
-
 def clean_heading(text: str, *, max_chars: int) -> str | None:
     """A heading as a title: markup and numbering gone; None for what is no title (a file name, no
     letters, too long, filler)."""
@@ -227,8 +224,6 @@ def _plan(text: str, question: str, max_chars: int) -> str | None:
             return sentence
     return None
 
-
-# --- keywords -------------------------------------------------------------------------------------------
 
 _CLAUSE = re.compile(r"\s*(?:[,;:?!.]|\band\b|\bor\b|\bwhat\b|\bwhich\b|\bhow\b|\bwhy\b|\bwhen\b)\s*", re.I)
 _WEAK_START = re.compile(r"(?i)^(?:do|does|did|is|are|was|were|the|a|an|lets?|they|it|them|well|should|would|can)\b\s*")

@@ -111,9 +111,6 @@ def _failed(ctx: StepContext, kind: str, node_id: int | None, result: GenResult,
     return (StepOutcome(steps._retry(ctx, error), ctx.outline, record, events) if retry else None), record, events
 
 
-# --- SEARCH ---------------------------------------------------------------------------------------
-
-
 def choose_keywords(ctx: StepContext) -> StepOutcome:
     loc = find(ctx.outline, ctx.run.target) if ctx.run.target is not None else None
     title, plan = (loc.node.title, loc.node.plan) if loc is not None else ("", "")
@@ -143,9 +140,6 @@ def _offered(chosen: list[str], offered: list[str], what: str) -> None:
     for value in chosen:
         if folded(value) not in allowed:
             raise ActionError(f"choose each {what} from the list given; {value!r} is not in it")
-
-
-# --- INITIALIZE -------------------------------------------------------------------------------------
 
 
 def choose_outline(ctx: StepContext) -> StepOutcome | None:
@@ -187,9 +181,6 @@ def choose_outline(ctx: StepContext) -> StepOutcome | None:
             error=f"no valid outline after {ctx.run.attempt} tries: {e}",
         )
     return steps.planned(ctx, plan, result)
-
-
-# --- WRITE --------------------------------------------------------------------------------------------
 
 
 def choose_sentences(ctx: StepContext, loc: Located) -> StepOutcome:
@@ -236,9 +227,6 @@ def choose_sentences(ctx: StepContext, loc: Located) -> StepOutcome:
         outcome, record, events = _failed(ctx, "write", node.id, result, str(e))
         return outcome or steps.skip_section(ctx, loc, record, events)
     return steps.written(ctx, loc, action, result)
-
-
-# --- EXPAND / TERMINATE ----------------------------------------------------------------------------
 
 
 def _subtopics(ctx: StepContext, loc: Located, taken: list[str]) -> list[Heading]:

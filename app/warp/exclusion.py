@@ -23,16 +23,6 @@ if TYPE_CHECKING:
     from sala_report.retrieval.types import GatherResult
 
 
-def excluded_sources(wstore: WarpStore, session_id: str) -> set[int]:
-    """Every source an applied ExcludeSource named. The applied edit's event is journaled in the same
-    transaction as the outline it changed, so this survives a crash exactly as the outline does."""
-    return {
-        int(payload["edit"]["source_id"])
-        for _, _, kind, payload in wstore.events(session_id)
-        if kind == "EditApplied" and payload.get("edit", {}).get("type") == "ExcludeSource"
-    }
-
-
 def note(excluded: set[int], edit: Edit) -> None:
     """Add the source of an applied ExcludeSource to `excluded` (shared with the running ExcludingRetriever)."""
     if isinstance(edit, ExcludeSource):

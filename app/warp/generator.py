@@ -10,19 +10,29 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sala_report.app.errors import BackendUnavailable
 from sala_report.app.warp.decoding import GrammarHook, RepeatBlocker, TokenClasses, TopicEcho, chain, ll_tokenizer
 from sala_report.app.warp.grammar import Constraint
 
-if TYPE_CHECKING:
-    from sala_report.app.warp.budget import Speed
-
 OnDelta = Callable[[str], None]
 
 # In-process models with fewer parameters than this get the compact prompts when warp.prompt_style is "auto".
 SMALL_MODEL_PARAMETERS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Speed:
+    """What a model costs here: its size, and tokens per second measured at load."""
+
+    parameters: int
+    prefill_tps: float
+    decode_tps: float
+
+    def __post_init__(self):
+        if self.parameters <= 0 or self.prefill_tps <= 0 or self.decode_tps <= 0:
+            raise ValueError(f"expected positive parameters and speeds, got {self}")
 
 
 @dataclass(frozen=True)
@@ -138,8 +148,6 @@ class LocalGenerator:
         of 64 tokens, then 6 tokens sampled one by one. On a CPU shared with other work, torch's threads
         wait on each other; a small model then runs faster on one, so both are tried and the faster kept."""
         import torch
-
-        from sala_report.app.warp.budget import Speed
 
         threads = torch.get_num_threads()
         best = self._measure()

@@ -141,9 +141,18 @@ def render_markdown(store, session_id: str) -> str:
     )
 
 
+def excluded_sources(wstore: WarpStore, session_id: str) -> set[int]:
+    """Every source an applied ExcludeSource named. The applied edit's event is journaled in the same
+    transaction as the outline it changed, so this survives a crash exactly as the outline does."""
+    return {
+        int(payload["edit"]["source_id"])
+        for _, _, kind, payload in wstore.events(session_id)
+        if kind == "EditApplied" and payload.get("edit", {}).get("type") == "ExcludeSource"
+    }
+
+
 def session_summary(store, session_id: str) -> dict[str, Any]:
     """Everything a front end or an export needs about a session, as plain JSON-able data."""
-    from sala_report.app.warp.exclusion import excluded_sources  # it builds on this module
 
     warp = WarpStore(store)
     record = warp.session(session_id)

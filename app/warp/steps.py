@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from sala_report.app.errors import ConfigError
 from sala_report.app.settings import WarpSettings
@@ -51,6 +52,19 @@ class Cancelled(Exception):
     """The person cancelled mid-step; nothing of the step is kept."""
 
 
+class EvidenceSteps(Protocol):
+    """The evidence-mode steps (evidence_steps.py, which builds on this module): handed in by the engine
+    so that this module never imports the one that imports it."""
+
+    def choose_keywords(self, ctx: StepContext) -> StepOutcome: ...
+
+    def choose_outline(self, ctx: StepContext) -> StepOutcome | None: ...
+
+    def choose_sentences(self, ctx: StepContext, loc: Located) -> StepOutcome: ...
+
+    def choose_subsections(self, ctx: StepContext, positions: list[str], forced: list[str]) -> StepOutcome: ...
+
+
 @dataclass
 class StepContext:
     session_id: str
@@ -70,6 +84,7 @@ class StepContext:
     on_delta: Callable[[str], None]
     on_restart: Callable[[], None]
     on_retrieval_event: Callable[[object], None]
+    evidence: EvidenceSteps | None = None  # evidence mode's steps; None: this run never uses evidence mode
     brief: Brief = field(default_factory=Brief)  # the person's report instructions (brief.py)
 
 
@@ -129,6 +144,11 @@ def writing(ctx: StepContext) -> str:
     if s.writing not in ("evidence", "generate"):
         raise ConfigError(f"warp.writing is '{s.writing}'", hint="Use auto, evidence or generate.")
     return s.writing
+
+
+def evidence_steps(ctx: StepContext) -> EvidenceSteps:
+    assert ctx.evidence is not None, "the engine hands evidence_steps to every step"
+    return ctx.evidence
 
 
 def step_limits(ctx: StepContext, style: str, kind: str) -> Limits:
@@ -240,14 +260,9 @@ def _retry(ctx: StepContext, error: str) -> RunState:
     return run
 
 
-# --- SEARCH ---------------------------------------------------------------------------------------
-
-
 def search_step(ctx: StepContext) -> StepOutcome:
     if writing(ctx) == "evidence":
-        from sala_report.app.warp.evidence_steps import choose_keywords
-
-        return choose_keywords(ctx)
+        return evidence_steps(ctx).choose_keywords(ctx)
     loc = find(ctx.outline, ctx.run.target) if ctx.run.target is not None else None
     style = prompt_style(ctx)
     limits = step_limits(ctx, style, "search")
@@ -342,14 +357,9 @@ def _pool(ctx: StepContext) -> set[int] | None:
     return set(ctx.source_pool) | ctx.registry.source_ids()
 
 
-# --- INITIALIZE -------------------------------------------------------------------------------------
-
-
 def init_plan_step(ctx: StepContext) -> StepOutcome:
     if writing(ctx) == "evidence":
-        from sala_report.app.warp.evidence_steps import choose_outline
-
-        outcome = choose_outline(ctx)
+        outcome = evidence_steps(ctx).choose_outline(ctx)
         if outcome is not None:  # None: too few headings in the evidence to choose from
             return outcome
     style = prompt_style(ctx)
@@ -412,16 +422,11 @@ def planned(ctx: StepContext, plan: InitPlan, result: GenResult) -> StepOutcome:
     return StepOutcome(run, outline, _record(ctx, "init-plan", None, result, action=action), events)
 
 
-# --- WRITE --------------------------------------------------------------------------------------------
-
-
 def write_step(ctx: StepContext) -> StepOutcome:
     loc = find(ctx.outline, ctx.run.target)
     assert loc is not None, "reconcile() keeps the write target in the outline"
     if writing(ctx) == "evidence":
-        from sala_report.app.warp.evidence_steps import choose_sentences
-
-        return choose_sentences(ctx, loc)
+        return evidence_steps(ctx).choose_sentences(ctx, loc)
     style = prompt_style(ctx)
     limits = step_limits(ctx, style, "write")
     entries = [e for e in (ctx.registry.get(k) for k in ctx.run.evidence) if e is not None]
@@ -536,9 +541,6 @@ def _neighbours(outline: Outline, loc: Located) -> list[Node]:
     return out
 
 
-# --- EXPAND / TERMINATE ----------------------------------------------------------------------------
-
-
 def extend_step(ctx: StepContext) -> StepOutcome:
     limits, budget = ctx.limits, ctx.budget
     forced = [loc.position for loc in deepen_requests(ctx.outline, budget.max_depth)]
@@ -548,9 +550,7 @@ def extend_step(ctx: StepContext) -> StepOutcome:
         return StepOutcome(run, ctx.outline, None)
 
     if writing(ctx) == "evidence":
-        from sala_report.app.warp.evidence_steps import choose_subsections
-
-        return choose_subsections(ctx, positions, forced)
+        return evidence_steps(ctx).choose_subsections(ctx, positions, forced)
     style = prompt_style(ctx)
     limits = step_limits(ctx, style, "extend")
     sections = [(loc.position, loc.node.title) for loc in walk(ctx.outline)]

@@ -144,6 +144,12 @@ def test_no_import_circle_inside_app():
     assert _cycles(_graph(module_level=True)) == []
 
 
+def test_no_import_circle_inside_app_even_through_imports_inside_functions():
+    """A lazy import that closes a circle still ties two modules into one: whichever is lower must not
+    reach back up (steps hands evidence mode in from the engine instead of importing it)."""
+    assert _cycles(_graph(module_level=False)) == []
+
+
 def test_widgets_never_import_screens():
     """Widgets post messages; the screen that holds them opens dialogs."""
     assert _edges(_graph(module_level=False), f"{PACKAGE}.tui.widgets", f"{PACKAGE}.tui.screens") == []

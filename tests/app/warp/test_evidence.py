@@ -116,9 +116,6 @@ def test_keywords_are_distinct_and_never_searched_twice():
     assert set(later).isdisjoint({p.casefold() for p in phrases[:2]}) and later
 
 
-# --- the grammars ---------------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def smollm2():
     from sala_report.model import load_tokenizer
@@ -250,9 +247,6 @@ def test_fast_forward_gives_the_same_answer_in_fewer_choices(smollm2):
     first = tok.hf.encode(frost, add_special_tokens=False).ids[0]  # "Frost": only one sentence starts so
     rest = hook.fast_forward([*forced, first])
     assert (tok.decode([first, *rest])).startswith(frost)  # the whole sentence, citation included, is forced
-
-
-# --- a whole run -----------------------------------------------------------------------------------
 
 
 class Chooser(ScriptedGenerator):
