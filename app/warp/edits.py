@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 
 from sala_report.app.warp.citations import Registry, drop_source_keys
+from sala_report.app.warp.json_types import JSONObject
 from sala_report.app.warp.state import Node, Outline, container, find, subtree_height, walk
 
 
@@ -247,11 +248,11 @@ _APPLY = {
 }
 
 
-def to_dict(edit: Edit) -> dict[str, Any]:
+def to_dict(edit: Edit) -> JSONObject:
     return {"type": type(edit).__name__, **dataclasses.asdict(edit)}
 
 
-def from_dict(data: dict[str, Any]) -> Edit:
+def from_dict(data: JSONObject) -> Edit:
     fields = dict(data)
     cls = EDIT_TYPES.get(fields.pop("type", ""))
     if cls is None:

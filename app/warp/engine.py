@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Union
 
 from sala_report.app.errors import SalaError, UsageError, storage_failure
 from sala_report.app.settings import WarpSettings
@@ -28,6 +28,7 @@ from sala_report.app.warp.citations import render_cites
 from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
 from sala_report.app.warp.exclusion import ExcludingRetriever, after_exclusion, note
 from sala_report.app.warp.generator import Generator
+from sala_report.app.warp.json_types import JSONObject
 from sala_report.app.warp.phases import Budget, RunState, next_to_write, reconcile
 from sala_report.app.warp.prompts import PromptTooLong
 from sala_report.app.warp.report import excluded_sources, mark_weak, numbering, weak_pairs
@@ -125,7 +126,7 @@ class Engine:
         question: str,
         *,
         docs_source_ids: set[int] | None = None,
-        options: dict[str, Any] | None = None,
+        options: JSONObject | None = None,
         brief: Brief | None = None,
         outline: Outline | None = None,
     ) -> Engine:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 from sala_report.app.warp.edits import Edit
+from sala_report.app.warp.json_types import JSONObject
 from sala_report.app.warp.state import Node, Outline, walk
 
 
@@ -254,7 +254,7 @@ Event = (
 )
 
 
-def to_record(event: Event) -> tuple[str, dict[str, Any]]:
+def to_record(event: Event) -> tuple[str, JSONObject]:
     """(type name, JSON-able payload) for the journal."""
     payload = dataclasses.asdict(event)
     if "edit" in payload:

@@ -16,10 +16,10 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from sala_report.app.errors import SessionBusy
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry
+from sala_report.app.warp.json_types import JSONObject
 from sala_report.app.warp.phases import RunState
 from sala_report.app.warp.state import Node, Outline, walk
 
@@ -128,7 +128,7 @@ class SessionRecord:
     created_at: str
     updated_at: str
     model: str
-    options: dict[str, Any]
+    options: JSONObject
     steps: int
     prompt_tokens: int
     completion_tokens: int
@@ -153,7 +153,7 @@ class StepRecord:
     ok: bool
     error: str | None
     output: str
-    action: dict[str, Any] | None
+    action: JSONObject | None
     prompt_tokens: int
     completion_tokens: int
     seconds: float
@@ -169,7 +169,7 @@ class Commit:
     new_entries: list[Entry] = field(default_factory=list)
     drafts: list[tuple[int, str]] = field(default_factory=list)  # (node_id, content)
     citations: dict[int, list[CitationCheck]] = field(default_factory=dict)  # node_id -> checks (replacing)
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (type, payload)
+    events: list[tuple[str, JSONObject]] = field(default_factory=list)  # (type, payload)
     removed_citations: int = 0
     status: str | None = None
     error: str | None = None
@@ -209,7 +209,7 @@ class WarpStore:
         with self._lock:
             return self.db.execute(sql, params).fetchall()
 
-    def create_session(self, question: str, *, model: str, options: dict[str, Any], run: RunState) -> str:
+    def create_session(self, question: str, *, model: str, options: JSONObject, run: RunState) -> str:
         with self.transaction():
             while True:
                 session_id = secrets.token_hex(4)
@@ -271,7 +271,7 @@ class WarpStore:
         *,
         error: str | None = None,
         seconds: float = 0.0,
-        event: tuple[str, dict[str, Any]] | None = None,
+        event: tuple[str, JSONObject] | None = None,
     ) -> None:
         with self.transaction():
             if status == "running":
@@ -308,13 +308,13 @@ class WarpStore:
         return row[0] if row else 0
 
     def journal(
-        self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]], *, done_edit: int | None = None
+        self, session_id: str, step: int, events: list[tuple[str, JSONObject]], *, done_edit: int | None = None
     ) -> None:
         with self.transaction():
             self._insert_events(session_id, step, events)
             self._drop_edit(done_edit)
 
-    def queue_edit(self, session_id: str, edit: dict[str, Any]) -> int:
+    def queue_edit(self, session_id: str, edit: JSONObject) -> int:
         """Store an edit before the engine applies it; -> its sequence number."""
         with self.transaction():
             cur = self.db.execute(
@@ -323,7 +323,7 @@ class WarpStore:
             )
             return int(cur.lastrowid)
 
-    def pending_edits(self, session_id: str) -> list[tuple[int, dict[str, Any]]]:
+    def pending_edits(self, session_id: str) -> list[tuple[int, JSONObject]]:
         """Edits submitted but not yet applied or rejected, oldest first."""
         rows = self._query("SELECT seq, edit FROM warp_pending_edits WHERE session_id = ? ORDER BY seq", [session_id])
         return [(seq, json.loads(edit)) for seq, edit in rows]
@@ -394,7 +394,7 @@ class WarpStore:
             for r in rows
         ]
 
-    def events(self, session_id: str, after_seq: int = 0) -> list[tuple[int, int, str, dict[str, Any]]]:
+    def events(self, session_id: str, after_seq: int = 0) -> list[tuple[int, int, str, JSONObject]]:
         """(seq, step, type, payload) of journaled events after `after_seq`."""
         rows = self._query(
             "SELECT seq, step, type, payload FROM warp_events WHERE session_id = ? AND seq > ? ORDER BY seq",
@@ -506,7 +506,7 @@ class WarpStore:
                 ],
             )
 
-    def _insert_events(self, session_id: str, step: int, events: list[tuple[str, dict[str, Any]]]) -> None:
+    def _insert_events(self, session_id: str, step: int, events: list[tuple[str, JSONObject]]) -> None:
         row = self.db.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM warp_events WHERE session_id = ?", [session_id]
         ).fetchone()

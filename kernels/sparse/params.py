@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class SparseParams:
             raise ValueError(f"invalid sparse params {self}")
 
     @classmethod
-    def from_config(cls, sparse_config: Mapping[str, Any]) -> SparseParams:
+    def from_config(cls, sparse_config: Mapping[str, int | float | bool | str | None]) -> SparseParams:
         """Build from the checkpoint's `sparse_config` dict; keys this op does not use (dense_len, use_nope) are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: int(v) for k, v in sparse_config.items() if k in names})
