@@ -27,6 +27,7 @@ from sala_report.app.warp.citations import (
     drop_unknown,
     render_cites,
 )
+from sala_report.app.warp.decoding import Decoding
 from sala_report.app.warp.evidence import check_chosen, one_line, sentence_choices
 from sala_report.app.warp.generator import GenRequest
 from sala_report.app.warp.grammar import write_constraint
@@ -143,7 +144,7 @@ def compose(
                 tokens,
                 0.0,
                 seed=0,
-                fast_forward=True,
+                decoding=Decoding(fast_forward=True),
             ),
             cancel=cancel,
         )

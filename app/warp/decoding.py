@@ -9,6 +9,23 @@ import time
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How an in-process model samples beyond what the grammar allows (GenRequest.decoding); a server
+    ignores it. For small models: with `no_repeat_ngram` >= 3, no run of that many tokens is copied from
+    `avoid` (the prompt's instructions) nor repeated as `repeats` says (RepeatBlocker's `within`);
+    `close_early` forces a closer once the model tries to end where the grammar won't let it; `echo_topics`
+    makes section titles follow the topics listed in the thought (TopicEcho). `fast_forward`: tokens the
+    grammar forces are fed in one chunk instead of sampled one by one."""
+
+    no_repeat_ngram: int = 0
+    avoid: tuple[str, ...] = ()
+    repeats: str = "prose"
+    close_early: bool = False
+    echo_topics: bool = False
+    fast_forward: bool = False
+
+
 class GrammarHook:
     """A `logits_hook` for model.generate: masks every token the grammar does not allow next.
 

@@ -15,6 +15,7 @@ from importlib.resources import files
 
 from sala_report.app.warp.choice_grammar import sentences_constraint
 from sala_report.app.warp.citations import Entry
+from sala_report.app.warp.decoding import Decoding
 from sala_report.app.warp.evidence import sentence_choices
 from sala_report.app.warp.generator import GenRequest, LocalGenerator
 from sala_report.app.warp.grammar import write_constraint
@@ -54,8 +55,12 @@ def requests(gen: LocalGenerator) -> dict[str, GenRequest]:
     tokens = sum(sorted((gen.count_tokens(c) for c in choices), reverse=True)[:4]) + 40
     free = write_constraint(Limits(thought_chars=1), [e.key for e in entries])
     return {
-        "evidence, forced tokens in one chunk": GenRequest(system, user, chosen, tokens, 0.0, fast_forward=True),
-        "evidence, token by token": GenRequest(system, user, chosen, tokens, 0.0, fast_forward=False),
+        "evidence, forced tokens in one chunk": GenRequest(
+            system, user, chosen, tokens, 0.0, decoding=Decoding(fast_forward=True)
+        ),
+        "evidence, token by token": GenRequest(
+            system, user, chosen, tokens, 0.0, decoding=Decoding(fast_forward=False)
+        ),
         "free WRITE (grammar of generate mode)": GenRequest(system, user, free, tokens, 0.0),
         "free text (no grammar)": GenRequest(system, user, None, tokens, 0.0),
     }

@@ -16,6 +16,7 @@ from sala_report.app.warp.choice_grammar import (
     sentences_constraint,
 )
 from sala_report.app.warp.citations import Entry, content_words
+from sala_report.app.warp.decoding import Decoding
 from sala_report.app.warp.evidence import (
     LEAD_CHARS,
     Heading,
@@ -80,7 +81,7 @@ def _ask(
         s.repetition_penalty,
         ("</action>",),
         seed=ctx.step,
-        fast_forward=True,
+        decoding=Decoding(fast_forward=True),
     )
     result = ctx.generator.generate(request, on_delta=ctx.on_delta, cancel=ctx.cancel, on_restart=ctx.on_restart)
     if result.finish_reason == "cancelled" or ctx.cancel.is_set():

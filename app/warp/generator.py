@@ -13,7 +13,15 @@ from functools import cached_property
 from typing import Protocol
 
 from sala_report.app.errors import BackendUnavailable
-from sala_report.app.warp.decoding import GrammarHook, RepeatBlocker, TokenClasses, TopicEcho, chain, ll_tokenizer
+from sala_report.app.warp.decoding import (
+    Decoding,
+    GrammarHook,
+    RepeatBlocker,
+    TokenClasses,
+    TopicEcho,
+    chain,
+    ll_tokenizer,
+)
 from sala_report.app.warp.grammar import Constraint
 
 OnDelta = Callable[[str], None]
@@ -46,14 +54,7 @@ class GenRequest:
     repetition_penalty: float = 1.0
     closers: tuple[str, ...] = ()  # endings forced near the token limit, the first the grammar allows then
     seed: int | None = None
-    # In-process only, for small models: with no_repeat_ngram >= 3, no run of that many tokens is copied from
-    # `avoid` (the prompt's instructions), nor repeated as `repeats` says (decoding.RepeatBlocker's `within`).
-    no_repeat_ngram: int = 0
-    avoid: tuple[str, ...] = ()
-    repeats: str = "prose"
-    close_early: bool = False  # force a closer once the model tries to end its answer where the grammar won't let it
-    echo_topics: bool = False  # section titles follow the topics listed in the thought (decoding.TopicEcho)
-    fast_forward: bool = False  # in-process: tokens the grammar forces are fed in one chunk, not sampled one by one
+    decoding: Decoding = Decoding()  # how an in-process model samples beyond the grammar; servers ignore it
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class LocalGenerator:
 
         ids = self.prompt_ids(request)
         hook = None
-        if request.no_repeat_ngram or request.close_early or request.echo_topics:
+        if request.decoding.no_repeat_ngram or request.decoding.close_early or request.decoding.echo_topics:
             self._classes()
         if request.constraint is not None and self.constrained:
             if self._ll_tokenizer is None:
@@ -216,17 +217,17 @@ class LocalGenerator:
                 vocab_size=self.tok.vocab_size,
                 max_new_tokens=request.max_tokens,
                 closers=[self.tok.encode(c) for c in request.closers],
-                stop_tokens=self._stop_tokens if request.close_early else frozenset(),
+                stop_tokens=self._stop_tokens if request.decoding.close_early else frozenset(),
             )
         blocker = None
-        if request.no_repeat_ngram:
+        if request.decoding.no_repeat_ngram:
             blocker = RepeatBlocker(
-                request.no_repeat_ngram,
+                request.decoding.no_repeat_ngram,
                 self._token_classes,
-                within=request.repeats,
-                avoid=[self.tok.encode(text) for text in request.avoid],
+                within=request.decoding.repeats,
+                avoid=[self.tok.encode(text) for text in request.decoding.avoid],
             )
-        echo = TopicEcho(self.tok.encode, self._token_classes) if request.echo_topics else None
+        echo = TopicEcho(self.tok.encode, self._token_classes) if request.decoding.echo_topics else None
         config = GenerationConfig(
             max_new_tokens=request.max_tokens,
             temperature=request.temperature,
@@ -234,7 +235,7 @@ class LocalGenerator:
             repetition_penalty=request.repetition_penalty,
             seed=request.seed,
         )
-        forced = hook.fast_forward if hook is not None and request.fast_forward else None
+        forced = hook.fast_forward if hook is not None and request.decoding.fast_forward else None
         gen = generate(
             self.lm, self.tok, ids, config, logits_hook=chain(hook, echo, blocker), cancel=cancel, fast_forward=forced
         )

@@ -15,6 +15,7 @@ from sala_report.app.warp import events as ev
 from sala_report.app.warp.actions import ActionError, ExtendPlan, InitPlan, WriteAction, parse_response
 from sala_report.app.warp.brief import Brief
 from sala_report.app.warp.citations import CitationCheck, Entry, Registry, check_support, citation_count, render_cites
+from sala_report.app.warp.decoding import Decoding
 from sala_report.app.warp.generator import Generator, GenRequest, GenResult
 from sala_report.app.warp.grammar import (
     OPEN,
@@ -207,11 +208,13 @@ def _ask(
         s.repetition_penalty,
         closers(prompt),
         seed=ctx.step,
-        no_repeat_ngram=s.no_repeat_ngram if blocking else 0,
-        avoid=tuple(instruction_text(prompt, list(values))) if blocking else (),
-        repeats="prose" if prose else "fields",
-        close_early=compact and prose,
-        echo_topics=compact and echo_topics,
+        decoding=Decoding(
+            no_repeat_ngram=s.no_repeat_ngram if blocking else 0,
+            avoid=tuple(instruction_text(prompt, list(values))) if blocking else (),
+            repeats="prose" if prose else "fields",
+            close_early=compact and prose,
+            echo_topics=compact and echo_topics,
+        ),
     )
     result = ctx.generator.generate(request, on_delta=ctx.on_delta, cancel=ctx.cancel, on_restart=ctx.on_restart)
     if result.finish_reason == "cancelled" or ctx.cancel.is_set():

@@ -298,9 +298,15 @@ def test_auto_style_gives_a_small_model_compact_prompts_through_a_whole_run(star
     assert {k for k, _ in generator.requests} == {"search", "init-plan", "write", "extend"}
     for kind, request in generator.requests:
         assert request.system == system_prompt("compact"), kind
-        assert request.no_repeat_ngram == 4 and request.avoid and request.avoid[0] == system_prompt("compact").strip()
-        assert request.repeats == ("prose" if kind == "write" else "fields"), kind
-        assert request.close_early == (kind == "write") and request.echo_topics == (kind == "init-plan"), kind
+        assert (
+            request.decoding.no_repeat_ngram == 4
+            and request.decoding.avoid
+            and request.decoding.avoid[0] == system_prompt("compact").strip()
+        )
+        assert request.decoding.repeats == ("prose" if kind == "write" else "fields"), kind
+        assert request.decoding.close_early == (kind == "write") and request.decoding.echo_topics == (
+            kind == "init-plan"
+        ), kind
     assert "### 1.1 Costs" in check_report(corpus[0], result.session_id)
 
 
@@ -312,9 +318,11 @@ def test_the_style_setting_overrides_the_model_size(start, style, small, expecte
     engine, _ = start(generator, prompt_style=style, no_repeat_ngram=0)
     assert engine.run().status == "done"
     assert {r.system for _, r in generator.requests} == {system_prompt(expected)}
-    assert all(r.no_repeat_ngram == 0 and not r.avoid for _, r in generator.requests)  # no_repeat_ngram = 0: off
+    assert all(
+        r.decoding.no_repeat_ngram == 0 and not r.decoding.avoid for _, r in generator.requests
+    )  # no_repeat_ngram = 0: off
     init_plan = next(r for k, r in generator.requests if k == "init-plan")
-    assert init_plan.echo_topics == (expected == "compact")
+    assert init_plan.decoding.echo_topics == (expected == "compact")
 
 
 @pytest.mark.parametrize("changes", [{"prompt_style": "tiny"}, {"no_repeat_ngram": 2}])

@@ -274,7 +274,7 @@ def test_a_small_model_chooses_through_a_whole_run(start, corpus, smollm2):
     assert result.status == "done", [e for e in seen if isinstance(e, ev.ActionRejected)]
     kinds = {k for k, _ in generator.requests}
     assert {"init-plan", "write"} <= kinds
-    assert all(r.fast_forward and r.constraint is not None for _, r in generator.requests)
+    assert all(r.decoding.fast_forward and r.constraint is not None for _, r in generator.requests)
     written = [e for e in seen if isinstance(e, ev.SectionWritten)]
     assert len(written) >= 3
     body = " ".join(e.markdown for e in written)
