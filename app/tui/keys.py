@@ -25,6 +25,8 @@ RESEARCH = [
     Binding("escape", "cancel_run", "Cancel run", id="cancel"),
     Binding("v", "toggle_report", "Section/report", id="toggle-report"),
     Binding("ctrl+e", "export", "Export", id="export"),
+    Binding("s", "start_writing", "Start writing (reviewed plan)", id="start-writing"),
+    Binding("ctrl+k", "ask", "Ask the report", id="ask", show=False),
     Binding("ctrl+s", "show_sessions", "Sessions", id="sessions", show=False),
 ]
 

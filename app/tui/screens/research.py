@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -50,7 +49,7 @@ class EngineEvent(Message):
 
 
 class ResearchScreen(Screen):
-    BINDINGS = [*keys.RESEARCH, Binding("ctrl+k", "ask", "Ask the report", id="ask", show=False)]
+    BINDINGS = keys.RESEARCH
     # Below 110 columns the sources and activity panes go under the outline and draft (app.tcss), so the
     # draft keeps a readable width on an 80-column terminal.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
@@ -75,6 +74,7 @@ class ResearchScreen(Screen):
         self.paused = False  # asked for; the engine says when it has stopped (Paused)
         self.running = False
         self.cancelling = False
+        self.waiting = False  # the run stopped with its first outline for the person's review (--review-plan)
         self._active_s = 0.0  # time spent working (the timer stops while paused and after the end)
         self._active_since: float | None = services.clock()
         self._step_deltas = 0
@@ -137,6 +137,8 @@ class ResearchScreen(Screen):
         """Pause and cancel are offered only while the run can still do them."""
         if action in ("toggle_pause", "cancel_run"):
             return self.engine is not None and self.running and not self.cancelling
+        if action == "start_writing":
+            return self.waiting
         return True
 
     def log_line(self, message: str, style: str = "") -> None:
@@ -305,6 +307,9 @@ class ResearchScreen(Screen):
     def _on_Finished(self, event: events.Finished) -> None:
         self._run_ended()
         self.query_one(StatusLine).change(step=event.steps)
+        if event.status == "waiting":
+            self._wait_for_review(event.session_id)
+            return
         self._set_state(event.status)
         self.log_line(
             f"finished ({event.status}): {event.reason}", "bold green" if event.status == "done" else "bold yellow"
@@ -317,6 +322,24 @@ class ResearchScreen(Screen):
             )
         else:
             self.notify(f"Run {event.status}. Ctrl+E exports the report.", title="Finished")
+
+    def _wait_for_review(self, session_id: str) -> None:
+        """The first outline is stored and waits: edits are queued with the session, and S writes the report
+        (the resumed run applies them first)."""
+        self.waiting = True
+        self.request, self.session_id = None, session_id
+        self._set_state("waiting for your review")
+        self.log_line("the outline waits for your review: edit it, then press s to start writing", "bold cyan")
+        self.notify("Edit the outline, then press s to start writing.", title="Review the plan")
+
+    def action_start_writing(self) -> None:
+        if not self.waiting:
+            return
+        self.waiting = False
+        self._set_active(True)
+        self._set_state("starting…")
+        self.log_line(f"writing session {self.session_id} from the reviewed outline")
+        self.run_engine()
 
     def _on_Failed(self, event: events.Failed) -> None:
         self._run_ended()
@@ -395,7 +418,7 @@ class ResearchScreen(Screen):
 
     @on(OutlineTree.EditsRequested)
     def submit_edits(self, message: OutlineTree.EditsRequested) -> None:
-        if self.engine is None or not self.running:
+        if self.engine is None or not (self.running or self.waiting):
             for edit in message.edits:
                 self.outline.pending = [p for p in self.outline.pending if p.edit is not edit]
             self.query_one(OutlineTree).redraw()
