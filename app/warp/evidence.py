@@ -99,6 +99,46 @@ class Sentence:
         return cite(self.text, self.key)
 
 
+# First words that point back into the paragraph a sentence came from ("This keeps the compressor cool"):
+# lifted out on its own, such a sentence reads as if about something else. English only; other
+# languages keep their order.
+_LEANS_BACK = frozenset(
+    [
+        "this",
+        "these",
+        "that",
+        "those",
+        "it",
+        "its",
+        "they",
+        "their",
+        "them",
+        "he",
+        "she",
+        "his",
+        "her",
+        "such",
+        "so",
+        "thus",
+        "therefore",
+        "hence",
+        "however",
+        "but",
+        "and",
+        "also",
+        "then",
+        "there",
+        "here",
+    ]
+)
+
+
+def leans_back(sentence: str) -> bool:
+    """Whether `sentence` opens with a word that refers to what came before it."""
+    first = re.match(r"[\"'“‘(]*([A-Za-z]+)", sentence)
+    return bool(first) and first.group(1).casefold() in _LEANS_BACK
+
+
 def sentence_choices(
     entries: Iterable[Entry], *, question: str, topic: str, used: Iterable[str] = (), limit: int = 16
 ) -> list[Sentence]:
@@ -118,6 +158,8 @@ def sentence_choices(
             taken.add(folded(sentence))
             words = content_words(sentence)
             score = 2 * len(words & topic_words) + len(words & question_words) + home - 0.1 * rank
+            if leans_back(sentence):  # still offered, after the sentences that stand on their own
+                score -= 4
             found.append((score, len(found), Sentence(sentence, entry.key)))
     return [s for _, _, s in sorted(found, key=lambda t: (-t[0], t[1]))[:limit]]
 

@@ -29,6 +29,7 @@ from sala_report.app.warp.evidence import (
     clean_heading,
     heading_choices,
     keyword_choices,
+    leans_back,
     sentence_choices,
     split_sentences,
     used_sentences,
@@ -84,6 +85,21 @@ def test_sentences_already_in_the_report_are_not_offered_again():
     assert used == [c.text for c in first[:2]]
     again = sentence_choices(ENTRIES.values(), question=QUESTION, topic="Defrosting", used=used)
     assert {c.text for c in again}.isdisjoint(used) and len(again) == len(first) - 2
+
+
+def test_a_sentence_that_points_back_into_its_paragraph_comes_after_one_that_stands_alone():
+    """ "This keeps the compressor cool" read in a report means nothing: of two sentences that match the
+    section equally, the one that opens with a word pointing back is offered last (still offered)."""
+    text = (
+        "Vapour injection cools the compressor of a cold-climate heat pump. "
+        "This keeps the compressor of a cold-climate heat pump efficient. "
+        "Cold-climate heat pumps keep the compressor efficient with vapour injection."
+    )
+    choices = sentence_choices([entry("textid7", text)], question=QUESTION, topic="The compressor of a heat pump")
+    texts = [c.text for c in choices]
+    assert texts[-1] == "This keeps the compressor of a cold-climate heat pump efficient.", texts
+    assert len(texts) == 3
+    assert leans_back("It moves heat.") and leans_back('"So it works."') and not leans_back("Italy builds them.")
 
 
 def test_a_cited_sentence_keeps_its_end_mark_after_the_citation():
