@@ -392,7 +392,9 @@ def init_plan_step(ctx: StepContext) -> StepOutcome:
         echo_topics=True,
     )
     try:
-        plan = validate_init_plan(parse_response(result.text).action, limits, ctx.question)
+        plan = validate_init_plan(
+            parse_response(result.text).action, limits, ctx.question, language=ctx.brief.language_name
+        )
     except ActionError as e:
         retry, events = _rejection(ctx, "init-plan", str(e))
         record = _record(ctx, "init-plan", None, result, error=str(e))
@@ -472,6 +474,7 @@ def write_step(ctx: StepContext) -> StepOutcome:
             ctx.question,
             {e.key for e in prompt.evidence},
             require_citation=bool(prompt.evidence),
+            language=ctx.brief.language_name,
         )
     except ActionError as e:
         retry, events = _rejection(ctx, "write", str(e))
@@ -592,6 +595,7 @@ def extend_step(ctx: StepContext) -> StepOutcome:
             positions,
             allow_nop=not forced,
             taken=[title for _, title in sections],
+            language=ctx.brief.language_name,
         )
     except ActionError as e:
         retry, events = _rejection(ctx, "extend", str(e))

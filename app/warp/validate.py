@@ -106,17 +106,36 @@ _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-
 _IGNORED = re.compile(r"\\cite\{[^{}]*\}|[\s!-/:-@\[-`{-~]|\d")
 
 
-def check_language(question: str, text: str) -> None:
-    """The released rule: a question with CJK wants > 60% CJK letters; otherwise < 1% may be CJK."""
+# Languages written in CJK script, by code ("zh", "zh-TW", "ja_JP") or English name ("Simplified Chinese").
+_CJK_CODES = frozenset({"zh", "ja", "ko"})
+_CJK_NAMES = re.compile(r"(?i)\b(?:chinese|japanese|korean|mandarin|cantonese)\b")
+
+
+def writes_cjk(language: str) -> bool:
+    """Whether the report language the person asked for (Brief.language: a code, an English name, or the
+    name in its own script such as "中文") is written in Chinese, Japanese or Korean script."""
+    name = language.strip()
+    code = re.split(r"[-_\s]", name.casefold(), maxsplit=1)[0]
+    return code in _CJK_CODES or bool(_CJK_NAMES.search(name) or _CJK.search(name))
+
+
+def check_language(question: str, text: str, language: str = "") -> None:
+    """The released rule, applied to the report's language: a report in CJK wants > 60% CJK letters; any
+    other, < 1%. `language` is the one the person asked for (Brief.language or its name); when empty, the
+    question's script decides, as released (a question with CJK wants a CJK report)."""
     letters = _IGNORED.sub("", text)
     if not letters:
         return
     share = len(_CJK.findall(letters)) / len(letters)
-    if _CJK.search(question):
-        if share <= 0.6:
-            raise ActionError("write in the language of the question")
-    elif share >= 0.01:
-        raise ActionError("write in the language of the question; do not switch to Chinese, Japanese or Korean")
+    language = language.strip()
+    if language:
+        cjk, wanted = writes_cjk(language), f"write in {language}, the language the report was asked for"
+    else:
+        cjk, wanted = bool(_CJK.search(question)), "write in the language of the question"
+    if cjk and share <= 0.6:
+        raise ActionError(wanted)
+    if not cjk and share >= 0.01:
+        raise ActionError(f"{wanted}; do not switch to Chinese, Japanese or Korean")
 
 
 # Titles a model copied from a prompt's answer format or filled with citation marks, rather than wrote.
@@ -149,7 +168,14 @@ def _folded(text: str) -> str:
 
 
 def _sections(
-    value: Any, what: str, low: int, high: int, limits: Limits, question: str, taken: Iterable[str] = ()
+    value: Any,
+    what: str,
+    low: int,
+    high: int,
+    limits: Limits,
+    question: str,
+    taken: Iterable[str] = (),
+    language: str = "",
 ) -> tuple[PlanSection, ...]:
     if not isinstance(value, list) or not value:
         raise ActionError(f"{what} must be a non-empty list of {{title, plan}} objects")
@@ -172,7 +198,7 @@ def _sections(
         for i, section in enumerate(out, 1):
             check_title(section.title, f"the title of entry {i} of {what}")
         _distinct((s.title for s in out), what, taken)
-        check_language(question, " ".join(f"{s.title} {s.plan}" for s in out))
+        check_language(question, " ".join(f"{s.title} {s.plan}" for s in out), language)
     return tuple(out)
 
 
@@ -190,7 +216,8 @@ def validate_search(action: str, limits: Limits) -> SearchAction:
     return SearchAction(keywords)
 
 
-def validate_init_plan(action: str, limits: Limits, question: str) -> InitPlan:
+def validate_init_plan(action: str, limits: Limits, question: str, *, language: str = "") -> InitPlan:
+    """`language`: the report language the person asked for (check_language); "" for the question's."""
     obj = load_json(action)
     if obj.get("name") != "init-plan":
         raise ActionError(f'expected name "init-plan", got {obj.get("name")!r}')
@@ -199,7 +226,9 @@ def validate_init_plan(action: str, limits: Limits, question: str) -> InitPlan:
     check_filler(title, "the report's title")
     if limits.hard:
         check_title(title, "the report's title")
-    sections = _sections(obj["sections"], "sections", limits.min_sections, limits.max_sections, limits, question)
+    sections = _sections(
+        obj["sections"], "sections", limits.min_sections, limits.max_sections, limits, question, language=language
+    )
     return InitPlan(title, sections)
 
 
@@ -211,9 +240,11 @@ def validate_extend(
     *,
     allow_nop: bool = True,
     taken: Iterable[str] = (),
+    language: str = "",
 ) -> ExtendPlan | Nop:
     """`positions` are the nodes that may be expanded now (depth below the cap, no children, not locked);
-    `taken`: the titles of the sections already in the outline, which new subsections must not repeat."""
+    `taken`: the titles of the sections already in the outline, which new subsections must not repeat;
+    `language`: the report language the person asked for (check_language), "" for the question's."""
     obj = load_json(action)
     name = obj.get("name")
     if name == "nop":
@@ -234,16 +265,24 @@ def validate_extend(
             f"not exist); choose one of: {', '.join(allowed) or 'none'}"
         )
     subsections = _sections(
-        obj["subsections"], "subsections", limits.min_subsections, limits.max_subsections, limits, question, taken
+        obj["subsections"],
+        "subsections",
+        limits.min_subsections,
+        limits.max_subsections,
+        limits,
+        question,
+        taken,
+        language,
     )
     return ExtendPlan(position, subsections)
 
 
 def validate_write(
-    action: str, limits: Limits, question: str, known_keys, *, require_citation: bool = True
+    action: str, limits: Limits, question: str, known_keys, *, require_citation: bool = True, language: str = ""
 ) -> WriteAction:
     """The action block is the section's Markdown. Citations to keys not in `known_keys` (the passages in
-    this prompt) and bare `[n]` marks are removed first (and counted); the counts below apply to what remains."""
+    this prompt) and bare `[n]` marks are removed first (and counted); the counts below apply to what remains.
+    `language`: the report language the person asked for (check_language), "" for the question's."""
     text, removed = drop_unknown(action.strip(), known_keys)
     text, marks = drop_marks(text)
     removed += marks
@@ -256,7 +295,7 @@ def validate_write(
             raise ActionError("cite with \\cite{textidN}, not with 'bibkey'")
         if len(text) <= limits.min_chars:
             raise ActionError(f"the section is too short ({len(text)} characters); write more than {limits.min_chars}")
-        check_language(question, text)
+        check_language(question, text, language)
         check_repeats(text)
         count = citation_count(text)
         if count > limits.max_citations:

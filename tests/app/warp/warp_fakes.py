@@ -114,7 +114,7 @@ def target_title(request: GenRequest) -> str:
 
 
 def answer(thought: str, action) -> str:
-    body = action if isinstance(action, str) else json.dumps(action)
+    body = action if isinstance(action, str) else json.dumps(action, ensure_ascii=False)  # as a model writes it
     return f"<thought>{thought}</thought>\n<action>{body}</action>"
 
 
@@ -123,6 +123,17 @@ SECTIONS = [
     ("Storage", "How batteries balance supply"),
     ("Policy", "Which policies helped"),
 ]
+ZH_SECTIONS = [("太阳能发电", "太阳能发电如何增长"), ("储能", "电池如何平衡供需"), ("能源政策", "哪些政策起了作用")]
+ZH_ORDINALS = "一二三四五六七八九十"
+
+# How each prompt style asks for a report language: "Write in Chinese, whatever ..." (full, agentcpm),
+# "..., in Chinese." and "titled in Chinese" (compact).
+_ASKS_CHINESE = re.compile(r"(?:Write|,(?: titled)?) in Chinese\b")
+
+
+def asks_chinese(request: GenRequest) -> bool:
+    """Whether the prompt asks for the report in Chinese, as a model that obeys it would read it."""
+    return bool(_ASKS_CHINESE.search(request.prompt))
 
 
 @dataclass
@@ -139,11 +150,22 @@ class Policy:
         return answer("find facts", {"name": "search", "keywords": [target_title(request), "renewable energy"]})
 
     def init_plan(self, request: GenRequest) -> str:
-        sections = [{"title": t, "plan": p} for t, p in self.sections]
-        return answer("plan", {"name": "init-plan", "title": "Renewable energy today", "sections": sections})
+        chinese = asks_chinese(request)
+        sections = [{"title": t, "plan": p} for t, p in (ZH_SECTIONS if chinese else self.sections)]
+        title = "可再生能源的现状" if chinese else "Renewable energy today"
+        return answer("plan", {"name": "init-plan", "title": title, "sections": sections})
 
     def write(self, request: GenRequest) -> str:
         passages = shown_passages(request)
+        if asks_chinese(request):
+            if not passages:
+                return answer("no evidence", "这一部分只作概括说明，因为没有找到与它相关的资料。")
+            said = [
+                f"第{ZH_ORDINALS[i]}份资料说明，这一领域近年来发展迅速，成本、规模和政策都发生了明显的变化 \\cite{{{key}}}。"
+                for i, key in enumerate(passages)
+            ]
+            closing = "总体来看，这些资料共同说明可再生能源正在深刻地改变电力系统的运行方式。"
+            return answer("use the passages", f"关于{target_title(request)}：" + "".join(said[:2]) + closing)
         if not passages:
             return answer(
                 "no evidence", "This part is described only in general terms, since no sources were found for it."
@@ -159,6 +181,8 @@ class Policy:
         position = re.search(r'"position": "(section-[\d.]+)"|^(section-[\d.]+): ', request.prompt, re.M)
         position = position.group(1) or position.group(2)
         subs = [{"title": "Costs", "plan": "How costs changed"}, {"title": "Adoption", "plan": "Who adopted it"}]
+        if asks_chinese(request):
+            subs = [{"title": "成本", "plan": "成本如何变化"}, {"title": "普及", "plan": "谁在使用它"}]
         return answer("needs depth", {"name": "extend-plan", "position": position, "subsections": subs})
 
 

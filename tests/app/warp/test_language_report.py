@@ -1,0 +1,143 @@
+"""`run --language zh` over English documents, end to end through the CLI and a served model: a loopback
+server speaking the OpenAI chat-completions protocol as vLLM does (the grammar applied with xgrammar), whose
+scripted model writes Chinese only when the prompt asks for it. The report's prose is Chinese by a script
+count written here; the stored sources are the English files, untouched, and the references name them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fake_openai import FakeOpenAI
+from warp_fakes import ZH_SECTIONS, Policy, kind_of, shown_passages, target_title
+from warp_fakes import answer as warp_answer
+
+from sala_report.app.cli import main
+from sala_report.retrieval import Store
+
+DOCS = {
+    "solar.md": "# Solar power\n\nSolar module prices fell by about ninety percent over a decade.\n\n"
+    "Rooftop solar panels let households sell surplus electricity back to the grid.\n",
+    "storage.md": "# Battery storage\n\nLithium-ion batteries store surplus solar electricity for the evening peak.\n",
+    "policy.md": "# Energy policy\n\nFeed-in tariffs and auctions gave renewable energy projects long-term revenue.\n",
+}
+QUESTION = "How is renewable energy changing electricity?"
+# What the scripted model searches for each Chinese section title: words of the question's language.
+KEYWORDS = {
+    "太阳能发电": "solar module prices",
+    "储能": "batteries",
+    "能源政策": "tariffs",
+    "成本": "prices",
+    "普及": "rooftop",
+}
+
+
+@pytest.fixture
+def server(monkeypatch):
+    policy = Policy(expands=1)  # one subsection split, so EXTEND's titles are checked too
+
+    def answer(body: dict) -> str:
+        request = SimpleNamespace(prompt=body["messages"][1]["content"])
+        kind = kind_of(request)
+        if kind == "search":  # the prompt asks for keywords in the question's language, not the report's
+            keywords = [KEYWORDS.get(target_title(request), target_title(request)), "renewable energy"]
+            return warp_answer("find facts", {"name": "search", "keywords": keywords})
+        return policy(kind, request)
+
+    with FakeOpenAI(answer, flavour="vllm", context=16384) as fake:
+        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
+        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
+        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
+        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", "1")
+        yield fake
+
+
+@pytest.fixture
+def docs(tmp_path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in DOCS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def cjk_share(text: str) -> float:
+    """Of the letters in `text`, the share in Han, Kana or Hangul script, read from the Unicode names."""
+    letters = [c for c in text if c.isalpha()]
+    scripts = ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH", "HIRAGANA", "KATAKANA", "HANGUL")
+    cjk = [c for c in letters if unicodedata.name(c, "").startswith(scripts)]
+    return len(cjk) / len(letters) if letters else 0.0
+
+
+def prose(report: str) -> str:
+    """The sections' text: no title or headings, no italic notes, no citation marks, no reference list."""
+    body = report.partition("\n## References\n")[0]
+    lines = [line for line in body.splitlines() if not line.startswith("#") and not re.fullmatch(r"\*.*\*", line)]
+    return re.sub(r"\[\d+(?:,\s*\d+)*\]|⚑", "", "\n".join(lines)).strip()
+
+
+def run(capsys, docs: Path, tmp_path: Path, *extra: str) -> tuple[int, dict, str]:
+    out_file = tmp_path / "report.md"
+    args = ["run", QUESTION, "--headless", "--docs", str(docs), "--no-web", "--json", "--out", str(out_file)]
+    code = main([*args, *extra])
+    out, err = capsys.readouterr()
+    assert code in (0, 3), err  # 3 (partial): see test_a_chinese_report_over_english_sources_is_done
+    return code, json.loads(out), out_file.read_text(encoding="utf-8")
+
+
+def test_language_zh_over_english_documents_writes_chinese_prose_and_leaves_the_sources(server, docs, capsys, tmp_path):
+    code, summary, report = run(capsys, docs, tmp_path, "--language", "zh")
+    text = prose(report)
+    assert len(text) > 200 and cjk_share(text) > 0.6, text
+    assert re.search(r"\[\d+\]", report.partition("\n## References\n")[0])  # the Chinese prose cites
+    # the outline the model planned and split is in Chinese too (the validator held it to the report language)
+    headings = re.findall(r"(?m)^#{2,3} [\d.]+ (.+)$", report)
+    assert [t for t, _ in ZH_SECTIONS] == [h for h in headings if h in dict(ZH_SECTIONS)]
+    assert len(headings) == 5 and all(cjk_share(h) == 1.0 for h in headings)
+    # the sources are the English files, as written: stored untranslated, listed by their English titles
+    store = Store.open_for_reading(Path(os.environ["SALA_REPORT_HOME"]) / "sala.db")
+    try:
+        stored = {Path(s.location).name: s for s in store.sources()}
+    finally:
+        store.close()
+    assert set(stored) == set(DOCS)
+    for name, source in stored.items():
+        assert " ".join(source.text.split()) == " ".join(DOCS[name].split()), name
+        assert cjk_share(source.text) == 0.0
+    references = report.partition("\n## References\n")[2]
+    listed = re.findall(r"(?m)^\[\d+\] (.+) — (.+)$", references)
+    assert listed and all(cjk_share(title) == 0.0 for title, _ in listed)
+    assert {Path(location).name for _, location in listed} <= set(DOCS)
+    assert {title for title, _ in listed} == {"Solar power", "Battery storage", "Energy policy"}
+    # every writing prompt asked for Chinese; the evidence reached the model in English
+    writes = [
+        b["messages"][1]["content"] for b in server.bodies if "Task: write one section" in b["messages"][1]["content"]
+    ]
+    assert writes and all("Write in Chinese" in w for w in writes)
+    english = [" ".join(text.split()) for text in DOCS.values()]
+    for prompt in writes:
+        passages = [" ".join(p.split()) for p in shown_passages(SimpleNamespace(prompt=prompt)).values()]
+        assert passages and all(any(p in doc for doc in english) for p in passages), passages
+
+
+def test_without_a_language_the_same_model_writes_english(server, docs, capsys, tmp_path):
+    code, summary, report = run(capsys, docs, tmp_path)
+    assert code == 0 and summary["status"] == "done"
+    text = prose(report)
+    assert len(text) > 200 and cjk_share(text) == 0.0, text
+    assert not any("Chinese" in b["messages"][1]["content"] for b in server.bodies)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="citation support is scored by shared words (citations.support_score): a Chinese sentence shares none "
+    "with its English passage, so every citation is flagged weak and the run ends partial (exit 3)",
+)
+def test_a_chinese_report_over_english_sources_is_done(server, docs, capsys, tmp_path):
+    code, summary, _ = run(capsys, docs, tmp_path, "--language", "zh")
+    assert code == 0 and summary["status"] == "done"
