@@ -94,6 +94,21 @@ class LightningLayerState:
 
     def __init__(self, batch: int, heads: int, head_dim: int, device):
         self.state = torch.zeros(batch, heads, head_dim, head_dim, device=device, dtype=torch.float32)
+        # (k, v) [B, width, H, D] of the last multi-token pass of at most `width` tokens, when a runtime keeps them
+        # (a speculative rollback re-advances the state over the kept tokens from here)
+        self.trail: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def keep_trail(self, width: int, dtype: torch.dtype) -> None:
+        """From now on, record the k and v of every pass of 2 .. width tokens."""
+        B, H, D, _ = self.state.shape
+        k = self.state.new_zeros(B, width, H, D, dtype=dtype)
+        self.trail = (k, torch.zeros_like(k))
+
+    def record(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v [B, T, H, D] of a pass, kept when a trail is on and they fit."""
+        if self.trail is not None and k.shape[1] <= self.trail[0].shape[1]:
+            self.trail[0][:, : k.shape[1]].copy_(k)
+            self.trail[1][:, : k.shape[1]].copy_(v)
 
 
 class InferenceState:
@@ -133,11 +148,17 @@ class InferenceState:
                 layer.reserve(self.length, length)
 
     def reset(self) -> None:
-        """Forget every token; the buffers are kept for the next sequence."""
+        """Forget every token: every buffer zeroed as a new state's, in place (a captured CUDA graph keeps them)."""
         self.length = 0
-        for layer in self.layers:
-            if isinstance(layer, LightningLayerState):
-                layer.state.zero_()
+        with torch.inference_mode():  # buffers grown during inference are inference tensors
+            self.position.zero_()
+            for layer in self.layers:
+                if isinstance(layer, LightningLayerState):
+                    layer.state.zero_()
+                    continue
+                for buf in (layer.k, layer.v, layer.k1, layer.k2):
+                    if buf is not None:
+                        buf.zero_()
 
     def replicate(self, batch_size: int, capacity: int | None = None) -> InferenceState:
         """A state of `batch_size` sequences, each a copy of this batch-1 state (prefill once, decode many)."""
@@ -151,6 +172,7 @@ class InferenceState:
             if isinstance(layer, LightningLayerState):
                 copy = object.__new__(LightningLayerState)
                 copy.state = layer.state.repeat(batch_size, 1, 1, 1)
+                copy.trail = None
             else:
                 copy = object.__new__(SoftmaxLayerState)
                 copy.sparse = layer.sparse

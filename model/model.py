@@ -118,15 +118,18 @@ _SDPA_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")  # to
 
 
 def decode_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, scale: float) -> torch.Tensor:
-    """One query per sequence at the position in `pos` (int64 [1], on the device) over a key buffer k/v
-    [B, span, Hkv, D] that may run past it: keys after pos are masked, so one CUDA graph serves every length."""
-    B, _, H, D = q.shape
+    """Queries q [B, T, H, D] at the positions in `pos` (int64 [T], on the device) over a key buffer k/v
+    [B, span, Hkv, D] that may run past them: keys after each query's position are masked, so one CUDA graph serves
+    every length."""
+    B, T, H, D = q.shape
     span, Hkv = k.shape[1], k.shape[2]
-    mask = (torch.arange(span, device=q.device) <= pos)[None, :]  # [1, span], broadcast over batch and heads
-    out = F.scaled_dot_product_attention(
-        q.view(B, Hkv, H // Hkv, D), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale
-    )
-    return out.reshape(B, 1, H, D)
+    G = H // Hkv
+    mask = torch.arange(span, device=q.device) <= pos[:, None]  # [T, span], broadcast over batch and groups
+    if T > 1:
+        mask = mask.repeat_interleave(G, dim=0)  # [T * G, span]: the query axis is token-major
+    qf = q.view(B, T, Hkv, G, D).transpose(1, 2).reshape(B, Hkv, T * G, D)  # each group's heads on the query axis
+    out = F.scaled_dot_product_attention(qf, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale)
+    return out.view(B, Hkv, T, G, D).transpose(1, 2).reshape(B, T, H, D)
 
 
 def project(x: torch.Tensor, fused: torch.Tensor | None, *linears: nn.Linear) -> list[torch.Tensor]:
@@ -194,7 +197,7 @@ class Attention(nn.Module):
         v = v.view(B, T, self.kv_heads, self.head_dim)
         if self.use_rope:
             q, k = kernels.head_norm_rope(q, None, 0.0, *rope), kernels.head_norm_rope(k, None, 0.0, *rope)
-        if T == 1:
+        if pos is not None:
             out = self._decode(q, k, v, state, start + 1, pos)
         else:
             out = self._prefill(q, k, v, state, start)
@@ -230,26 +233,33 @@ class Attention(nn.Module):
         )
 
     def _decode(self, q, k, v, state: SoftmaxLayerState, kv_len: int, pos: torch.Tensor) -> torch.Tensor:
-        """The token at `pos`; `kv_len` (host) only picks dense or sparse, everything else reads pos on the device."""
+        """The tokens at `pos` [T], each as a decode step would see it; `kv_len` (host, of the first token) only picks
+        dense or sparse for all of them, everything else reads pos on the device."""
         state.write_token(pos, k, v)
         s = self.sparse
+        T = q.shape[1]
         if s is not None:
-            kernels.append_compressed(
-                state.k, state.k1, state.k2, pos, kernel_size=s.kernel_size, stride=s.kernel_stride
-            )
+            for i in range(T):  # in order: a window may complete at any of the new keys
+                kernels.append_compressed(
+                    state.k, state.k1, state.k2, pos[i : i + 1], kernel_size=s.kernel_size, stride=s.kernel_stride
+                )
         if s is not None and kv_len >= s.dense_len:
-            # stage 1 sees every complete window in decode (§3.7)
-            return kernels.sparse_decode(
-                q,
-                state.k,
-                state.v,
-                state.k1,
-                state.k2,
-                pos,
-                params=self.params,
-                scale=self.scale,
-                max_kv_len=state.capacity,
-            )
+            # stage 1 sees every complete window in decode (§3.7); the decode kernels take one query per sequence
+            outs = [
+                kernels.sparse_decode(
+                    q[:, i : i + 1],
+                    state.k,
+                    state.v,
+                    state.k1,
+                    state.k2,
+                    pos[i : i + 1],
+                    params=self.params,
+                    scale=self.scale,
+                    max_kv_len=state.capacity,
+                )
+                for i in range(T)
+            ]
+            return outs[0] if T == 1 else torch.cat(outs, dim=1)
         span = state.capacity if s is None else min(state.capacity, s.dense_len)
         return decode_sdpa(q, state.k[:, :span], state.v[:, :span], pos, self.scale)
 
@@ -330,6 +340,7 @@ class LightningAttention(nn.Module):
                 q, k, v, self._log_decay, scale=self.scale, initial_state=state.state, fp32_products=precision == "fp32"
             )
             state.state.copy_(final)
+            state.record(k, v)
         o = o.reshape(B, T, self.heads * self.head_dim)
         norm = None if self.o_norm is None else self.o_norm.weight
         if z:
@@ -342,6 +353,24 @@ class LightningAttention(nn.Module):
     def inputs(self) -> list[nn.Linear]:
         """The projections of the layer input, in the order a fused weight stacks them."""
         return [lin for lin in (self.q_proj, self.k_proj, self.v_proj, self.z_proj) if lin is not None]
+
+    def advance(self, state: LightningLayerState, n: int) -> None:
+        """Advance the recurrent state over the first n tokens of the last pass that `state.record`ed: after a rollback
+        to fewer tokens than a verify pass fed, the state follows only the kept ones without a new pass."""
+        k, v = state.trail[0][:, :n], state.trail[1][:, :n]  # [B, n, H, D]
+        if n == 1:  # as a decode step does it
+            kernels.lightning_decode(k[:, 0], k[:, 0], v[:, 0], self._log_decay, state.state, scale=self.scale)
+            return
+        _, final = kernels.lightning_prefill(
+            k,
+            k,
+            v,
+            self._log_decay,
+            scale=self.scale,
+            initial_state=state.state,
+            fp32_products=self.prefill_precision == "fp32",
+        )
+        state.state.copy_(final)
 
 
 class DecoderLayer(nn.Module):
@@ -419,21 +448,31 @@ class CausalLM(nn.Module):
         return logits
 
     def step(
-        self, input_ids: torch.Tensor, cache: InferenceState, start: int, *, last_only: bool = False
+        self,
+        input_ids: torch.Tensor,
+        cache: InferenceState,
+        start: int,
+        *,
+        last_only: bool = False,
+        verify: bool = False,
     ) -> torch.Tensor:
         """The network over input_ids [B, T] at positions start.. -> fp32 logits; the cache is written, not advanced.
 
-        With T == 1 the position comes from `cache.position` on the device, and `start` only makes the choices
-        of `decode_regime(start)`: a CUDA graph of this call replays at any position of the same regime.
+        With T == 1, or with `verify` (a few tokens, each computed as a decode step would: the drafts of speculative
+        decoding), the positions come from `cache.position` on the device, and `start` only makes the choices of
+        `decode_regime(start)`, which must hold for every token: a CUDA graph of this call replays at any position of
+        the same regime.
         """
         B, T = input_ids.shape
         h = self.model.embed_tokens(input_ids)
         if self.config.scale_emb != 1.0:
             h = h * self.config.scale_emb
-        pos = cache.position if T == 1 else None
+        pos = None
+        if T == 1 or verify:
+            pos = cache.position if T == 1 else cache.position + torch.arange(T, device=h.device)  # [T]
         rope = None
         if self.needs_rope:
-            rope = self.rotary(pos if T == 1 else torch.arange(start, start + T, device=h.device), start + T)
+            rope = self.rotary(pos if pos is not None else torch.arange(start, start + T, device=h.device), start + T)
         m = None
         for layer, state in zip(self.model.layers, cache.layers, strict=True):
             h, m = layer(h, m, rope, state, start, pos)

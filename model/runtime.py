@@ -1,19 +1,25 @@
-"""Running a CausalLM over one preallocated inference state: chunked prefill and CUDA-graph decode.
+"""Running a CausalLM over one preallocated inference state: chunked prefill, CUDA-graph decode, and the verify
+passes and rollbacks of speculative decoding.
 
 Prefill goes through the network in chunks of `chunk_tokens`, so its working memory is bounded whatever the
 prompt length; only the last position's logits are computed. A decode step is captured once per regime
 (`CausalLM.decode_regime`: dense or sparse attention, RoPE factors) as a CUDA graph and then replayed: the
 network reads the position from the state on the device, and the state never moves, so one graph serves every
 length of its regime. The first step of a regime runs eagerly (it compiles and tunes the kernels) and is the
-real step, so capturing costs no token.
+real step, so capturing costs no token. `extend` does the same for passes of 2 .. MAX_GRAPH_WIDTH tokens (one graph
+per regime and width), each token computed as a decode step would; `snapshot` and `rollback` undo the tokens of
+such a pass that speculation rejects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from .cache import InferenceState
+from .cache import InferenceState, LightningLayerState
 from .errors import ModelError
 from .plan import DEFAULT_CHUNK, MemoryPlan, free_cuda_bytes, plan_memory, smallest_chunk
 from .quant import QuantLinear
@@ -44,8 +50,20 @@ def fuse_projections(lm) -> None:
             module.fused = fused
 
 
+MAX_GRAPH_WIDTH = 16  # extend passes up to this many tokens run as CUDA graphs; longer ones as chunked prefill
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What `Runtime.snapshot` saved: the length then (the Lightning states are copied into the runtime's buffers)."""
+
+    length: int
+    serial: int
+
+
 class Runtime:
-    """One batch of sequences of equal length on one model: `prefill(ids)`, then `decode(tokens)` per step."""
+    """One batch of sequences of equal length on one model: `prefill(ids)`, then `decode(tokens)` per step; on a
+    batch of one, `extend(ids)` feeds several tokens and `snapshot()` / `rollback()` take back the rejected ones."""
 
     def __init__(
         self,
@@ -66,8 +84,23 @@ class Runtime:
             fuse_projections(lm)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._ids = torch.zeros(cache.batch_size, 1, dtype=torch.long, device=self.device)
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor | None]] = {}
         self._pool = None
+        self._wide_ids: dict[int, torch.Tensor] = {}  # the input buffer of each extend width's graph
+        self._lightning = [
+            (layer.self_attn, state)
+            for layer, state in zip(lm.model.layers, cache.layers, strict=True)
+            if isinstance(state, LightningLayerState)
+        ]
+        if cache.batch_size == 1:
+            for _, state in self._lightning:
+                # fp32 holds the k/v of either prefill precision exactly
+                state.keep_trail(MAX_GRAPH_WIDTH, torch.float32)
+        self._saved: list[torch.Tensor] | None = None  # the Lightning states at the snapshot
+        self._snap: Snapshot | None = None
+        self._serial = 0
+        self._fed: list[torch.Tensor] = []  # ids fed since the snapshot, on the device
+        self._trail_width = 0  # width of the single extend since the snapshot whose k/v the trails hold (0: none)
 
     @classmethod
     def create(
@@ -122,6 +155,7 @@ class Runtime:
             raise ValueError(f"expected input_ids of shape [{self.batch_size}, T >= 1], got {tuple(input_ids.shape)}")
         self._check_room(input_ids.shape[1])
         ids = input_ids.to(self.device)
+        self._snap = None  # a prefill is not taken back
         logits = None
         with torch.inference_mode():
             for a in range(0, ids.shape[1], self.chunk_tokens):
@@ -138,36 +172,175 @@ class Runtime:
             raise ValueError(f"expected {B} tokens, one per sequence, got shape {tuple(tokens.shape)}")
         self._check_room(1)
         ids = tokens.reshape(B, 1).to(self.device)
+        if self._snap is not None:
+            self._fed.append(ids.reshape(-1).clone())
+            self._trail_width = 0
         with torch.inference_mode():
-            if not self.cuda_graphs:
-                return self.lm(ids, cache=self.cache)[:, -1]
-            start = self.cache.length
-            self._ids.copy_(ids)
-            self.cache.position.fill_(start)
-            key = self.lm.decode_regime(start)
-            if key in self._graphs:
-                graph, logits = self._graphs[key]
-                graph.replay()
-            else:
-                logits = self._first_step(key, start)
-            self.cache.length = start + 1
+            return self._decode(ids)
+
+    def _decode(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.cuda_graphs:
+            return self.lm(ids, cache=self.cache)[:, -1]
+        start = self.cache.length
+        self._ids.copy_(ids)
+        self.cache.position.fill_(start)
+        key = self.lm.decode_regime(start)
+        logits = self._graphed(key, lambda: self.lm.step(self._ids, self.cache, start))
+        self.cache.length = start + 1
         return logits[:, -1]
 
-    def _first_step(self, key: tuple, start: int) -> torch.Tensor:
-        """Run this step eagerly on a side stream (compiling and tuning every kernel it launches), then capture it."""
+    def _graphed(self, key: tuple, fn: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
+        """fn() through the CUDA graph captured for `key`. The first call of a key runs fn eagerly on a side stream
+        (compiling and tuning every kernel it launches; this is the real call), then captures it."""
+        if key in self._graphs:
+            graph, out = self._graphs[key]
+            graph.replay()
+            return out
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            logits = self.lm.step(self._ids, self.cache, start)
+            result = fn()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         # capturing records the launches without running them, so the state is not touched twice
         with torch.cuda.graph(graph, pool=self._pool):
-            out = self.lm.step(self._ids, self.cache, start)
+            out = fn()
         self._graphs[key] = (graph, out)
+        return result
+
+    def reset(self) -> None:
+        """Back to an empty state, every buffer zeroed as a new one's; buffers and captured graphs are kept, so one
+        runtime serves many generations."""
+        self.cache.reset()
+        self._snap, self._fed, self._trail_width = None, [], 0
+
+    def extend(self, ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """ids [T >= 1] after what the state holds (batch 1) -> fp32 logits [T, V] of every position.
+
+        Up to MAX_GRAPH_WIDTH tokens, each position is computed as a decode step would compute it (the verify pass of
+        speculative decoding), through a CUDA graph per regime and width; then the result may live in the graph's
+        output buffer: use it before the next call. Longer passes go through chunked prefill.
+        """
+        if self.batch_size != 1:
+            raise ValueError(f"extend runs on a batch of one sequence, this runtime has batch size {self.batch_size}")
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        if ids.dim() == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.dim() != 1 or ids.numel() == 0:
+            raise ValueError(f"expected ids of shape [T >= 1], got {tuple(ids.shape)}")
+        self._check_room(ids.numel())
+        ids = ids.to(self.device)
+        if self._snap is not None:
+            first = not self._fed
+            self._fed.append(ids.clone())
+        with torch.inference_mode():
+            logits, traced = self._extend(ids)
+        if self._snap is not None:
+            self._trail_width = ids.numel() if first and traced else 0
         return logits
+
+    def _extend(self, ids: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """-> (logits [T, V], whether the Lightning trails hold this pass's k/v)."""
+        T = ids.numel()
+        if T > MAX_GRAPH_WIDTH:
+            self.cache.reserve(self.cache.length + T)
+            outs = [
+                self.lm(ids[None, a : a + self.chunk_tokens], cache=self.cache)[0]
+                for a in range(0, T, self.chunk_tokens)
+            ]
+            return torch.cat(outs), False
+        pieces = self._split_by_regime(T)
+        outs = [self._verify(ids[a:b]) for a, b in pieces]
+        return (outs[0] if len(outs) == 1 else torch.cat(outs)), len(pieces) == 1
+
+    def _split_by_regime(self, T: int) -> list[tuple[int, int]]:
+        """[a, b) spans of the next T tokens within one decode regime each (a graph holds one regime's choices)."""
+        start, pieces, a = self.cache.length, [], 0
+        for i in range(1, T + 1):
+            if i == T or self.lm.decode_regime(start + i) != self.lm.decode_regime(start + a):
+                pieces.append((a, i))
+                a = i
+        return pieces
+
+    def _verify(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [w] within one regime, each computed as a decode step would -> logits [w, V]."""
+        w, start = ids.numel(), self.cache.length
+        if w == 1:
+            return self._decode(ids.reshape(1, 1))
+        self.cache.reserve(start + w)
+        self.cache.position.fill_(start)
+        if not self.cuda_graphs:
+            logits = self.lm.step(ids[None], self.cache, start, verify=True)
+        else:
+            buf = self._wide_ids.get(w)
+            if buf is None:
+                buf = self._wide_ids[w] = torch.zeros(1, w, dtype=torch.long, device=self.device)
+            buf[0].copy_(ids)
+            key = ("extend", w, self.lm.decode_regime(start))
+            logits = self._graphed(key, lambda: self.lm.step(buf, self.cache, start, verify=True))
+        self.cache.length = start + w
+        return logits[0]
+
+    def snapshot(self) -> Snapshot:
+        """Remember the state now (batch 1), to `rollback` to after the next `extend`. One snapshot lives at a time:
+        its Lightning states are copied into buffers the runtime allocates once."""
+        if self.batch_size != 1:
+            raise ValueError(f"snapshots are taken of a batch of one sequence, this one has {self.batch_size}")
+        with torch.inference_mode():
+            if self._saved is None:
+                self._saved = [state.state.clone() for _, state in self._lightning]
+            elif self._lightning:
+                if self.cuda_graphs:
+                    self._graphed(("snapshot",), self._save)
+                else:
+                    self._save()
+        self._serial += 1
+        self._snap = Snapshot(self.cache.length, self._serial)
+        self._fed, self._trail_width = [], 0
+        return self._snap
+
+    def _save(self) -> None:
+        torch._foreach_copy_(self._saved, [state.state for _, state in self._lightning])
+
+    def rollback(self, snapshot: Snapshot, kept: int) -> None:
+        """After `extend([last, d1 .. dk])` from `snapshot`, keep `last` and the first `kept` drafts: the state becomes
+        what feeding [last, d1 .. d_kept] would have made it. Keys past that are overwritten later and compressed keys
+        are recomputed when their window completes again; the Lightning states are restored from the snapshot and
+        re-advanced over the kept tokens from the k/v the pass recorded (no new pass). Keeping every token changes
+        nothing. The snapshot is used up."""
+        if snapshot is not self._snap:
+            raise ValueError("expected the runtime's latest snapshot, got an older or used one")
+        fed = self.length - snapshot.length
+        if not 0 <= kept < fed:
+            raise ValueError(f"expected 0 <= kept < {fed} (the tokens fed since the snapshot), got {kept}")
+        n, trail = 1 + kept, self._trail_width
+        self._snap, self._trail_width = None, 0
+        fed_ids, self._fed = self._fed, []
+        if n == fed:
+            return
+        with torch.inference_mode():
+            self.cache.length = snapshot.length + n
+            if not self._lightning:
+                return
+            if trail:
+                if self.cuda_graphs:
+                    self._graphed(("rollback", n), lambda: self._restore(n))
+                else:
+                    self._restore(n)
+                return
+            # the fed tokens came in several passes: restore, then feed the kept ones again
+            self._restore(0)
+            self.cache.length = snapshot.length
+            self._extend(torch.cat(fed_ids)[:n])
+
+    def _restore(self, n: int) -> None:
+        """Lightning states back to the snapshot, then advanced over the first n recorded tokens."""
+        torch._foreach_copy_([state.state for _, state in self._lightning], self._saved)
+        if n:
+            for attn, state in self._lightning:
+                attn.advance(state, n)
 
     def fork(self, batch_size: int, *, extra_tokens: int | None = None) -> Runtime:
         """A runtime of `batch_size` copies of this batch-1 state (prefill once, decode several continuations).
