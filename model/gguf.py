@@ -1,6 +1,7 @@
-"""GGUF files (llama.cpp): metadata -> ModelConfig, tensors -> checkpoint names, dequantised in torch.
+"""GGUF files (llama.cpp): metadata -> ModelConfig, tensors -> checkpoint names, dequantised in torch or, for
+the linear layers in Q4_0 / Q4_1 / Q8_0 / Q4_K, kept packed (`kernels/quant/ggml.py`).
 
-Tensors are decoded by the `gguf` package (`gguf.quants`): every type it supports, K- and I-quants
+Dequantised tensors are decoded by the `gguf` package (`gguf.quants`): every type it supports, K- and I-quants
 included. llama.cpp stores q_proj/k_proj rows permuted for its RoPE layout; `_unpermute` undoes that.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -17,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from sala_report.kernels.quant import PackedWeight, ggml
 
 from .config import ModelConfig
 from .errors import ConfigError, ModelError
@@ -259,18 +263,84 @@ def check_types(reader: GGUFFile, path: Path) -> None:
         )
 
 
-def read_tensors(reader: GGUFFile, config: ModelConfig):
-    """Yield (checkpoint name, fp32 tensor) in file order, q/k rows un-permuted."""
+def read_tensors(reader: GGUFFile, config: ModelConfig, packed: Mapping[str, tuple[str, int, bool]] | None = None):
+    """Yield (checkpoint name, fp32 tensor) in file order, q/k rows un-permuted; the linear layers named in
+    `packed` (module names -> kinds, from `packed_layers`) come as PackedWeights in their own blocks instead."""
+    packed = packed or {}
     for t in reader.tensors:
         name = checkpoint_name(t.name)
         if name is None:
             continue
+        kind = packed.get(name.removesuffix(".weight"))
+        if kind is not None:
+            yield name, packed_tensor(reader, t, config, zero=kind[2])
+            continue
         w = dequantize(reader.data[t.offset : t.offset + t.n_bytes], t.type_name, math.prod(t.shape)).reshape(t.shape)
-        if name.endswith("self_attn.q_proj.weight"):
-            w = _unpermute(w, config.num_attention_heads)
-        elif name.endswith("self_attn.k_proj.weight"):
-            w = _unpermute(w, config.num_key_value_heads)
-        yield name, w
+        heads = _permuted_heads(name, config)
+        yield name, w if heads is None else _unpermute(w, heads)
+
+
+def _permuted_heads(name: str, config: ModelConfig) -> int | None:
+    if name.endswith("self_attn.q_proj.weight"):
+        return config.num_attention_heads
+    if name.endswith("self_attn.k_proj.weight"):
+        return config.num_key_value_heads
+    return None
+
+
+def packed_tensor(reader: GGUFFile, t: TensorInfo, config: ModelConfig, *, zero: bool = False) -> PackedWeight:
+    """A Q4_0 / Q4_1 / Q8_0 / Q4_K weight as a PackedWeight holding exactly its values (Q4_K: up to fp16 scales),
+    q/k rows un-permuted; `zero` gives Q4_0 zero points (-8·d, exact) so that it can share a launch with Q4_1."""
+    raw = torch.from_numpy(np.array(reader.data[t.offset : t.offset + t.n_bytes]))
+    p = ggml.from_ggml(raw, t.type_name, t.shape)
+    if p is None:
+        raise ValueError(f"expected a tensor in one of {ggml.PACKABLE}, got {t.name} in {t.type_name}")
+    if zero and p.zero is None:
+        p = ggml.with_zero(p)
+    heads = _permuted_heads(checkpoint_name(t.name) or "", config)
+    if heads is not None:
+        rows = _unpermute(torch.arange(t.shape[0])[:, None], heads)[:, 0]
+        p = p.index_rows(rows)
+    return p
+
+
+def packed_layers(reader: GGUFFile, lm) -> dict[str, tuple[str, int, bool]]:
+    """{linear module name: (format, group, zero points)} of the target linears whose GGUF blocks stay packed;
+    "lm_head" too when the head is tied to a packable embedding (it becomes a packed copy).
+
+    The runtime stacks q/k/v(/gate) and gate/up into one matrix per layer (runtime.fuse_projections), which needs
+    one kind per stack: int4 stacks mixing Q4_0 with zero-point blocks all get zero points (exact); a stack that
+    still mixes kinds (e.g. Q4_K beside a Q6_K v_proj) is dequantised whole."""
+    from .quant import target_linears
+
+    by_name = {checkpoint_name(t.name): t for t in reader.tensors}
+    kinds = {}
+    for name, _ in target_linears(lm):
+        t = by_name.get(f"{name}.weight")
+        if name == "lm_head" and t is None and lm.config.tie_word_embeddings:
+            t = by_name.get("model.embed_tokens.weight")
+        kind = None if t is None else ggml.packed_format(t.type_name)
+        if kind is not None:
+            kinds[name] = kind
+    modules = {id(m): n for n, m in lm.named_modules()}
+    for layer in lm.model.layers:
+        for stack in (layer.self_attn.inputs, [layer.mlp.gate_proj, layer.mlp.up_proj]):
+            names = [modules[id(m)] for m in stack]
+            found = {kinds.get(n) for n in names}
+            if len(found) == 1:
+                continue
+            if None not in found and {(f, g) for f, g, _ in found} == {("int4", ggml.BLOCK)}:
+                kinds.update({n: ("int4", ggml.BLOCK, True) for n in names})
+            else:
+                for n in names:
+                    kinds.pop(n, None)
+    return kinds
+
+
+def packed_head(reader: GGUFFile, config: ModelConfig, kind: tuple[str, int, bool]) -> PackedWeight:
+    """The tied head as a packed copy of the embedding's blocks."""
+    t = next(t for t in reader.tensors if checkpoint_name(t.name) == "model.embed_tokens.weight")
+    return packed_tensor(reader, t, config, zero=kind[2])
 
 
 def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:

@@ -49,10 +49,11 @@ def load_model(
 
     device defaults to CUDA when present, else CPU; dtype to bf16 on CUDA, fp32 on CPU. `config`
     overrides the checkpoint's (tests use it to scale sparse_config down). `quantize` packs the linear layers as
-    they load: None / "bf16" keeps them in dtype, "int8" / "int4" / "fp8" (model/quant.py), "auto" the best format
-    whose memory plan fits `context` tokens (default: the config's longest) on this GPU, none on a CPU. A folder
-    written by `python -m sala_report.model.quantize` loads in its own format whatever `quantize` says.
-    The format ends up in `model.quantize`.
+    they load: None / "bf16" keeps them in dtype, "int8" / "int4" / "fp8" (model/quant.py), "gguf" a GGUF file's
+    own Q4_0 / Q4_1 / Q8_0 / Q4_K blocks (the other types dequantised), "auto" the best format whose memory plan
+    fits `context` tokens (default: the config's longest) on this GPU, trying a GGUF's own blocks first, none on a
+    CPU. A folder written by `python -m sala_report.model.quantize` loads in its own format whatever `quantize`
+    says. The format ends up in `model.quantize`.
     """
     fmt = quant.check_format(quantize)
     device, dtype = _device_dtype(device, dtype)
@@ -62,10 +63,15 @@ def load_model(
         config = config or gguf_file.config_from_gguf(reader, where.path)
         gguf_file.check_types(reader, where.path)
         model = _meta_model(config)
-        fmt = _resolve_format(fmt, config, device, dtype, context)
+        packed = gguf_file.packed_layers(reader, model) if fmt in ("auto", "gguf") else {}
+        fmt = _resolve_format(fmt, config, device, dtype, context, packed)
         check_tensors(model, gguf_file.tensor_shapes(reader), str(where.path))
-        tensors = gguf_file.read_tensors(reader, config)
+        if fmt != "gguf" or not packed:
+            fmt, packed = (None if fmt == "gguf" else fmt), {}
+        tensors = quant.packed_stream(model, gguf_file.read_tensors(reader, config, packed), device=device)
     else:
+        if fmt == "gguf":
+            raise ValueError(f'quantize="gguf" keeps a GGUF file\'s own blocks; expected a .gguf source, got {source}')
         config = config or ModelConfig.from_json(where.path / "config.json")
         model = _meta_model(config)
         if quant_checkpoint.is_quantized(where.path):
@@ -76,24 +82,29 @@ def load_model(
         check_tensors(model, safetensors_shapes(files), str(where.path))
         direct = device.type == "cuda"
         tensors = safetensors_to_device(files, device) if direct else safetensors_tensors(files)
-    if fmt is not None:
+    if fmt not in (None, "gguf"):
         tensors = quant.quantizing_stream(model, tensors, fmt, device=device, dtype=dtype)
     assign_tensors(model, tensors, device=device, dtype=dtype)
     model.quantize = None
-    if fmt is not None:
+    if fmt == "gguf":
+        if "lm_head" in packed and config.tie_word_embeddings:  # a packed copy of the embedding's blocks
+            head = gguf_file.packed_head(reader, config, packed["lm_head"])
+            quant.set_module(model, "lm_head", quant.QuantLinear(head.to(device)))
+        model.quantize = "gguf"
+    elif fmt is not None:
         quant.quantize_model(model, fmt)  # what the stream did not see: a head tied to the embedding
     return model.eval().requires_grad_(False)
 
 
 def _resolve_format(
-    fmt: str | None, config: ModelConfig, device: torch.device, dtype, context: int | None
+    fmt: str | None, config: ModelConfig, device: torch.device, dtype, context: int | None, packed=None
 ) -> str | None:
     if fmt != "auto":
         return fmt
     if device.type != "cuda":
         return None
     n = context if context is not None else config.max_position_embeddings
-    return choose_format(config, free_cuda_bytes(device), n, dtype=dtype)
+    return choose_format(config, free_cuda_bytes(device), n, dtype=dtype, packed=packed)
 
 
 def _meta_model(config: ModelConfig) -> CausalLM:

@@ -7,6 +7,7 @@ so a run that cannot fit stops at once with what would fit instead of running ou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -37,12 +38,17 @@ def count_parameters(config: ModelConfig) -> int:
 
 
 def weight_bytes(
-    config: ModelConfig, dtype: torch.dtype = torch.bfloat16, quantize: str | None = None
+    config: ModelConfig,
+    dtype: torch.dtype = torch.bfloat16,
+    quantize: str | None = None,
+    packed: Mapping[str, tuple[str, int, bool]] | None = None,
 ) -> tuple[int, int]:
     """(bytes of the weights on the GPU, bytes of the largest 16-bit weight a quantized prefill dequantises at once).
 
     Packed linears count their codes, scales and zero points (`kernels/quant/README.md`); the embedding and the
-    norms stay in `dtype`; a quantized head tied to the embedding is a second, packed copy."""
+    norms stay in `dtype`; a quantized head tied to the embedding is a second, packed copy. quantize="gguf": the
+    linears named in `packed` (module name -> (format, group, zero points), model/gguf.py) are packed, the rest
+    stay in `dtype`."""
     from .model import CausalLM
     from .quant import ZERO_POINT, format_for, target_linears
 
@@ -55,9 +61,13 @@ def weight_bytes(
     total = scratch = 0
     seen = set()
     for name, module in lm.named_modules():
-        if name in linears:
+        if quantize == "gguf":
+            kind = (packed or {}).get(name)
+        else:
+            kind = (format_for(quantize, linears[name]), None, ZERO_POINT) if name in linears else None
+        if kind is not None:
             N, K = module.weight.shape
-            total += packed_bytes(N, K, format_for(quantize, linears[name]), ZERO_POINT)
+            total += packed_bytes(N, K, kind[0], kind[2], group=kind[1])
             if name != "lm_head":
                 seen.add(id(module.weight))
             continue
@@ -71,11 +81,13 @@ def weight_bytes(
     return total, scratch
 
 
-def packed_bytes(N: int, K: int, fmt: str, zero_point: bool = True) -> int:
+def packed_bytes(N: int, K: int, fmt: str, zero_point: bool = True, *, group: int | None = None) -> int:
+    """Bytes of an [N, K] weight packed in `fmt` (group None: the format's default, kernels/quant/naive.py)."""
     if fmt in ("int8", "fp8"):
-        return N * K + 4 * N
-    groups = -(-K // 128)
-    return N * groups * 64 + N * groups * 2 * (2 if zero_point else 1)
+        return N * K + (2 * N * -(-K // group) if group else 4 * N)
+    G = group or 128
+    groups = -(-K // G)
+    return N * groups * G // 2 + N * groups * 2 * (2 if zero_point else 1)
 
 
 @dataclass(frozen=True)
@@ -183,6 +195,7 @@ def plan_memory(
     prefill_batch: int | None = None,
     weights_loaded: bool = False,
     quantize: str | None = None,
+    packed: Mapping[str, tuple[str, int, bool]] | None = None,
 ) -> MemoryPlan:
     """Plan `batch` sequences of `context` prompt tokens plus `max_new_tokens` (prefill `prefill_batch` of them at a
     time, default all; 0 when the state is filled by replicating a finished prefill), with weights in `dtype` or
@@ -209,7 +222,7 @@ def plan_memory(
             per_token += row * (1 / s.kernel_stride + 1 / (4 * s.kernel_stride))
     pb = batch if prefill_batch is None else prefill_batch
     chunk = min(chunk_tokens, max(1, context))
-    weights, scratch = weight_bytes(config, dtype, quantize)
+    weights, scratch = weight_bytes(config, dtype, quantize, packed)
     prefill = (
         0 if pb == 0 else pb * chunk * PREFILL_BYTES_PER_TOKEN * config.hidden_size // 4096 + PREFILL_FIXED + scratch
     )
@@ -268,14 +281,20 @@ def choose_format(
     *,
     max_new_tokens: int = 256,
     dtype: torch.dtype = torch.bfloat16,
+    packed: Mapping[str, tuple[str, int, bool]] | None = None,
 ) -> str | None:
     """quantize="auto": the first of AUTO_ORDER whose plan fits `context + max_new_tokens` tokens (unknown free
-    memory: the checkpoint's own weights); the smallest format when none fits, so the plan's error names it."""
+    memory: the checkpoint's own weights); the smallest format when none fits, so the plan's error names it. A GGUF
+    whose linears stay packed (`packed`, model/gguf.py) tries "gguf", its own blocks, first."""
     if free_bytes is None:
         return None
     chunk = smallest_chunk(config)
-    for fmt in AUTO_ORDER:
-        if plan_memory(config, 1, context, max_new_tokens, dtype, free_bytes, chunk_tokens=chunk, quantize=fmt).fits:
+    order = ("gguf", *AUTO_ORDER) if packed else AUTO_ORDER
+    for fmt in order:
+        plan = plan_memory(
+            config, 1, context, max_new_tokens, dtype, free_bytes, chunk_tokens=chunk, quantize=fmt, packed=packed
+        )
+        if plan.fits:
             return fmt
     return AUTO_ORDER[-1]
 

@@ -14,7 +14,8 @@ from sala_report.kernels import quant
 from sala_report.kernels.quant import PackedWeight
 
 FORMATS = quant.FORMATS
-CHOICES = ("auto", "bf16", *FORMATS)  # what settings accept; "bf16" (or None) keeps the checkpoint's weights
+# what settings accept; "bf16" (or None) keeps the checkpoint's weights, "gguf" a GGUF file's own quantized blocks
+CHOICES = ("auto", "bf16", "gguf", *FORMATS)
 # The head's format for each body format: logits are read straight off the head, and an int4 head alone moved the
 # random 9B model's logits by ~1e-1, so int4 bodies keep an int8 head (300 MB instead of 150 MB).
 HEAD_FORMAT = {"int8": "int8", "int4": "int8", "fp8": "fp8"}
@@ -43,6 +44,7 @@ class QuantLinear(nn.Module):
     def __init__(self, p: PackedWeight):
         super().__init__()
         self.fmt, self.in_features, self.out_features = p.fmt, p.in_features, p.out_features
+        self.group = p.group
         self.qweight = nn.Parameter(p.data, requires_grad=False)
         self.scales = nn.Parameter(p.scale, requires_grad=False)
         self.zeros = None if p.zero is None else nn.Parameter(p.zero, requires_grad=False)
@@ -54,13 +56,14 @@ class QuantLinear(nn.Module):
 
     @property
     def packed(self) -> PackedWeight:
-        return PackedWeight(self.fmt, self.qweight, self.scales, self.zeros, self.in_features)
+        return PackedWeight(self.fmt, self.qweight, self.scales, self.zeros, self.in_features, self.group)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return quantized_linear(x, self.packed)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}"
+        group = f", group={self.group}" if self.group else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, fmt={self.fmt}{group}"
 
 
 def quantized_linear(x: torch.Tensor, p: PackedWeight) -> torch.Tensor:
@@ -140,6 +143,16 @@ def quantizing_stream(lm, tensors, fmt: str, *, device, dtype) -> Iterator[tuple
         w = t.to(device=device, dtype=dtype).contiguous()
         set_module(lm, hit[0], QuantLinear(quantize_weight(w, format_for(fmt, hit[1]))))
         del w
+
+
+def packed_stream(lm, tensors, *, device) -> Iterator[tuple[str, torch.Tensor]]:
+    """Pass a checkpoint's (name, tensor) stream through, turning each target linear that arrives as a PackedWeight
+    (a GGUF's own blocks, model/gguf.py) into a QuantLinear on `device`."""
+    for name, t in tensors:
+        if isinstance(t, PackedWeight):
+            set_module(lm, name.removesuffix(".weight"), QuantLinear(t.to(device)))
+        else:
+            yield name, t
 
 
 def fuse(linears: list[QuantLinear]) -> QuantLinear:

@@ -35,10 +35,12 @@ def _qmm_kernel(
     SPLITS,
     FMT: tl.constexpr,
     HAS_ZERO: tl.constexpr,
+    GROUPED: tl.constexpr,
     G: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
 ):
+    # G: the int4 group, the int8 group when GROUPED (one scale per G inputs), else just the K step of the loop
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BM + tl.arange(0, BM)
     rn = pid_n * BN + tl.arange(0, BN)
@@ -88,8 +90,12 @@ def _qmm_kernel(
             if FMT == 2:
                 q = q.to(tl.float8e4nv, bitcast=True)
             xt = tl.load(xrow + kk[None, :], mask=mm[:, None] & km[None, :], other=0.0)
-            acc += tl.dot(xt, tl.trans(q.to(x.dtype.element_ty)))
-    if FMT != 1:  # per-channel scale, applied once
+            if GROUPED:  # int8 with a scale per group (GGUF Q8_0): scaled per group, like int4
+                sc = tl.load(s + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)
+                acc += tl.dot(xt, tl.trans(q.to(x.dtype.element_ty))) * sc[None, :]
+            else:
+                acc += tl.dot(xt, tl.trans(q.to(x.dtype.element_ty)))
+    if FMT != 1 and not GROUPED:  # per-channel scale, applied once
         acc *= tl.load(s + rn, mask=nm, other=0.0).to(tl.float32)[None, :]
     omask = mm[:, None] & nm[None, :]
     tile = rm.to(tl.int64)[:, None] * N + rn[None, :]
@@ -113,7 +119,19 @@ def _qmm_kernel(
 
 @triton.jit
 def _dequant_kernel(
-    w, s, z, out, N, K, s_wn, s_sn, FMT: tl.constexpr, HAS_ZERO: tl.constexpr, G: tl.constexpr, BN: tl.constexpr
+    w,
+    s,
+    z,
+    out,
+    N,
+    K,
+    s_wn,
+    s_sn,
+    FMT: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+    GROUPED: tl.constexpr,
+    G: tl.constexpr,
+    BN: tl.constexpr,
 ):
     pid_n, g = tl.program_id(0), tl.program_id(1)
     rn = pid_n * BN + tl.arange(0, BN)
@@ -141,7 +159,10 @@ def _dequant_kernel(
         q = tl.load(wrow + kk[None, :], mask=m, other=0)
         if FMT == 2:
             q = q.to(tl.float8e4nv, bitcast=True)
-        sc = tl.load(s + rn, mask=nm, other=0.0).to(tl.float32)[:, None]
+        if GROUPED:
+            sc = tl.load(s + rn * s_sn + g, mask=nm, other=0.0).to(tl.float32)[:, None]
+        else:
+            sc = tl.load(s + rn, mask=nm, other=0.0).to(tl.float32)[:, None]
         tl.store(orow + kk[None, :], (q.to(tl.float32) * sc).to(out.dtype.element_ty), mask=m)
 
 
@@ -150,8 +171,8 @@ def dequantize_triton(p: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
     N, K = p.out_features, p.in_features
     out = torch.empty(N, K, dtype=dtype, device=p.data.device)
     BN = 32
-    s_sn = p.scale.stride(0) if p.fmt == "int4" else 0
-    grid = (triton.cdiv(N, BN), triton.cdiv(K, GROUP))
+    G = _step(p)
+    grid = (triton.cdiv(N, BN), triton.cdiv(K, G))
     _dequant_kernel[grid](
         p.data,
         p.scale,
@@ -160,14 +181,24 @@ def dequantize_triton(p: PackedWeight, dtype: torch.dtype) -> torch.Tensor:
         N,
         K,
         p.data.stride(0),
-        s_sn,
+        _scale_stride(p),
         FMT=_FMT[p.fmt],
         HAS_ZERO=p.zero is not None,
-        G=GROUP,
+        GROUPED=p.fmt != "int4" and p.group > 0,
+        G=G,
         BN=BN,
         num_warps=4,
     )
     return out
+
+
+def _step(p: PackedWeight) -> int:
+    """The K step of the kernels' loops: the format's group, or 128 for per-channel scales."""
+    return p.group or GROUP
+
+
+def _scale_stride(p: PackedWeight) -> int:
+    return p.scale.stride(0) if p.group else 0
 
 
 # (BN, programs per SM aimed at through the K split, warps, stages), tried in order on the first call of a shape
@@ -192,14 +223,14 @@ def quant_matmul(x: torch.Tensor, p: PackedWeight, *, config: tuple | None = Non
     M, N, K = x2.shape[0], p.out_features, p.in_features
     if M == 0:
         return x.new_empty(*lead, N)
-    NG = triton.cdiv(K, GROUP)
+    NG = triton.cdiv(K, _step(p))
     if M > 16:
         BM, BN, warps, stages = _PREFILL
         out = torch.empty(M, N, dtype=x.dtype, device=x.device)
         _launch(x2, p, out, M, N, K, NG, NG, 1, BM, BN, warps, stages)
         return out.view(*lead, N)
     if config is None:
-        key = (M > 1, N, K, p.fmt, p.zero is not None, x.dtype, x.device)
+        key = (M > 1, N, K, p.kind, x.dtype, x.device)
         config = _tuned.get(key)
         if config is None:
             config = _tuned[key] = _tune(x2, p, NG)
@@ -228,7 +259,6 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
 
 
 def _launch(x2, p, out, M, N, K, NG, gps, splits, BM, BN, warps, stages):
-    s_sn = p.scale.stride(0) if p.fmt == "int4" else 0
     grid = (triton.cdiv(N, BN), triton.cdiv(M, BM), splits)
     part = torch.empty(splits, M, N, dtype=torch.float32, device=x2.device) if splits > 1 else out
     count = _counters(x2.device, grid[0] * grid[1])
@@ -245,14 +275,15 @@ def _launch(x2, p, out, M, N, K, NG, gps, splits, BM, BN, warps, stages):
         K,
         x2.stride(0),
         p.data.stride(0),
-        s_sn,
+        _scale_stride(p),
         out.stride(0),
         gps,
         NG,
         splits,
         FMT=_FMT[p.fmt],
         HAS_ZERO=p.zero is not None,
-        G=GROUP,
+        GROUPED=p.fmt != "int4" and p.group > 0,
+        G=_step(p),
         BM=BM,
         BN=BN,
         num_warps=warps,
@@ -289,6 +320,5 @@ def _tune(x2, p, NG) -> tuple:
 
 
 def _copy(p: PackedWeight) -> PackedWeight:
-    return PackedWeight(
-        p.fmt, p.data.clone(), p.scale.clone(), None if p.zero is None else p.zero.clone(), p.in_features
-    )
+    z = None if p.zero is None else p.zero.clone()
+    return PackedWeight(p.fmt, p.data.clone(), p.scale.clone(), z, p.in_features, p.group)

@@ -53,12 +53,38 @@ def test_int8_and_fp8_are_per_channel():
     assert torch.allclose(naive.dequantize(f8).abs().amax(1), w.abs().amax(1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("fmt,zero", [("int8", True), ("int4", True), ("int4", False), ("fp8", True)])
+# (format, zero points, group): the defaults, and GGUF's 32-wide blocks (Q4_1, Q4_0, Q8_0)
+KINDS = [
+    ("int8", True, None),
+    ("int4", True, None),
+    ("int4", False, None),
+    ("fp8", True, None),
+    ("int4", True, 32),
+    ("int4", False, 32),
+    ("int8", False, 32),
+]
+
+
+def test_int4_group_32_layout_is_ggml_q4_block():
+    # G = 32: byte j holds code j low and code 16 + j high, as in a ggml Q4_0 / Q4_1 block's 16 bytes
+    codes = torch.randint(0, 16, (2, 3, 32), generator=torch.Generator().manual_seed(9), dtype=torch.uint8)
+    packed = naive.pack_int4(codes).reshape(2, 3, 16)
+    assert torch.equal(packed & 0xF, codes[..., :16]) and torch.equal(packed >> 4, codes[..., 16:])
+    assert torch.equal(naive.unpack_int4(packed.reshape(2, 48), 32), codes)
+
+
+def test_group_sizes_are_checked():
+    for fmt, group in (("int4", 16), ("int4", 48), ("int8", 8), ("fp8", 32)):
+        with pytest.raises(ValueError, match="group size"):
+            naive.quantize(torch.randn(4, 64), fmt, group=group)
+
+
+@pytest.mark.parametrize("fmt,zero,group", KINDS)
 @pytest.mark.parametrize("M,N,K", [(1, 48, 200), (5, 33, 256), (16, 64, 128), (40, 20, 130)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_triton_matmul_matches_reference(fmt, zero, M, N, K, dtype):
+def test_triton_matmul_matches_reference(fmt, zero, group, M, N, K, dtype):
     g = torch.Generator().manual_seed(M * 1000 + N + K)
-    p = naive.quantize(torch.randn(N, K, generator=g), fmt, zero=zero)
+    p = naive.quantize(torch.randn(N, K, generator=g), fmt, zero=zero, group=group)
     x = torch.randn(M, K, generator=g).to(dtype)
     ref = x.double() @ naive.dequantize(p, torch.float64).T
     got = quant.linear(x, p, backend="triton")
@@ -67,9 +93,10 @@ def test_triton_matmul_matches_reference(fmt, zero, M, N, K, dtype):
 
 
 @pytest.mark.parametrize("config", [(32, 3, 4, 2), (16, 2, 4, 2), (64, 1, 4, 2)])
-def test_split_k_decode_tilings_agree(config):
+@pytest.mark.parametrize("group", [128, 32])
+def test_split_k_decode_tilings_agree(config, group):
     g = torch.Generator().manual_seed(7)
-    p = naive.quantize(torch.randn(40, 520, generator=g), "int4")  # 5 groups: splits of 2 and 2 and 1
+    p = naive.quantize(torch.randn(40, 520, generator=g), "int4", group=group)  # 5 (or 17) groups, split unevenly
     x = torch.randn(3, 2, 520, generator=g)  # leading dims are flattened and restored
     ref = x.double() @ naive.dequantize(p, torch.float64).T
     got = quant.linear(x, p, backend="triton", config=config)
@@ -79,9 +106,9 @@ def test_split_k_decode_tilings_agree(config):
     assert not matmul._COUNTERS[x.device].any()  # the split-K arrival counters are re-armed for the next launch
 
 
-@pytest.mark.parametrize("fmt,zero", [("int8", True), ("int4", True), ("int4", False), ("fp8", True)])
-def test_triton_dequantize_matches_reference(fmt, zero):
-    p = naive.quantize(torch.randn(37, 300, generator=torch.Generator().manual_seed(3)), fmt, zero=zero)
+@pytest.mark.parametrize("fmt,zero,group", KINDS)
+def test_triton_dequantize_matches_reference(fmt, zero, group):
+    p = naive.quantize(torch.randn(37, 300, generator=torch.Generator().manual_seed(3)), fmt, zero=zero, group=group)
     got = quant.dequantize(p, torch.float32, backend="triton")
     assert got.shape == (37, 300) and torch.equal(got, naive.dequantize(p, torch.float32))
 
