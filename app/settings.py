@@ -185,6 +185,7 @@ class WarpSettings:
     instructions: str = ""  # audience, tone, what to cover: the text, or @FILE for a file's
     outline: str = ""  # a Markdown file of headings to write instead of a planned outline ("": plan one)
     review_plan: bool = False  # stop after the first outline so the person can edit it; `resume` goes on
+    clarify: bool = False  # ask up to three questions about scope before searching; their answers reach every prompt
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Progress goes to stderr, the optional `--json` summary to stdout. Exit codes: 0 done, 3 partial (a budget
 ended it, some searches came back short, or weak sections), 2 usage, 4 model backend unavailable, 5 waiting
-(--review-plan: the outline waits for review), 130 interrupted (the last step's checkpoint is kept).
+(--review-plan: the outline waits for review; --clarify: the questions wait for answers), 130 interrupted (the last step's checkpoint is kept).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from sala_report.app.errors import (
 from sala_report.app.settings import Settings
 from sala_report.app.wording import plural, readable_keys, search_problem
 
-EXIT_WAITING = 5  # --review-plan: the outline is stored and waits for the person; `resume` goes on
+EXIT_WAITING = 5  # --review-plan or --clarify: the outline or the questions wait for the person; `resume` goes on
 EXIT_CODES = {
     "done": EXIT_OK,
     "partial": EXIT_PARTIAL,
@@ -50,16 +50,23 @@ _model_option = click.option(
     help="A checkpoint folder, a .gguf file or a known name (default: model.source).",
 )
 _steps_option = click.option("--max-steps", type=click.IntRange(min=1), help="Step budget (default: warp.max_steps).")
+_answers_option = click.option(
+    "--answers",
+    "answers_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Answers to the --clarify questions, one a line in their order (or numbered '1. ...'); '-' or an empty "
+    "line skips one.",
+)
 _headless_option = click.option(
     "--headless", is_flag=True, help="No terminal app: progress on stderr, report to a file."
 )
 
 
 def _domain(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
-    from sala_report.retrieval.domains import normalise_domain
+    from sala_report.app.runs import domain_list  # the start screen's domain fields read the same way
 
     try:
-        return tuple(normalise_domain(v) for v in values)
+        return tuple(dict.fromkeys(domain for value in values for domain in domain_list(value)))
     except ValueError as e:
         raise click.BadParameter(str(e)) from e
 
@@ -126,6 +133,12 @@ _exclude_option = click.option(
     is_flag=True,
     help="Stop after the first outline so you can edit it (exit code 5); `resume` writes the report.",
 )
+@click.option(
+    "--clarify",
+    is_flag=True,
+    help="Before searching, the model asks up to three questions about scope (headless: exit code 5 until answered).",
+)
+@_answers_option
 @click.pass_obj
 def run(
     obj,
@@ -145,6 +158,8 @@ def run(
     instructions: str | None,
     outline_file: Path | None,
     review_plan: bool,
+    clarify: bool,
+    answers_file: Path | None,
 ) -> int:
     """Research QUESTION and write a cited report."""
     from sala_report.app.runs import RunRequest
@@ -155,8 +170,12 @@ def run(
     if not question.strip():
         raise UsageError("the research question is empty")
     from sala_report.app.warp.brief import brief_from
+    from sala_report.app.warp.clarify import read_answers
 
-    brief, outline = brief_from(settings.warp, length, language, instructions, outline_file, review_plan)
+    answers = read_answers(answers_file) if answers_file is not None else None
+    brief, outline = brief_from(
+        settings.warp, length, language, instructions, outline_file, review_plan, clarify, answers
+    )
     request = RunRequest(question, web=web, docs=docs, model=model_source or "", brief=brief, outline=outline)
     if not headless and _interactive():
         from sala_report.app.commands.tools import run_app
@@ -180,6 +199,7 @@ def run(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Replace the outline of a session with nothing written yet (a plan under review) by this Markdown file.",
 )
+@_answers_option
 @click.pass_obj
 def resume(
     obj,
@@ -190,6 +210,7 @@ def resume(
     out: Path | None,
     as_json: bool,
     outline_file: Path | None,
+    answers_file: Path | None,
 ) -> int:
     """Continue a session from its last checkpoint (after a crash, Ctrl-C, or a used-up step budget)."""
     settings = obj.settings
@@ -204,7 +225,12 @@ def resume(
         from sala_report.app.warp.brief import read_outline
 
         outline = read_outline(outline_file, max_depth=settings.warp.max_depth)
-    if not headless and _interactive() and outline is None:
+    answers = None
+    if answers_file is not None:
+        from sala_report.app.warp.clarify import read_answers
+
+        answers = read_answers(answers_file)
+    if not headless and _interactive() and outline is None and answers is None:
         from sala_report.app.commands.tools import run_app
 
         for line in run_app(settings, resume=session_id):
@@ -213,6 +239,8 @@ def resume(
 
     def make_engine(services):
         engine = services.resume(session_id, model=model_source or "")
+        if answers is not None:
+            engine.answer(answers)
         if outline is not None:
             engine.replace_outline(outline)
         return engine
@@ -332,8 +360,17 @@ def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -
     notes = list(getattr(engine, "notes", []))
     for line in notes:
         _say(f"warning: {line}")
-    summary = _report(engine.session_id, store, settings, out, as_json, notes=notes, outline=engine.outline)
-    if result.status == "waiting":
+    brief = getattr(engine, "brief", None)
+    questions = list(brief.questions) if brief is not None and brief.waiting_for_answers else None
+    summary = _report(
+        engine.session_id, store, settings, out, as_json, notes=notes, outline=engine.outline, questions=questions
+    )
+    if result.status == "waiting" and questions:
+        _say(
+            f"the questions wait for your answers: write them one a line in a file, then `sala-report resume "
+            f"{engine.session_id} --answers FILE`; `sala-report resume {engine.session_id}` goes on without"
+        )
+    elif result.status == "waiting":
         _say(f"the outline waits for review; edit it, then `sala-report resume {engine.session_id}` writes the report")
     if result.status == "cancelled":
         _say(f"saved; continue with `sala-report resume {engine.session_id}`")
@@ -363,6 +400,7 @@ def _report(
     *,
     notes: list[str] | None = None,
     outline=None,
+    questions: list[str] | None = None,
 ) -> dict[str, Any]:
     from sala_report.app.export import default_filename, export_report
     from sala_report.app.warp import render_markdown, session_summary
@@ -385,13 +423,18 @@ def _report(
         )
     for weak in summary["quality"]["weak_sections"]:
         _say(f'warning: section {weak["number"]} "{weak["title"]}" is weak: {"; ".join(weak["reasons"])}')
-    if summary["status"] == "waiting" and outline is not None:
+    if questions:  # --clarify: the questions wait for the person's answers
+        for i, question in enumerate(questions, 1):
+            _say(f"question {i}: {question}")
+    elif summary["status"] == "waiting" and outline is not None:
         for line in _plan_lines(outline):
             _say(line)
     if as_json:
         data = _json_summary(summary, [path])
         data["warnings"] = list(notes or [])
-        if summary["status"] == "waiting" and outline is not None:
+        if questions:
+            data["questions"] = questions
+        elif summary["status"] == "waiting" and outline is not None:
             data["outline"] = _plan(outline)
         click.echo(json.dumps(data, ensure_ascii=False))
     return summary

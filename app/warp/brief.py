@@ -43,10 +43,17 @@ class Brief:
     language: str = ""  # "" : the language of the question
     instructions: str = ""
     review_plan: bool = False
+    clarify: bool = False  # ask the person up to three questions about scope before searching (clarify.py)
+    questions: tuple[str, ...] | None = None  # those asked; None: not asked yet
+    answers: tuple[str, ...] | None = None  # one per question ("": left unanswered); None: not answered yet
 
     def __post_init__(self):
         if self.length not in LENGTHS:
             raise ValueError(f"length must be one of {', '.join(LENGTHS)}, got {self.length!r}")
+        for name in ("questions", "answers"):  # lists when read back from the stored JSON
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(str(v) for v in value))
 
     def to_options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,6 +62,17 @@ class Brief:
     def from_options(cls, options: dict[str, Any]) -> Brief:
         data = options.get("brief") or {}
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def waiting_for_answers(self) -> bool:
+        """Questions were asked and the person has not answered (nor skipped) them yet."""
+        return bool(self.questions) and self.answers is None
+
+    @property
+    def clarified(self) -> list[tuple[str, str]]:
+        """(question, answer) for each question the person answered."""
+        answers = self.answers or ()
+        return [(q, a) for q, a in zip(self.questions or (), answers) if a.strip()]
 
     @property
     def language_name(self) -> str:
@@ -170,13 +188,18 @@ def brief_from(
     instructions: str | None = None,
     outline_file: Path | str | None = None,
     review_plan: bool = False,
+    clarify: bool = False,
+    answers: tuple[str, ...] | None = None,
 ) -> tuple[Brief, Outline | None]:
     """The person's brief from the flags or the start screen, falling back on `[warp]`; with their outline when
-    they gave a file. An unreadable file, or a language that is no name, is one clear UsageError."""
+    they gave a file. An unreadable file, or a language that is no name, is one clear UsageError. `answers`
+    (given before the questions are asked, for scripts) answer them in order, and so imply `clarify`."""
     language = (warp.language if language is None else language).strip()
     if language and not _LANGUAGE.fullmatch(language):
         raise UsageError(f"--language must be a language name or code such as zh or German, got {language!r}")
     text = read_instructions(warp.instructions if instructions is None else instructions)
     path = outline_file if outline_file else warp.outline
     outline = read_outline(Path(path), max_depth=warp.max_depth) if path else None
-    return Brief(length or warp.length, language, text, review_plan or warp.review_plan), outline
+    clarify = clarify or warp.clarify or answers is not None
+    brief = Brief(length or warp.length, language, text, review_plan or warp.review_plan, clarify, answers=answers)
+    return brief, outline

@@ -25,6 +25,7 @@ from sala_report.app.warp import events as ev
 from sala_report.app.warp import evidence_steps
 from sala_report.app.warp.brief import Brief, sized
 from sala_report.app.warp.citations import render_cites
+from sala_report.app.warp.clarify import answered, ask_questions, one_answer, with_questions
 from sala_report.app.warp.edits import Edit, EditError, apply_edit, describe, from_dict, to_dict
 from sala_report.app.warp.exclusion import ExcludingRetriever, after_exclusion, note
 from sala_report.app.warp.generator import Generator
@@ -196,6 +197,49 @@ class Engine:
         self.wstore.commit(self.session_id, Commit(run=run, outline=given, events=[ev.to_record(event)]))
         self.run_state, self.outline = run, given
 
+    def answer(self, answers: tuple[str, ...]) -> None:
+        """The person's answers to the clarifying questions, in order ("" leaves one unanswered); given before
+        the questions are asked (`run --answers`), they are paired with them once they are. Stored at once."""
+        brief = self.brief
+        if not brief.clarify or (brief.questions is not None and not brief.waiting_for_answers):
+            raise UsageError(
+                f"session {self.session_id} has no clarifying questions waiting for answers",
+                hint="--answers goes with a run started with --clarify, before its questions are answered.",
+            )
+        try:
+            if brief.questions is None:  # kept until the questions are asked
+                brief = dataclasses.replace(brief, answers=tuple(one_answer(a) for a in answers))
+            else:
+                brief = answered(brief, answers)
+        except ValueError as e:
+            raise UsageError(f"the answers cannot be used: {e}") from None
+        self._store_brief(brief)
+
+    def _store_brief(self, brief: Brief, *, tokens: tuple[int, int] = (0, 0)) -> None:
+        self.options = {**self.options, "brief": brief.to_options()}
+        self.wstore.set_options(self.session_id, self.options, tokens=tokens)
+        self.brief = brief
+
+    def _clarify(self) -> None:
+        """Ask the clarifying questions (one model call, before any search) and store them; answers the person
+        gave beforehand are paired with them. Raises Cancelled when paused or cancelled meanwhile."""
+        with self._cond:
+            if self._paused or self._cancel.is_set():
+                raise Cancelled()
+            stop = self._stop_step = threading.Event()
+        try:
+            asked = ask_questions(self.generator, self.settings, self.question, self.brief, cancel=stop)
+        finally:
+            with self._cond:
+                self._stop_step = None
+        for why in asked.dropped:
+            log.info("session %s: clarifying question dropped: %s", self.session_id, why)
+        if not asked.questions:
+            self.notes.append("the model asked no usable clarifying question; the research goes on without")
+        self._store_brief(
+            with_questions(self.brief, asked.questions), tokens=(asked.prompt_tokens, asked.completion_tokens)
+        )
+
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call `callback(event)` for every event; returns a function that unsubscribes."""
         with self._cond:
@@ -271,6 +315,17 @@ class Engine:
                     return self._finish(started, "cancelled by the person", status="cancelled")
                 if self._wait_while_paused():
                     continue
+                if self.brief.clarify and self.brief.questions is None and self.run_state.step == 0:
+                    try:
+                        self._clarify()
+                    except Cancelled:
+                        pass
+                    continue  # the loop top reports a cancellation or pause, or goes on to wait or search
+                if self.brief.waiting_for_answers and not self._review_done:
+                    return self._finish(started, "the clarifying questions wait for answers", status="waiting")
+                if self.brief.waiting_for_answers:  # resumed without answers: go on without them
+                    self._store_brief(answered(self.brief, ()))
+                    self.notes.append("the clarifying questions were left unanswered")
                 if self.run_state.phase == "done":
                     return self._finish(started, self.run_state.reason)
                 if self.run_state.review:

@@ -58,7 +58,12 @@ def _ask(
 
     def build(draft: str, evidence: str, shown: list[Entry]) -> str:
         return render(
-            f"compact/{template}", question=ctx.question, evidence=evidence, feedback=ctx.run.feedback, **(values or {})
+            f"compact/{template}",
+            question=ctx.question,
+            evidence=evidence,
+            feedback=ctx.run.feedback,
+            clarified=steps.clarified_text(ctx.brief),  # the person's answers (clarify.py), whatever the mode
+            **(values or {}),
         )
 
     prompt = fit(

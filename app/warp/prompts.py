@@ -91,7 +91,8 @@ def render(template: str, **values) -> str:
     if template.startswith(DIR_PREFIX):
         folder, _, name = template[len(DIR_PREFIX) :].rpartition("/")
         return _render_user(folder, name, values)
-    values = {"instructions": "", "language": "", **values}  # the person's brief (brief.py), when they gave one
+    # the person's brief (brief.py), when they gave one
+    values = {"instructions": "", "language": "", "clarified": "", **values}
     if template.startswith("agentcpm/"):
         values = {**values, **released_values(template.split("/", 1)[1], values)}
     text = _environment().get_template(template).render(**values)

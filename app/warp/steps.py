@@ -104,12 +104,21 @@ class StepOutcome:
 
 
 def brief_values(ctx: StepContext) -> dict[str, str]:
-    """The person's instructions and report language for the templates, neutralised like evidence: they are
-    the person's words, but pasted text must not be able to close our tags or fake a citation key."""
+    """The person's instructions, report language and answers to the clarifying questions (clarify.py) for the
+    templates, neutralised like evidence: they are the person's words, but pasted text must not be able to
+    close our tags or fake a citation key."""
     return {
         "instructions": neutralize(ctx.brief.instructions),
         "language": " ".join(neutralize(ctx.brief.language_name).split()),
+        "clarified": clarified_text(ctx.brief),
     }
+
+
+def clarified_text(brief: Brief) -> str:
+    """`Q: …` / `A: …` lines for each question the person answered, each on one line."""
+    return "\n".join(
+        f"Q: {' '.join(neutralize(q).split())}\nA: {' '.join(neutralize(a).split())}" for q, a in brief.clarified
+    )
 
 
 def label(loc: Located | None) -> str:

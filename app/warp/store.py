@@ -284,6 +284,16 @@ class WarpStore:
             if event is not None:
                 self._insert_events(session_id, self._step_of(session_id), [event])
 
+    def set_options(self, session_id: str, options: JSONObject, *, tokens: tuple[int, int] = (0, 0)) -> None:
+        """Replace the session's options (the brief once clarifying questions are asked or answered), adding
+        the `(prompt, completion)` tokens of the model call that changed them."""
+        with self.transaction():
+            self.db.execute(
+                "UPDATE warp_sessions SET options = ?, updated_at = ?, prompt_tokens = prompt_tokens + ?, "
+                "completion_tokens = completion_tokens + ? WHERE id = ?",
+                [json.dumps(options), utc_now(), *tokens, session_id],
+            )
+
     def _claim(self, session_id: str) -> None:
         """Inside the write transaction that marks the session running (BEGIN IMMEDIATE: one process at a
         time gets here), refuse when another live process runs it, or moved it on since this object read its
