@@ -5,6 +5,7 @@ directly; nothing here imports Textual."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import threading
@@ -30,6 +31,18 @@ class RunRequest:
     model: str = ""
     brief: Any = None  # warp.brief.Brief: length, language, instructions, plan review
     outline: Any = None  # warp.state.Outline: the person's own, written instead of a planned one
+    # this run's domain lists (domain_list), added to search.include_domains / exclude_domains as the flags are
+    include_domains: tuple[str, ...] = ()
+    exclude_domains: tuple[str, ...] = ()
+
+
+def domain_list(text: str) -> tuple[str, ...]:
+    """The domains in `text`, separated by commas or spaces, each normalised as the settings' lists and the
+    --include-domain / --exclude-domain flags are (`https://www.nature.com/x` is `www.nature.com`, `*.` dropped).
+    Raises ValueError naming the first entry that is no domain."""
+    from sala_report.retrieval.domains import normalise_domain
+
+    return tuple(dict.fromkeys(normalise_domain(entry) for entry in re.split(r"[,\s]+", text) if entry))
 
 
 @dataclass(frozen=True)
@@ -194,13 +207,14 @@ class LocalServices:
             "docs": str(request.docs.resolve()) if request.docs else None,
             "model_source": request.model or (cfg.served_model if cfg.backend == "openai" else cfg.source),
             "backend": cfg.backend,
-            "include_domains": list(self.settings.search.include_domains),  # with this run's --include-domain
-            "exclude_domains": list(self.settings.search.exclude_domains),
+            # the settings' lists with this run's (--include-domain, the start screen's): kept for resume
+            "include_domains": list(dict.fromkeys([*self.settings.search.include_domains, *request.include_domains])),
+            "exclude_domains": list(dict.fromkeys([*self.settings.search.exclude_domains, *request.exclude_domains])),
         }
         return Engine.start(
             self.store,
             generator,
-            self.retriever(request.web),
+            self.retriever(request.web, options),
             self.fitted(generator),
             request.question,
             docs_source_ids=source_ids,

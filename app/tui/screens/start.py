@@ -1,5 +1,6 @@
-"""The start screen: the question, where to look (the web, a folder of documents, or both), the model, and the
-report the person wants (length, language, instructions, their own outline, plan review; folded away)."""
+"""The start screen: the question, where to look (the web, a folder of documents, or both), the model, and,
+folded away, web domains to use or avoid and the report the person wants (length, language, instructions,
+their own outline, plan review)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Collapsible, Footer, Input, Label, RadioButton, RadioSet, Select, Static
 
 from sala_report.app.errors import SalaError
+from sala_report.app.runs import domain_list
 from sala_report.app.settings import WarpSettings
 from sala_report.app.tui.services import RunRequest
 from sala_report.app.warp.brief import LENGTHS, brief_from
@@ -55,7 +57,13 @@ class StartScreen(Screen):
             yield Input(str(self.docs or ""), id="docs")
             yield Label("Model (a known name, a .gguf file, a checkpoint folder or a Hugging Face id)")
             yield Input(self.model, id="model")
-            with Collapsible(title="The report: length, language, instructions, outline", id="report-options"):
+            with Collapsible(
+                title="More: web domains; the report's length, language, instructions, outline", id="report-options"
+            ):
+                yield Label("Read web pages only from these domains, comma or space separated (empty: any)")
+                yield Input(placeholder="e.g. nature.com, arxiv.org", id="include-domains")
+                yield Label("Never read web pages from these domains")
+                yield Input(placeholder="e.g. pinterest.com", id="exclude-domains")
                 yield Label("Length")
                 yield Select([(n, n) for n in LENGTHS], value=self.warp.length, allow_blank=False, id="length")
                 yield Label("Language of the report, e.g. zh or German (empty: the question's)")
@@ -99,6 +107,12 @@ class StartScreen(Screen):
         except SalaError as e:
             self.notify(str(e), severity="error")
             return
+        try:  # read as the --include-domain / --exclude-domain flags are, and added to the settings' lists
+            include = domain_list(self.query_one("#include-domains", Input).value)
+            exclude = domain_list(self.query_one("#exclude-domains", Input).value)
+        except ValueError as e:
+            self.notify(f"Web domains: {e}", severity="error")
+            return
         request = RunRequest(
             question,
             web=choice in ("web", "both"),
@@ -106,6 +120,8 @@ class StartScreen(Screen):
             model=self.query_one("#model", Input).value.strip(),
             brief=brief,
             outline=outline,
+            include_domains=include,
+            exclude_domains=exclude,
         )
         self.app.start_run(request)
 
