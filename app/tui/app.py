@@ -3,18 +3,24 @@ widgets; the engine reaches the app only as messages (see screens/research.py)."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
+from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from sala_report.app.errors import SalaError
 from sala_report.app.tui import keys
+from sala_report.app.tui.screens.clarify import ClarifyDialog
 from sala_report.app.tui.screens.help import HelpScreen
 from sala_report.app.tui.screens.research import ResearchScreen
 from sala_report.app.tui.screens.sessions import SessionsScreen
 from sala_report.app.tui.screens.start import StartScreen
 from sala_report.app.tui.services import RunRequest, Services
+from sala_report.app.warp.clarify import Asked, answered, questions_for, with_questions
+from sala_report.app.warp.prompts import PromptTooLong
 
 
 class SalaApp(App):
@@ -55,7 +61,9 @@ class SalaApp(App):
         unknown = keys.unknown_ids(self.keymap)
         if unknown:
             self.notify(f"[ui.keymap] names no such action: {', '.join(unknown)} (F1 lists them)", severity="warning")
-        if self._first_run is not None:
+        if self._first_run is not None and _asks_first(self._first_run):
+            self.start_run(self._first_run)  # `run --clarify` at a terminal: the questions come first
+        elif self._first_run is not None:
             self.push_screen(ResearchScreen(self.services, request=self._first_run, auto_export=self.auto_export))
         elif self._first_resume is not None:
             self.push_screen(ResearchScreen(self.services, session_id=self._first_resume))
@@ -73,7 +81,37 @@ class SalaApp(App):
         ]
 
     def start_run(self, request: RunRequest) -> None:
-        self.switch_screen(ResearchScreen(self.services, request=request))
+        if _asks_first(request):
+            self.notify("Asking the model what the report should cover …", title="Clarifying questions")
+            self.ask_first(request)
+            return
+        screen = ResearchScreen(self.services, request=request)
+        if len(self.screen_stack) > 1:
+            self.switch_screen(screen)
+        else:  # `run --clarify` at a terminal: the questions came first, over no screen of ours
+            self.push_screen(screen)
+
+    @work(thread=True, exclusive=True, group="clarify", exit_on_error=False, name="clarify")
+    def ask_first(self, request: RunRequest) -> None:
+        """The clarifying questions, before the run starts (loading the model may take a while)."""
+        try:
+            asked = questions_for(self.services, request)
+        except (SalaError, PromptTooLong) as e:
+            self.call_from_thread(self.notify, str(e), title="No clarifying questions", severity="error")
+            return
+        self.call_from_thread(self._clarified, request, asked)
+
+    def _clarified(self, request: RunRequest, asked: Asked) -> None:
+        brief = with_questions(request.brief, asked.questions)
+        if not asked.questions:
+            self.notify("The model asked no usable question; the research starts without.", title="Clarifying")
+            self.start_run(dataclasses.replace(request, brief=brief))
+            return
+
+        def answers_given(answers: tuple[str, ...] | None) -> None:  # None: skipped
+            self.start_run(dataclasses.replace(request, brief=answered(brief, answers or ())))
+
+        self.push_screen(ClarifyDialog(asked.questions), answers_given)
 
     def resume_run(self, session_id: str) -> None:
         while len(self.screen_stack) > 2:
@@ -119,3 +157,10 @@ class SalaApp(App):
             "Show the whole report / the section being written", "Toggle the draft pane", screen.action_toggle_report
         )
         yield SystemCommand("Export the report", "PDF, HTML, Markdown or JSON", screen.action_export)
+
+
+def _asks_first(request: RunRequest) -> bool:
+    """Whether the person is to answer clarifying questions before the run starts (answers given beforehand,
+    `run --answers`, are paired with the questions by the engine instead)."""
+    brief = request.brief
+    return brief is not None and brief.clarify and brief.questions is None and brief.answers is None

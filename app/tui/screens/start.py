@@ -73,6 +73,7 @@ class StartScreen(Screen):
                 yield Label("Your own outline: a Markdown file of # / ## / ### headings (empty: planned)")
                 yield Input(self.warp.outline, id="outline")
                 yield Checkbox("Review the outline before writing", self.warp.review_plan, id="review-plan")
+                yield Checkbox("Ask me about the scope before searching", self.warp.clarify, id="clarify")
             with Horizontal(id="start-buttons"):
                 yield Button("Start research", id="start-run", variant="primary")
                 yield Button("Past sessions", id="open-sessions")
@@ -103,6 +104,7 @@ class StartScreen(Screen):
                 self.query_one("#instructions", Input).value,
                 self.query_one("#outline", Input).value.strip(),
                 self.query_one("#review-plan", Checkbox).value,
+                self.query_one("#clarify", Checkbox).value,
             )
         except SalaError as e:
             self.notify(str(e), severity="error")
