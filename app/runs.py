@@ -283,11 +283,16 @@ class LocalServices:
                 out.setdefault(entry.source_id, []).append(numbers[node_id])
         return out
 
-    def export(self, session_id: str, fmt: str, path: Path) -> Exported:
+    def export(self, session_id: str, fmt: str, path: Path, *, questions: bool = False) -> Exported:
         from sala_report.app.export.bibliography import references_in
-        from sala_report.app.warp import render_markdown, session_summary
+        from sala_report.app.warp import WarpStore, render_markdown, session_summary
 
         summary = session_summary(self.store, session_id) if fmt == "json" else None
         markdown = render_markdown(self.store, session_id)
+        if questions:  # as `export --with-questions` adds them
+            from sala_report.app.export.questions import with_appendix
+            from sala_report.app.warp.ask import appendix
+
+            markdown = with_appendix(markdown, appendix(WarpStore(self.store), session_id))
         references = references_in(markdown, self.store.source_by_location) if fmt in ("bib", "ris") else None
         return export_report(markdown, fmt, path, summary=summary, references=references)

@@ -58,5 +58,6 @@ class Services(Protocol):
     def cited_by(self, session_id: str) -> dict[int, list[str]]:
         """Source id → the numbers of the sections that cite it."""
 
-    def export(self, session_id: str, fmt: str, path: Path) -> Exported:
-        """Write the report; may take seconds for a PDF. Called on a worker thread."""
+    def export(self, session_id: str, fmt: str, path: Path, *, questions: bool = False) -> Exported:
+        """Write the report (with `questions`, the questions asked of it and their answers as an appendix); may
+        take seconds for a PDF. Called on a worker thread."""

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet
 
 
 class TextDialog(ModalScreen[str | None]):
@@ -52,8 +52,8 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(event.button.id == "yes")
 
 
-class ExportDialog(ModalScreen[tuple[str, Path] | None]):
-    """Pick a format and a file; the result is (format, path) or None."""
+class ExportDialog(ModalScreen[tuple[str, Path, bool] | None]):
+    """Pick a format and a file; the result is (format, path, with the questions asked) or None."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
     FORMATS = (
@@ -78,6 +78,9 @@ class ExportDialog(ModalScreen[tuple[str, Path] | None]):
                 for i, (fmt, label) in enumerate(self.FORMATS):
                     yield RadioButton(label, value=i == 0, name=fmt)
             yield Input(value=str(self.folder / f"{self.stem}.pdf"), id="export-path")
+            yield Checkbox(
+                "With the questions asked of it (ctrl+k) and their answers, as an appendix", id="with-questions"
+            )
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Export", id="export", variant="primary")
                 yield Button("Cancel", id="cancel")
@@ -92,7 +95,8 @@ class ExportDialog(ModalScreen[tuple[str, Path] | None]):
     def export(self) -> None:
         pressed = self.query_one("#export-format", RadioSet).pressed_button
         fmt = str(pressed.name) if pressed is not None else "pdf"
-        self.dismiss((fmt, Path(self.query_one("#export-path", Input).value).expanduser()))
+        path = Path(self.query_one("#export-path", Input).value).expanduser()
+        self.dismiss((fmt, path, self.query_one("#with-questions", Checkbox).value))
 
     @on(Button.Pressed, "#cancel")
     def cancel(self) -> None:

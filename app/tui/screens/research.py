@@ -474,15 +474,15 @@ class ResearchScreen(Screen):
         title = self.outline.view.title if self.outline.view else None
         stem = Path(default_filename(title, self.session_id, "md")).stem
 
-        def chosen(choice: tuple[str, Path] | None) -> None:
+        def chosen(choice: tuple[str, Path, bool] | None) -> None:
             if choice is not None:
                 self.export_report(*choice)
 
         self.app.push_screen(ExportDialog(self.services.reports_dir, stem), chosen)
 
     @work(thread=True, group="export", exit_on_error=False, name="export")
-    def export_report(self, fmt: str, path: Path) -> None:
-        result = self.services.export(str(self.session_id), fmt, path)
+    def export_report(self, fmt: str, path: Path, questions: bool = False) -> None:
+        result = self.services.export(str(self.session_id), fmt, path, questions=questions)
         self.app.call_from_thread(self._exported, result)
 
     def _exported(self, result) -> None:
