@@ -220,3 +220,27 @@ def test_answers_imply_clarify_and_the_setting_turns_it_on():
     # stored as JSON and read back: the same brief
     full = Brief(clarify=True, questions=tuple(ASKED), answers=("a", ""))
     assert Brief.from_options({"brief": full.to_options()}) == full
+
+
+class CancelledWhileAsking(Clarifying):
+    """Cancels the run during its clarify call, as Ctrl-C or the app's cancel key would."""
+
+    engine: Engine | None = None
+
+    def generate(self, request: GenRequest, *, on_delta=None, cancel=None, on_restart=None) -> GenResult:
+        if is_clarify(request) and self.engine is not None:
+            self.engine.cancel()
+            assert cancel is not None and cancel.is_set()  # the call in flight is told to stop at once
+            return GenResult("", "cancelled", 10, 0, 0.0)
+        return super().generate(request, on_delta=on_delta, cancel=cancel, on_restart=on_restart)
+
+
+def test_a_cancelled_clarify_call_keeps_nothing_and_resume_asks_again(corpus):
+    store, retriever, _ = corpus
+    gen = CancelledWhileAsking()
+    engine = gen.engine = begin(corpus, gen, Brief(clarify=True))
+    assert engine.run().status == "cancelled"
+    assert Brief.from_options(WarpStore(store).session(engine.session_id).options).questions is None
+    gen.engine = None
+    again = Engine.resume(store, engine.session_id, gen, retriever, settings())
+    assert again.run().status == "waiting" and again.brief.questions == tuple(ASKED)
