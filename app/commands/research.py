@@ -77,7 +77,8 @@ _include_option = click.option(
     multiple=True,
     metavar="DOMAIN",
     callback=_domain,
-    help="Read web results only from this domain and its subdomains (repeatable; adds to search.include_domains).",
+    help="Read web results only from this domain and its subdomains (repeatable or comma-separated; adds to "
+    "search.include_domains).",
 )
 _exclude_option = click.option(
     "--exclude-domain",
@@ -85,7 +86,8 @@ _exclude_option = click.option(
     multiple=True,
     metavar="DOMAIN",
     callback=_domain,
-    help="Never read web results from this domain or its subdomains (repeatable; adds to search.exclude_domains).",
+    help="Never read web results from this domain or its subdomains (repeatable or comma-separated; adds to "
+    "search.exclude_domains).",
 )
 
 

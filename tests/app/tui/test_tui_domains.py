@@ -9,6 +9,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import click
 import pytest
 from textual.widgets import Input, RadioSet
 from tui_helpers import make_services, until
@@ -126,3 +127,14 @@ def test_domain_lists_read_commas_and_spaces_as_the_flags_read_each_entry():
     assert domain_list("") == ()
     with pytest.raises(ValueError, match="expected a domain such as example.org, got 'https://'"):
         domain_list("nature.com https://")
+
+
+def test_the_flags_read_their_values_with_the_same_function():
+    from sala_report.app.commands.research import run
+
+    ctx = run.make_context(
+        "run", ["q", "--include-domain", "nature.com, *.ArXiv.org", "--include-domain", "nature.com"]
+    )
+    assert ctx.params["include_domains"] == ("nature.com", "arxiv.org")
+    with pytest.raises(click.BadParameter, match="got 'user@evil'"):
+        run.make_context("run", ["q", "--exclude-domain", "pinterest.com user@evil"])
