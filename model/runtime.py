@@ -21,6 +21,7 @@ from torch import nn
 
 from .cache import InferenceState, LightningLayerState
 from .errors import ModelError
+from .model import LightningAttention
 from .plan import DEFAULT_CHUNK, MemoryPlan, free_cuda_bytes, plan_memory, smallest_chunk
 from .quant import QuantLinear
 from .quant import fuse as quant_fuse
@@ -93,9 +94,11 @@ class Runtime:
             if isinstance(state, LightningLayerState)
         ]
         if cache.batch_size == 1:
+            # k/v in the dtype the pass computes them in, so re-advancing runs the kernel the pass ran
+            copies = LightningAttention.prefill_precision == "fp32-copies"
+            dtype = torch.float32 if copies else lm.model.embed_tokens.weight.dtype
             for _, state in self._lightning:
-                # fp32 holds the k/v of either prefill precision exactly
-                state.keep_trail(MAX_GRAPH_WIDTH, torch.float32)
+                state.keep_trail(MAX_GRAPH_WIDTH, dtype)
         self._saved: list[torch.Tensor] | None = None  # the Lightning states at the snapshot
         self._snap: Snapshot | None = None
         self._serial = 0

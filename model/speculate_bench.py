@@ -1,0 +1,156 @@
+"""The speculative-decoding tables of `python -m sala_report.model.speculate`: plain against prompt-lookup greedy
+decoding on a copy-heavy prompt (outputs checked identical), and with `--gpu` the cost of a verify pass of each width
+against one decode step on MiniCPM-SALA's real shape with random bf16 weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from .runtime import Runtime
+from .speculate import SpecResult, speculative_generate
+
+COPY_PROMPT = (
+    "Here is a passage.\n\n{text}\n\nCopy the passage above word for word, starting from its first sentence.\n\n"
+)
+TEXT = Path(__file__).resolve().parents[1] / "tests" / "data" / "model" / "calibration.txt"
+
+
+def _progress(msg: str) -> None:
+    print(f".. {msg}", flush=True)
+
+
+def compare(lm, ids: list[int], new_tokens: int, *, draft_tokens: int = 8) -> tuple[SpecResult, SpecResult]:
+    """(plain, speculative) greedy runs on one runtime, after an untimed pair that compiles and captures."""
+    rt = Runtime.create(lm, 1, len(ids), new_tokens)
+    runs = []
+    for spec in (False, True, False, True):
+        runs.append(speculative_generate(lm, ids, new_tokens, speculate=spec, draft_tokens=draft_tokens, runtime=rt))
+    return runs[2], runs[3]
+
+
+def speed_table(title: str, base: SpecResult, fast: SpecResult) -> str:
+    return "\n".join(
+        [
+            title,
+            "| decoding | tokens/s | forward passes | drafted | accepted |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| plain | {len(base.tokens) / base.seconds:.1f} | {base.forwards} | - | - |",
+            f"| prompt lookup | {len(fast.tokens) / fast.seconds:.1f} | {fast.forwards} | {fast.drafted} | "
+            f"{fast.accepted} |",
+            f"speed-up {base.seconds / fast.seconds:.2f}x; outputs identical: {base.tokens == fast.tokens}",
+        ]
+    )
+
+
+def copy_bench(source: str, text: str, new_tokens: int, *, device=None) -> str:
+    """Greedy decode with and without prompt-lookup drafts on a copy-heavy prompt (the model is asked to repeat a
+    passage it was given, as a report quotes its evidence); checks the outputs are identical."""
+    from .load import load_model, load_tokenizer
+
+    _progress(f"loading {source}")
+    lm = load_model(source, device=device)
+    tok = load_tokenizer(source)
+    ids = tok.encode(COPY_PROMPT.format(text=text))
+    base, fast = compare(lm, ids, new_tokens)
+    where = lm.model.embed_tokens.weight.device
+    return speed_table(f"{source}, prompt {len(ids)} tokens, {new_tokens} greedy tokens, {where}", base, fast)
+
+
+def _sync_ms(fn, reps: int) -> float:
+    from .gpu_bench import _sync_time
+
+    t = _sync_time()
+    for _ in range(reps):
+        fn()
+    return 1e3 * (_sync_time() - t) / reps
+
+
+def width_table(lm, contexts: list[int], widths: list[int], reps: int = 10) -> str:
+    """Per context and width: one verify pass (`extend`, CUDA graph) and one pass with its snapshot and a rollback
+    of every draft, against one decode step (graph), in ms."""
+    from .gpu_bench import _free, _sync_time
+
+    lines = [
+        "| context | width | decode step ms | extend ms | extend / step | snapshot + extend + rollback ms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    room = (reps + 2) * (sum(widths) + len(widths) + 1)
+    for n in contexts:
+        _free()
+        rt = Runtime.create(lm, 1, n, room)
+        _progress(f"prefill {n:,} tokens")
+        t = _sync_time()
+        tok = rt.prefill(torch.randint(0, lm.config.vocab_size, (1, n), device="cuda")).argmax(-1)
+        _progress(f"prefill {n:,}: {_sync_time() - t:.1f} s")
+        rt.decode(tok)  # the eager step that compiles, then the capture
+        step = _sync_ms(lambda: rt.decode(tok), reps)
+        for w in widths:
+            ids = torch.randint(0, lm.config.vocab_size, (w,), device="cuda")
+            rt.extend(ids)
+            ext = _sync_ms(lambda: rt.extend(ids), reps)
+
+            def verify_and_reject():
+                snap = rt.snapshot()
+                rt.extend(ids)
+                rt.rollback(snap, 0)
+
+            verify_and_reject()
+            verify_and_reject()  # the snapshot's and rollback's graphs are captured on their second call
+            both = _sync_ms(verify_and_reject, reps)
+            lines.append(f"| {n:,} | {w} | {step:.2f} | {ext:.2f} | {ext / step:.2f} | {both:.2f} |")
+            _progress(lines[-1])
+        del rt
+    return "\n".join(lines)
+
+
+def gpu_bench(source: str | None, contexts: list[int], widths: list[int], new_tokens: int, text: str) -> str:
+    from .config import ModelConfig
+    from .gpu_bench import BUNDLED_CONFIG, _free, random_model
+
+    t0 = time.perf_counter()
+    name = torch.cuda.get_device_name()
+    _progress(f"{name}: MiniCPM-SALA shape, random bf16 weights")
+    lm = random_model(ModelConfig.from_json(BUNDLED_CONFIG))
+    out = [f"{name}, MiniCPM-SALA config, random bf16 weights", width_table(lm, contexts, widths)]
+    if source is None:
+        # random weights copy nothing from the prompt: this row measures what drafts cost when they are rejected,
+        # and what they gain where greedy decoding falls into a loop the lookup then predicts
+        g = torch.Generator().manual_seed(0)
+        passage = torch.randint(0, lm.config.vocab_size, (500,), generator=g).tolist()
+        ids = passage * 4
+        _progress(f"plain vs prompt lookup, random weights, prompt {len(ids)} tokens")
+        base, fast = compare(lm, ids, new_tokens)
+        out.append(speed_table(f"random weights, prompt {len(ids)} tokens, {new_tokens} greedy tokens", base, fast))
+    del lm
+    _free()
+    if source is not None:
+        out.append(copy_bench(source, text, new_tokens, device="cuda"))
+    out.append(f"total {time.perf_counter() - t0:.0f} s")
+    return "\n\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sala_report.model.speculate", description=copy_bench.__doc__)
+    ap.add_argument(
+        "--model", default=None, help="a checkpoint folder, .gguf file or known name (CPU default: smollm2-135m)"
+    )
+    ap.add_argument("--text", default=str(TEXT), help="the passage to copy (its first 1,500 characters)")
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--gpu", action="store_true", help="verify-pass widths on the real shape, then plain vs lookup")
+    ap.add_argument("--contexts", default="65536,262144", help="GPU: contexts of the width table")
+    ap.add_argument("--widths", default="1,2,4,8,16", help="GPU: verify-pass widths")
+    args = ap.parse_args(argv)
+    text = Path(args.text).read_text(encoding="utf-8")[:1500]
+    if args.gpu:
+        contexts = [int(x) for x in args.contexts.split(",")]
+        widths = [int(x) for x in args.widths.split(",")]
+        print(gpu_bench(args.model, contexts, widths, args.tokens, text), flush=True)
+        return 0
+    print(copy_bench(args.model or "smollm2-135m", text, args.tokens, device=args.device), flush=True)
+    return 0
