@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import signal
 import sys
 import time
@@ -308,6 +309,16 @@ def _with_flags(settings: Settings, model_source: str | None, max_steps: int | N
     return dataclasses.replace(settings, model=model, warp=warp, fetch=fetch)
 
 
+# Han, kana and hangul: written without spaces between words
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def word_count(text: str) -> int:
+    """Words as word processors count them: runs between spaces, and each Chinese, Japanese or Korean
+    character on its own (a Chinese section is not "2 words")."""
+    return len(_CJK.findall(text)) + sum(any(c.isalnum() for c in w) for w in _CJK.sub(" ", text).split())
+
+
 def _with_domains(settings: Settings, include: tuple[str, ...], exclude: tuple[str, ...]) -> Settings:
     search = dataclasses.replace(
         settings.search,
@@ -528,7 +539,7 @@ class Progress:
             _say(f"    outline: {', '.join(n.title for n in event.outline.sections)}")
         elif isinstance(event, ev.SectionWritten):
             removed = f", {event.removed_citations} invalid removed" if event.removed_citations else ""
-            words, cites = plural(len(event.markdown.split()), "word"), plural(event.citations, "citation")
+            words, cites = plural(word_count(event.markdown), "word"), plural(event.citations, "citation")
             _say(f"    wrote {event.position} ({words}, {cites}{removed})")
         elif isinstance(event, ev.CitationFlagged):
             _say(f"    weak support for {readable_keys(event.key, self.numbers)}: {event.sentence[:80]}")

@@ -81,20 +81,23 @@ def prose(report: str) -> str:
     return re.sub(r"\[\d+(?:,\s*\d+)*\]|⚑", "", "\n".join(lines)).strip()
 
 
-def run(capsys, docs: Path, tmp_path: Path, *extra: str) -> tuple[int, dict, str]:
+def run(capsys, docs: Path, tmp_path: Path, *extra: str) -> tuple[int, dict, str, str]:
     out_file = tmp_path / "report.md"
     args = ["run", QUESTION, "--headless", "--docs", str(docs), "--no-web", "--json", "--out", str(out_file)]
     code = main([*args, *extra])
     out, err = capsys.readouterr()
     assert code in (0, 3), err  # 3 (partial): see test_a_chinese_report_over_english_sources_is_done
-    return code, json.loads(out), out_file.read_text(encoding="utf-8")
+    return code, json.loads(out), out_file.read_text(encoding="utf-8"), err
 
 
 def test_language_zh_over_english_documents_writes_chinese_prose_and_leaves_the_sources(server, docs, capsys, tmp_path):
-    code, summary, report = run(capsys, docs, tmp_path, "--language", "zh")
+    code, summary, report, err = run(capsys, docs, tmp_path, "--language", "zh")
     text = prose(report)
     assert len(text) > 200 and cjk_share(text) > 0.6, text
     assert re.search(r"\[\d+\]", report.partition("\n## References\n")[0])  # the Chinese prose cites
+    # the progress line counts a Chinese section's words as a word processor does: each character one
+    written = [int(n) for n in re.findall(r"wrote section-[\d.]+ \((\d+) words", err)]
+    assert len(written) == 5 and min(written) > 40, err
     # the outline the model planned and split is in Chinese too (the validator held it to the report language)
     headings = re.findall(r"(?m)^#{2,3} [\d.]+ (.+)$", report)
     assert [t for t, _ in ZH_SECTIONS] == [h for h in headings if h in dict(ZH_SECTIONS)]
@@ -126,7 +129,7 @@ def test_language_zh_over_english_documents_writes_chinese_prose_and_leaves_the_
 
 
 def test_without_a_language_the_same_model_writes_english(server, docs, capsys, tmp_path):
-    code, summary, report = run(capsys, docs, tmp_path)
+    code, summary, report, _ = run(capsys, docs, tmp_path)
     assert code == 0 and summary["status"] == "done"
     text = prose(report)
     assert len(text) > 200 and cjk_share(text) == 0.0, text
@@ -139,5 +142,5 @@ def test_without_a_language_the_same_model_writes_english(server, docs, capsys, 
     "with its English passage, so every citation is flagged weak and the run ends partial (exit 3)",
 )
 def test_a_chinese_report_over_english_sources_is_done(server, docs, capsys, tmp_path):
-    code, summary, _ = run(capsys, docs, tmp_path, "--language", "zh")
+    code, summary, _, _ = run(capsys, docs, tmp_path, "--language", "zh")
     assert code == 0 and summary["status"] == "done"
