@@ -99,7 +99,10 @@ class LightningLayerState:
         self.trail: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def keep_trail(self, width: int, dtype: torch.dtype) -> None:
-        """From now on, record the k and v of every pass of 2 .. width tokens."""
+        """From now on, record the k and v of every pass of 2 .. width tokens. A trail that fits is kept: a captured
+        CUDA graph may write into it."""
+        if self.trail is not None and self.trail[0].shape[1] >= width and self.trail[0].dtype == dtype:
+            return
         B, H, D, _ = self.state.shape
         k = self.state.new_zeros(B, width, H, D, dtype=dtype)
         self.trail = (k, torch.zeros_like(k))
