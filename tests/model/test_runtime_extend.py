@@ -150,3 +150,63 @@ def test_misuse_is_refused_with_what_was_expected(sala):
     two = Runtime.create(sala, 2, 10, 10)
     with pytest.raises(ValueError, match="batch of one"):
         two.extend([1, 2])
+
+
+def _replaying_graphs(self, key, fn):
+    """Runtime._graphed as a CUDA graph behaves, on a CPU: the first call of a key runs fn; later calls re-run that
+    first fn, with the host values it was built with (position, width, regime), writing into the first output."""
+    if key in self._graphs:
+        first, out = self._graphs[key]
+        result = first()
+        return None if out is None else out.copy_(result)
+    result = fn()
+    self._graphs[key] = (fn, None if result is None else result.clone())
+    return result
+
+
+def test_captured_passes_read_everything_that_changes_from_the_device(sala, monkeypatch):
+    """What a graph replays must read the position, the ids and the recorded k/v from buffers the runtime refills:
+    replaying the first call of each key at later positions gives what fresh eager calls give."""
+    from sala_report.model.speculate import speculative_generate
+
+    g = torch.Generator().manual_seed(6)
+    body = torch.randint(3, 128, (40,), generator=g).tolist()
+    prompt = (body * 26)[:1000]
+    eager = speculative_generate(sala, prompt, 60, draft_tokens=15)
+    monkeypatch.setattr(Runtime, "_graphed", _replaying_graphs)
+    rt = Runtime.create(sala, 1, 1000, 60)
+    rt.cuda_graphs = True
+    replayed = speculative_generate(sala, prompt, 60, draft_tokens=15, runtime=rt)
+    assert replayed.tokens == eager.tokens
+    assert replayed.accepted < replayed.drafted  # rollbacks ran, and were replayed
+    assert {k[0] for k in rt._graphs if isinstance(k[0], str)} >= {"extend", "snapshot", "rollback"}
+    mine = [s.state for s in rt.cache.layers if isinstance(s, LightningLayerState)]
+    theirs = [s.state for s in eager.cache.layers if isinstance(s, LightningLayerState)]
+    for a, b in zip(mine, theirs, strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert speculative_generate(sala, prompt, 60, speculate=False, runtime=rt).tokens == eager.tokens
+
+
+def test_replayed_passes_and_rollbacks_equal_eager_ones(sala, monkeypatch):
+    """Verify passes of one width, rolled back to varying lengths across dense_len: every key is replayed."""
+    prompt, g = 1000, torch.Generator().manual_seed(5)
+    ids = _ids(prompt, seed=11)
+    eager = Runtime.create(sala, 1, prompt, 200)
+    eager.prefill(ids[None])
+    monkeypatch.setattr(Runtime, "_graphed", _replaying_graphs)
+    rt = Runtime.create(sala, 1, prompt, 200)
+    rt.cuda_graphs = True
+    rt.prefill(ids[None])
+    last = 7
+    for kept in [0, 1, 3, 6, 2] * 3:
+        drafts = torch.randint(3, 128, (6,), generator=g).tolist()
+        snap = rt.snapshot()
+        got = rt.extend([last, *drafts]).clone()
+        rt.rollback(snap, kept)
+        want = eager.extend([last, *drafts[:kept]])
+        assert rt.length == eager.length and _rel(got[: 1 + kept], want) < 1e-5
+        last = drafts[kept] if kept < 6 else 9
+    assert rt.length > 1024  # the passes went on into the sparse regime
+    assert _rel(rt.extend([11, 12, 13]), eager.extend([11, 12, 13])) < 1e-5
+    for a, b in zip(_states(rt), _states(eager), strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
