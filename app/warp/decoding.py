@@ -27,7 +27,8 @@ class Decoding:
 
 
 class GrammarHook:
-    """A `logits_hook` for model.generate: masks every token the grammar does not allow next.
+    """The grammar mask over llguidance, as a `logits_hook` for model.generate or as its `grammar` (bitmasks the
+    generation applies on the model's device, drafts checked for speculation).
 
     Near the token limit it forces the first of `closers` (token sequences, e.g. those of
     "</action>" or " \\cite{textid1}.</action>") that the grammar accepts at that point, so a long
@@ -57,50 +58,123 @@ class GrammarHook:
         self.closers = sorted((list(c) for c in closers if c), key=len)
         self.wrap_up_at = max((len(c) for c in self.closers), default=0) + 4
         self.stop_tokens = stop_tokens
-        self.consumed = 0
+        self.fed: list[int] = []  # the tokens the matcher consumed, drafts included
+        self.drafted = 0  # of `fed`, the last ones consumed as drafts (rolled back where the answer differs)
         self.forced: list[int] = []
+        self.forced_here = False  # the latest position's mask was a forced token's
         self.error: str | None = None
         self.mask_seconds = 0.0
         self.masks = 0
 
+    @property
+    def needs_top(self) -> bool:
+        """Whether override() has anything to decide (closing early needs the favourite token)."""
+        return bool(self.stop_tokens and self.closers)
+
     def __call__(self, generated_ids: list[int], logits):
         import numpy as np
-        import torch
+
+        from sala_report.model.generate import apply_bitmask
+
+        bits = self.bitmasks(generated_ids)
+        if bits is None:
+            return logits  # the validator will reject the answer; never mask everything
+        start = time.perf_counter()
+        if self.needs_top:
+            token = self.override(generated_ids, int(logits.argmax()), bits[0])
+            if token is not None:
+                bits = self._one_hot(token)
+        out = apply_bitmask(logits[None], _to(np.ascontiguousarray(bits), logits.device))[0]
+        self.mask_seconds += time.perf_counter() - start
+        return out
+
+    def bitmasks(self, generated_ids: list[int], drafts=()):
+        """int32 [1 + len(drafts), W]: what may follow generated_ids, then each draft (from valid_drafts) in turn;
+        None after an error, so nothing is masked."""
+        import numpy as np
 
         start = time.perf_counter()
         self._consume(generated_ids)
-        if self.error is not None:
-            return logits  # the validator will reject the answer; never mask everything
-        allowed = np.unpackbits(np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-        allowed = allowed[: logits.shape[-1]].astype(bool)
-        remaining = self.max_new_tokens - len(generated_ids)
-        if not self.forced and self.closers and (remaining <= self.wrap_up_at or self._wants_to_stop(logits, allowed)):
-            self.forced = next(
-                (list(c) for c in self.closers if len(c) <= remaining and self.matcher.validate_tokens(c) == len(c)), []
-            )
-        if self.forced:
-            allowed = np.zeros_like(allowed)
-            allowed[self.forced.pop(0)] = True
-        if not allowed.any():
-            self.error = "the grammar allows no token here"
-            return logits
-        if logits.device.type == "cpu" and logits.dtype == torch.float32:
-            # numpy, single-threaded: torch would split this 50k-wide op over threads, which costs
-            # more than it saves on a small, busy CPU
-            values = logits.numpy().copy()
-            values[~allowed] = -np.inf
-            out = torch.from_numpy(values)
-        else:
-            out = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
+        rows = [self._position(len(generated_ids))]
+        if rows[0] is not None:
+            for token in drafts:
+                self.matcher.consume_token(token)
+                self.fed.append(token)
+                self.drafted += 1
+                rows.append(self._grammar_mask())
         self.mask_seconds += time.perf_counter() - start
-        self.masks += 1
-        return out
+        self.masks += len(rows)
+        return None if rows[0] is None else np.stack(rows)
+
+    def _position(self, generated: int):
+        """The mask at the position after `generated` tokens: a closer's next token while one is forced, else the
+        grammar's; None after an error."""
+        self.forced_here = False
+        if self.error is not None:
+            return None
+        remaining = self.max_new_tokens - generated
+        if not self.forced and self.closers and remaining <= self.wrap_up_at:
+            self.forced = self._closer(remaining)
+        if self.forced:
+            self.forced_here = True
+            return self._one_hot(self.forced.pop(0))[0]
+        bits = self._grammar_mask()
+        if not bits.any():
+            self.error = "the grammar allows no token here"
+            return None
+        return bits
+
+    def override(self, generated_ids: list[int], top: int, allowed) -> int | None:
+        """A closer's first token when the favourite `top` is a stop token the grammar does not allow here (bitmask
+        row `allowed`); the rest of the closer is then forced. None: sample as usual."""
+        if self.forced_here or self.forced or self.error is not None or not self.needs_top:
+            return None
+        if top not in self.stop_tokens or (top < 32 * len(allowed) and (int(allowed[top >> 5]) >> (top & 31)) & 1):
+            return None
+        self._consume(generated_ids)
+        self.forced = self._closer(self.max_new_tokens - len(generated_ids))
+        return self.forced.pop(0) if self.forced else None
+
+    def valid_drafts(self, generated_ids: list[int], drafts: list[int]) -> list[int]:
+        """The longest prefix of `drafts` the grammar accepts after generated_ids and whose positions all stay short of
+        the closers' wrap-up, so the masks there are the grammar's alone."""
+        self._consume(generated_ids)
+        if self.error is not None or self.forced:
+            return []
+        if self.closers:
+            drafts = drafts[: max(0, self.max_new_tokens - len(generated_ids) - self.wrap_up_at - 1)]
+        return drafts[: self.matcher.validate_tokens(drafts)] if drafts else []
+
+    def _closer(self, remaining: int) -> list[int]:
+        return next(
+            (list(c) for c in self.closers if len(c) <= remaining and self.matcher.validate_tokens(c) == len(c)), []
+        )
+
+    def _grammar_mask(self):
+        import numpy as np
+
+        return np.frombuffer(self.matcher.compute_bitmask(), dtype=np.int32)
+
+    def _one_hot(self, token: int):
+        import numpy as np
+
+        bits = np.zeros((1, (self.vocab_size + 31) // 32), dtype=np.int32)
+        bits.view(np.uint32)[0, token >> 5] = np.uint32(1 << (token & 31))
+        return bits
 
     def _consume(self, generated_ids: list[int]) -> None:
-        for token in generated_ids[self.consumed :]:
+        """Bring the matcher to generated_ids: drafts that were not kept rolled back, new tokens consumed."""
+        fed, keep = self.fed, len(self.fed) - self.drafted
+        while keep < len(fed) and keep < len(generated_ids) and fed[keep] == generated_ids[keep]:
+            keep += 1
+        if keep < len(fed):
+            self.matcher.rollback(len(fed) - keep)
+            del fed[keep:]
+        self.drafted = 0
+        for token in generated_ids[len(fed) :]:
+            fed.append(token)
             if not self.matcher.consume_token(token) and self.error is None:
                 self.error = self.matcher.get_error() or "token rejected"
-        self.consumed = len(generated_ids)
 
     def fast_forward(self, generated_ids: list[int]) -> list[int]:
         """The tokens the grammar allows as the only continuation of `generated_ids` (llguidance's
@@ -112,11 +186,11 @@ class GrammarHook:
         self.mask_seconds += time.perf_counter() - start
         return forced
 
-    def _wants_to_stop(self, logits, allowed) -> bool:
-        if not self.stop_tokens:
-            return False
-        top = int(logits.argmax())
-        return top in self.stop_tokens and not (top < len(allowed) and allowed[top])
+
+def _to(bits, device):
+    import torch
+
+    return torch.from_numpy(bits).to(device)
 
 
 def ll_tokenizer(hf_tokenizer, *, vocab_size: int, eos_token_ids: list[int]):

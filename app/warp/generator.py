@@ -93,14 +93,19 @@ class Generator(Protocol):
 class LocalGenerator:
     """The in-process model (model/): streaming, cancellable, constrained through the logits hook."""
 
-    def __init__(self, lm, tok, *, name: str = "local", constrained: bool = True):
+    def __init__(self, lm, tok, *, name: str = "local", constrained: bool = True, draft_tokens: int | None = None):
+        """`draft_tokens`: prompt-lookup drafts per verify pass where speculation stays exact (None: 8 on a GPU,
+        where a pass of 9 tokens costs about one step, and none on a CPU, where it costs several)."""
         self.lm, self.tok, self.name = lm, tok, name
         self.constrained = constrained
+        self._draft_tokens = draft_tokens
+        self._runtime = None  # model.generate's RuntimeSlot: one runtime reused by every call
         self._ll_tokenizer = None
         self._token_classes: TokenClasses | None = None
         self._stop_tokens: frozenset[int] = frozenset()
         self.mask_seconds = 0.0  # time spent computing grammar masks, for measurements
         self.masks = 0
+        self.drafted = self.accepted = 0  # speculation's drafts verified and kept, for measurements
 
     @classmethod
     def load(
@@ -112,6 +117,7 @@ class LocalGenerator:
         progress=None,
         constrained: bool = True,
         quantize: str = "auto",
+        draft_tokens: int | None = None,
     ) -> LocalGenerator:
         from sala_report.model import ModelError, load_model, load_tokenizer
 
@@ -129,7 +135,7 @@ class LocalGenerator:
             raise BackendUnavailable(
                 f"cannot load the model '{source}': {e}", hint="Check model.source, model.device and model.dtype."
             ) from e
-        return cls(lm, tok, name=str(source), constrained=constrained)
+        return cls(lm, tok, name=str(source), constrained=constrained, draft_tokens=draft_tokens)
 
     def context_tokens(self) -> int:
         return int(self.lm.config.max_position_embeddings)
@@ -174,6 +180,21 @@ class LocalGenerator:
                 pass
         decode = max(gen.seconds - gen.prefill_seconds, 1e-6) / max(1, gen.completion_tokens)
         return len(ids) / max(gen.prefill_seconds, 1e-6), 1 / decode
+
+    @property
+    def draft_tokens(self) -> int:
+        if self._draft_tokens is None:
+            self._draft_tokens = 8 if self.lm.lm_head.weight.device.type == "cuda" else 0
+        return self._draft_tokens
+
+    @property
+    def runtime(self):
+        """The runtime every generation reuses (reset between calls; its CUDA graphs kept)."""
+        if self._runtime is None:
+            from sala_report.model.generate import RuntimeSlot
+
+            self._runtime = RuntimeSlot(self.lm)
+        return self._runtime
 
     def _classes(self) -> None:
         if self._token_classes is None:
@@ -236,8 +257,19 @@ class LocalGenerator:
             seed=request.seed,
         )
         forced = hook.fast_forward if hook is not None and request.decoding.fast_forward else None
+        # the grammar alone is applied by the generation itself, on the model's device; the small-model aids read
+        # the logits on the host, so with them the hooks run chained as before
+        hooks = {"logits_hook": chain(hook, echo, blocker)} if echo or blocker else {"grammar": hook}
         gen = generate(
-            self.lm, self.tok, ids, config, logits_hook=chain(hook, echo, blocker), cancel=cancel, fast_forward=forced
+            self.lm,
+            self.tok,
+            ids,
+            config,
+            cancel=cancel,
+            fast_forward=forced,
+            runtime=self.runtime,
+            draft_tokens=self.draft_tokens,
+            **hooks,
         )
         for delta in gen:
             if on_delta is not None:
@@ -245,4 +277,6 @@ class LocalGenerator:
         if hook is not None:
             self.mask_seconds += hook.mask_seconds
             self.masks += hook.masks
+        self.drafted += gen.drafted
+        self.accepted += gen.accepted
         return GenResult(gen.text, gen.finish_reason or "stop", gen.prompt_tokens, gen.completion_tokens, gen.seconds)
