@@ -422,9 +422,11 @@ def _report(
     path = out or settings.paths.reports_dir / default_filename(summary["title"], session_id, "md")
     export_report(render_markdown(store, session_id), "md", path)
     citations = summary["citations"]
+    # citations in another script than their passage, with no number or name to compare, were not verified
+    unchecked = f", {citations['unchecked']} not checked (another script)" if citations["unchecked"] else ""
     _say(
         f"report: {path} ({summary['status']}; {plural(len(summary['sources']), 'source')}; "
-        f"{citations['verified']}/{plural(citations['total'], 'citation')} verified)"
+        f"{citations['verified']}/{plural(citations['total'], 'citation')} verified{unchecked})"
     )
     searches = summary["searches"]
     if searches["degraded"]:
@@ -481,7 +483,7 @@ def _json_summary(summary: dict[str, Any], paths: list[Path]) -> dict[str, Any]:
         "sources": [
             {"n": s["n"], "title": s["title"], "location": s["location"], "kind": s["kind"]} for s in summary["sources"]
         ],
-        "citations": {k: summary["citations"][k] for k in ("verified", "total", "flagged", "removed")},
+        "citations": {k: summary["citations"][k] for k in ("verified", "total", "flagged", "unchecked", "removed")},
         "searches": summary["searches"],
         "quality": summary["quality"],
         "steps": summary["steps"],

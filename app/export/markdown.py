@@ -12,7 +12,10 @@ from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 
-REFERENCE_HEADINGS = {"references", "sources", "bibliography", "works cited"}
+from sala_report.app import report_wording
+
+# the engine's heading in every report language (report_wording.py), and what people write themselves
+REFERENCE_HEADINGS = {"references", "sources", "bibliography", "works cited", *report_wording.REFERENCE_HEADINGS}
 _URL = re.compile(r"(?:https?|ftp)://[^\s<>\"'`]+")
 _CITATION = re.compile(r"\[(\d{1,4}(?:\s*,\s*\d{1,4})*)\]")
 _REFERENCE_START = re.compile(r"^\s*\[(\d{1,4})\]")

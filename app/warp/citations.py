@@ -1,7 +1,8 @@
 """The citation registry (every passage shown to the model, with its stored source) and citation checks.
 
 The writer cites `\\cite{textidN}`; a key not in the registry is removed and counted. Each cited
-sentence gets a cheap lexical support score against the passage it cites, and weak support is flagged.
+sentence gets a cheap support score against the passage it cites (shared words; across scripts, shared numbers
+and names, comparable.py), and weak support is flagged.
 Reports number citations [n] by first appearance (see report.py).
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+
+from sala_report.app.warp import comparable
 
 CITE = re.compile(r"\\cite\{([^{}]*)\}")
 KEY = re.compile(r"^textid(\d+)$")
@@ -309,15 +312,40 @@ def content_words(text: str) -> set[str]:
     return words
 
 
+@dataclass(frozen=True)
+class Support:
+    """How well a passage supports a sentence, 0..1; `checked` is False when nothing in them could be
+    compared (different scripts, and the sentence has no number and no word in the passage's script)."""
+
+    score: float
+    checked: bool = True
+
+
+def support(sentence: str, passage: str) -> Support:
+    """In one script: the share of the sentence's content words that also occur in the passage. Across
+    scripts (a Chinese sentence, an English passage) shared words mean nothing; the share of what can be
+    compared is used instead: its numbers (in any script) and the words it keeps in another script."""
+    claim = strip_cites(sentence)
+    own, theirs = comparable.script(claim), comparable.script(passage)
+    if own is None or theirs is None or own == theirs:
+        words = content_words(claim)
+        return Support(len(words & content_words(passage)) / len(words) if words else 0.0)
+    numbers = {q.value: q for q in comparable.quantities(claim)}.values()
+    terms = content_words(comparable.foreign_words(claim, own))
+    if not numbers and not terms:
+        return Support(0.0, checked=False)
+    found = comparable.values(passage)
+    matched = sum(q.found_in(found) for q in numbers) + len(terms & content_words(passage))
+    return Support(matched / (len(numbers) + len(terms)))
+
+
 def support_score(sentence: str, passage: str) -> float:
-    """Share of the sentence's content words that also occur in the passage, 0..1."""
-    claim = content_words(strip_cites(sentence))
-    if not claim:
-        return 0.0
-    return len(claim & content_words(passage)) / len(claim)
+    """`support(...).score`: 0 for a sentence that could not be checked."""
+    return support(sentence, passage).score
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+# Chinese and Japanese put no space after a full stop: "。" ends a sentence by itself.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
 
 
 def cited_sentences(text: str) -> list[tuple[str, list[str]]]:
@@ -337,10 +365,14 @@ def cited_sentences(text: str) -> list[tuple[str, list[str]]]:
 
 @dataclass(frozen=True)
 class CitationCheck:
+    """One cited sentence against one passage. `unchecked`: nothing could be compared (support.checked is
+    False), so it is neither weak nor verified. The store keeps no column for it; `rechecked` derives it."""
+
     key: str
     sentence: str
     score: float
     weak: bool
+    unchecked: bool = False
 
 
 def check_support(text: str, registry: Registry, threshold: float) -> list[CitationCheck]:
@@ -350,9 +382,19 @@ def check_support(text: str, registry: Registry, threshold: float) -> list[Citat
             entry = registry.get(key)
             if entry is None:
                 continue
-            score = support_score(sentence, entry.text)
-            checks.append(CitationCheck(key, strip_cites(sentence), round(score, 3), score < threshold))
+            found = support(sentence, entry.text)
+            weak = found.checked and found.score < threshold
+            checks.append(CitationCheck(key, strip_cites(sentence), round(found.score, 3), weak, not found.checked))
     return checks
+
+
+def rechecked(check: CitationCheck, registry: Registry) -> CitationCheck:
+    """A stored check with its `unchecked` state, judged again from its sentence and passage (a pure
+    function of the two, so it reads as it was when the section was written)."""
+    entry = registry.get(check.key)
+    if check.weak or entry is None or support(check.sentence, entry.text).checked:
+        return check
+    return CitationCheck(check.key, check.sentence, check.score, False, True)
 
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?。！？])(\s+)")

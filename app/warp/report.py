@@ -11,7 +11,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sala_report.app.warp.citations import CITE, Registry, cited_keys, cited_sentences, render_cites, strip_cites
+from sala_report.app.report_wording import words_for
+from sala_report.app.warp.citations import (
+    CITE,
+    CitationCheck,
+    Registry,
+    cited_keys,
+    cited_sentences,
+    rechecked,
+    render_cites,
+    strip_cites,
+)
 from sala_report.app.warp.state import Node, Outline, walk
 from sala_report.app.warp.store import WarpStore
 
@@ -54,7 +64,7 @@ _SECTION_MENTION = re.compile(r"\bsection-(\d+(?:\.\d+)*)\b", re.I)
 
 
 WEAK_MARK = "⚑"  # after a citation whose sentence shares few words with the passage (the TUI's flag)
-WEAK_NOTE = f"{WEAK_MARK} marks a citation whose sentence shares few words with the cited passage (weak support)."
+WEAK_NOTE = f"{WEAK_MARK} {words_for('').weak_note}"
 
 
 def _body(node: Node, numbers: dict[str, int], weak: frozenset[tuple[str, str]] = frozenset()) -> str:
@@ -106,9 +116,14 @@ def render_report(
     *,
     question: str = "",
     weak: dict[int, frozenset[tuple[str, str]]] | None = None,
+    unchecked: int = 0,
+    language: str = "",
 ) -> str:
-    """`weak` (weak_pairs): citations to mark with WEAK_MARK; a note before the References says what it means."""
+    """`weak` (weak_pairs): citations to mark with WEAK_MARK; a note before the References says what it means,
+    and another how many citations could not be checked (`unchecked`), so none reads as verified. The
+    report's own words are in its `language` (report_wording.py)."""
     weak = weak or {}
+    words = words_for(language)
     numbers, references = numbering(outline, registry)
     parts = [f"# {_inline(outline.title or question or 'Report')}"]
     marked = False
@@ -118,9 +133,11 @@ def render_report(
         marked = marked or WEAK_MARK in body
         parts.append(body)
     if marked:
-        parts.append(f"*{WEAK_NOTE}*")
+        parts.append(f"*{WEAK_MARK} {words.weak_note}*")
+    if unchecked:
+        parts.append(f"*{words.unchecked_note.format(count=unchecked)}*")
     if references:
-        parts.append("## References")
+        parts.append(f"## {words.references}")
         parts.extend(
             f"[{r.number}] {_inline(r.title or r.location)} — {' '.join(r.location.split())}" for r in references
         )
@@ -133,12 +150,35 @@ def render_markdown(store, session_id: str) -> str:
     record = warp.session(session_id)
     if record is None:
         raise KeyError(f"no session '{session_id}'")
+    outline, registry = warp.outline(session_id), warp.registry(session_id)
+    checks = current_checks(warp, session_id, outline, registry)
     return render_report(
-        warp.outline(session_id),
-        warp.registry(session_id),
+        outline,
+        registry,
         question=record.question,
-        weak=weak_pairs(warp.citations(session_id)),
+        weak=weak_pairs(checks),
+        unchecked=sum(c.unchecked for _, c in checks),
+        language=_language(record.options),
     )
+
+
+def _language(options) -> str:
+    """The report language of the session's brief (brief.py), "" when it has none."""
+    brief = options.get("brief") if isinstance(options, dict) else None
+    return str(brief.get("language") or "") if isinstance(brief, dict) else ""
+
+
+def current_checks(
+    warp: WarpStore, session_id: str, outline: Outline, registry: Registry
+) -> list[tuple[int, CitationCheck]]:
+    """The stored citation checks of what the sections cite now (a check of a key the text no longer cites,
+    an excluded source's in a locked section, says nothing of it), each with its unchecked state."""
+    cited_in = {loc.node.id: set(cited_keys(loc.node.content or "")) for loc in walk(outline)}
+    return [
+        (node_id, rechecked(c, registry))
+        for node_id, c in warp.citations(session_id)
+        if c.key in cited_in.get(node_id, ())
+    ]
 
 
 def excluded_sources(wstore: WarpStore, session_id: str) -> set[int]:
@@ -161,11 +201,11 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
     outline, registry = warp.outline(session_id), warp.registry(session_id)
     numbers, references = numbering(outline, registry)
     stored = {s.id for s in store.sources({r.source_id for r in references}, with_text=False) if s.status == "ok"}
-    cited_in = {loc.node.id: set(cited_keys(loc.node.content or "")) for loc in walk(outline)}
-    # a check of a key the text no longer cites (an excluded source's, in a locked section) says nothing of it
-    checks = [(node_id, c) for node_id, c in warp.citations(session_id) if c.key in cited_in.get(node_id, ())]
+    checks = current_checks(warp, session_id, outline, registry)
     verified = sum(
-        1 for _, c in checks if not c.weak and registry.get(c.key) and registry.get(c.key).source_id in stored
+        1
+        for _, c in checks
+        if not c.weak and not c.unchecked and registry.get(c.key) and registry.get(c.key).source_id in stored
     )
     numbers_by_id = {loc.node.id: loc.number for loc in walk(outline)}
     weak = weak_pairs(checks)
@@ -227,6 +267,8 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
             "total": len(checks),
             "verified": verified,
             "flagged": sum(1 for _, c in checks if c.weak),
+            # in another script than their passage, with no number or name to compare: neither weak nor verified
+            "unchecked": sum(1 for _, c in checks if c.unchecked),
             "removed": record.removed_citations,
             "passages_seen": len(registry),
         },
@@ -238,8 +280,8 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
 
 
 def weak_sections(outline: Outline, checks, numbers: dict[int, str]) -> list[dict[str, Any]]:
-    """Each written section that fails a quality check, with why: no citation, most citations weakly
-    supported, a title without letters."""
+    """Each written section that fails a quality check, with why: no citation, most of the citations that
+    could be checked weakly supported (unchecked ones count neither way), a title without letters."""
     by_node: dict[int, list] = {}
     for node_id, check in checks:
         by_node.setdefault(node_id, []).append(check)
@@ -249,7 +291,7 @@ def weak_sections(outline: Outline, checks, numbers: dict[int, str]) -> list[dic
         if node.content is None:
             continue
         reasons = []
-        found = by_node.get(node.id, [])
+        found = [c for c in by_node.get(node.id, []) if not c.unchecked]
         if not cited_keys(node.content):
             reasons.append("no citation")
         elif found and sum(c.weak for c in found) * 2 > len(found):
