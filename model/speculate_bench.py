@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .runtime import Runtime
+from .runtime import MAX_GRAPH_WIDTH, Runtime
 from .speculate import SpecResult, speculative_generate
 
 COPY_PROMPT = (
@@ -47,7 +47,7 @@ def speed_table(title: str, base: SpecResult, fast: SpecResult) -> str:
     )
 
 
-def copy_bench(source: str, text: str, new_tokens: int, *, device=None) -> str:
+def copy_bench(source: str, text: str, new_tokens: int, *, device=None, draft_tokens: int = 8) -> str:
     """Greedy decode with and without prompt-lookup drafts on a copy-heavy prompt (the model is asked to repeat a
     passage it was given, as a report quotes its evidence); checks the outputs are identical."""
     from .load import load_model, load_tokenizer
@@ -56,9 +56,10 @@ def copy_bench(source: str, text: str, new_tokens: int, *, device=None) -> str:
     lm = load_model(source, device=device)
     tok = load_tokenizer(source)
     ids = tok.encode(COPY_PROMPT.format(text=text))
-    base, fast = compare(lm, ids, new_tokens)
+    base, fast = compare(lm, ids, new_tokens, draft_tokens=draft_tokens)
     where = lm.model.embed_tokens.weight.device
-    return speed_table(f"{source}, prompt {len(ids)} tokens, {new_tokens} greedy tokens, {where}", base, fast)
+    title = f"{source}, prompt {len(ids)} tokens, {new_tokens} greedy tokens, up to {draft_tokens} drafts, {where}"
+    return speed_table(title, base, fast)
 
 
 def _sync_ms(fn, reps: int) -> float:
@@ -108,7 +109,9 @@ def width_table(lm, contexts: list[int], widths: list[int], reps: int = 10) -> s
     return "\n".join(lines)
 
 
-def gpu_bench(source: str | None, contexts: list[int], widths: list[int], new_tokens: int, text: str) -> str:
+def gpu_bench(
+    source: str | None, contexts: list[int], widths: list[int], new_tokens: int, text: str, draft_tokens: int
+) -> str:
     from .config import ModelConfig
     from .gpu_bench import BUNDLED_CONFIG, _free, random_model
 
@@ -124,12 +127,13 @@ def gpu_bench(source: str | None, contexts: list[int], widths: list[int], new_to
         passage = torch.randint(0, lm.config.vocab_size, (500,), generator=g).tolist()
         ids = passage * 4
         _progress(f"plain vs prompt lookup, random weights, prompt {len(ids)} tokens")
-        base, fast = compare(lm, ids, new_tokens)
-        out.append(speed_table(f"random weights, prompt {len(ids)} tokens, {new_tokens} greedy tokens", base, fast))
+        base, fast = compare(lm, ids, new_tokens, draft_tokens=draft_tokens)
+        title = f"random weights, prompt {len(ids)} tokens, {new_tokens} greedy tokens, up to {draft_tokens} drafts"
+        out.append(speed_table(title, base, fast))
     del lm
     _free()
     if source is not None:
-        out.append(copy_bench(source, text, new_tokens, device="cuda"))
+        out.append(copy_bench(source, text, new_tokens, device="cuda", draft_tokens=draft_tokens))
     out.append(f"total {time.perf_counter() - t0:.0f} s")
     return "\n\n".join(out)
 
@@ -142,15 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text", default=str(TEXT), help="the passage to copy (its first 1,500 characters)")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--drafts", type=int, default=8, help="drafted tokens per verify pass, at most 15")
     ap.add_argument("--gpu", action="store_true", help="verify-pass widths on the real shape, then plain vs lookup")
     ap.add_argument("--contexts", default="65536,262144", help="GPU: contexts of the width table")
     ap.add_argument("--widths", default="1,2,4,8,16", help="GPU: verify-pass widths")
     args = ap.parse_args(argv)
+    if not 0 <= args.drafts < MAX_GRAPH_WIDTH:
+        ap.error(f"--drafts must be between 0 and {MAX_GRAPH_WIDTH - 1}, got {args.drafts}")
     text = Path(args.text).read_text(encoding="utf-8")[:1500]
     if args.gpu:
         contexts = [int(x) for x in args.contexts.split(",")]
         widths = [int(x) for x in args.widths.split(",")]
-        print(gpu_bench(args.model, contexts, widths, args.tokens, text), flush=True)
+        print(gpu_bench(args.model, contexts, widths, args.tokens, text, args.drafts), flush=True)
         return 0
-    print(copy_bench(args.model or "smollm2-135m", text, args.tokens, device=args.device), flush=True)
+    print(
+        copy_bench(args.model or "smollm2-135m", text, args.tokens, device=args.device, draft_tokens=args.drafts),
+        flush=True,
+    )
     return 0
