@@ -11,11 +11,13 @@ from sala_report.kernels.quant import naive
 RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6)
 
 
-def clip_int4(w: torch.Tensor, act_sq: torch.Tensor, *, zero: bool = True) -> naive.PackedWeight:
+def clip_int4(
+    w: torch.Tensor, act_sq: torch.Tensor, *, zero: bool = True, group: int = naive.GROUP
+) -> naive.PackedWeight:
     """w [N, K]; act_sq [K] = mean x² of the layer's inputs -> int4 weights on the best clipped grid per group."""
-    g, _, _ = naive.int4_grid(w, zero=zero)  # [N, groups, 128], fp32, zero-padded
-    imp = torch.nn.functional.pad(act_sq.float(), (0, g.shape[1] * naive.GROUP - act_sq.numel()))
-    imp = imp.reshape(1, g.shape[1], naive.GROUP)
+    g, _, _ = naive.int4_grid(w, zero=zero, group=group)  # [N, groups, group], fp32, zero-padded
+    imp = torch.nn.functional.pad(act_sq.float(), (0, g.shape[1] * group - act_sq.numel()))
+    imp = imp.reshape(1, g.shape[1], group)
     best_err = torch.full(g.shape[:2], float("inf"))
     best_s = torch.zeros(g.shape[:2], dtype=torch.float16)
     best_z = torch.zeros(g.shape[:2], dtype=torch.float16) if zero else None
@@ -35,4 +37,4 @@ def clip_int4(w: torch.Tensor, act_sq: torch.Tensor, *, zero: bool = True) -> na
         best_s = torch.where(better, s, best_s)
         if zero:
             best_z = torch.where(better, z, best_z)
-    return naive.quantize_int4(w, zero=zero, scale=best_s, zero_point=best_z)
+    return naive.quantize_int4(w, zero=zero, scale=best_s, zero_point=best_z, group=group)

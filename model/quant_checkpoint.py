@@ -41,9 +41,9 @@ def save(lm, folder: str | Path, *, method: str) -> Path:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(lm.config.to_dict(), indent=2))
     formats = {name: lm.get_submodule(name).fmt for name, _ in target_linears(lm)}
-    (folder / QUANT_FILE).write_text(
-        json.dumps({"format": fmt, "method": method, "group_size": 128, "layers": formats}, indent=2)
-    )
+    groups = {name: lm.get_submodule(name).group for name, _ in target_linears(lm)}
+    meta = {"format": fmt, "method": method, "layers": formats, "groups": groups}  # groups: 0 = per channel
+    (folder / QUANT_FILE).write_text(json.dumps(meta, indent=2))
     return folder
 
 
@@ -51,8 +51,8 @@ def load(model, folder: Path, *, device, dtype) -> None:
     """Fill a meta-device model from a quantized folder; packed tensors keep their stored dtypes."""
     try:
         meta = json.loads((folder / QUANT_FILE).read_text(encoding="utf-8"))
-        fmt, layers = meta["format"], meta["layers"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        fmt, layers, groups = meta["format"], meta["layers"], meta.get("groups", {})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         raise ModelError(
             f"{folder / QUANT_FILE} is not a valid quantization file ({e})", title="Damaged weights file"
         ) from None
@@ -67,13 +67,17 @@ def load(model, folder: Path, *, device, dtype) -> None:
                 title="Weights do not match the config",
             )
         zeros = f"{name}.zeros" in shapes
-        p = PackedWeight(
-            f,
-            torch.empty(shapes[f"{name}.qweight"], dtype=torch.uint8, device="meta"),
-            torch.empty(shapes[f"{name}.scales"], device="meta"),
-            torch.empty(shapes[f"{name}.zeros"], device="meta") if zeros else None,
-            lin.in_features,
-        )
+        try:  # folders written before groups were recorded hold the defaults (int4: 128)
+            p = PackedWeight(
+                f,
+                torch.empty(shapes[f"{name}.qweight"], dtype=torch.uint8, device="meta"),
+                torch.empty(shapes[f"{name}.scales"], device="meta"),
+                torch.empty(shapes[f"{name}.zeros"], device="meta") if zeros else None,
+                lin.in_features,
+                groups.get(name),
+            )
+        except ValueError as e:
+            raise ModelError(f"{folder}: layer {name}: {e}", title="Damaged weights file") from None
         set_module(model, name, QuantLinear(p))
     check_tensors(model, shapes, str(folder))
     params = dict(model.named_parameters(remove_duplicate=False))

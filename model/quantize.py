@@ -1,19 +1,23 @@
-"""`python -m sala_report.model.quantize SOURCE OUT --calib TEXT`: quantize a checkpoint offline to int4 and write a
-folder that `load_model` reads back in that format.
+"""`python -m sala_report.model.quantize SOURCE OUT --calib TEXT [--calib TEXT ...]`: quantize a checkpoint offline
+to int4 and write a folder that `load_model` reads back in that format.
 
-Methods: `clip` (activation-aware clipping, model/clip.py; the default: it beat round-to-nearest on SmolLM2, while
-GPTQ did not with this little calibration text, model/BENCH.md), `gptq` (model/gptq.py) and `rtn` (round-to-nearest,
-what `load_model(quantize="int4")` does at load). The head is int8 (quant.HEAD_FORMAT).
+Methods (model/BENCH.md has SmolLM2's perplexity for each): `gptq` (model/gptq.py: columns in act order, each onto
+its group's grid, the grid from activation-aware clipping unless `--grid minmax`), `clip` (model/clip.py: the
+clipped grid, round-to-nearest on it) and `rtn` (round-to-nearest, what `load_model(quantize="int4")` does at
+load). The head is int8 (quant.HEAD_FORMAT).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from sala_report.kernels.quant import naive
 
 from . import quant, quant_checkpoint
 from .clip import clip_int4
@@ -21,27 +25,54 @@ from .errors import ModelError
 from .gptq import gptq_int4, input_hessians
 from .load import load_model, load_tokenizer
 
-METHODS = ("clip", "gptq", "rtn")
+METHODS = ("gptq", "clip", "rtn")
+GRIDS = ("clip", "minmax")
 
 
-def quantize_offline(lm, batches: list[torch.Tensor], method: str) -> None:
+@dataclass(frozen=True)
+class OfflineOptions:
+    """How `quantize_offline` rounds: GPTQ's column order and damping, where its grid comes from, the int4 group and
+    whether groups have zero points (the measured defaults: model/BENCH.md)."""
+
+    act_order: bool = True
+    damp: float = 0.01
+    grid: str = "clip"
+    zero: bool = quant.ZERO_POINT
+    group: int = naive.GROUP
+
+
+def quantize_offline(lm, batches: list[torch.Tensor], method: str, options: OfflineOptions | None = None) -> None:
     """Quantize lm (full precision) in place to int4 by `method`, using the calibration token batches."""
+    o = options or OfflineOptions()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if o.grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {o.grid!r}")
+    naive.check_group("int4", o.group)
     hessians = input_hessians(lm, batches) if method != "rtn" else {}
     for name, role in list(quant.target_linears(lm)):
         module = lm.get_submodule(name)
         if not isinstance(module, nn.Linear):
             continue
         w = module.weight.detach()
-        if role == "head" or method == "rtn":
+        if role == "head":
             packed = quant.quantize_weight(w, quant.format_for("int4", role))
-        elif method == "clip":
-            packed = clip_int4(w.float().cpu(), torch.diag(hessians[name]).cpu(), zero=quant.ZERO_POINT).to(w.device)
+        elif method == "rtn":
+            packed = naive.quantize_int4(w, zero=o.zero, group=o.group)
         else:
-            packed = gptq_int4(w.cpu(), hessians[name].cpu(), zero=quant.ZERO_POINT).to(w.device)
+            packed = _offline_int4(w.float().cpu(), hessians[name].cpu(), method, o).to(w.device)
         quant.set_module(lm, name, quant.QuantLinear(packed))
     lm.quantize = "int4"
+
+
+def _offline_int4(w: torch.Tensor, hessian: torch.Tensor, method: str, o: OfflineOptions) -> naive.PackedWeight:
+    clipped = None
+    if method == "clip" or o.grid == "clip":
+        clipped = clip_int4(w, torch.diag(hessian), zero=o.zero, group=o.group)
+    if method == "clip":
+        return clipped
+    grid = None if clipped is None else (clipped.scale, clipped.zero)
+    return gptq_int4(w, hessian, damp=o.damp, zero=o.zero, act_order=o.act_order, grid=grid, group=o.group)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,27 +83,48 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("source", help="checkpoint folder, .gguf file or known name (e.g. smollm2-135m)")
     ap.add_argument("out", help="folder to write (config.json, quantization.json, model.safetensors)")
-    ap.add_argument("--calib", required=True, help="a plain-text file of calibration text (a few thousand tokens)")
-    ap.add_argument("--method", choices=METHODS, default="clip")
+    ap.add_argument(
+        "--calib",
+        action="append",
+        required=True,
+        help="a plain-text file of calibration text (repeatable; GPTQ wants many more tokens than the widest input)",
+    )
+    ap.add_argument("--method", choices=METHODS, default="gptq")
     ap.add_argument("--tokens", type=int, default=2048, help="calibration tokens per batch")
+    ap.add_argument("--max-tokens", type=int, default=32768, help="calibration tokens used at most")
+    ap.add_argument("--grid", choices=GRIDS, default="clip", help="gptq: each group's grid")
+    ap.add_argument("--no-act-order", action="store_true", help="gptq: round columns in their stored order")
+    ap.add_argument("--damp", type=float, default=0.01, help="gptq: fraction of the mean Hessian diagonal added")
+    ap.add_argument("--zero-point", action="store_true", help="int4 groups with zero points (min/max grids)")
+    ap.add_argument("--group", type=int, default=naive.GROUP, help="int4 group size (a power of two >= 32)")
     ap.add_argument("--device", default="cpu", help="where the full-precision model runs (cpu or cuda)")
     args = ap.parse_args(argv)
     try:
-        text = Path(args.calib).read_text(encoding="utf-8")
+        text = "\n\n".join(Path(f).read_text(encoding="utf-8") for f in args.calib)
     except (OSError, UnicodeDecodeError) as e:
-        print(f"error: cannot read the calibration text {args.calib}: {e}", file=sys.stderr)
+        print(
+            f"error: cannot read the calibration text {getattr(e, 'filename', None) or args.calib}: {e}",
+            file=sys.stderr,
+        )
         return 2
+    options = OfflineOptions(
+        act_order=not args.no_act_order, damp=args.damp, grid=args.grid, zero=args.zero_point, group=args.group
+    )
     try:
-        ids = load_tokenizer(args.source).encode(text)
+        naive.check_group("int4", options.group)
+        ids = load_tokenizer(args.source).encode(text)[: args.max_tokens]
         if len(ids) < 64:
-            print(f"error: {args.calib} holds {len(ids)} tokens; give at least a few hundred", file=sys.stderr)
+            print(f"error: the calibration text holds {len(ids)} tokens; give at least a few hundred", file=sys.stderr)
             return 2
         dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
         lm = load_model(args.source, device=args.device, dtype=dtype)
         t = torch.tensor(ids, device=args.device)
         batches = [t[None, a : a + args.tokens] for a in range(0, len(ids), args.tokens)]
-        quantize_offline(lm, batches, args.method)
+        quantize_offline(lm, batches, args.method, options)
         out = quant_checkpoint.save(lm, args.out, method=args.method)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ModelError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""Quantized matmuls on the GPU at the model's shapes, against fp64 products of the dequantised weights."""
+"""Quantized matmuls on the GPU at the model's shapes (MiniCPM-SALA's and SmolLM2's), against fp64 products of the
+dequantised weights; groups of 32 are GGUF's Q4_0 / Q4_1 / Q8_0 blocks."""
 
 from __future__ import annotations
 
@@ -16,13 +17,25 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("fmt,zero", [("int8", True), ("int4", True), ("int4", False), ("fp8", True)])
+# (format, zero points, group): the defaults, and GGUF's 32-wide blocks (Q4_1, Q4_0, Q8_0)
+KINDS = [
+    ("int8", True, None),
+    ("int4", True, None),
+    ("int4", False, None),
+    ("fp8", True, None),
+    ("int4", True, 32),
+    ("int4", False, 32),
+    ("int8", False, 32),
+]
+
+
+@pytest.mark.parametrize("fmt,zero,group", KINDS)
 @pytest.mark.parametrize("M", [1, 8, 100])
-@pytest.mark.parametrize("N,K", [(8704, 4096), (4096, 16384), (1000, 1000)])
-def test_cuda_matmul_matches_fp64(fmt, zero, M, N, K):
+@pytest.mark.parametrize("N,K", [(8704, 4096), (4096, 16384), (1000, 1000), (1536, 576), (576, 1536)])
+def test_cuda_matmul_matches_fp64(fmt, zero, group, M, N, K):
     g = torch.Generator(device="cuda").manual_seed(M + N + K)
     w = torch.randn(N, K, device="cuda", generator=g, dtype=torch.bfloat16) * 0.02
-    p = naive.quantize(w, fmt, zero=zero)
+    p = naive.quantize(w, fmt, zero=zero, group=group)
     x = torch.randn(M, K, device="cuda", generator=g, dtype=torch.bfloat16)
     ref = x.double() @ naive.dequantize(p, torch.float64).T
     out = torch.full((M, N), float("nan"), device="cuda", dtype=torch.bfloat16)
@@ -32,8 +45,8 @@ def test_cuda_matmul_matches_fp64(fmt, zero, M, N, K):
         assert _rel(out, ref) < 1e-2  # bf16 output rounding: ~3e-3
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4", "fp8"])
-def test_cuda_dequantize_is_exact(fmt):
+@pytest.mark.parametrize("fmt,zero,group", KINDS)
+def test_cuda_dequantize_is_exact(fmt, zero, group):
     w = torch.randn(3000, 1000, device="cuda") * 0.02
-    p = naive.quantize(w, fmt)
+    p = naive.quantize(w, fmt, zero=zero, group=group)
     assert torch.equal(quant.dequantize(p, torch.float32), naive.dequantize(p, torch.float32))

@@ -98,22 +98,71 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs():
     assert torch.equal(naive.dequantize(packed), opt)
 
 
+@pytest.mark.parametrize("zero", [False, True])
+def test_gptq_act_order_on_a_given_grid(zero):
+    """Act order (columns by decreasing H diagonal) onto a fixed grid: the grid is kept as given, and the output
+    error beats round-to-nearest on that same grid when a few input channels carry most of the energy."""
+    g = torch.Generator().manual_seed(1)
+    K, N, T = 256, 48, 4096
+    x = torch.randn(T, K, generator=g) * torch.where(torch.rand(K, generator=g) < 0.05, 8.0, 0.5)
+    x = x @ (torch.eye(K) + torch.randn(K, K, generator=g) / K)
+    w = torch.randn(N, K, generator=g) * 0.05
+    h = (x.double().T @ x.double()) / T
+    grid = naive.quantize_int4(w, zero=zero)
+    rtn = naive.dequantize(grid)
+    for act_order in (False, True):
+        p = gptq_int4(w, h, zero=zero, act_order=act_order, grid=(grid.scale, grid.zero))
+        assert torch.equal(p.scale, grid.scale) and (p.zero is None) == (not zero)
+        err, err_rtn = (x @ (naive.dequantize(p) - w).T).norm(), (x @ (rtn - w).T).norm()
+        assert err < 0.9 * err_rtn, (act_order, err / err_rtn)
+
+
+def test_input_hessians_are_the_inputs_second_moments(checkpoint):
+    """q/k/v (and gate/up) read one tensor: one shared matrix, equal to XᵀX / T of that input taken by a hook."""
+    from sala_report.model.gptq import input_hessians
+
+    lm = load_model(checkpoint("llama"), device="cpu", dtype=torch.float32)
+    ids = torch.randint(0, 128, (1, 50), generator=torch.Generator().manual_seed(2))
+    seen = {}
+    attn = lm.model.layers[1].self_attn
+
+    def keep(name):
+        def hook(mod, args, out):
+            seen[name] = args[0].reshape(-1, args[0].shape[-1]).double()
+
+        return hook
+
+    hooks = [attn.q_proj.register_forward_hook(keep("q")), attn.o_proj.register_forward_hook(keep("o"))]
+    with torch.inference_mode():
+        lm(ids)
+    for h in hooks:
+        h.remove()
+    hs = input_hessians(lm, [ids])
+    name = "model.layers.1.self_attn"
+    assert hs[f"{name}.q_proj"] is hs[f"{name}.v_proj"]
+    assert _rel(hs[f"{name}.q_proj"], seen["q"].T @ seen["q"] / 50) < 1e-6
+    assert _rel(hs[f"{name}.o_proj"], seen["o"].T @ seen["o"] / 50) < 1e-6
+
+
 def test_settings_carry_quantize():
     from sala_report.app.settings import ModelSettings
 
     assert ModelSettings().quantize == "auto"
 
 
-@pytest.mark.parametrize("method", ["clip", "gptq"])
+@pytest.mark.parametrize("method", ["clip", "gptq", "gptq-g32-zero"])
 def test_offline_methods_write_a_checkpoint_the_loader_reads(method, checkpoint, tmp_path):
-    from sala_report.model.quantize import quantize_offline
+    from sala_report.model.quantize import OfflineOptions, quantize_offline
 
     folder = checkpoint("sala")
     lm = load_model(folder, device="cpu", dtype=torch.float32)
     ref = load_model(folder, device="cpu", dtype=torch.float32)
     calib = [torch.randint(0, 128, (1, 200), generator=torch.Generator().manual_seed(5))]
-    quantize_offline(lm, calib, method)
+    options = OfflineOptions(group=32, zero=True) if method.endswith("g32-zero") else None
+    quantize_offline(lm, calib, method.split("-")[0], options)
     back = load_model(quant_checkpoint.save(lm, tmp_path / method, method=method), device="cpu")
+    up = back.model.layers[0].mlp.up_proj
+    assert (up.group, up.zeros is not None) == ((32, True) if options else (128, quant.ZERO_POINT))
     ids = torch.randint(0, 128, (1, 30), generator=torch.Generator().manual_seed(6))
     with torch.inference_mode():
         assert torch.equal(back(ids), lm(ids)) and _rel(back(ids), ref(ids)) < 0.3

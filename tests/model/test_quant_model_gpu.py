@@ -45,3 +45,31 @@ def test_graph_decode_equals_eager_with_fused_quantized_projections(fmt, checkpo
     a = [graph.decode(tok + i).clone() for i in range(6)]
     b = [eager.decode(tok + i) for i in range(6)]
     assert max(_rel(x, y) for x, y in zip(a, b)) < 1e-3
+
+
+def test_smollm2_gguf_stays_packed_on_cuda(smollm2_path, smollm2):
+    """quantize="auto" on a GPU keeps the Q4_1 GGUF's own blocks (int4, groups of 32, and the Q8_0 head); prefill
+    (dequantise + cuBLAS), the decode kernels and graph-replayed decode all match the fp32 CPU model."""
+    from sala_report.model import quant
+
+    lm = load_model(smollm2_path, device="cuda", quantize="auto")
+    assert lm.quantize == "gguf"
+    assert lm.model.layers[0].mlp.up_proj.group == 32 and lm.lm_head.fmt == "int8" and lm.lm_head.group == 32
+    packed = sum(p.numel() * p.element_size() for n, p in lm.named_parameters() if "layers" in n and "norm" not in n)
+    linears = [m for n, m in lm.named_modules() if isinstance(m, quant.QuantLinear) and "layers" in n]
+    dense = sum(m.in_features * m.out_features for m in linears)
+    assert packed < 0.7 * dense  # Q4_1 body: 0.625 bytes a weight (bf16 would be 2)
+    ids = torch.randint(0, 49152, (1, 300), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = smollm2(ids)
+        cache = lm.new_cache(1)
+        parts = [lm(ids[:, :290].cuda(), cache=cache)]
+        parts += [lm(ids[:, t : t + 1].cuda(), cache=cache) for t in range(290, 300)]
+        got = torch.cat(parts, dim=1)
+    assert torch.isfinite(got).all() and _rel(got, expected) < 3e-2  # bf16 activations against fp32
+    graph = Runtime.create(lm, 1, 300, 8)
+    tok = graph.prefill(ids[:, :290].cuda()).argmax(-1)
+    eager = Runtime(lm, graph.cache.replicate(1), cuda_graphs=False)
+    a = [graph.decode(tok + i).clone() for i in range(6)]
+    b = [eager.decode(tok + i) for i in range(6)]
+    assert max(_rel(x, y) for x, y in zip(a, b)) < 1e-3
