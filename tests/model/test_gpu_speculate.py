@@ -94,14 +94,15 @@ def test_graph_rollback_equals_a_run_over_the_kept_tokens(bf16_sala, prompt):
 
 
 def test_speculative_greedy_equals_plain_greedy_on_the_real_shape():
-    """The real MiniCPM-SALA config, random bf16 weights, a 3,000-token prompt that repeats a passage. Random weights
-    leave near-ties between the top two logits; a different token is accepted only at a tie within what rounding
-    (a width-w pass against one-token steps) moves the logits by there."""
+    """The real MiniCPM-SALA config, random bf16 weights, an 8,160-token prompt that repeats a passage, so the answer
+    crosses dense_len = 8,192 (verify passes go from dense to sparse attention). Random weights leave near-ties between
+    the top two logits; a different token is accepted only at a tie within what rounding (a width-w pass against
+    one-token steps) moves the logits by there."""
     from sala_report.model.gpu_bench import BUNDLED_CONFIG, random_model
 
     lm = random_model(ModelConfig.from_json(BUNDLED_CONFIG))
     g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(0, lm.config.vocab_size, (600,), generator=g).tolist() * 5
+    prompt = (torch.randint(0, lm.config.vocab_size, (600,), generator=g).tolist() * 14)[:8160]
     rt = Runtime.create(lm, 1, len(prompt), 64)
     plain = speculative_generate(lm, prompt, 64, speculate=False, runtime=rt)
     fast = speculative_generate(lm, prompt, 64, draft_tokens=15, runtime=rt)
