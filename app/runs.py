@@ -223,8 +223,9 @@ class LocalServices:
             outline=request.outline,
         )
 
-    def resume(self, session_id: str, *, model: str = "") -> Any:
-        """Continue a session with the sources it was started with, and its model unless `model` names another."""
+    def resume(self, session_id: str, *, model: str = "", answers: tuple[str, ...] | None = None) -> Any:
+        """Continue a session with the sources it was started with, and its model unless `model` names another;
+        `answers` answer its waiting clarifying questions first (as `resume --answers FILE`)."""
         from sala_report.app.errors import UsageError
         from sala_report.app.warp import Engine, WarpStore
 
@@ -239,7 +240,23 @@ class LocalServices:
         same_backend = record.options.get("backend") == self.settings.model.backend
         model = model or (record.options.get("model_source", "") if same_backend else "")
         generator = self.generator(model)
-        return Engine.resume(self.store, found, generator, self.retriever(web, record.options), self.fitted(generator))
+        engine = Engine.resume(
+            self.store, found, generator, self.retriever(web, record.options), self.fitted(generator)
+        )
+        if answers is not None:
+            engine.answer(answers)
+        return engine
+
+    def waiting_questions(self, session_id: str) -> tuple[str, ...]:
+        """The clarifying questions the session waits to have answered; () when none wait (or no such session)."""
+        from sala_report.app.warp import WarpStore
+        from sala_report.app.warp.brief import Brief
+
+        warp = WarpStore(self.store)
+        found = warp.find_session(session_id)
+        record = warp.session(found) if found is not None else None
+        brief = Brief.from_options(record.options) if record is not None else Brief()
+        return tuple(brief.questions or ()) if brief.waiting_for_answers else ()
 
     def fitted(self, generator: Any):
         """The WARP settings with the budgets they leave at their defaults fitted to this machine, for a

@@ -66,7 +66,7 @@ class SalaApp(App):
         elif self._first_run is not None:
             self.push_screen(ResearchScreen(self.services, request=self._first_run, auto_export=self.auto_export))
         elif self._first_resume is not None:
-            self.push_screen(ResearchScreen(self.services, session_id=self._first_resume))
+            self.resume_run(self._first_resume)  # `resume ID` at a terminal: waiting questions come first
         else:
             self.push_screen(self._start_form or StartScreen(model=self.services.facts.model))
 
@@ -114,9 +114,22 @@ class SalaApp(App):
         self.push_screen(ClarifyDialog(asked.questions), answers_given)
 
     def resume_run(self, session_id: str) -> None:
+        """Continue a stored session; one waiting for answers to its clarifying questions shows them first."""
+        questions = self.services.waiting_questions(session_id)
+        if questions:
+            self.push_screen(ClarifyDialog(questions), lambda answers: self._resume_with(session_id, answers))
+        else:
+            self._resume_with(session_id, None)
+
+    def _resume_with(self, session_id: str, answers: tuple[str, ...] | None) -> None:
+        """`answers` None: skipped, the run goes on without them (as `resume ID` without --answers)."""
+        screen = ResearchScreen(self.services, session_id=session_id, answers=answers)
+        if len(self.screen_stack) <= 1:  # `resume ID` at a terminal: no screen of ours yet
+            self.push_screen(screen)
+            return
         while len(self.screen_stack) > 2:
             self.pop_screen()
-        self.switch_screen(ResearchScreen(self.services, session_id=session_id))
+        self.switch_screen(screen)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

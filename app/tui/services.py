@@ -46,8 +46,12 @@ class Services(Protocol):
     def start(self, request: RunRequest) -> RunningEngine:
         """A new engine, ready to run. Called on a worker thread: loading a model may take a while."""
 
-    def resume(self, session_id: str) -> RunningEngine:
-        """An engine that continues a stored session. Called on a worker thread."""
+    def resume(self, session_id: str, *, answers: tuple[str, ...] | None = None) -> RunningEngine:
+        """An engine that continues a stored session, with `answers` to its waiting clarifying questions when
+        given. Called on a worker thread."""
+
+    def waiting_questions(self, session_id: str) -> tuple[str, ...]:
+        """The clarifying questions a stored session waits to have answered (none: ())."""
 
     def sessions(self) -> list[SessionInfo]:
         """Past sessions, newest first."""

@@ -61,7 +61,9 @@ class ResearchScreen(Screen):
         request: RunRequest | None = None,
         session_id: str | None = None,
         auto_export: str | None = None,
+        answers: tuple[str, ...] | None = None,
     ) -> None:
+        """`answers`: to the clarifying questions the resumed session waits on (ClarifyDialog's)."""
         super().__init__()
         if (request is None) == (session_id is None):
             raise ValueError("ResearchScreen needs either a new run's request or a session id to resume")
@@ -69,6 +71,7 @@ class ResearchScreen(Screen):
         self.auto_export = auto_export
         self.request = request
         self.session_id = session_id
+        self.answers = answers
         self.engine: RunningEngine | None = None
         self.outline = OutlineState()
         self.paused = False  # asked for; the engine says when it has stopped (Paused)
@@ -150,7 +153,8 @@ class ResearchScreen(Screen):
         if self.request is not None:
             engine = self.services.start(self.request)
         else:
-            engine = self.services.resume(str(self.session_id))
+            engine = self.services.resume(str(self.session_id), answers=self.answers)
+            self.answers = None  # stored with the session now; a later resume of this screen has none to give
         engine.subscribe(lambda event: self.post_message(EngineEvent(event)))
         self.engine = engine
         return engine.run()
