@@ -376,7 +376,15 @@ def _drive(engine, store, settings: Settings, out: Path | None, as_json: bool) -
     brief = getattr(engine, "brief", None)
     questions = list(brief.questions) if brief is not None and brief.waiting_for_answers else None
     summary = _report(
-        engine.session_id, store, settings, out, as_json, notes=notes, outline=engine.outline, questions=questions
+        engine.session_id,
+        store,
+        settings,
+        out,
+        as_json,
+        notes=notes,
+        outline=engine.outline,
+        questions=questions,
+        clarifications=_clarifications(brief),
     )
     if result.status == "waiting" and questions:
         _say(
@@ -414,6 +422,7 @@ def _report(
     notes: list[str] | None = None,
     outline=None,
     questions: list[str] | None = None,
+    clarifications: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     from sala_report.app.export import default_filename, export_report
     from sala_report.app.warp import render_markdown, session_summary
@@ -451,8 +460,18 @@ def _report(
             data["questions"] = questions
         elif summary["status"] == "waiting" and outline is not None:
             data["outline"] = _plan(outline)
+        if clarifications:
+            data["clarifications"] = clarifications
         click.echo(json.dumps(data, ensure_ascii=False))
     return summary
+
+
+def _clarifications(brief) -> list[dict[str, str]] | None:
+    """The clarifying questions asked and the person's answers ("" for one left unanswered or skipped), once
+    answered; None when none were asked or they still wait (then `questions` lists them)."""
+    if brief is None or not brief.questions or brief.answers is None:
+        return None
+    return [{"question": q, "answer": a} for q, a in zip(brief.questions, brief.answers)]
 
 
 def _plan(outline) -> list[dict[str, Any]]:
