@@ -326,17 +326,26 @@ def support(sentence: str, passage: str) -> Support:
     scripts (a Chinese sentence, an English passage) shared words mean nothing; the share of what can be
     compared is used instead: its numbers (in any script) and the words it keeps in another script."""
     claim = strip_cites(sentence)
-    own, theirs = comparable.script(claim), comparable.script(passage)
-    if own is None or theirs is None or own == theirs:
+    across = _comparable(claim, passage)
+    if across is None:
         words = content_words(claim)
         return Support(len(words & content_words(passage)) / len(words) if words else 0.0)
-    numbers = {q.value: q for q in comparable.quantities(claim)}.values()
-    terms = content_words(comparable.foreign_words(claim, own))
+    numbers, terms = across
     if not numbers and not terms:
         return Support(0.0, checked=False)
     found = comparable.values(passage)
     matched = sum(q.found_in(found) for q in numbers) + len(terms & content_words(passage))
     return Support(matched / (len(numbers) + len(terms)))
+
+
+def _comparable(claim: str, passage: str) -> tuple[list[comparable.Quantity], set[str]] | None:
+    """What a claim written in another script than its passage can be compared on: its numbers and its
+    words in other scripts than its own; None when both are in one script (or either has no letters)."""
+    own, theirs = comparable.script(claim), comparable.script(passage)
+    if own is None or theirs is None or own == theirs:
+        return None
+    numbers = list({q.value: q for q in comparable.quantities(claim)}.values())
+    return numbers, content_words(comparable.foreign_words(claim, own))
 
 
 def support_score(sentence: str, passage: str) -> float:
@@ -392,7 +401,10 @@ def rechecked(check: CitationCheck, registry: Registry) -> CitationCheck:
     """A stored check with its `unchecked` state, judged again from its sentence and passage (a pure
     function of the two, so it reads as it was when the section was written)."""
     entry = registry.get(check.key)
-    if check.weak or entry is None or support(check.sentence, entry.text).checked:
+    if check.weak or entry is None:
+        return check
+    across = _comparable(strip_cites(check.sentence), entry.text)
+    if across is None or any(across):
         return check
     return CitationCheck(check.key, check.sentence, check.score, False, True)
 

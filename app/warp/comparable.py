@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Set
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -43,7 +44,7 @@ class Quantity:
     mantissa: Decimal
     quantum: Decimal
 
-    def found_in(self, values: set[Decimal]) -> bool:
+    def found_in(self, values: Set[Decimal]) -> bool:
         """Whether a number of the passage is this one, as written (rounded the way the claim is, or the bare
         figure: "3千瓦" is "3 kW")."""
         return any(abs(self.value - v) <= self.quantum / 2 or v == self.mantissa for v in values)
@@ -187,9 +188,10 @@ def _words(m: re.Match) -> Quantity | None:
     return Quantity(mantissa * factor, mantissa, factor)
 
 
-def values(text: str) -> set[Decimal]:
+@lru_cache(maxsize=4096)  # a passage's, once per sentence that cites it
+def values(text: str) -> frozenset[Decimal]:
     """The values of every number in `text`, as scaled ("3 million") and as written ("3")."""
-    return {v for q in quantities(text) for v in (q.value, q.mantissa)}
+    return frozenset(v for q in quantities(text) for v in (q.value, q.mantissa))
 
 
 def foreign_words(text: str, own: str) -> str:
