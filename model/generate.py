@@ -188,8 +188,10 @@ class Generation:
         self.prompt_tokens = len(self.prompt_ids)
         self.seconds = 0.0
         self.prefill_seconds = 0.0
+        self.first_token_seconds = 0.0  # until the first token was chosen (the prefill finished on a GPU too)
         self._pinned: torch.Tensor | None = None  # the bitmasks' staging buffer on the way to a GPU
         self._spec_generator: torch.Generator | None = None
+        self._budget = DraftBudget(0)
         self._iter = self._run()
 
     @property
@@ -223,6 +225,7 @@ class Generation:
                 from .speculate import NgramIndex
 
                 index = NgramIndex(self.prompt_ids)
+                self._budget = DraftBudget(self.draft_tokens)
             with torch.inference_mode():
                 rows = feed.prefill(self.prompt_ids)
                 self.prefill_seconds = time.perf_counter() - start
@@ -236,9 +239,11 @@ class Generation:
                         if self.finish_reason == "stop":  # the grammar's next token is a stop token
                             break
                         kept, token = self._pick(rows, drafts, seen, generator)
+                        self.first_token_seconds = self.first_token_seconds or time.perf_counter() - start
                         if drafts:
                             feed.rollback(snap, len(kept))
                             self.accepted += len(kept)
+                            self._budget.verified(len(drafts), len(kept))
                         tokens = [*kept, token]
                         if token in stops:
                             tokens.pop()
@@ -309,7 +314,8 @@ class Generation:
                 index.append(token)
             generated = self.token_ids + tokens
             room = self.config.max_new_tokens - len(generated) - 1
-            drafts = index.draft(min(self.draft_tokens, room)) if room > 0 else []
+            size = min(self._budget.next(), room)
+            drafts = index.draft(size) if size > 0 else []
             drafts = drafts[: next((i for i, t in enumerate(drafts) if t in stops), len(drafts))]
             if drafts and self.grammar is not None:
                 drafts = self.grammar.valid_drafts(generated, drafts)
@@ -451,6 +457,30 @@ class RuntimeSlot:
                     raise
         self.runtime, self.created = rt, self.created + 1
         return rt
+
+
+class DraftBudget:
+    """How many tokens to draft next: fewer after rejections, none for a while once drafts keep failing (a verify
+    pass of several tokens that keeps none costs more than a step), more again as they are kept. Any budget leaves
+    the result exact; it only decides what speculation costs."""
+
+    PAUSE = 16  # plain steps before drafting is tried again
+
+    def __init__(self, most: int):
+        self.most, self.size, self.paused = most, most, 0
+
+    def next(self) -> int:
+        if self.size == 0 and self.most:
+            self.paused += 1
+            if self.paused > self.PAUSE:
+                self.size, self.paused = 1, 0
+        return self.size
+
+    def verified(self, drafted: int, kept: int) -> None:
+        if kept == drafted:
+            self.size = min(self.most, max(self.size, 2 * drafted))
+        else:
+            self.size = kept if kept else drafted // 2
 
 
 def _rounded_up(tokens: int) -> int:

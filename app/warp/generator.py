@@ -106,6 +106,7 @@ class LocalGenerator:
         self.mask_seconds = 0.0  # time spent computing grammar masks, for measurements
         self.masks = 0
         self.drafted = self.accepted = 0  # speculation's drafts verified and kept, for measurements
+        self.last = None  # the latest model.Generation, for measurements
 
     @classmethod
     def load(
@@ -175,21 +176,29 @@ class LocalGenerator:
 
         ids = (self.tok.encode(" the report") * 64)[:64]
         with torch.inference_mode():
-            gen = generate(self.lm, self.tok, ids, GenerationConfig(max_new_tokens=6, temperature=0, stop_token_ids=()))
+            config = GenerationConfig(max_new_tokens=6, temperature=0, stop_token_ids=())
+            gen = generate(self.lm, self.tok, ids, config, runtime=self.runtime if self._on_gpu else None)
             for _ in gen:
                 pass
-        decode = max(gen.seconds - gen.prefill_seconds, 1e-6) / max(1, gen.completion_tokens)
-        return len(ids) / max(gen.prefill_seconds, 1e-6), 1 / decode
+        # until the first token is chosen the prompt is read (on a GPU the prefill may still run when it returns)
+        decode = max(gen.seconds - gen.first_token_seconds, 1e-6) / max(1, gen.completion_tokens - 1)
+        return len(ids) / max(gen.first_token_seconds, 1e-6), 1 / decode
+
+    @property
+    def _on_gpu(self) -> bool:
+        return self.lm.lm_head.weight.device.type == "cuda"
 
     @property
     def draft_tokens(self) -> int:
         if self._draft_tokens is None:
-            self._draft_tokens = 8 if self.lm.lm_head.weight.device.type == "cuda" else 0
+            self._draft_tokens = 8 if self._on_gpu else 0
         return self._draft_tokens
 
     @property
     def runtime(self):
-        """The runtime every generation reuses (reset between calls; its CUDA graphs kept)."""
+        """The runtime every generation on a GPU reuses (reset between calls; its CUDA graphs kept). A CPU runs plain
+        forward calls on a state sized to each request instead (measured faster: one-token steps attend over the whole
+        preallocated state, so a roomy runtime costs there), unless speculation needs the runtime's rollback."""
         if self._runtime is None:
             from sala_report.model.generate import RuntimeSlot
 
@@ -267,7 +276,7 @@ class LocalGenerator:
             config,
             cancel=cancel,
             fast_forward=forced,
-            runtime=self.runtime,
+            runtime=self.runtime if self.draft_tokens or self._on_gpu else None,
             draft_tokens=self.draft_tokens,
             **hooks,
         )
@@ -278,5 +287,6 @@ class LocalGenerator:
             self.mask_seconds += hook.mask_seconds
             self.masks += hook.masks
         self.drafted += gen.drafted
+        self.last = gen
         self.accepted += gen.accepted
         return GenResult(gen.text, gen.finish_reason or "stop", gen.prompt_tokens, gen.completion_tokens, gen.seconds)

@@ -12,7 +12,7 @@ import torch
 from test_fast_forward import PROMPT, choose_one
 
 from sala_report.model import GenerationConfig, generate
-from sala_report.model.generate import RuntimeSlot, _allowed_on_device, apply_bitmask
+from sala_report.model.generate import DraftBudget, RuntimeSlot, _allowed_on_device, apply_bitmask
 
 
 def _bits(allowed: list[set[int]], words: int) -> np.ndarray:
@@ -91,3 +91,20 @@ def test_forced_tokens_go_through_the_runtime_in_one_pass(smollm2, smollm2_tok):
     list(chunked)
     assert chunked.token_ids == plain.token_ids and chunked.finish_reason == "stop"
     assert chunked.forced_tokens == len(chunked.token_ids) - 1 and lm.n == 2  # the prompt, then the forced chunk
+
+
+def test_draft_budget_backs_off_and_recovers():
+    budget = DraftBudget(8)
+    sizes = []
+    for _ in range(4):  # every draft rejected: 8, 4, 2, 1, then none
+        sizes.append(budget.next())
+        budget.verified(sizes[-1], 0)
+    assert sizes == [8, 4, 2, 1] and budget.next() == 0
+    assert [budget.next() for _ in range(DraftBudget.PAUSE)][-1] == 1  # tried again after a pause
+    budget.verified(1, 1)
+    assert budget.next() == 2
+    budget.verified(2, 2)
+    budget.verified(3, 3)  # a short match kept whole does not shrink the budget
+    assert budget.next() == 6
+    budget.verified(6, 2)
+    assert budget.next() == 2

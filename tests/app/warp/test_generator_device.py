@@ -95,9 +95,9 @@ def test_sampled_speculation_stays_in_the_grammar(local):
         assert matcher.try_consume_tokens(ids) == len(ids) and matcher.is_accepting(), result.text
 
 
-def test_each_path_keeps_one_runtime(local):
-    request = replace(write_request(8, temperature=0.0), max_tokens=8)
-    run(local, request, 0)
-    made = local.runtime.created
+def test_calls_share_one_runtime(local):
+    """Speculation needs the runtime's rollback, so on a CPU it runs on one (a GPU always does): made once, reused."""
+    request = write_request(8, temperature=0.0)
     run(local, request, 8)
-    assert local.runtime.created == made == 1
+    run(local, replace(request, prompt=request.prompt[:300]), 8)
+    assert local.runtime.created == 1
