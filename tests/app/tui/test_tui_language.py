@@ -4,7 +4,7 @@ prose is Chinese (a Unicode script count) and whose references are the English d
 from __future__ import annotations
 
 import pytest
-from test_language_report import cjk_share, prose
+from test_language_report import REFERENCES, cjk_share, prose
 from textual.widgets import Input
 from tui_helpers import make_services, until
 from warp_fakes import CORPUS
@@ -28,7 +28,8 @@ async def test_a_chinese_report_from_the_start_screen(tmp_path, corpus):
     report = services.report_markdown(finished.session_id)
     text = prose(report)
     assert len(text) > 200 and cjk_share(text) > 0.6, report
-    references = report.partition("\n## References\n")[2]
+    assert "\n## 参考文献\n" in report  # the report's own words are in its language
+    references = REFERENCES.split(report)[1]
     titles = {title for title, _ in CORPUS.values()}
     listed = [line.split("] ", 1)[1].rsplit(" — ", 1) for line in references.splitlines() if line.startswith("[")]
     assert listed and all(title in titles and cjk_share(title) == 0 for title, _ in listed)
