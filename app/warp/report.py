@@ -245,6 +245,7 @@ def session_summary(store, session_id: str) -> dict[str, Any]:
                 "title": loc.node.title,
                 "plan": loc.node.plan,
                 "weak_citations": len(weak.get(loc.node.id, ())),
+                "unchecked_citations": sum(1 for node_id, c in checks if node_id == loc.node.id and c.unchecked),
                 "markdown": _body(loc.node, numbers, weak.get(loc.node.id, frozenset()))
                 if loc.node.content is not None
                 else None,

@@ -149,6 +149,12 @@ def test_a_chinese_report_over_english_sources_is_done(server, docs, capsys, tmp
     assert citations["total"] > 0 and citations["unchecked"] == citations["total"]
     assert citations["verified"] == 0 and citations["flagged"] == 0 and summary["quality"]["weak_sections"] == []
     assert "⚑" not in report and "not checked (another script)" in err
+    exported = tmp_path / "zh.json"
+    assert main(["export", summary["session_id"], "--format", "json", "--out", str(exported)]) == 0
+    data = json.loads(exported.read_text(encoding="utf-8"))
+    assert data["citations"]["unchecked"] == citations["unchecked"] and data["citations"]["verified"] == 0
+    per_section = [s["unchecked_citations"] for s in data["sections"]]
+    assert sum(per_section) == citations["unchecked"] and [s["weak_citations"] for s in data["sections"]] == [0] * 5
     assert f"*未能与所引段落核对的引用：{citations['unchecked']} 处（" in report
 
 
