@@ -28,7 +28,7 @@ from sala_report.app.warp.decoding import GrammarHook, ll_tokenizer
 from sala_report.app.warp.generator import GenRequest, LocalGenerator
 from sala_report.app.warp.grammar import write_constraint
 from sala_report.app.warp.validate import Limits
-from sala_report.model import GenerationConfig, generate, load_tokenizer
+from sala_report.model import GenerationConfig, ModelError, generate, load_tokenizer
 
 KEYS = ["textid1", "textid2", "textid3"]
 CLOSERS = ("</action>", " \\cite{textid1}.</action>")
@@ -102,9 +102,10 @@ def runtime_rate(local: LocalGenerator, n: int, steps: int) -> float:
 def app_rate(local: LocalGenerator, request: GenRequest, draft_tokens: int) -> dict:
     local._draft_tokens = draft_tokens
     local.mask_seconds, local.masks, local.drafted, local.accepted = 0.0, 0, 0, 0
-    local.generate(request)
+    text = local.generate(request).text
     rate, n = _rate(local.last)
     return {
+        "text": text,
         "tok_s": rate,
         "tokens": n,
         "prompt": local.last.prompt_tokens,
@@ -129,7 +130,7 @@ def old_path_rate(local: LocalGenerator, request: GenRequest) -> dict:
     for _ in gen:
         pass
     rate, n = _rate(gen)
-    return {"tok_s": rate, "tokens": n}
+    return {"text": gen.text, "tok_s": rate, "tokens": n}
 
 
 def bench(local: LocalGenerator, s: BenchSettings, *, old_path: bool = True) -> list[dict]:
@@ -148,13 +149,22 @@ def bench(local: LocalGenerator, s: BenchSettings, *, old_path: bool = True) -> 
             ("app_sampled", replace(greedy, temperature=0.7), 0),
         ):
             row[name] = app_rate(local, request, draft)
-            print(f"{n}: {name} {row[name]}", flush=True)
+            print(f"{n}: {name} {_short(row[name])}", flush=True)
         if old_path:
             row["old"] = old_path_rate(local, greedy)
-            print(f"{n}: old path {row['old']}", flush=True)
+            print(f"{n}: old path {_short(row['old'])}", flush=True)
         rows.append(row)
         gc.collect()
     return rows
+
+
+def _short(result: dict) -> dict:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items() if k != "text"}
+
+
+def _same(row: dict, key: str) -> str:
+    """Whether a greedy run gave the plain app run's answer (speculation may differ only at a tie within rounding)."""
+    return "-" if key not in row else ("yes" if row[key]["text"] == row["app"]["text"] else "NO")
 
 
 def table(rows: list[dict], title: str) -> str:
@@ -167,14 +177,15 @@ def table(rows: list[dict], title: str) -> str:
     lines = [
         title,
         "| prompt | runtime decode tok/s | app, WRITE grammar, greedy | app + speculation (kept/drafted) | "
-        "app sampled T=0.7 | old path (runtime per call, host mask) | grammar mask ms/token | tokens |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "app sampled T=0.7 | old path (runtime per call, host mask) | grammar mask ms/token | tokens | "
+        "same answer (speculation, old path) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         lines.append(
             f"| {row['app']['prompt']:,} | {row['runtime']:.1f} | {cell(row, 'app')} | {cell(row, 'app_spec')} "
             f"{row['app_spec']['accepted']} | {cell(row, 'app_sampled')} | {cell(row, 'old')} | "
-            f"{row['app']['mask_ms']:.2f} | {row['app']['tokens']} |"
+            f"{row['app']['mask_ms']:.2f} | {row['app']['tokens']} | {_same(row, 'app_spec')}, {_same(row, 'old')} |"
         )
     return "\n".join(lines)
 
@@ -216,7 +227,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     start = time.perf_counter()
     if args.gpu:
-        local = gpu_generator(args.tokenizer)
+        try:
+            local = gpu_generator(args.tokenizer)
+        except ModelError as e:
+            raise SystemExit(
+                f"no tokenizer: {e.message}\nOn a machine without the model cache, save one where it is "
+                "(--save-tokenizer .device/tokenizer) and pass that folder (--tokenizer .device/tokenizer)."
+            ) from None
         print(f"model built in {time.perf_counter() - start:.0f} s", flush=True)
         rows = bench(local, GPU)
         title = f"{local.name} on {torch.cuda.get_device_name()}, tokenizer {args.tokenizer}, {GPU.new_tokens} tokens"

@@ -63,11 +63,14 @@ class Choice:
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def sala(request, checkpoint):
+def sala(request, checkpoint, tiny_config):
+    """The tiny SALA model; 16 query heads over 2 KV heads, so the GPU's selection tiles have their shapes at scale."""
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    config = tiny_config("sala")
+    config.update(num_attention_heads=16, lightning_nh=16, lightning_nkv=16)
     dtype = torch.float32 if request.param == "cpu" else torch.bfloat16
-    return load_model(checkpoint("sala"), device=request.param, dtype=dtype)
+    return load_model(checkpoint(config), device=request.param, dtype=dtype)
 
 
 def test_device_masks_and_speculation_keep_the_answer(sala):
