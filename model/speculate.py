@@ -26,7 +26,7 @@ class SpecResult:
     forwards: int = 0  # model passes after the prompt
     drafted: int = 0
     accepted: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # after the prompt
     cache: object = None  # the inference state after the run: prompt and tokens, less the last token
 
 
@@ -98,10 +98,12 @@ def speculative_generate(
         runtime.reset()
     gen = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
     res = SpecResult(tokens=[], cache=runtime.cache)
-    t0 = time.perf_counter()
     with torch.inference_mode():
         if len(prompt) > 1:
             runtime.prefill(torch.tensor([prompt[:-1]]))
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize(runtime.device)
+        t0 = time.perf_counter()  # decoding only: the prefill is the same with or without drafts
         if max_new_tokens and not speculate and temperature == 0:
             _plain_greedy(runtime, prompt[-1], max_new_tokens, stop_ids, res)
         elif max_new_tokens:
