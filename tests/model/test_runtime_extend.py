@@ -58,6 +58,18 @@ def test_extend_equals_decode_steps(sala, prompt):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_extend_across_the_long_rope_switch_equals_decode_steps(checkpoint):
+    """MiniCPM's LongRoPE changes factors once the sequence outgrows 2,048 tokens: a pass across that is split."""
+    lm = load_model(checkpoint("minicpm"), device="cpu", dtype=torch.float32)
+    ids = _ids(2056, seed=4)
+    steps = Runtime.create(lm, 1, 2040, 16)
+    steps.prefill(ids[None, :2040])
+    want = torch.stack([steps.decode(ids[t : t + 1])[0] for t in range(2040, 2056)])
+    rt = Runtime.create(lm, 1, 2040, 16)
+    rt.prefill(ids[None, :2040])
+    assert _rel(rt.extend(ids[2040:]), want) < 1e-5
+
+
 def test_long_extend_runs_as_chunked_prefill(sala):
     ids = _ids(1300, seed=3)
     with torch.inference_mode():
