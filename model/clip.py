@@ -23,12 +23,14 @@ def clip_int4(
     best_z = torch.zeros(g.shape[:2], dtype=torch.float16) if zero else None
     lo, hi = g.amin(dim=2), g.amax(dim=2)
     amax = g.abs().amax(dim=2)
-    for r in RATIOS:
+    # zero points: each end of the range shrinks on its own (a group's min and max differ in size)
+    pairs = [(a, b) for a in RATIOS for b in RATIOS] if zero else [(r, r) for r in RATIOS]
+    for a, b in pairs:
         if zero:
-            s = ((hi - lo) * r / 15).clamp(min=1e-8).half()
-            z = (lo * r).half()
+            s = ((hi * b - lo * a) / 15).clamp(min=1e-8).half()
+            z = (lo * a).half()
         else:
-            s, z = (amax * r / 7).clamp(min=1e-8).half(), None
+            s, z = (amax * a / 7).clamp(min=1e-8).half(), None
         q = naive.int4_codes(g, s, z).float()
         d = (q - 8) * s.float()[..., None] if z is None else q * s.float()[..., None] + z.float()[..., None]
         err = ((d - g) ** 2 * imp).sum(dim=2)

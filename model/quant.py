@@ -22,8 +22,8 @@ HEAD_FORMAT = {"int8": "int8", "int4": "int8", "fp8": "fp8"}
 # Prefill (more than 16 rows) on a GPU: "dequant" writes the 16-bit weight and calls cuBLAS (measured faster than the
 # Triton dequantising GEMM at 16K-token chunks, model/BENCH.md); "triton" uses that kernel for every size.
 PREFILL = {"int8": "dequant", "int4": "dequant", "fp8": "scaled_mm"}
-# int4 groups without zero points: on SmolLM2 (perplexity, model/BENCH.md) symmetric groups beat min/max groups both
-# by round-to-nearest (55.3 against 66.7, fp32 35.8) and with activation-aware clipping (45.8 against 49.1)
+# int4 at load (round-to-nearest) has no zero points: on SmolLM2 (perplexity, model/BENCH.md) symmetric groups beat
+# min/max groups (55.3 against 66.7, fp32 35.8); the offline command's clipped grids do better with them
 ZERO_POINT = False
 _ROW_CHUNK = 4096  # rows quantized at once: bounds the fp32 temporaries while loading onto a small card
 

@@ -91,17 +91,28 @@ def _time(fn, reps: int = 50) -> float:
     return do_bench(fn, warmup=10, rep=reps, return_mode="median")
 
 
+# GGUF blocks kept packed (kernels/quant/ggml.py): label -> (format, zero points, group), timed beside our formats
+GGUF_KINDS = {
+    "Q4_1 (int4 g32)": ("int4", True, 32),
+    "Q4_0 (int4 g32)": ("int4", False, 32),
+    "Q8_0 (int8 g32)": ("int8", False, 32),
+}
+
+
 def kernel_table(formats: list[str]) -> list[dict]:
-    """Each stacked projection at batch 1/8/16 per format, timed as graph replays (as decode runs them) over copies
-    rotated past the L2, and 16K-row prefill GEMMs."""
+    """Each stacked projection at batch 1/8/16 per format (and in GGUF's 32-wide blocks), timed as graph replays (as
+    decode runs them) over copies rotated past the L2, and 16K-row prefill GEMMs."""
     from triton.testing import do_bench_cudagraph
 
+    kinds = {f: (f, True, None) for f in formats}  # as before: min/max groups
+    kinds |= {label: k for label, k in GGUF_KINDS.items() if k[0] in formats}
     rows = []
     for name, N, K in SHAPES:
         copies = max(2, int(3e8 // (N * K * 2)) + 1)
         ws = [torch.randn(N, K, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
-        for fmt in ["bf16", *formats]:
-            packs = None if fmt == "bf16" else [kq.quantize(w, fmt) for w in ws]
+        for fmt in ["bf16", *kinds]:
+            kind = kinds.get(fmt)
+            packs = None if kind is None else [kq.quantize(w, kind[0], zero=kind[1], group=kind[2]) for w in ws]
             nbytes = N * K * 2 if packs is None else packs[0].nbytes
             for m in (1, 8):
                 x = torch.randn(m, K, device="cuda", dtype=torch.bfloat16)
