@@ -11,6 +11,8 @@ Extra memory is n_segments x H x Dk x Dv fp32 (<= 256 MiB at H = 32, D = 128, an
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -241,6 +243,15 @@ def _token_major(x: torch.Tensor) -> torch.Tensor:
 
 def _segments(
     bounds: list[int], device, seg: int | None, programs_per_segment: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The segment tables for these bounds, made once: a CUDA graph capturing a verify pass (model/runtime.py) may
+    not copy host lists to the device, and the eager run before each capture leaves the tables here."""
+    return _segment_tables(tuple(bounds), torch.device(device), seg, programs_per_segment)
+
+
+@functools.lru_cache(maxsize=256)
+def _segment_tables(
+    bounds: tuple[int, ...], device: torch.device, seg: int | None, programs_per_segment: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split each sequence [bounds[n], bounds[n+1]) into segments (multiples of CHUNK except each sequence's last).
 
