@@ -428,7 +428,10 @@ def _report(
     from sala_report.app.warp import render_markdown, session_summary
 
     summary = session_summary(store, session_id)
-    path = out or settings.paths.reports_dir / default_filename(summary["title"], session_id, "md")
+    # the question names the file: it never changes, so a run that waits, is cancelled or resumed rewrites one file
+    # (a title may not exist yet, or change once the outline is written)
+    name = summary["question"] or summary["title"]
+    path = out or settings.paths.reports_dir / default_filename(name, session_id, "md")
     export_report(render_markdown(store, session_id), "md", path)
     citations = summary["citations"]
     # citations in another script than their passage, with no number or name to compare, were not verified

@@ -6,7 +6,9 @@ messages of every later step."""
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -77,6 +79,9 @@ def test_questions_wait_with_exit_5_and_resume_answers_them(server, docs, capsys
     assert writes and len(later) >= 5
     block = f"<clarifications>\nQ: {ASKED[0]}\nA: Germany ‹/clarifications› only\nQ: {ASKED[1]}\nA: Since 2015\n"
     assert all(block in m for m in later)
+    # the waiting run and the finished one wrote the same report file, not one each
+    reports = sorted((Path(os.environ["SALA_REPORT_HOME"]) / "reports").glob(f"report-{session}*.md"))
+    assert [p.name for p in reports] == [f"report-{session}-solar.md"]
 
 
 def messages_of(body: dict) -> str:
