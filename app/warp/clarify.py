@@ -21,7 +21,7 @@ from sala_report.app.warp.choice_grammar import THOUGHT, literal, ordered_choice
 from sala_report.app.warp.decoding import Decoding
 from sala_report.app.warp.filler import filler_phrase
 from sala_report.app.warp.generator import Generator, GenRequest
-from sala_report.app.warp.grammar import Constraint
+from sala_report.app.warp.grammar import CAPITALS, Constraint
 from sala_report.app.warp.prompts import fit, neutralize, render
 from sala_report.app.warp.state import Outline
 from sala_report.app.warp.steps import Cancelled, prompt_style, writing
@@ -42,25 +42,9 @@ STOCK_QUESTIONS = (
     "How technical should the report be?",
 )
 
-# Letters that may open a question: upper-case Latin, Greek and Cyrillic, and scripts without case.
-_OPENING = "A-Z" + "".join(
-    f"{chr(lo)}-{chr(hi)}"
-    for lo, hi in [
-        (0xC0, 0xD6),
-        (0xD8, 0xDE),
-        (0x391, 0x3A9),
-        (0x400, 0x42F),
-        (0x590, 0x6FF),
-        (0x900, 0xEFF),
-        (0x3040, 0x30FF),
-        (0x3400, 0x4DBF),
-        (0x4E00, 0x9FFF),
-        (0xAC00, 0xD7AF),
-    ]
-)
 # One question: a capital, then no quote, backslash, "<", control character or question mark, then one
 # question mark (ASCII or full-width). Written so that llguidance, xgrammar and llama.cpp read it alike.
-QUESTION_PATTERN = f'^[{_OPENING}][^<"\\\\\\x00-\\x1f?？]{{6,{QUESTION_CHARS - 2}}}[?？]$'
+QUESTION_PATTERN = f'^[{CAPITALS}][^<"\\\\\\x00-\\x1f?？]{{6,{QUESTION_CHARS - 2}}}[?？]$'
 _JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 _LARK_HEAD = 'start: "<thought>" THOUGHT "</thought>" /[ \\n]{0,2}/ "<action>" " "? action "</action>"\n'
 _GBNF_ROOT = '"<thought>" thought "</thought>" [ \\n]{0,2} "<action>" " "? action "</action>"'

@@ -47,7 +47,7 @@ _SCRIPTS = [
     (0xAC00, 0xD7AF),
 ]
 # Upper-case Latin, Greek and Cyrillic, and the scripts without case.
-_CAPITALS = [(0xC0, 0xD6), (0xD8, 0xDE), (0x391, 0x3A9), (0x410, 0x42F), *_SCRIPTS[5:]]
+_CAPITALS = [(0xC0, 0xD6), (0xD8, 0xDE), (0x391, 0x3A9), (0x400, 0x42F), *_SCRIPTS[5:]]
 
 
 def _ranges(spans: list[tuple[int, int]]) -> str:
@@ -55,7 +55,8 @@ def _ranges(spans: list[tuple[int, int]]) -> str:
 
 
 _WORDLIKE = f"[0-9A-Za-z{_ranges(_SCRIPTS)}]"
-_CAPITAL = f"[0-9A-Z{_ranges(_CAPITALS)}]"
+CAPITALS = "A-Z" + _ranges(_CAPITALS)  # a character class body: letters that may open a title or a question
+_CAPITAL = f"[0-9{CAPITALS}]"
 
 
 @dataclass(frozen=True)

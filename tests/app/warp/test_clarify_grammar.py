@@ -18,7 +18,7 @@ from test_served_grammars import (  # noqa: F401
 
 from sala_report.app.warp.clarify import STOCK_QUESTIONS, choice_constraint, questions_constraint
 
-GOOD = ["Which countries should the report cover?", "Für wen ist der Bericht?", "报告应涵盖哪个时期？"]
+GOOD = ["Which countries should the report cover?", "Ёмкость: какую брать для отчёта?", "报告应涵盖哪个时期？"]
 BAD = [
     ["which countries should it cover?"],  # no capital
     ["Which countries should it cover"],  # no question mark
