@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 OWNERS = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llamacpp", "ollama": "library", "plain": "system"}
 
@@ -238,3 +239,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def point_app_at(monkeypatch, fake: FakeOpenAI, *, expands: int | None = None) -> None:
+    """The app's settings for a small run against `fake`: its URL as the served model, 3 sections, and `expands`
+    expansions (None: the settings' own)."""
+    monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
+    monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
+    monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
+    if expands is not None:
+        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", str(expands))
+
+
+def write_docs(tmp_path: Path, docs: dict[str, str]) -> Path:
+    """A folder `docs` under tmp_path holding each (name, text) of `docs` as a file."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in docs.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder

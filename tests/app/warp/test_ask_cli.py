@@ -8,7 +8,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, point_app_at
 from test_cli import DOCS
 from warp_fakes import Policy, kind_of
 
@@ -33,10 +33,7 @@ def session(monkeypatch, tmp_path, capsys):
     for name, text in DOCS.items():
         (docs / name).write_text(text, encoding="utf-8")
     with FakeOpenAI(answer) as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", "0")
+        point_app_at(monkeypatch, fake, expands=0)
         out = tmp_path / "r.md"
         code = main(
             ["run", "How is renewable energy changing electricity?", "--headless", "--docs", str(docs)]

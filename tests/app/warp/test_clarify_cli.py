@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, point_app_at, write_docs
 from test_clarify import ASKED, clarify_answer, is_clarify
 from test_cli_brief import DOCS, cli
 from warp_fakes import Policy, kind_of
@@ -31,20 +31,13 @@ def server(request, monkeypatch):
         return Policy(expands=0)(kind_of(prompt), prompt)
 
     with FakeOpenAI(answer, flavour=request.param) as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", "0")
+        point_app_at(monkeypatch, fake, expands=0)
         yield fake
 
 
 @pytest.fixture
 def docs(tmp_path):
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
+    return write_docs(tmp_path, DOCS)
 
 
 def messages(server) -> list[str]:

@@ -8,7 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, point_app_at
 from test_clarify import ASKED, clarify_answer, is_clarify
 from test_cli_brief import DOCS, cli
 from warp_fakes import Policy, kind_of
@@ -26,10 +26,7 @@ def run_args(tmp_path, monkeypatch):
     for name, text in DOCS.items():
         (folder / name).write_text(text, encoding="utf-8")
     with FakeOpenAI(answer, flavour="vllm") as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", "0")
+        point_app_at(monkeypatch, fake, expands=0)
         yield ["run", "Solar?", "--headless", "--docs", str(folder), "--no-web", "--json"]
 
 

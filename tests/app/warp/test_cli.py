@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import FakeOpenAI, free_port
+from fake_openai import FakeOpenAI, free_port, point_app_at, write_docs
 from warp_fakes import Policy, kind_of
 
 from sala_report.app.cli import main
@@ -34,20 +34,13 @@ def answer(body: dict) -> str:
 @pytest.fixture
 def server(monkeypatch):
     with FakeOpenAI(answer) as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", "1")
+        point_app_at(monkeypatch, fake, expands=1)
         yield fake
 
 
 @pytest.fixture
 def docs(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
+    return write_docs(tmp_path, DOCS)
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, point_app_at, write_docs
 from warp_fakes import ZH_SECTIONS, Policy, kind_of
 
 from sala_report.app.cli import main
@@ -31,21 +31,14 @@ def server(monkeypatch):
         return Policy(expands=0)(kind_of(request), request)
 
     with FakeOpenAI(answer) as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", "0")
+        point_app_at(monkeypatch, fake, expands=0)
         fake.bodies = bodies
         yield fake
 
 
 @pytest.fixture
 def docs(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
+    return write_docs(tmp_path, DOCS)
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, point_app_at, write_docs
 from warp_fakes import ZH_SECTIONS, Policy, kind_of, shown_passages, target_title
 from warp_fakes import answer as warp_answer
 
@@ -50,20 +50,13 @@ def server(monkeypatch):
         return policy(kind, request)
 
     with FakeOpenAI(answer, flavour="vllm", context=16384) as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_EXPANDS", "1")
+        point_app_at(monkeypatch, fake, expands=1)
         yield fake
 
 
 @pytest.fixture
 def docs(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
+    return write_docs(tmp_path, DOCS)
 
 
 def cjk_share(text: str) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, point_app_at, write_docs
 from pypdf import PdfReader
 from test_cli import DOCS, cli
 from warp_fakes import Policy, answer, kind_of
@@ -36,19 +36,13 @@ def weak_writer(body: dict) -> str:
 @pytest.fixture
 def weak_server(monkeypatch):
     with FakeOpenAI(weak_writer) as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
+        point_app_at(monkeypatch, fake)
         yield fake
 
 
 @pytest.fixture
 def docs(tmp_path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text, encoding="utf-8")
-    return folder
+    return write_docs(tmp_path, DOCS)
 
 
 def test_weak_sections_make_a_done_run_exit_3_and_are_named(weak_server, docs, capsys, tmp_path):
@@ -85,9 +79,7 @@ def test_a_strong_run_has_no_marks_and_exits_0(monkeypatch, docs, capsys, tmp_pa
         return Policy(expands=0)(kind_of(request), request)
 
     with FakeOpenAI(policy) as fake:
-        monkeypatch.setenv("SALA_REPORT_MODEL__BACKEND", "openai")
-        monkeypatch.setenv("SALA_REPORT_MODEL__BASE_URL", fake.url)
-        monkeypatch.setenv("SALA_REPORT_WARP__MAX_SECTIONS", "3")
+        point_app_at(monkeypatch, fake)
         code, out, err = cli(
             capsys,
             "run",
