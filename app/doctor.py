@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from sala_report.app.settings import Settings, default_config_path
+from sala_report.app.weight_format import QUANTIZE_HINT, describe_weights, quantize_problem
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 FREE_SPACE_WARN_BYTES = 2 * 1024**3
@@ -84,9 +85,6 @@ def _torch_and_gpu(settings: Settings, online: bool) -> list[Check]:
             for i in range(torch.cuda.device_count())
         ]
         checks.append(Check("gpu", OK, f"CUDA {torch.version.cuda}: " + "; ".join(names)))
-        from sala_report.model.quant import describe_choice
-
-        checks.append(Check("weights", OK, describe_choice(settings.model.quantize, torch.device("cuda"))))
     else:
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA device visible"
         checks.append(
@@ -110,7 +108,26 @@ def _torch_and_gpu(settings: Settings, online: bool) -> list[Check]:
         )
     else:
         checks.append(Check("triton", OK, f"Triton {_version('triton')}"))
+    if settings.model.backend == "local":
+        checks.append(_weights(settings, torch.cuda.is_available()))
     return checks
+
+
+def _weights(settings: Settings, cuda: bool) -> Check:
+    """The weight format the model loads in: the start screen's line, and on a GPU the format `auto` picks there."""
+    cfg = settings.model
+    problem = quantize_problem(cfg.quantize, cfg.source)
+    if problem is not None:
+        return Check("weights", FAIL, problem, QUANTIZE_HINT)
+    device = cfg.device if cfg.device != "auto" else "cuda" if cuda else "cpu"
+    detail = f"model.quantize = {cfg.quantize}: {describe_weights(cfg.quantize, cfg.source, device, cfg.dtype)}"
+    if device.startswith("cuda") and cuda:
+        import torch
+
+        from sala_report.model.quant import describe_choice
+
+        detail += f"; {describe_choice(cfg.quantize, torch.device(device))}"
+    return Check("weights", OK, detail)
 
 
 def _kernels(settings: Settings, online: bool) -> list[Check]:

@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from platformdirs import PlatformDirs
 
 from sala_report.app.errors import ConfigError
+from sala_report.app.weight_format import QUANTIZE_HINT, quantize_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,8 +55,9 @@ class ModelSettings:
     backend: Literal["local", "openai"] = "local"
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    # Weight format on a GPU: "auto" is the most faithful that fits the card at the model's context (model/quant.py)
-    quantize: Literal["auto", "bf16", "int8", "int4", "fp8"] = "auto"
+    # Weight format on a GPU: "auto" is the most faithful that fits the card at the model's context (model/quant.py);
+    # "gguf" keeps a .gguf source's own quantized blocks
+    quantize: Literal["auto", "bf16", "gguf", "int8", "int4", "fp8"] = "auto"
     base_url: str = "http://127.0.0.1:8000/v1"
     served_model: str = ""
     api_key: str = ""
@@ -64,6 +66,10 @@ class ModelSettings:
     # schema, else none), "grammar" (GBNF), "lark" (llguidance backends), "json_schema", "none"
     structured_output: Literal["auto", "grammar", "lark", "json_schema", "none"] = "auto"
     max_retries: int = 3  # retries of a failed request to a served model, with exponential backoff
+
+    def __post_init__(self) -> None:
+        # a source given after loading (`run --model`) is checked as it replaces the settings' own
+        check_quantize(self)
 
 
 class _Owned:
@@ -259,10 +265,21 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             put(dotted, value, "command line")
+    try:  # a rule between two fields, once every place has had its say
+        check_quantize(settings.model)
+    except ConfigError as e:
+        problems.append(e)
     if problems:  # all of them at once, so one edit of the file can fix everything
         hint = next((p.hint for p in problems if p.hint), None)
         raise ConfigError("; ".join(str(p) for p in problems), hint=hint)
     return settings
+
+
+def check_quantize(model: ModelSettings) -> None:
+    """Raise ConfigError when model.quantize cannot load model.source (a local model only)."""
+    problem = quantize_problem(model.quantize, model.source) if model.backend == "local" else None
+    if problem is not None:
+        raise ConfigError(problem, hint=QUANTIZE_HINT)
 
 
 def _set(settings: Settings, dotted: str, value: Any, *, origin: str) -> None:

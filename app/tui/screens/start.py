@@ -14,9 +14,10 @@ from textual.widgets import Button, Checkbox, Collapsible, Footer, Input, Label,
 
 from sala_report.app.errors import SalaError
 from sala_report.app.runs import domain_list
-from sala_report.app.settings import WarpSettings
+from sala_report.app.settings import ModelSettings, WarpSettings
 from sala_report.app.tui.services import RunRequest
 from sala_report.app.warp.brief import LENGTHS, brief_from
+from sala_report.app.weight_format import QUANTIZE_HINT, describe_weights, quantize_problem
 
 SOURCE_CHOICES = (("web", "The web"), ("docs", "A folder of documents"), ("both", "Both"))
 
@@ -57,6 +58,7 @@ class StartScreen(Screen):
             yield Input(str(self.docs or ""), id="docs")
             yield Label("Model (a known name, a .gguf file, a checkpoint folder or a Hugging Face id)")
             yield Input(self.model, id="model")
+            yield Static(self._weights(self.model), id="weights", classes="dim")
             with Collapsible(
                 title="More: web domains; the report's length, language, instructions, outline", id="report-options"
             ):
@@ -82,6 +84,24 @@ class StartScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#question", Input).focus()
 
+    def _model_settings(self) -> ModelSettings:
+        settings = getattr(getattr(self.app, "services", None), "settings", None)
+        return getattr(settings, "model", None) or ModelSettings()
+
+    def _weights(self, source: str) -> str:
+        """The weight format the model will load in, from the settings and the path alone: torch is not loaded
+        yet, and the first paint must not wait for it."""
+        cfg = self._model_settings()
+        if cfg.backend != "local":
+            return ""
+        facts = getattr(getattr(self.app, "services", None), "facts", None)  # its device is told without torch
+        device = getattr(facts, "device", None) or cfg.device
+        return "Weights: " + describe_weights(cfg.quantize, source or cfg.source, device, cfg.dtype)
+
+    @on(Input.Changed, "#model")
+    def model_changed(self, event: Input.Changed) -> None:
+        self.query_one("#weights", Static).update(self._weights(event.value.strip()))
+
     @on(Button.Pressed, "#start-run")
     @on(Input.Submitted, "#question")
     def start(self) -> None:
@@ -91,6 +111,11 @@ class StartScreen(Screen):
             return
         pressed = self.query_one("#sources-choice", RadioSet).pressed_button
         choice = str(pressed.name) if pressed is not None else "web"
+        model, cfg = self.query_one("#model", Input).value.strip(), self._model_settings()
+        problem = quantize_problem(cfg.quantize, model or cfg.source) if cfg.backend == "local" else None
+        if problem is not None:
+            self.notify(f"{problem}. {QUANTIZE_HINT}", severity="error")
+            return
         folder = self.query_one("#docs", Input).value.strip()
         docs = Path(folder).expanduser() if folder and choice in ("docs", "both") else None
         if choice in ("docs", "both") and (docs is None or not docs.is_dir()):
@@ -119,7 +144,7 @@ class StartScreen(Screen):
             question,
             web=choice in ("web", "both"),
             docs=docs,
-            model=self.query_one("#model", Input).value.strip(),
+            model=model,
             brief=brief,
             outline=outline,
             include_domains=include,
