@@ -246,6 +246,42 @@ def plan_memory(
     )
 
 
+def loaded_plan(
+    lm,
+    batch: int,
+    context: int,
+    max_new_tokens: int,
+    free_bytes: int | None,
+    *,
+    chunk_tokens: int = DEFAULT_CHUNK,
+    prefill_batch: int | None = None,
+) -> MemoryPlan:
+    """plan_memory for a model already loaded (the runtime's): its config, dtype and weight format, and a GGUF's
+    packed linears at the bytes they hold rather than at the dtype's size."""
+    fmt = getattr(lm, "quantize", None)
+    return plan_memory(
+        lm.config,
+        batch,
+        context,
+        max_new_tokens,
+        lm.model.embed_tokens.weight.dtype,
+        free_bytes,
+        chunk_tokens=chunk_tokens,
+        prefill_batch=prefill_batch,
+        weights_loaded=True,
+        quantize=fmt,
+        packed=packed_layout(lm) if fmt == "gguf" else None,
+    )
+
+
+def packed_layout(lm) -> dict[str, tuple[str, int | None, bool]]:
+    """{module name: (format, group, zero points)} of a loaded model's packed linears: the `packed` argument of
+    weight_bytes, as model/gguf.py's packed_layers gives it before loading."""
+    from .quant import QuantLinear
+
+    return {name: (m.fmt, m.group, m.zeros is not None) for name, m in lm.named_modules() if isinstance(m, QuantLinear)}
+
+
 # From the most faithful to the smallest: "auto" takes the first that fits (fp8 only when asked: it serves prefill
 # speed on cards that have fp8 matrix units, at int8's size).
 AUTO_ORDER = (None, "int8", "int4")
@@ -258,13 +294,19 @@ def format_contexts(
     batch: int = 1,
     max_new_tokens: int = 256,
     dtype: torch.dtype = torch.bfloat16,
-    formats=AUTO_ORDER,
+    formats=None,
+    packed: Mapping[str, tuple[str, int, bool]] | None = None,
 ) -> dict[str | None, int]:
-    """The longest prompt each weight format allows in `free_bytes` (weights not loaded yet); 0 = does not load."""
+    """The longest prompt each weight format allows in `free_bytes` (weights not loaded yet); 0 = does not load.
+    Default formats: AUTO_ORDER, after "gguf" for a GGUF whose linears stay packed (`packed`, model/gguf.py)."""
+    if formats is None:
+        formats = ("gguf", *AUTO_ORDER) if packed else AUTO_ORDER
     chunk = smallest_chunk(config)
     out = {}
     for fmt in formats:
-        plan = plan_memory(config, batch, chunk, max_new_tokens, dtype, free_bytes, chunk_tokens=chunk, quantize=fmt)
+        plan = plan_memory(
+            config, batch, chunk, max_new_tokens, dtype, free_bytes, chunk_tokens=chunk, quantize=fmt, packed=packed
+        )
         out[fmt] = plan.max_context if plan.fits else 0
     return out
 

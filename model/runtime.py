@@ -22,7 +22,7 @@ from torch import nn
 from .cache import InferenceState, LightningLayerState
 from .errors import ModelError
 from .model import LightningAttention
-from .plan import DEFAULT_CHUNK, MemoryPlan, free_cuda_bytes, plan_memory, smallest_chunk
+from .plan import DEFAULT_CHUNK, MemoryPlan, free_cuda_bytes, loaded_plan, smallest_chunk
 from .quant import QuantLinear
 from .quant import fuse as quant_fuse
 
@@ -125,17 +125,8 @@ class Runtime:
             free = free_cuda_bytes(embed.device)
             # shorter prefill chunks when the default ones do not fit (a small card at a long context)
             for chunk in dict.fromkeys((chunk_tokens, min(chunk_tokens, smallest_chunk(lm.config)))):
-                plan = plan_memory(
-                    lm.config,
-                    batch_size,
-                    context,
-                    max_new_tokens,
-                    embed.dtype,
-                    free,
-                    chunk_tokens=chunk,
-                    prefill_batch=prefill_batch,
-                    weights_loaded=True,
-                    quantize=getattr(lm, "quantize", None),
+                plan = loaded_plan(
+                    lm, batch_size, context, max_new_tokens, free, chunk_tokens=chunk, prefill_batch=prefill_batch
                 )
                 if plan.fits:
                     chunk_tokens = chunk
@@ -352,16 +343,9 @@ class Runtime:
         capacity = self.cache.capacity if extra_tokens is None else self.cache.length + extra_tokens
         plan = None
         if self.device.type == "cuda":
-            plan = plan_memory(
-                self.lm.config,
-                batch_size,
-                self.cache.length,
-                (capacity or self.cache.length) - self.cache.length,
-                self.lm.model.embed_tokens.weight.dtype,
-                free_cuda_bytes(self.device),
-                prefill_batch=0,
-                weights_loaded=True,
-                quantize=getattr(self.lm, "quantize", None),
+            new_tokens = (capacity or self.cache.length) - self.cache.length
+            plan = loaded_plan(
+                self.lm, batch_size, self.cache.length, new_tokens, free_cuda_bytes(self.device), prefill_batch=0
             )
             plan.check()
         cache = self.cache.replicate(batch_size, capacity)
