@@ -107,9 +107,11 @@ PERPLEXITY_TEXT = Path(__file__).resolve().parents[1] / "tests" / "data" / "mode
 
 def perplexity_table(formats: list[str], checkpoints: list[str]) -> str:
     """SmolLM2 (the embedded GGUF, dequantised to fp32) perplexity on tests/data/model/perplexity.txt per format,
-    each quantized by round-to-nearest at load, and of each quantized checkpoint given."""
+    each quantized by round-to-nearest at load ("gguf": the file's own blocks, kept packed), and of each quantized
+    checkpoint given."""
     from .load import load_tokenizer
     from .perplexity import perplexity
+    from .plan import packed_layout
 
     if not PERPLEXITY_TEXT.exists():
         raise SystemExit(f"no perplexity text at {PERPLEXITY_TEXT}: run from a source checkout")
@@ -117,11 +119,14 @@ def perplexity_table(formats: list[str], checkpoints: list[str]) -> str:
     rows = []
     for label, source, fmt in [
         ("fp32", DEFAULT_MODEL, None),
-        *((f"{f} round-to-nearest", DEFAULT_MODEL, f) for f in formats),
+        *(("GGUF-native" if f == "gguf" else f"{f} round-to-nearest", DEFAULT_MODEL, f) for f in formats),
         *((f"checkpoint {c}", c, None) for c in checkpoints),
     ]:
         t = time.perf_counter()
         lm = load_model(source, device="cpu", dtype=torch.float32, quantize=fmt)
+        if fmt == "gguf":  # what the file's blocks became, e.g. "int4 g32 + zero points, int8 g32"
+            kinds = {f"{k[0]} g{k[1]}" + (" + zero points" if k[2] else "") for k in packed_layout(lm).values()}
+            label = f"{label} ({', '.join(sorted(kinds)) or 'no packable layers'})"
         rows.append((label, perplexity(lm, ids), time.perf_counter() - t))
     base = rows[0][1]
     lines = [
@@ -131,6 +136,15 @@ def perplexity_table(formats: list[str], checkpoints: list[str]) -> str:
     ]
     lines += [f"| {label} | {ppl:.3f} | {100 * (ppl / base - 1):+.2f}% | {secs:.1f} |" for label, ppl, secs in rows]
     return "\n".join(lines)
+
+
+# Timing random weights packed into GGUF blocks would time the kernels the formats table already times (its Q4_1 /
+# Q4_0 / Q8_0 rows), on values no GGUF file holds
+GPU_GGUF = (
+    "--quantize gguf keeps a GGUF file's own blocks, and --gpu runs random MiniCPM-SALA weights, which come from no "
+    "GGUF file: the formats table times Q4_1 / Q4_0 / Q8_0 blocks (groups of 32) in its kernel rows with "
+    "--quantize int4,int8; for a GGUF's perplexity use --cpu --quantize gguf"
+)
 
 
 def _sizes(text: str) -> list[int]:
@@ -171,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quantize",
         default="",
         help="weight formats beside bf16, e.g. int8,int4,fp8: the GPU formats "
-        "table (model/quant_bench.py) or, with --cpu, SmolLM2 perplexity per format",
+        "table (model/quant_bench.py) or, with --cpu, SmolLM2 perplexity per format (also gguf: the file's own blocks)",
     )
     ap.add_argument(
         "--checkpoint",
@@ -188,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu == args.gpu:
         ap.error("choose one table: --cpu or --gpu")
     formats = [f.strip() for f in args.quantize.split(",") if f.strip()]
-    bad = [f for f in formats if f not in ("int8", "int4", "fp8")]
+    bad = [f for f in formats if f not in ("int8", "int4", "fp8", "gguf")]
     if bad:
-        ap.error(f"--quantize takes int8, int4 and fp8, got {', '.join(bad)}")
+        ap.error(f"--quantize takes int8, int4, fp8 and (with --cpu) gguf, got {', '.join(bad)}")
+    if args.gpu and "gguf" in formats:
+        ap.error(GPU_GGUF)
     if args.cpu and (formats or args.checkpoint):
         print(perplexity_table(formats, args.checkpoint))
         return 0
