@@ -44,7 +44,7 @@ def quantize_problem(quantize: str, source: str) -> str | None:
         return None
     return (
         f"model.quantize = 'gguf' keeps a GGUF file's own quantized blocks, but the model {source!r} is a "
-        "checkpoint folder, not a .gguf file"
+        "checkpoint folder or Hugging Face id, not a .gguf file"
     )
 
 

@@ -47,7 +47,7 @@ async def test_gguf_for_a_checkpoint_folder_is_one_notification_and_nothing_star
     app = SalaApp(services, start_form=form)
     async with app.run_test(size=(120, 50)) as pilot:
         expected = f"model.quantize = 'gguf' keeps a GGUF file's own quantized blocks, but the model '{folder}' is"
-        assert _weights(form) == f"Weights: {expected} a checkpoint folder, not a .gguf file"
+        assert _weights(form) == f"Weights: {expected} a checkpoint folder or Hugging Face id, not a .gguf file"
         form.query_one("#start-run").press()
         await pilot.pause()
         notes = [n.message for n in app._notifications]
