@@ -8,7 +8,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from sala_report.app.errors import ConfigError
-from sala_report.app.settings import ModelSettings, Settings
+from sala_report.app.settings import ModelSettings, Settings, check_quantize
 
 if TYPE_CHECKING:
     from sala_report.app.warp.generator import Generator
@@ -103,6 +103,9 @@ def make_generator(
         raise ConfigError(f"unknown model backend '{model.backend}'", hint="Set model.backend to 'local' or 'openai'.")
     from sala_report.app.warp.generator import LocalGenerator
 
+    # every path to a local model passes here (demo, ask on a stored session, the research screen), with a source
+    # that may differ from the one the settings were checked with
+    check_quantize(dataclasses.replace(model, source=source or model.source))
     return LocalGenerator.load(
         source or model.source,
         device=model.device,

@@ -53,18 +53,30 @@ def speed_table(title: str, base: SpecResult, fast: SpecResult) -> str:
     )
 
 
-def copy_bench(source: str, text: str, new_tokens: int, *, device=None, draft_tokens: int = 8) -> str:
+def copy_bench(
+    source: str,
+    text: str,
+    new_tokens: int,
+    *,
+    device=None,
+    draft_tokens: int = 8,
+    dtype: torch.dtype | None = None,
+    quantize: str | None = None,
+) -> str:
     """Greedy decode with and without prompt-lookup drafts on a copy-heavy prompt (the model is asked to repeat a
     passage it was given, as a report quotes its evidence); checks the outputs are identical."""
     from .load import load_model, load_tokenizer
 
     _progress(f"loading {source}")
-    lm = load_model(source, device=device)
+    lm = load_model(source, device=device, dtype=dtype, quantize=quantize)
     tok = load_tokenizer(source)
     ids = tok.encode(COPY_PROMPT.format(text=text))
     base, fast = compare(lm, ids, new_tokens, draft_tokens=draft_tokens)
-    where = lm.model.embed_tokens.weight.device
-    title = f"{source}, prompt {len(ids)} tokens, {new_tokens} greedy tokens, up to {draft_tokens} drafts, {where}"
+    where = lm.model.embed_tokens.weight
+    title = (
+        f"{source} ({where.dtype}, linears {lm.quantize or 'unquantized'}), prompt {len(ids)} tokens, {new_tokens} "
+        f"greedy tokens, up to {draft_tokens} drafts, {where.device}"
+    )
     return speed_table(title, base, fast)
 
 
@@ -152,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text", default=str(TEXT), help="the passage to copy (its first 1,500 characters)")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: the loader's")
+    ap.add_argument("--quantize", default=None, help="the loader's weight format (e.g. gguf keeps a GGUF's blocks)")
     ap.add_argument("--drafts", type=int, default=8, help="drafted tokens per verify pass, at most 15")
     ap.add_argument("--gpu", action="store_true", help="verify-pass widths on the real shape, then plain vs lookup")
     ap.add_argument("--contexts", default="65536,262144", help="GPU: contexts of the width table")
@@ -165,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         widths = [int(x) for x in args.widths.split(",")]
         print(gpu_bench(args.model, contexts, widths, args.tokens, text, args.drafts), flush=True)
         return 0
-    print(
-        copy_bench(args.model or "smollm2-135m", text, args.tokens, device=args.device, draft_tokens=args.drafts),
-        flush=True,
-    )
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    model = args.model or "smollm2-135m"
+    kw = dict(device=args.device, draft_tokens=args.drafts, dtype=dtype, quantize=args.quantize)
+    print(copy_bench(model, text, args.tokens, **kw), flush=True)
     return 0

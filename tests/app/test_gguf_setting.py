@@ -88,3 +88,11 @@ def test_run_model_flag_naming_a_folder_is_one_message(tmp_path, folder, capsys)
 def test_a_served_model_ignores_the_local_weight_format(tmp_path, folder):
     config = _config(tmp_path, backend="openai", source=folder, quantize="gguf")
     assert load_settings(config, env={}).model.quantize == "gguf"
+
+
+def test_demo_model_flag_naming_a_folder_is_one_message(tmp_path, folder, capsys):
+    # demo builds its generator from --model without the settings' own check: the wiring checks every local source
+    config = _config(tmp_path, quantize="gguf")
+    args = ["--config", str(config), "--data-dir", str(tmp_path / "d"), "demo", "--model", str(folder)]
+    assert main(args) == EXIT_USAGE
+    _one_error(capsys.readouterr().err, MISMATCH, str(folder))
