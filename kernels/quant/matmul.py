@@ -212,6 +212,7 @@ def quant_matmul(x: torch.Tensor, p: PackedWeight, *, config: tuple | None = Non
 
     Up to 16 rows (decode) the weight is streamed once, split along K so that enough programs keep the packed bytes
     in flight; `config` = (BN, K splits, warps, stages) pins the tiling (benchmarks), else it is tuned per shape.
+    int4 with up to gemv.GEMV_MAX_ROWS rows and no `config` goes to the CUDA-core GEMV (gemv.py) instead.
     """
     tl_dtype_ok(x)
     if x.shape[-1] != p.in_features:
@@ -223,19 +224,28 @@ def quant_matmul(x: torch.Tensor, p: PackedWeight, *, config: tuple | None = Non
     M, N, K = x2.shape[0], p.out_features, p.in_features
     if M == 0:
         return x.new_empty(*lead, N)
+    from . import gemv
+
+    if config is None and gemv.supports(p, M):
+        return gemv.gemv(x2, p).view(*lead, N)
     NG = triton.cdiv(K, _step(p))
     if M > 16:
         BM, BN, warps, stages = _PREFILL
         out = torch.empty(M, N, dtype=x.dtype, device=x.device)
         _launch(x2, p, out, M, N, K, NG, NG, 1, BM, BN, warps, stages)
         return out.view(*lead, N)
-    if config is None:
-        key = (M > 1, N, K, p.kind, x.dtype, x.device)
-        config = _tuned.get(key)
-        if config is None:
-            config = _tuned[key] = _tune(x2, p, NG)
-    BN, splits, warps, stages = config
+    BN, splits, warps, stages = config or decode_config(x2, p)
     return _decode(x2, p, NG, BN, splits, warps, stages).view(*lead, N)
+
+
+def decode_config(x2: torch.Tensor, p: PackedWeight) -> tuple:
+    """The decode tiling (BN, K splits, warps, stages) of `_qmm_kernel` for x2 [M <= 16, K] times p, tuned on first
+    use of the shape (benchmarks pin it to time this path where quant_matmul would take the GEMV)."""
+    key = (x2.shape[0] > 1, p.out_features, p.in_features, p.kind, x2.dtype, x2.device)
+    config = _tuned.get(key)
+    if config is None:
+        config = _tuned[key] = _tune(x2, p, triton.cdiv(p.in_features, _step(p)))
+    return config
 
 
 def _decode(x2, p, NG, BN, splits, warps, stages):

@@ -1,0 +1,314 @@
+"""The int4 matmul for 1-4 rows (batch-1 decode) on CUDA cores in fp32: `_qmm_kernel` feeds tensor cores and pays for
+moving unpacked codes into their operand layout through shared memory, which capped it at ~1.3 TB/s of packed bytes
+on an H200; here each weight costs one LOP3, one FADD and one FFMA per row (README.md, "The GEMV")."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._triton_utils import interpreting, num_sms
+from .naive import PackedWeight
+
+# quant_matmul sends int4 products of up to this many rows here (0: none; the kernel keeps one accumulator per row,
+# so at most 4)
+GEMV_MAX_ROWS = 4
+_KERNEL_ROWS = 4
+
+
+@triton.jit
+def _codes(v, mask, SHIFT: tl.constexpr, HAS_ZERO: tl.constexpr):
+    """The code c at bits SHIFT..SHIFT+3 of the int32 words v (`mask` = 0xF << SHIFT) as fp32 c (c - 8 without zero
+    points), with no integer-to-float instruction (1/16 of the FMA rate): OR-ed into the mantissa of 2^(23 - SHIFT),
+    whose unit in the last place is 2^-SHIFT, the bits read as 2^(23 - SHIFT) + c exactly, and subtracting the
+    offset here is exact too. The offset never enters a sum, where 2^(23 - SHIFT) * x would swamp c * x."""
+    MAGIC: tl.constexpr = 0x4B000000 - (SHIFT << 23)  # fp32 bits of 2^(23 - SHIFT)
+    f = ((v & mask) | MAGIC).to(tl.float32, bitcast=True)
+    if HAS_ZERO:
+        OFF: tl.constexpr = 8388608.0 / (1 << SHIFT)
+    else:
+        OFF: tl.constexpr = 8388608.0 / (1 << SHIFT) + 8.0
+    return f - OFF
+
+
+@triton.jit
+def _x(xrow, pos, gm, K, EVEN: tl.constexpr):
+    """x at code positions pos [CG, WG] as fp32 (0 past K and outside the program's groups)."""
+    if EVEN:
+        return tl.load(xrow + pos).to(tl.float32)
+    else:
+        return tl.load(xrow + pos, mask=gm[:, None] & (pos < K), other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _slot(d, xs, f, xrow, pos, gm, K, EVEN: tl.constexpr):
+    """One code of every word for one row of x: d [BN, CG, WG] += f * x at pos [CG, WG]; xs [CG, WG] += x."""
+    y = _x(xrow, pos, gm, K, EVEN)
+    return d + f * y[None, :, :], xs + y
+
+
+@triton.jit
+def _group(acc, d, xs, sc, zp, HAS_ZERO: tl.constexpr):
+    """acc [BN, CG] += each group's s * (x . c) (+ z * its sum of x, one per group shared by all BN rows)."""
+    acc += sc * tl.sum(d, 2)
+    if HAS_ZERO:
+        acc += zp * tl.sum(xs, 1)[None, :]
+    return acc
+
+
+@triton.jit
+def _part(part, k, m, M: tl.constexpr, N, rn, nm, acc):
+    tl.store(part + (k * M + m) * N + rn, tl.sum(acc, 1), mask=nm)
+
+
+@triton.jit
+def _store(out, part, m, M: tl.constexpr, N, s_om, rn, nm, acc, SPLITS):
+    """Row m of the output: this program's sum, or (split K) the partials summed in split order."""
+    if SPLITS > 1:
+        o = tl.zeros_like(rn).to(tl.float32)
+        for k in range(0, SPLITS):
+            o += tl.load(part + (k * M + m) * N + rn, mask=nm, other=0.0, cache_modifier=".cg")
+    else:
+        o = tl.sum(acc, 1)
+    tl.store(out + m * s_om + rn, o.to(out.dtype.element_ty), mask=nm)
+
+
+@triton.jit(do_not_specialize=["N", "K", "GPS", "NG", "SPLITS", "nibble"])
+def _gemv_kernel(
+    x,
+    w,
+    s,
+    z,
+    out,
+    part,
+    count,
+    N,
+    K,
+    s_xm,
+    s_wn,
+    s_sn,
+    s_om,
+    GPS,
+    NG,
+    SPLITS,
+    nibble,
+    M: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+    G: tl.constexpr,
+    BN: tl.constexpr,
+    CG: tl.constexpr,
+    EVEN: tl.constexpr,
+):
+    # program (n-tile, k-split): rows rn, groups g0..g1 walked CG groups at a time; w is the packed codes as int32
+    # words [N, Kp / 8], WG words per group
+    WG: tl.constexpr = G // 8
+    HALF: tl.constexpr = G // 2
+    pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    rn = pid_n * BN + tl.arange(0, BN)
+    nm = rn < N
+    rl = tl.minimum(rn, N - 1).to(tl.int64)  # rows past N read row N - 1 (never stored): loads need no row mask
+    cg = tl.arange(0, CG)
+    wi = tl.arange(0, WG)
+    wptr = w + rl[:, None, None] * s_wn + (cg[:, None] * WG + wi[None, :])[None, :, :]  # [BN, CG, WG]
+    sptr = s + rl[:, None] * s_sn + cg[None, :]  # [BN, CG]
+    zptr = z + rl[:, None] * s_sn + cg[None, :]
+    pos0 = cg[:, None] * G + 4 * wi[None, :]  # [CG, WG]: first code of each word, from the chunk's start
+    acc0 = tl.zeros((BN, CG), dtype=tl.float32)
+    acc1 = tl.zeros((BN, CG), dtype=tl.float32)
+    acc2 = tl.zeros((BN, CG), dtype=tl.float32)
+    acc3 = tl.zeros((BN, CG), dtype=tl.float32)
+    g0 = pid_k * GPS
+    g1 = tl.minimum(g0 + GPS, NG)
+    for c in range(g0, g1, CG):
+        gm = c + cg < g1  # [CG]; EVEN: every chunk is whole, nothing is masked
+        if EVEN:
+            v = tl.load(wptr + c * WG)
+        else:
+            v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0)
+        h = v >> 16  # arithmetic: the masks keep low bits only
+        if EVEN:
+            sc = tl.load(sptr + c).to(tl.float32)
+        else:
+            sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+        zp = sc
+        if HAS_ZERO:
+            if EVEN:
+                zp = tl.load(zptr + c).to(tl.float32)
+            else:
+                zp = tl.load(zptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+        pos = c * G + pos0
+        d0 = tl.zeros((BN, CG, WG), dtype=tl.float32)
+        d1, d2, d3 = d0, d0, d0
+        xs0 = tl.zeros((CG, WG), dtype=tl.float32)
+        xs1, xs2, xs3 = xs0, xs0, xs0
+        # code t of every word, then its products with every row of x (so that it dies before the next): bits
+        # 4t.. of v for t < 4, of h after; naive.py's layout (byte j of a group holds codes j and j + G/2) puts
+        # them at positions 4i + t // 2 (+ G/2 for odd t) of word i's group
+        # (the masks come from an argument, nibble = 15, not literals: ptxas rematerialised literal masks with a move
+        # before most LOP3s; sm_90 SASS, BN = 32, 512 codes a chunk: 5.3 instead of 4.3 instructions per code)
+        for t in tl.static_range(8):
+            at = pos + (t // 2 + HALF * (t % 2))
+            if t < 4:
+                f = _codes(v, nibble << (4 * t), 4 * t, HAS_ZERO)
+            else:
+                f = _codes(h, nibble << (4 * t - 16), 4 * t - 16, HAS_ZERO)
+            d0, xs0 = _slot(d0, xs0, f, x, at, gm, K, EVEN)
+            if M > 1:
+                d1, xs1 = _slot(d1, xs1, f, x + s_xm, at, gm, K, EVEN)
+            if M > 2:
+                d2, xs2 = _slot(d2, xs2, f, x + 2 * s_xm, at, gm, K, EVEN)
+            if M > 3:
+                d3, xs3 = _slot(d3, xs3, f, x + 3 * s_xm, at, gm, K, EVEN)
+        acc0 = _group(acc0, d0, xs0, sc, zp, HAS_ZERO)
+        if M > 1:
+            acc1 = _group(acc1, d1, xs1, sc, zp, HAS_ZERO)
+        if M > 2:
+            acc2 = _group(acc2, d2, xs2, sc, zp, HAS_ZERO)
+        if M > 3:
+            acc3 = _group(acc3, d3, xs3, sc, zp, HAS_ZERO)
+    if SPLITS > 1:
+        # split K as in _qmm_kernel: fp32 partials, then the last program of the tile to arrive (counted with
+        # release/acquire order, after a CTA barrier so that every thread's partial is stored before the count)
+        # sums them in split order and re-arms the counter
+        _part(part, pid_k, 0, M, N, rn, nm, acc0)
+        if M > 1:
+            _part(part, pid_k, 1, M, N, rn, nm, acc1)
+        if M > 2:
+            _part(part, pid_k, 2, M, N, rn, nm, acc2)
+        if M > 3:
+            _part(part, pid_k, 3, M, N, rn, nm, acc3)
+        tl.debug_barrier()
+        if tl.atomic_add(count + pid_n, 1, sem="acq_rel", scope="gpu") == SPLITS - 1:
+            tl.atomic_xchg(count + pid_n, 0)
+        else:
+            return
+    _store(out, part, 0, M, N, s_om, rn, nm, acc0, SPLITS)
+    if M > 1:
+        _store(out, part, 1, M, N, s_om, rn, nm, acc1, SPLITS)
+    if M > 2:
+        _store(out, part, 2, M, N, s_om, rn, nm, acc2, SPLITS)
+    if M > 3:
+        _store(out, part, 3, M, N, s_om, rn, nm, acc3, SPLITS)
+
+
+def words(p: PackedWeight) -> torch.Tensor | None:
+    """p's int4 codes as int32 words [N, Kp / 8] (a view: 8 codes a word), or None where the bytes cannot be viewed
+    so (not unit stride along K, or rows not starting at multiples of 4 bytes)."""
+    if p.fmt != "int4" or p.data.dtype != torch.uint8:
+        return None
+    try:
+        return p.data.view(torch.int32)
+    except RuntimeError:
+        return None
+
+
+def supports(p: PackedWeight, rows: int) -> bool:
+    """Whether quant_matmul sends `rows` rows times p here."""
+    return 0 < rows <= min(GEMV_MAX_ROWS, _KERNEL_ROWS) and words(p) is not None
+
+
+def gemv(x2: torch.Tensor, p: PackedWeight, *, config: tuple | None = None) -> torch.Tensor:
+    """x2 [M, K] (M <= 4, unit stride along K) @ dequantize(p).T -> [M, N] in x2.dtype, fp32 accumulation.
+    `config` = (BN, groups per chunk, K splits, warps) pins the tiling, else it is tuned per shape on first use."""
+    w = words(p)
+    M = x2.shape[0]
+    if w is None or x2.dim() != 2 or not 0 < M <= _KERNEL_ROWS or x2.stride(1) != 1 or x2.shape[1] != p.in_features:
+        raise ValueError(
+            f"expected int4 weights viewable as int32 words and x [1..{_KERNEL_ROWS}, {p.in_features}] with unit "
+            f"stride, got {p.fmt} weights{'' if w is not None else ' (not viewable)'} and x {tuple(x2.shape)}"
+        )
+    return _launch(x2, p, w, *(config or tuned_config(x2, p)))
+
+
+def tuned_config(x2: torch.Tensor, p: PackedWeight) -> tuple:
+    """The config gemv uses for x2's rows times p, tuned on the shape's first use."""
+    key = (x2.shape[0], p.out_features, p.in_features, p.kind, x2.dtype, x2.device)
+    config = _tuned.get(key)
+    if config is None:
+        config = _tuned[key] = tune(x2, p)[0]
+    return config
+
+
+def _launch(x2, p, w, BN, CG, splits, warps):
+    M, N, K, G = x2.shape[0], p.out_features, p.in_features, p.group
+    NG = w.shape[1] * 8 // G
+    gps = triton.cdiv(triton.cdiv(NG, splits), CG) * CG  # whole chunks per split
+    splits = triton.cdiv(NG, gps)
+    out = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
+    part = torch.empty(splits, M, N, dtype=torch.float32, device=x2.device) if splits > 1 else out
+    tiles = triton.cdiv(N, BN)
+    from .matmul import _counters
+
+    _gemv_kernel[(tiles, splits)](
+        x2,
+        w,
+        p.scale,
+        p.zero if p.zero is not None else p.scale,
+        out,
+        part,
+        _counters(x2.device, tiles),
+        N,
+        K,
+        x2.stride(0),
+        w.stride(0),
+        p.scale.stride(0),
+        out.stride(0),
+        gps,
+        NG,
+        splits,
+        15,
+        M=M,
+        HAS_ZERO=p.zero is not None,
+        G=G,
+        BN=BN,
+        CG=CG,
+        EVEN=K % G == 0 and NG % CG == 0,
+        num_warps=warps,
+        enable_fp_fusion=True,  # the FMAs of the dot
+    )
+    return out
+
+
+# (rows per program, codes per chunk, programs per SM aimed at through the K split, warps), tried in order
+CANDIDATES = [(bn, ck, per_sm, 4) for bn in (16, 32, 64) for ck in (256, 512) for per_sm in (2, 4, 8)]
+_tuned: dict[tuple, tuple] = {}
+
+
+def candidates(p: PackedWeight, device: torch.device) -> list[tuple]:
+    """CANDIDATES as launch configs (BN, groups per chunk, splits, warps) for p on device, duplicates dropped."""
+    G, N = p.group, p.out_features
+    NG = triton.cdiv(p.in_features, G)
+    sms = num_sms(device)
+    out = []
+    for bn, ck, per_sm, warps in CANDIDATES:
+        cg = max(1, ck // G)
+        chunks = triton.cdiv(NG, cg)
+        splits = max(1, min(chunks, triton.cdiv(per_sm * sms, triton.cdiv(N, bn))))
+        out.append((bn, cg, splits, warps))
+    return list(dict.fromkeys(out))
+
+
+def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tuple]]]:
+    """(the fastest config, [(ms, config)] of those timed) for this shape; under the interpreter the first candidate,
+    untimed. As matmul._tune: graph replays over copies of a weight that fits in L2, keeping only configs that
+    reproduce the unsplit result."""
+    cands = candidates(p, x2.device)
+    if interpreting() or x2.device.type != "cuda":
+        return cands[0], []
+    from triton.testing import do_bench_cudagraph
+
+    from .matmul import _copy
+
+    copies = [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
+    bn, cg, _, warps = cands[0]
+    ref = _launch(x2, p, words(p), bn, cg, 1, warps).float()  # no K split: no cross-program reduction
+    ws = [words(q) for q in copies]
+    times = []
+    for c in cands:
+        got = _launch(x2, p, ws[0], *c).float()
+        if not torch.isfinite(got).all() or (got - ref).norm() > 1e-2 * ref.norm():
+            continue
+        fn = lambda c=c: [_launch(x2, q, wq, *c) for q, wq in zip(copies, ws)]  # noqa: E731
+        times.append((do_bench_cudagraph(fn, rep=20), c))
+    return (min(times)[1] if times else (bn, cg, 1, warps)), times

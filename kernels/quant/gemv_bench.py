@@ -1,0 +1,152 @@
+"""The int4 decode linears on one GPU (`python -m sala_report.kernels.quant.gemv_bench`): bf16 cuBLAS, the tensor-core
+`_qmm_kernel` decode path and the CUDA-core GEMV (every candidate tiling, and the tuned one at 1, 2 and 4 rows), at
+MiniCPM-SALA's stacked projections, as a Markdown table of microseconds, TB/s of the bytes read and error vs fp64."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import gemv, matmul
+from .naive import dequantize, quantize
+
+# label -> (zero points, group): our own int4 as load_model(quantize="int4") makes it, and GGUF's 32-wide blocks
+KINDS = {"g128": (False, 128), "g128z": (True, 128), "q4_0": (False, 32), "q4_1": (True, 32)}
+ROTATE_BYTES = 3e8  # bf16 bytes of weight copies timed in turn, several times the H200's 50 MB L2
+
+
+@dataclass
+class Row:
+    shape: str
+    N: int
+    K: int
+    kind: str
+    path: str
+    config: str
+    M: int
+    us: float
+    TBps: float
+    err: float
+
+
+def graph_ms(fn: Callable[[], object]) -> float:
+    """Milliseconds per call of fn, as CUDA-graph replays (decode runs captured; a Python launch costs more than a
+    small GEMV)."""
+    from triton.testing import do_bench_cudagraph
+
+    return do_bench_cudagraph(fn, rep=20)
+
+
+def shapes() -> list[tuple[str, int, int]]:
+    """(name, N, K) of the stacked projections a SALA decode step streams, as model/quant_bench.py's kernel table has
+    them (the bench's only use of the model package; the kernels need none of it)."""
+    from sala_report.model.quant_bench import SHAPES
+
+    return SHAPES
+
+
+def max_rel(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |got - ref| / max |ref| (inf when got is not finite): a race or a wrong nibble shows here even in one row."""
+    got = got.double()
+    if not torch.isfinite(got).all():
+        return float("inf")
+    return float((got - ref).abs().max() / ref.abs().max())
+
+
+def bench_shape(
+    name: str,
+    N: int,
+    K: int,
+    kind: str,
+    rows: list[int],
+    *,
+    every: bool = True,
+    device: str = "cuda",
+    dtype: torch.dtype = torch.bfloat16,
+    rotate_bytes: float = ROTATE_BYTES,
+    timer: Callable[[Callable[[], object]], float] = graph_ms,
+    log: Callable[[str], None] = print,
+) -> list[Row]:
+    """The table's rows for one shape and kind: at rows[0] cuBLAS on the bf16 weight, the tuned `_qmm_kernel` and
+    every GEMV candidate; the tuned GEMV at each of `rows`. Each timed over copies of the weight (`rotate_bytes` of
+    bf16 in all), so that they stream from memory rather than L2."""
+    zero, G = KINDS[kind]
+    g = torch.Generator(device=device).manual_seed(N + K)
+    copies = max(2, int(rotate_bytes // (N * K * 2)) + 1)
+    ws = [torch.randn(N, K, device=device, dtype=torch.bfloat16, generator=g) * 0.02 for _ in range(copies)]
+    packs = [quantize(w, "int4", zero=zero, group=G) for w in ws]
+    wref = dequantize(packs[0], torch.float64)
+    out: list[Row] = []
+
+    def add(path: str, config: str, x: torch.Tensor, fn: Callable, nbytes: int, ref: torch.Tensor) -> None:
+        err = max_rel(fn(0), ref)
+        ms = timer(lambda: [fn(i) for i in range(copies)]) / copies
+        out.append(Row(name, N, K, kind, path, config, x.shape[0], round(ms * 1e3, 2), nbytes / ms / 1e9, err))
+        log(f"{name} {kind} {path} {config} M={x.shape[0]}: {out[-1].us} us, {out[-1].TBps:.2f} TB/s, err {err:.1e}")
+
+    for m in rows:
+        x = torch.randn(m, K, device=device, generator=g).to(dtype)
+        ref = x.double() @ wref.T
+        q = packs[0].nbytes
+        if m == rows[0]:
+            wx = [w.to(dtype) for w in ws]
+            nb = N * K * x.element_size()
+            label = f"{str(dtype).removeprefix('torch.')} cuBLAS"
+            add(label, "", x, lambda i: F.linear(x, wx[i]), nb, x.double() @ wx[0].double().T)
+            qc = matmul.decode_config(x, packs[0])
+            add("_qmm (tuned)", _fmt(qc), x, lambda i, c=qc: matmul.quant_matmul(x, packs[i], config=c), q, ref)
+            for c in gemv.candidates(packs[0], x.device) if every else []:
+                add("GEMV", _fmt(c), x, lambda i, c=c: gemv.gemv(x, packs[i], config=c), q, ref)
+        c = gemv.tuned_config(x, packs[0])
+        add("GEMV (tuned)", _fmt(c), x, lambda i, c=c: gemv.gemv(x, packs[i], config=c), q, ref)
+    return out
+
+
+def _fmt(config: tuple) -> str:
+    return "/".join(map(str, config))
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        "| shape | N x K | kind | path | config | M | us | TB/s | max rel err |\n" + "| --- " * 5 + "| ---: " * 4 + "|"
+    )
+    lines = [
+        f"| {r.shape} | {r.N} x {r.K} | {r.kind} | {r.path} | {r.config} | {r.M} | {r.us:.2f} | {r.TBps:.2f} | "
+        f"{r.err:.1e} |"
+        for r in rows
+    ]
+    return "\n".join([head, *lines])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kinds", default="g128,q4_0", help=f"comma-separated of {sorted(KINDS)}")
+    ap.add_argument("--rows", default="1,2,4", help="rows of x for the tuned GEMV (the first one for every path)")
+    ap.add_argument("--shapes", default="", help="comma-separated shape names (default: all)")
+    ap.add_argument("--no-candidates", action="store_true", help="time the tuned GEMV only, not every candidate")
+    a = ap.parse_args(argv)
+    kinds = a.kinds.split(",")
+    if bad := [k for k in kinds if k not in KINDS]:
+        raise SystemExit(f"expected kinds among {sorted(KINDS)}, got {bad}")
+    rows = [int(r) for r in a.rows.split(",")]
+    chosen = [s for s in shapes() if not a.shapes or s[0] in a.shapes.split(",")]
+    t0 = time.perf_counter()
+    print(
+        f"{torch.cuda.get_device_name()}; config = BN/CG/splits/warps (gemv), BN/splits/warps/stages (_qmm)", flush=True
+    )
+    res = []
+    for name, N, K in chosen:
+        for kind in kinds:
+            log = lambda s: print(f"[{time.perf_counter() - t0:6.1f} s] {s}", flush=True)  # noqa: E731
+            res += bench_shape(name, N, K, kind, rows, every=not a.no_candidates, log=log)
+            torch.cuda.empty_cache()
+    print(table(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The CUDA-core int4 GEMV (kernels/quant/gemv.py) against fp64 products of the dequantised weights, on GGUF blocks
+quantized by the `gguf` package itself, and quant_matmul's routing to it. Without a GPU the kernel runs under
+TRITON_INTERPRET=1 (tests/kernels/conftest.py); it has no tl.dot, so bf16 inputs are checked too."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from sala_report.kernels import quant
+from sala_report.kernels.quant import ggml, naive
+
+pytest.importorskip("triton")
+
+from sala_report.kernels.quant import gemv, gemv_bench, matmul  # noqa: E402
+
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 8e-3}  # the output's rounding
+
+
+def _rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _case(N, K, M, group, zero, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    p = naive.quantize(torch.randn(N, K, generator=g), "int4", zero=zero, group=group)
+    x = torch.randn(M, K, generator=g).to(dtype)
+    return p, x, x.double() @ naive.dequantize(p, torch.float64).T
+
+
+# (N, K, group): N never a multiple of the block of rows; K a multiple of the group (whole chunks or a partial
+# last chunk) or not (padded last group)
+SHAPES = [(37, 512, 128), (21, 520, 128), (37, 256, 32), (45, 200, 32)]
+
+
+@pytest.mark.parametrize("N,K,group", SHAPES)
+@pytest.mark.parametrize("zero", [False, True])
+@pytest.mark.parametrize("M", [1, 2, 3, 4])
+def test_gemv_matches_fp64(N, K, group, zero, M):
+    p, x, ref = _case(N, K, M, group, zero, seed=N + K + M)
+    for config in [(16, 2, 1, 4), (16, 1, 3, 4)]:  # unsplit; split along K (some splits hold a partial chunk)
+        got = gemv.gemv(x, p, config=config)
+        assert got.shape == (M, N) and got.dtype == x.dtype
+        assert _rel(got, ref) < 1e-5, config
+    assert not matmul._COUNTERS[x.device].any()  # the split-K arrival counters are re-armed for the next launch
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group", [128, 32])
+def test_gemv_half_inputs(dtype, group):
+    p, x, ref = _case(40, 256, 2, group, True, seed=5, dtype=dtype)
+    got = gemv.gemv(x, p, config=(32, 2, 2, 4))
+    assert got.dtype == dtype and _rel(got, ref) < TOL[dtype]
+
+
+def test_gemv_every_candidate_tiling_agrees():
+    p, x, ref = _case(70, 1024, 1, 32, False, seed=3)
+    cands = gemv.candidates(p, x.device)
+    assert len(cands) > 4 and any(c[2] > 1 for c in cands)
+    for c in cands:
+        assert _rel(gemv.gemv(x, p, config=c), ref) < 1e-5, c
+
+
+def test_gemv_groups_wider_than_a_chunk():
+    # G = 256: one group per 256-code chunk (CG = 1)
+    p, x, ref = _case(19, 600, 2, 256, True, seed=8)
+    assert _rel(gemv.gemv(x, p, config=(16, 1, 2, 4)), ref) < 1e-5
+
+
+def test_codes_at_every_nibble_position():
+    # one row per (code position, code): the weight is a single code c at position k (others 8: zero weight), so
+    # each output is exactly c - 8 times x[k], scale 1; covers every byte, nibble and word of a group
+    G, K = 32, 64
+    n = torch.arange(K * 16)
+    codes = torch.full((K * 16, K), 8, dtype=torch.uint8)
+    codes[n, n // 16] = (n % 16).to(torch.uint8)
+    p = naive.PackedWeight(
+        "int4", naive.pack_int4(codes.reshape(-1, K // G, G)), torch.ones(K * 16, K // G).half(), None, K, G
+    )
+    x = torch.randn(1, K, generator=torch.Generator().manual_seed(2)).bfloat16().float()  # c * x exact in fp32
+    want = ((n % 16).double() - 8) * x[0, n // 16].double()
+    got = gemv.gemv(x, p, config=(64, 2, 1, 4))[0]
+    assert torch.equal(got.double(), want)
+
+
+Q = gguf.GGMLQuantizationType
+
+
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_1"])
+def test_gguf_blocks_through_the_gemv(type_name):
+    # gguf's own quantizer and dequantizer are the independent reference for the nibble layout
+    rng = np.random.default_rng(4)
+    N, K = 33, 256
+    w = rng.standard_normal((N, K)).astype(np.float32) * np.geomspace(1e-2, 1, N, dtype=np.float32)[:, None]
+    raw = np.ascontiguousarray(gguf.quants.quantize(w, Q[type_name])).view(np.uint8).reshape(-1)
+    p = ggml.from_ggml(torch.from_numpy(raw.copy()), type_name, (N, K))
+    assert p.group == 32 and (p.zero is not None) == (type_name == "Q4_1")
+    wref = torch.from_numpy(gguf.quants.dequantize(raw.reshape(N, -1), Q[type_name]).astype(np.float64))
+    x = torch.randn(3, K, generator=torch.Generator().manual_seed(6))
+    ref = x.double() @ wref.T
+    assert _rel(gemv.gemv(x, p, config=(16, 4, 2, 4)), ref) < 1e-5
+    assert _rel(quant.linear(x[:1], p, backend="triton"), ref[:1]) < 1e-5  # routed, tuned
+
+
+def _spy(monkeypatch):
+    calls = {"gemv": 0, "qmm": 0}
+
+    def wrap(mod, name, key):
+        real = getattr(mod, name)
+
+        def counted(*a, **k):
+            calls[key] += 1
+            return real(*a, **k)
+
+        monkeypatch.setattr(mod, name, counted)
+
+    wrap(gemv, "_launch", "gemv")
+    wrap(matmul, "_launch", "qmm")
+    return calls
+
+
+def test_quant_matmul_routes_few_int4_rows_to_the_gemv(monkeypatch):
+    calls = _spy(monkeypatch)
+    p, x, ref = _case(24, 256, 5, 128, False, seed=9)
+    assert _rel(quant.linear(x[:1], p, backend="triton"), ref[:1]) < 1e-5
+    assert calls == {"gemv": 1, "qmm": 0}
+    assert _rel(quant.linear(x[:4], p, backend="triton"), ref[:4]) < 1e-5
+    assert calls == {"gemv": 2, "qmm": 0}
+    assert _rel(quant.linear(x, p, backend="triton"), ref) < 1e-5  # 5 rows: the tensor-core kernel
+    assert calls == {"gemv": 2, "qmm": 1}
+    quant.linear(x[:1], p, backend="triton", config=(32, 1, 4, 2))  # a pinned tiling is the old kernel's
+    assert calls == {"gemv": 2, "qmm": 2}
+    p8 = naive.quantize(torch.randn(24, 256), "int8")
+    quant.linear(x[:1], p8, backend="triton")
+    assert calls == {"gemv": 2, "qmm": 3}
+    monkeypatch.setattr(gemv, "GEMV_MAX_ROWS", 0)  # the switch
+    assert _rel(quant.linear(x[:1], p, backend="triton"), ref[:1]) < 1e-5
+    assert calls == {"gemv": 2, "qmm": 4}
+
+
+def test_bytes_not_viewable_as_words_take_the_old_kernel(monkeypatch):
+    calls = _spy(monkeypatch)
+    p, x, ref = _case(24, 256, 1, 128, True, seed=10)
+    wide = torch.zeros(24, 130, dtype=torch.uint8)
+    wide[:, 2:] = p.data
+    odd = naive.PackedWeight("int4", wide[:, 2:], p.scale, p.zero, 256, 128)  # rows start 2 bytes past a word
+    assert gemv.words(odd) is None and gemv.words(p) is not None
+    assert _rel(quant.linear(x, odd, backend="triton"), ref) < 1e-5
+    assert calls == {"gemv": 0, "qmm": 1}
+    with pytest.raises(ValueError, match="int32 words"):
+        gemv.gemv(x, odd)
+    with pytest.raises(ValueError, match=r"x \[1..4, 256\]"):
+        gemv.gemv(torch.randn(5, 256), p)
+
+
+def test_bench_table_runs_on_a_tiny_shape():
+    # the real kernels under the interpreter; the only fake is the clock (1 ms a call)
+    lines = []
+    rows = gemv_bench.bench_shape(
+        "tiny",
+        40,
+        256,
+        "q4_1",
+        [1, 2],
+        device="cpu",
+        dtype=torch.float32,
+        rotate_bytes=0,
+        every=False,
+        timer=lambda fn: (fn(), 1.0)[1],
+        log=lines.append,
+    )
+    assert [r.path for r in rows] == ["float32 cuBLAS", "_qmm (tuned)", "GEMV (tuned)", "GEMV (tuned)"]
+    assert all(r.err < 1e-5 for r in rows) and len(lines) == 4
+    text = gemv_bench.table(rows)
+    assert text.count("\n") == 5 and "| tiny | 40 x 256 | q4_1 | GEMV (tuned) |" in text
+    assert any(s[0] == "lm_head" for s in gemv_bench.shapes())
