@@ -50,3 +50,43 @@ def test_cuda_dequantize_is_exact(fmt, zero, group):
     w = torch.randn(3000, 1000, device="cuda") * 0.02
     p = naive.quantize(w, fmt, zero=zero, group=group)
     assert torch.equal(quant.dequantize(p, torch.float32), naive.dequantize(p, torch.float32))
+
+
+# The CUDA-core GEMV that quant.linear takes for int4 at 1-4 rows (kernels/quant/gemv.py): MiniCPM-SALA's stacked
+# decode projections (model/quant_bench.py's SHAPES) and an awkward shape, tuned on first use as decode runs it
+SALA_DECODE = [(16384, 4096), (8704, 4096), (4096, 4096), (32768, 4096), (4096, 16384), (73448, 4096)]
+
+
+@pytest.mark.parametrize("zero,group", [(False, 128), (True, 128), (False, 32), (True, 32)])
+@pytest.mark.parametrize("M", [1, 2, 4])
+@pytest.mark.parametrize("N,K", [*SALA_DECODE, (1000, 1000)])
+def test_cuda_gemv_matches_fp64(zero, group, M, N, K):
+    from sala_report.kernels.quant import gemv
+
+    g = torch.Generator(device="cuda").manual_seed(M + N + K)
+    p = naive.quantize(
+        torch.randn(N, K, device="cuda", generator=g, dtype=torch.bfloat16) * 0.02, "int4", zero=zero, group=group
+    )
+    x = torch.randn(M, K, device="cuda", generator=g, dtype=torch.bfloat16)
+    ref = x.double() @ naive.dequantize(p, torch.float64).T
+    assert gemv.supports(p, M)
+    out = torch.full((M, N), float("nan"), device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):  # repeated: a split-K reduction that races shows up as a changing or garbage result
+        out.copy_(gemv.gemv(x, p))
+        assert torch.isfinite(out).all()
+        assert _rel(out, ref) < 1e-2  # bf16 output rounding: ~3e-3
+
+
+@pytest.mark.parametrize("zero,group", [(False, 128), (True, 32)])
+def test_cuda_gemv_every_candidate_tiling(zero, group):
+    # each tiling the tuner may pick, split along K or not, at the down projection (the longest K)
+    from sala_report.kernels.quant import gemv
+
+    g = torch.Generator(device="cuda").manual_seed(group)
+    p = naive.quantize(torch.randn(4096, 16384, device="cuda", generator=g) * 0.02, "int4", zero=zero, group=group)
+    x = torch.randn(1, 16384, device="cuda", generator=g, dtype=torch.bfloat16)
+    ref = x.double() @ naive.dequantize(p, torch.float64).T
+    for c in gemv.candidates(p, x.device):
+        for _ in range(3):
+            out = gemv.gemv(x, p, config=c)
+            assert torch.isfinite(out).all() and _rel(out, ref) < 1e-2, c
