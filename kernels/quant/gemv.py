@@ -99,6 +99,7 @@ def _gemv_kernel(
     BN: tl.constexpr,
     CG: tl.constexpr,
     EVEN: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     # program (n-tile, k-split): rows rn, groups g0..g1 walked CG groups at a time; w is the packed codes as int32
     # words [N, Kp / 8], WG words per group
@@ -120,7 +121,9 @@ def _gemv_kernel(
     acc3 = tl.zeros((BN, CG), dtype=tl.float32)
     g0 = pid_k * GPS
     g1 = tl.minimum(g0 + GPS, NG)
-    for c in range(g0, g1, CG):
+    # STAGES > 1: the next chunks' words are fetched into shared memory (cp.async) while this one is computed, for
+    # programs that walk many chunks (few K splits)
+    for c in tl.range(g0, g1, CG, num_stages=STAGES):
         gm = c + cg < g1  # [CG]; EVEN: every chunk is whole, nothing is masked
         if EVEN:
             v = tl.load(wptr + c * WG)
@@ -210,7 +213,8 @@ def supports(p: PackedWeight, rows: int) -> bool:
 
 def gemv(x2: torch.Tensor, p: PackedWeight, *, config: tuple | None = None) -> torch.Tensor:
     """x2 [M, K] (M <= 4, unit stride along K) @ dequantize(p).T -> [M, N] in x2.dtype, fp32 accumulation.
-    `config` = (BN, groups per chunk, K splits, warps) pins the tiling, else it is tuned per shape on first use."""
+    `config` = (BN, groups per chunk, K splits, warps, stages) pins the tiling, else it is tuned per shape on first
+    use."""
     w = words(p)
     M = x2.shape[0]
     if w is None or x2.dim() != 2 or not 0 < M <= _KERNEL_ROWS or x2.stride(1) != 1 or x2.shape[1] != p.in_features:
@@ -230,7 +234,7 @@ def tuned_config(x2: torch.Tensor, p: PackedWeight) -> tuple:
     return config
 
 
-def _launch(x2, p, w, BN, CG, splits, warps):
+def _launch(x2, p, w, BN, CG, splits, warps, stages):
     M, N, K, G = x2.shape[0], p.out_features, p.in_features, p.group
     NG = w.shape[1] * 8 // G
     gps = triton.cdiv(triton.cdiv(NG, splits), CG) * CG  # whole chunks per split
@@ -264,28 +268,34 @@ def _launch(x2, p, w, BN, CG, splits, warps):
         BN=BN,
         CG=CG,
         EVEN=K % G == 0 and NG % CG == 0,
+        STAGES=stages,
         num_warps=warps,
         enable_fp_fusion=True,  # the FMAs of the dot
     )
     return out
 
 
-# (rows per program, codes per chunk, programs per SM aimed at through the K split, warps), tried in order
-CANDIDATES = [(bn, ck, per_sm, 4) for bn in (16, 32, 64) for ck in (256, 512) for per_sm in (2, 4, 8)]
+# (rows per program, codes per chunk, programs per SM aimed at through the K split, warps, stages), tried in order
+# words a thread holds per chunk (BN * codes / 8 / 128 threads): 4, 8, 16, 32; more amortise the loads of x over
+# more rows (sm_90 SASS at one row: 6.2, 4.8, 4.1, 3.8 instructions per weight) but take more registers, which
+# limits the programs per SM (and a second row of x nearly doubles them)
+_TILES = ((16, 256), (32, 256), (32, 512), (64, 512))
+CANDIDATES = [(bn, ck, per_sm, 4, st) for bn, ck in _TILES for per_sm, st in ((2, 1), (4, 1), (8, 1), (2, 3))]
 _tuned: dict[tuple, tuple] = {}
 
 
 def candidates(p: PackedWeight, device: torch.device) -> list[tuple]:
-    """CANDIDATES as launch configs (BN, groups per chunk, splits, warps) for p on device, duplicates dropped."""
+    """CANDIDATES as launch configs (BN, groups per chunk, splits, warps, stages) for p on device, duplicates
+    dropped."""
     G, N = p.group, p.out_features
     NG = triton.cdiv(p.in_features, G)
     sms = num_sms(device)
     out = []
-    for bn, ck, per_sm, warps in CANDIDATES:
+    for bn, ck, per_sm, warps, stages in CANDIDATES:
         cg = max(1, ck // G)
         chunks = triton.cdiv(NG, cg)
         splits = max(1, min(chunks, triton.cdiv(per_sm * sms, triton.cdiv(N, bn))))
-        out.append((bn, cg, splits, warps))
+        out.append((bn, cg, splits, warps, stages))
     return list(dict.fromkeys(out))
 
 
@@ -301,8 +311,8 @@ def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tu
     from .matmul import _copy
 
     copies = [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
-    bn, cg, _, warps = cands[0]
-    ref = _launch(x2, p, words(p), bn, cg, 1, warps).float()  # no K split: no cross-program reduction
+    bn, cg, _, warps, stages = cands[0]
+    ref = _launch(x2, p, words(p), bn, cg, 1, warps, stages).float()  # no K split: no cross-program reduction
     ws = [words(q) for q in copies]
     times = []
     for c in cands:
@@ -311,4 +321,4 @@ def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tu
             continue
         fn = lambda c=c: [_launch(x2, q, wq, *c) for q, wq in zip(copies, ws)]  # noqa: E731
         times.append((do_bench_cudagraph(fn, rep=20), c))
-    return (min(times)[1] if times else (bn, cg, 1, warps)), times
+    return (min(times)[1] if times else (bn, cg, 1, warps, stages)), times

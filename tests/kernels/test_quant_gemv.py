@@ -41,7 +41,7 @@ SHAPES = [(37, 512, 128), (21, 520, 128), (37, 256, 32), (45, 200, 32)]
 @pytest.mark.parametrize("M", [1, 2, 3, 4])
 def test_gemv_matches_fp64(N, K, group, zero, M):
     p, x, ref = _case(N, K, M, group, zero, seed=N + K + M)
-    for config in [(16, 2, 1, 4), (16, 1, 3, 4)]:  # unsplit; split along K (some splits hold a partial chunk)
+    for config in [(16, 2, 1, 4, 1), (16, 1, 3, 4, 3)]:  # unsplit; split along K (some splits hold a partial chunk)
         got = gemv.gemv(x, p, config=config)
         assert got.shape == (M, N) and got.dtype == x.dtype
         assert _rel(got, ref) < 1e-5, config
@@ -52,7 +52,7 @@ def test_gemv_matches_fp64(N, K, group, zero, M):
 @pytest.mark.parametrize("group", [128, 32])
 def test_gemv_half_inputs(dtype, group):
     p, x, ref = _case(40, 256, 2, group, True, seed=5, dtype=dtype)
-    got = gemv.gemv(x, p, config=(32, 2, 2, 4))
+    got = gemv.gemv(x, p, config=(32, 2, 2, 4, 1))
     assert got.dtype == dtype and _rel(got, ref) < TOL[dtype]
 
 
@@ -67,7 +67,7 @@ def test_gemv_every_candidate_tiling_agrees():
 def test_gemv_groups_wider_than_a_chunk():
     # G = 256: one group per 256-code chunk (CG = 1)
     p, x, ref = _case(19, 600, 2, 256, True, seed=8)
-    assert _rel(gemv.gemv(x, p, config=(16, 1, 2, 4)), ref) < 1e-5
+    assert _rel(gemv.gemv(x, p, config=(16, 1, 2, 4, 2)), ref) < 1e-5
 
 
 def test_codes_at_every_nibble_position():
@@ -82,7 +82,7 @@ def test_codes_at_every_nibble_position():
     )
     x = torch.randn(1, K, generator=torch.Generator().manual_seed(2)).bfloat16().float()  # c * x exact in fp32
     want = ((n % 16).double() - 8) * x[0, n // 16].double()
-    got = gemv.gemv(x, p, config=(64, 2, 1, 4))[0]
+    got = gemv.gemv(x, p, config=(64, 2, 1, 4, 1))[0]
     assert torch.equal(got.double(), want)
 
 
@@ -101,7 +101,7 @@ def test_gguf_blocks_through_the_gemv(type_name):
     wref = torch.from_numpy(gguf.quants.dequantize(raw.reshape(N, -1), Q[type_name]).astype(np.float64))
     x = torch.randn(3, K, generator=torch.Generator().manual_seed(6))
     ref = x.double() @ wref.T
-    assert _rel(gemv.gemv(x, p, config=(16, 4, 2, 4)), ref) < 1e-5
+    assert _rel(gemv.gemv(x, p, config=(16, 4, 2, 4, 3)), ref) < 1e-5
     assert _rel(quant.linear(x[:1], p, backend="triton"), ref[:1]) < 1e-5  # routed, tuned
 
 
