@@ -133,8 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     kinds = a.kinds.split(",")
     if bad := [k for k in kinds if k not in KINDS]:
         raise SystemExit(f"expected kinds among {sorted(KINDS)}, got {bad}")
-    rows = [int(r) for r in a.rows.split(",")]
+    rows = [int(r) for r in a.rows.split(",") if r.strip().isdigit()]
+    if not rows or not all(1 <= r <= 4 for r in rows):
+        raise SystemExit(f"expected --rows of 1..4 (the GEMV's), got {a.rows!r}")
     chosen = [s for s in shapes() if not a.shapes or s[0] in a.shapes.split(",")]
+    if not chosen:
+        raise SystemExit(f"expected shape names among {[s[0] for s in shapes()]}, got {a.shapes!r}")
     t0 = time.perf_counter()
     print(
         f"{torch.cuda.get_device_name()}; config = BN/CG/splits/warps (gemv), BN/splits/warps/stages (_qmm)", flush=True
