@@ -57,9 +57,17 @@ def test_cuda_dequantize_is_exact(fmt, zero, group):
 SALA_DECODE = [(16384, 4096), (8704, 4096), (4096, 4096), (32768, 4096), (4096, 16384), (73448, 4096)]
 
 
-@pytest.mark.parametrize("zero,group", [(False, 128), (True, 128), (False, 32), (True, 32)])
-@pytest.mark.parametrize("M", [1, 2, 4])
-@pytest.mark.parametrize("N,K", [*SALA_DECODE, (1000, 1000)])
+# (zero points, group, rows): every kind at one row; more rows with our default (symmetric, 128) and GGUF Q4_1's
+GEMV_CASES = [(z, g, 1) for z in (False, True) for g in (128, 32)] + [
+    (False, 128, 2),
+    (True, 32, 2),
+    (False, 128, 4),
+    (True, 32, 4),
+]
+
+
+@pytest.mark.parametrize("zero,group,M", GEMV_CASES)
+@pytest.mark.parametrize("N,K", [*SALA_DECODE, (1000, 1000)])  # 1000: neither a multiple of the group nor of a tile
 def test_cuda_gemv_matches_fp64(zero, group, M, N, K):
     from sala_report.kernels.quant import gemv
 
