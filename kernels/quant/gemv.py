@@ -1,6 +1,6 @@
 """The int4 matmul for 1-4 rows (batch-1 decode) on CUDA cores in fp32: `_qmm_kernel` feeds tensor cores and pays for
 moving unpacked codes into their operand layout through shared memory, which capped it at ~1.3 TB/s of packed bytes
-on an H200; here each weight costs one LOP3, one FADD and one FFMA per row (README.md, "The GEMV")."""
+on an H200; here a weight costs one LOP3 and one FADD, plus one FFMA per row of x (README.md, "The GEMV")."""
 
 from __future__ import annotations
 
