@@ -15,6 +15,9 @@ from .naive import PackedWeight
 # so at most 4)
 GEMV_MAX_ROWS = 4
 _KERNEL_ROWS = 4
+# a config's variant bits: the next chunk's words loaded into registers while this one is converted; codes summed in
+# blocks of 4 words instead of whole groups
+PREFETCH, SUB = 1, 2
 
 
 @triton.jit
@@ -34,7 +37,7 @@ def _codes(v, mask, SHIFT: tl.constexpr, HAS_ZERO: tl.constexpr):
 
 @triton.jit
 def _x(xrow, pos, gm, K, EVEN: tl.constexpr):
-    """x at code positions pos [CG, WG] as fp32 (0 past K and outside the program's groups)."""
+    """x at code positions pos [NS, WS] as fp32 (0 past K and outside the program's groups)."""
     if EVEN:
         return tl.load(xrow + pos).to(tl.float32)
     else:
@@ -43,18 +46,44 @@ def _x(xrow, pos, gm, K, EVEN: tl.constexpr):
 
 @triton.jit
 def _slot(d, xs, f, xrow, pos, gm, K, EVEN: tl.constexpr):
-    """One code of every word for one row of x: d [BN, CG, WG] += f * x at pos [CG, WG]; xs [CG, WG] += x."""
+    """One code of every word for one row of x: d [BN, NS, WS] += f * x at pos [NS, WS]; xs [NS, WS] += x."""
     y = _x(xrow, pos, gm, K, EVEN)
     return d + f * y[None, :, :], xs + y
 
 
 @triton.jit
 def _group(acc, d, xs, sc, zp, HAS_ZERO: tl.constexpr):
-    """acc [BN, CG] += each group's s * (x . c) (+ z * its sum of x, one per group shared by all BN rows)."""
+    """acc [BN, NS] += each block's s * (x . c) (+ z * its sum of x, one per block shared by all BN rows)."""
     acc += sc * tl.sum(d, 2)
     if HAS_ZERO:
         acc += zp * tl.sum(xs, 1)[None, :]
     return acc
+
+
+@triton.jit
+def _fetch(
+    wptr, sptr, zptr, c, g1, cg, WG: tl.constexpr, HAS_ZERO: tl.constexpr, EVEN: tl.constexpr, AHEAD: tl.constexpr
+):
+    """The words [BN, NS, WS], scales and zero points [BN, NS] of the chunk at group c (fp32; zero points = scales
+    without them). AHEAD: a prefetch, which past the program's last chunk loads nothing (the loads are predicated
+    off, so a whole chunk needs no mask) and streams the words with evict-first (each is read once)."""
+    gm = c + cg < g1
+    if EVEN and not AHEAD:
+        v = tl.load(wptr + c * WG)
+        sc = tl.load(sptr + c).to(tl.float32)
+    elif AHEAD:
+        v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0, eviction_policy="evict_first")
+        sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+    else:
+        v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0)
+        sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+    zp = sc
+    if HAS_ZERO:
+        if EVEN and not AHEAD:
+            zp = tl.load(zptr + c).to(tl.float32)
+        else:
+            zp = tl.load(zptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+    return v, sc, zp
 
 
 @triton.jit
@@ -100,50 +129,50 @@ def _gemv_kernel(
     CG: tl.constexpr,
     EVEN: tl.constexpr,
     STAGES: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    SUB: tl.constexpr,
 ):
     # program (n-tile, k-split): rows rn, groups g0..g1 walked CG groups at a time; w is the packed codes as int32
-    # words [N, Kp / 8], WG words per group
+    # words [N, Kp / 8], WG words per group, split into NS blocks of WS words: a group each, or with SUB blocks of 4
+    # words (one 16-byte load a thread), each summed on its own and scaled by its group's scale, so that no thread
+    # shares a sum with another (no shuffles) and the sums keep the layout of the words (sm_90, G = 128: no
+    # shared-memory layout change and its two CTA barriers per chunk)
     WG: tl.constexpr = G // 8
     HALF: tl.constexpr = G // 2
+    WS: tl.constexpr = 4 if SUB and WG > 4 else WG
+    NS: tl.constexpr = CG * (WG // WS)
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     rn = pid_n * BN + tl.arange(0, BN)
     nm = rn < N
     rl = tl.minimum(rn, N - 1).to(tl.int64)  # rows past N read row N - 1 (never stored): loads need no row mask
-    cg = tl.arange(0, CG)
-    wi = tl.arange(0, WG)
-    wptr = w + rl[:, None, None] * s_wn + (cg[:, None] * WG + wi[None, :])[None, :, :]  # [BN, CG, WG]
-    sptr = s + rl[:, None] * s_sn + cg[None, :]  # [BN, CG]
+    wj = tl.arange(0, NS)[:, None] * WS + tl.arange(0, WS)[None, :]  # [NS, WS]: each word's index in the chunk
+    cg = tl.arange(0, NS) // (WG // WS)  # [NS]: each block's group in the chunk
+    wptr = w + rl[:, None, None] * s_wn + wj[None, :, :]  # [BN, NS, WS]
+    sptr = s + rl[:, None] * s_sn + cg[None, :]  # [BN, NS]
     zptr = z + rl[:, None] * s_sn + cg[None, :]
-    pos0 = cg[:, None] * G + 4 * wi[None, :]  # [CG, WG]: first code of each word, from the chunk's start
-    acc0 = tl.zeros((BN, CG), dtype=tl.float32)
-    acc1 = tl.zeros((BN, CG), dtype=tl.float32)
-    acc2 = tl.zeros((BN, CG), dtype=tl.float32)
-    acc3 = tl.zeros((BN, CG), dtype=tl.float32)
+    pos0 = (wj // WG) * G + 4 * (wj % WG)  # [NS, WS]: first code of each word, from the chunk's start
+    acc0 = tl.zeros((BN, NS), dtype=tl.float32)
+    acc1 = tl.zeros((BN, NS), dtype=tl.float32)
+    acc2 = tl.zeros((BN, NS), dtype=tl.float32)
+    acc3 = tl.zeros((BN, NS), dtype=tl.float32)
     g0 = pid_k * GPS
     g1 = tl.minimum(g0 + GPS, NG)
     # STAGES > 1: the next chunks' words are fetched into shared memory (cp.async) while this one is computed, for
-    # programs that walk many chunks (few K splits)
-    for c in tl.range(g0, g1, CG, num_stages=STAGES):
-        gm = c + cg < g1  # [CG]; EVEN: every chunk is whole, nothing is masked
-        if EVEN:
-            v = tl.load(wptr + c * WG)
+    # programs that walk many chunks (few K splits). PREFETCH: the next chunk's words are loaded into registers
+    # before this one is converted, so they are in flight during the conversion (twice the registers for words)
+    if PREFETCH:
+        v, sc, zp = _fetch(wptr, sptr, zptr, g0, g1, cg, WG, HAS_ZERO, EVEN, True)
+    for c in tl.range(g0, g1, CG, num_stages=1 if PREFETCH else STAGES):
+        gm = c + cg < g1  # [NS]; EVEN: every chunk is whole, nothing is masked
+        if PREFETCH:
+            vn, scn, zpn = _fetch(wptr, sptr, zptr, c + CG, g1, cg, WG, HAS_ZERO, EVEN, True)
         else:
-            v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0)
+            v, sc, zp = _fetch(wptr, sptr, zptr, c, g1, cg, WG, HAS_ZERO, EVEN, False)
         h = v >> 16  # arithmetic: the masks keep low bits only
-        if EVEN:
-            sc = tl.load(sptr + c).to(tl.float32)
-        else:
-            sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
-        zp = sc
-        if HAS_ZERO:
-            if EVEN:
-                zp = tl.load(zptr + c).to(tl.float32)
-            else:
-                zp = tl.load(zptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
         pos = c * G + pos0
-        d0 = tl.zeros((BN, CG, WG), dtype=tl.float32)
+        d0 = tl.zeros((BN, NS, WS), dtype=tl.float32)
         d1, d2, d3 = d0, d0, d0
-        xs0 = tl.zeros((CG, WG), dtype=tl.float32)
+        xs0 = tl.zeros((NS, WS), dtype=tl.float32)
         xs1, xs2, xs3 = xs0, xs0, xs0
         # code t of every word, then its products with every row of x (so that it dies before the next): bits
         # 4t.. of v for t < 4, of h after; naive.py's layout (byte j of a group holds codes j and j + G/2) puts
@@ -170,6 +199,8 @@ def _gemv_kernel(
             acc2 = _group(acc2, d2, xs2, sc, zp, HAS_ZERO)
         if M > 3:
             acc3 = _group(acc3, d3, xs3, sc, zp, HAS_ZERO)
+        if PREFETCH:
+            v, sc, zp = vn, scn, zpn
     if SPLITS > 1:
         # split K as in _qmm_kernel: fp32 partials, then the last program of the tile to arrive (counted with
         # release/acquire order, after a CTA barrier so that every thread's partial is stored before the count)
@@ -213,8 +244,8 @@ def supports(p: PackedWeight, rows: int) -> bool:
 
 def gemv(x2: torch.Tensor, p: PackedWeight, *, config: tuple | None = None) -> torch.Tensor:
     """x2 [M, K] (M <= 4, unit stride along K) @ dequantize(p).T -> [M, N] in x2.dtype, fp32 accumulation.
-    `config` = (BN, groups per chunk, K splits, warps, stages) pins the tiling, else it is tuned per shape on first
-    use."""
+    `config` = (BN, groups per chunk, K splits, warps, stages[, variant bits]) pins the tiling, else it is tuned per
+    shape on first use."""
     w = words(p)
     M = x2.shape[0]
     if w is None or x2.dim() != 2 or not 0 < M <= _KERNEL_ROWS or x2.stride(1) != 1 or x2.shape[1] != p.in_features:
@@ -234,7 +265,7 @@ def tuned_config(x2: torch.Tensor, p: PackedWeight) -> tuple:
     return config
 
 
-def _launch(x2, p, w, BN, CG, splits, warps, stages):
+def _launch(x2, p, w, BN, CG, splits, warps, stages, variant=0):
     M, N, K, G = x2.shape[0], p.out_features, p.in_features, p.group
     NG = w.shape[1] * 8 // G
     gps = triton.cdiv(triton.cdiv(NG, splits), CG) * CG  # whole chunks per split
@@ -269,33 +300,45 @@ def _launch(x2, p, w, BN, CG, splits, warps, stages):
         CG=CG,
         EVEN=K % G == 0 and NG % CG == 0,
         STAGES=stages,
+        PREFETCH=bool(variant & PREFETCH),
+        SUB=bool(variant & SUB),
         num_warps=warps,
         enable_fp_fusion=True,  # the FMAs of the dot
     )
     return out
 
 
-# (rows per program, codes per chunk, programs per SM aimed at through the K split, warps, stages), tried in order
-# words a thread holds per chunk (BN * codes / 8 / 128 threads): 4, 8, 16, 32; more amortise the loads of x over
-# more rows (sm_90 SASS at one row: 6.2, 4.8, 4.1, 3.8 instructions per weight) but take more registers, which
-# limits the programs per SM (and a second row of x nearly doubles them)
+# (rows per program, codes per chunk, programs per SM aimed at through the K split, warps, stages, variant), tried in
+# order. Words a thread holds per chunk (BN * codes / 8 / 128 threads): 4, 8, 16, 32; more amortise the loads of x
+# over more rows (sm_90 SASS at one row: 6.2, 4.8, 4.1, 3.8 instructions per weight) but take more registers, which
+# limits the programs per SM (and a second row of x nearly doubles them). The variants (README.md, "The GEMV") trade
+# registers for loads in flight (PREFETCH) and for no CTA barrier per chunk (SUB, groups wider than 32): 64 rows x
+# 512 codes at one row take 128 / 127 / 157 / 168 registers plain / PREFETCH / SUB / both; they are tried at more K
+# splits too, for the small shapes (o_proj, the sparse qkv), which the H200 streamed at only 1.1-1.4 TB/s
 _TILES = ((16, 256), (32, 256), (32, 512), (64, 512))
-CANDIDATES = [(bn, ck, per_sm, 4, st) for bn, ck in _TILES for per_sm, st in ((2, 1), (4, 1), (8, 1), (2, 3))]
+_BOTH = PREFETCH | SUB
+CANDIDATES = [(bn, ck, per_sm, 4, st, 0) for bn, ck in _TILES for per_sm, st in ((2, 1), (4, 1), (8, 1), (2, 3))] + [
+    *[(64, 512, per_sm, 4, 1, PREFETCH) for per_sm in (1, 2, 4)],
+    *[(64, 512, per_sm, 4, 1, _BOTH) for per_sm in (1, 2, 4, 8)],
+    *[(32, 512, per_sm, 4, 1, _BOTH) for per_sm in (2, 4, 8)],
+    *[(64, 256, per_sm, 4, 1, _BOTH) for per_sm in (4, 8, 16)],
+    *[(16, 256, per_sm, 4, 1, PREFETCH) for per_sm in (2, 4)],
+]
 _tuned: dict[tuple, tuple] = {}
 
 
 def candidates(p: PackedWeight, device: torch.device) -> list[tuple]:
-    """CANDIDATES as launch configs (BN, groups per chunk, splits, warps, stages) for p on device, duplicates
-    dropped."""
+    """CANDIDATES as launch configs (BN, groups per chunk, splits, warps, stages, variant) for p on device,
+    duplicates dropped."""
     G, N = p.group, p.out_features
     NG = triton.cdiv(p.in_features, G)
     sms = num_sms(device)
     out = []
-    for bn, ck, per_sm, warps, stages in CANDIDATES:
+    for bn, ck, per_sm, warps, stages, variant in CANDIDATES:
         cg = max(1, ck // G)
         chunks = triton.cdiv(NG, cg)
         splits = max(1, min(chunks, triton.cdiv(per_sm * sms, triton.cdiv(N, bn))))
-        out.append((bn, cg, splits, warps, stages))
+        out.append((bn, cg, splits, warps, stages, variant if G > 32 else variant & ~SUB))  # G = 32: 4-word groups
     return list(dict.fromkeys(out))
 
 
@@ -311,7 +354,7 @@ def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tu
     from .matmul import _copy
 
     copies = [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
-    bn, cg, _, warps, stages = cands[0]
+    bn, cg, _, warps, stages, _ = cands[0]
     ref = _launch(x2, p, words(p), bn, cg, 1, warps, stages).float()  # no K split: no cross-program reduction
     ws = [words(q) for q in copies]
     times = []
@@ -321,4 +364,4 @@ def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tu
             continue
         fn = lambda c=c: [_launch(x2, q, wq, *c) for q, wq in zip(copies, ws)]  # noqa: E731
         times.append((do_bench_cudagraph(fn, rep=20), c))
-    return (min(times)[1] if times else (bn, cg, 1, warps, stages)), times
+    return (min(times)[1] if times else (bn, cg, 1, warps, stages, 0)), times

@@ -41,7 +41,17 @@ SHAPES = [(37, 512, 128), (21, 520, 128), (37, 256, 32), (45, 200, 32)]
 @pytest.mark.parametrize("M", [1, 2, 3, 4])
 def test_gemv_matches_fp64(N, K, group, zero, M):
     p, x, ref = _case(N, K, M, group, zero, seed=N + K + M)
-    for config in [(16, 2, 1, 4, 1), (16, 1, 3, 4, 3)]:  # unsplit; split along K (some splits hold a partial chunk)
+    # unsplit; split along K (some splits hold a partial chunk); the variants: prefetch and 4-word sums unsplit (one
+    # program walks several chunks, the last one partial or not), prefetch split (a split may hold one chunk only),
+    # 4-word sums split (G = 32: the same kernel as plain)
+    V = (gemv.PREFETCH, gemv.SUB, gemv.PREFETCH | gemv.SUB)
+    for config in [
+        (16, 2, 1, 4, 1),
+        (16, 1, 3, 4, 3),
+        (16, 2, 1, 4, 1, V[2]),
+        (16, 1, 3, 4, 1, V[0]),
+        (32, 2, 3, 4, 1, V[1]),
+    ]:
         got = gemv.gemv(x, p, config=config)
         assert got.shape == (M, N) and got.dtype == x.dtype
         assert _rel(got, ref) < 1e-5, config
@@ -60,20 +70,37 @@ def test_gemv_every_candidate_tiling_agrees():
     p, x, ref = _case(70, 1024, 1, 32, False, seed=3)
     cands = gemv.candidates(p, x.device)
     assert len(cands) > 4 and any(c[2] > 1 for c in cands)
+    assert any(c[5] and c[2] > 1 for c in cands)  # prefetch, split along K
     for c in cands:
         assert _rel(gemv.gemv(x, p, config=c), ref) < 1e-5, c
+
+
+@pytest.mark.parametrize("zero", [False, True])
+def test_gemv_prefetch_walks_many_chunks(zero):
+    # one program walks all 8 chunks of its rows (K = 1024, groups of 32, 4 a chunk), so every prefetched chunk is
+    # used, then 3 splits of 3, 3 and 2 chunks: the prefetch past a split's end must load and add nothing
+    p, x, ref = _case(19, 1024, 2, 32, zero, seed=12)
+    for splits in (1, 3):
+        assert _rel(gemv.gemv(x, p, config=(16, 4, splits, 4, 1, gemv.PREFETCH)), ref) < 1e-5, splits
+    # groups of 128 in 4-word blocks, each scaled by its own group's scale: 2 groups a chunk, 4 blocks each
+    p, x, ref = _case(19, 1024, 2, 128, zero, seed=13)
+    for splits in (1, 3):
+        assert _rel(gemv.gemv(x, p, config=(16, 2, splits, 4, 1, gemv.PREFETCH | gemv.SUB)), ref) < 1e-5, splits
 
 
 def test_gemv_groups_wider_than_a_chunk():
     # G = 256: one group per 256-code chunk (CG = 1)
     p, x, ref = _case(19, 600, 2, 256, True, seed=8)
     assert _rel(gemv.gemv(x, p, config=(16, 1, 2, 4, 2)), ref) < 1e-5
+    assert _rel(gemv.gemv(x, p, config=(16, 1, 2, 4, 1, gemv.PREFETCH | gemv.SUB)), ref) < 1e-5  # 8 blocks a group
 
 
-def test_codes_at_every_nibble_position():
+@pytest.mark.parametrize("G,variant", [(32, 0), (128, 3)])
+def test_codes_at_every_nibble_position(G, variant):
     # one row per (code position, code): the weight is a single code c at position k (others 8: zero weight), so
-    # each output is exactly c - 8 times x[k], scale 1; covers every byte, nibble and word of a group
-    G, K = 32, 64
+    # each output is exactly c - 8 times x[k], scale 1; covers every byte, nibble and word of a group (G = 128: of
+    # every 4-word block too)
+    K = 2 * G
     n = torch.arange(K * 16)
     codes = torch.full((K * 16, K), 8, dtype=torch.uint8)
     codes[n, n // 16] = (n % 16).to(torch.uint8)
@@ -82,7 +109,7 @@ def test_codes_at_every_nibble_position():
     )
     x = torch.randn(1, K, generator=torch.Generator().manual_seed(2)).bfloat16().float()  # c * x exact in fp32
     want = ((n % 16).double() - 8) * x[0, n // 16].double()
-    got = gemv.gemv(x, p, config=(64, 2, 1, 4, 1))[0]
+    got = gemv.gemv(x, p, config=(64, 2, 1, 4, 1, variant))[0]
     assert torch.equal(got.double(), want)
 
 
