@@ -66,6 +66,7 @@ def bench_shape(
     rows: list[int],
     *,
     every: bool = True,
+    qmm: bool = True,
     device: str = "cuda",
     dtype: torch.dtype = torch.bfloat16,
     rotate_bytes: float = ROTATE_BYTES,
@@ -73,7 +74,7 @@ def bench_shape(
     log: Callable[[str], None] = print,
 ) -> list[Row]:
     """The table's rows for one shape and kind: at rows[0] cuBLAS on the bf16 weight, the tuned `_qmm_kernel` and
-    every GEMV candidate; the tuned GEMV at each of `rows`. Each timed over copies of the weight (`rotate_bytes` of
+    every GEMV candidate (`qmm`, `every`: whether to time those two); the tuned GEMV at each of `rows`. Each timed over copies of the weight (`rotate_bytes` of
     bf16 in all), so that they stream from memory rather than L2."""
     zero, G = KINDS[kind]
     g = torch.Generator(device=device).manual_seed(N + K)
@@ -98,8 +99,9 @@ def bench_shape(
             nb = N * K * x.element_size()
             label = f"{str(dtype).removeprefix('torch.')} cuBLAS"
             add(label, "", x, lambda i: F.linear(x, wx[i]), nb, x.double() @ wx[0].double().T)
-            qc = matmul.decode_config(x, packs[0])
-            add("_qmm (tuned)", _fmt(qc), x, lambda i, c=qc: matmul.quant_matmul(x, packs[i], config=c), q, ref)
+            if qmm:
+                qc = matmul.decode_config(x, packs[0])
+                add("_qmm (tuned)", _fmt(qc), x, lambda i, c=qc: matmul.quant_matmul(x, packs[i], config=c), q, ref)
             for c in gemv.candidates(packs[0], x.device) if every else []:
                 add("GEMV", _fmt(c), x, lambda i, c=c: gemv.gemv(x, packs[i], config=c), q, ref)
         c = gemv.tuned_config(x, packs[0])
@@ -123,12 +125,34 @@ def table(rows: list[Row]) -> str:
     return "\n".join([head, *lines])
 
 
+def best(rows: list[Row]) -> str:
+    """Per shape, kind and rows: the fastest plain GEMV candidate (variant 0, the kernel as first timed), the fastest
+    variant (prefetch and/or 4-word sums, gemv.PREFETCH | gemv.SUB) and what the tuner picked, as a Markdown table."""
+    lines = ["| shape | kind | M | plain: config, TB/s | variant: config, TB/s | tuned: config, TB/s |"]
+    lines.append("| --- " * 3 + "| ---: " * 3 + "|")
+    keys = dict.fromkeys((r.shape, r.kind, r.M) for r in rows if r.path.startswith("GEMV"))
+    for key in keys:
+        mine = [r for r in rows if (r.shape, r.kind, r.M) == key]
+        cells = []
+        for pick in (
+            lambda r: r.path == "GEMV" and r.config.endswith("/0"),
+            lambda r: r.path == "GEMV" and not r.config.endswith("/0"),
+            lambda r: r.path == "GEMV (tuned)",
+        ):
+            got = [r for r in mine if pick(r)]
+            top = max(got, key=lambda r: r.TBps) if got else None
+            cells.append(f"{top.config}, {top.TBps:.2f}" if top else "")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kinds", default="g128,q4_0", help=f"comma-separated of {sorted(KINDS)}")
     ap.add_argument("--rows", default="1,2,4", help="rows of x for the tuned GEMV (the first one for every path)")
     ap.add_argument("--shapes", default="", help="comma-separated shape names (default: all)")
     ap.add_argument("--no-candidates", action="store_true", help="time the tuned GEMV only, not every candidate")
+    ap.add_argument("--no-qmm", action="store_true", help="skip the tensor-core _qmm kernel (its tuning is slow)")
     a = ap.parse_args(argv)
     kinds = a.kinds.split(",")
     if bad := [k for k in kinds if k not in KINDS]:
@@ -141,15 +165,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"expected shape names among {[s[0] for s in shapes()]}, got {a.shapes!r}")
     t0 = time.perf_counter()
     print(
-        f"{torch.cuda.get_device_name()}; config = BN/CG/splits/warps (gemv), BN/splits/warps/stages (_qmm)", flush=True
+        f"{torch.cuda.get_device_name()}; config = BN/CG/splits/warps/stages/variant (gemv; variant bits 1 prefetch, "
+        "2 4-word sums), BN/splits/warps/stages (_qmm)",
+        flush=True,
     )
     res = []
     for name, N, K in chosen:
         for kind in kinds:
             log = lambda s: print(f"[{time.perf_counter() - t0:6.1f} s] {s}", flush=True)  # noqa: E731
-            res += bench_shape(name, N, K, kind, rows, every=not a.no_candidates, log=log)
+            res += bench_shape(name, N, K, kind, rows, every=not a.no_candidates, qmm=not a.no_qmm, log=log)
             torch.cuda.empty_cache()
     print(table(res), flush=True)
+    print(best(res), flush=True)
+    print(f"total {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

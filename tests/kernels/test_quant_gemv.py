@@ -204,3 +204,27 @@ def test_bench_table_runs_on_a_tiny_shape():
     text = gemv_bench.table(rows)
     assert text.count("\n") == 5 and "| tiny | 40 x 256 | q4_1 | GEMV (tuned) |" in text
     assert any(s[0] == "lm_head" for s in gemv_bench.shapes())
+
+
+def test_bench_summary_sets_the_variants_beside_the_plain_kernel():
+    # every candidate timed (the fake clock says 1 ms each), without the slow _qmm tuning; the summary names the
+    # fastest plain config, the fastest variant and the tuned one
+    rows = gemv_bench.bench_shape(
+        "tiny",
+        24,
+        512,
+        "g128",
+        [1],
+        qmm=False,
+        device="cpu",
+        dtype=torch.float32,
+        rotate_bytes=0,
+        timer=lambda fn: (fn(), 1.0)[1],
+        log=lambda s: None,
+    )
+    assert "_qmm (tuned)" not in {r.path for r in rows} and all(r.err < 1e-5 for r in rows)
+    assert {r.config[-1] for r in rows if r.path == "GEMV"} == {"0", "1", "3"}
+    summary = gemv_bench.best(rows).splitlines()
+    assert len(summary) == 3 and summary[2].startswith("| tiny | g128 | 1 | ")
+    plain, variant, tuned = (c.strip() for c in summary[2].split("|")[4:7])
+    assert plain.split(",")[0].endswith("/0") and not variant.split(",")[0].endswith("/0") and tuned
