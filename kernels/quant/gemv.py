@@ -4,6 +4,8 @@ on an H200; here a weight costs one LOP3 and one FADD, plus one FFMA per row of 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import triton
 import triton.language as tl
@@ -16,8 +18,8 @@ from .naive import PackedWeight
 GEMV_MAX_ROWS = 4
 _KERNEL_ROWS = 4
 # a config's variant bits: the next chunk's words loaded into registers while this one is converted; codes summed in
-# blocks of 4 words instead of whole groups
-PREFETCH, SUB = 1, 2
+# blocks of 4 words instead of whole groups; the chunk's words loaded as one flat tile per row
+PREFETCH, SUB, FLAT = 1, 2, 4
 
 
 @triton.jit
@@ -62,24 +64,56 @@ def _group(acc, d, xs, sc, zp, HAS_ZERO: tl.constexpr):
 
 @triton.jit
 def _fetch(
-    wptr, sptr, zptr, c, g1, cg, WG: tl.constexpr, HAS_ZERO: tl.constexpr, EVEN: tl.constexpr, AHEAD: tl.constexpr
+    wptr,
+    sptr,
+    zptr,
+    c,
+    g1,
+    cg,
+    WG: tl.constexpr,
+    HAS_ZERO: tl.constexpr,
+    EVEN: tl.constexpr,
+    AHEAD: tl.constexpr,
+    FLAT: tl.constexpr,
+    BN: tl.constexpr,
+    NS: tl.constexpr,
+    WS: tl.constexpr,
 ):
     """The words [BN, NS, WS], scales and zero points [BN, NS] of the chunk at group c (fp32; zero points = scales
     without them). AHEAD: a prefetch, which past the program's last chunk loads nothing (the loads are predicated
     off, so a whole chunk needs no mask) and streams the words with evict-first (each is read once)."""
     gm = c + cg < g1
-    if EVEN and not AHEAD:
-        v = tl.load(wptr + c * WG)
-        sc = tl.load(sptr + c).to(tl.float32)
+    if FLAT:
+        # the chunk's words as one contiguous [BN, NS * WS] tile, so that Triton lays a row's words along the lanes
+        # (4 to a thread) and spreads the rows over threads, then viewed as [BN, NS, WS]
+        gw = c + tl.arange(0, NS * WS) // WG < g1
+        if AHEAD:
+            v = tl.load(wptr + c * WG, mask=gw[None, :], other=0, eviction_policy="evict_first")
+        elif EVEN:
+            v = tl.load(wptr + c * WG)
+        else:
+            v = tl.load(wptr + c * WG, mask=gw[None, :], other=0)
+        v = tl.reshape(v, (BN, NS, WS))
+        if AHEAD:
+            sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+        elif EVEN:
+            sc = tl.load(sptr + c).to(tl.float32)
+        else:
+            sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
     elif AHEAD:
         v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0, eviction_policy="evict_first")
         sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+    elif EVEN:
+        v = tl.load(wptr + c * WG)
+        sc = tl.load(sptr + c).to(tl.float32)
     else:
         v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0)
         sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
     zp = sc
     if HAS_ZERO:
-        if EVEN and not AHEAD:
+        if AHEAD:
+            zp = tl.load(zptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+        elif EVEN:
             zp = tl.load(zptr + c).to(tl.float32)
         else:
             zp = tl.load(zptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
@@ -131,6 +165,7 @@ def _gemv_kernel(
     STAGES: tl.constexpr,
     PREFETCH: tl.constexpr,
     SUB: tl.constexpr,
+    FLAT: tl.constexpr,
 ):
     # program (n-tile, k-split): rows rn, groups g0..g1 walked CG groups at a time; w is the packed codes as int32
     # words [N, Kp / 8], WG words per group, split into NS blocks of WS words: a group each, or with SUB blocks of 4
@@ -139,7 +174,7 @@ def _gemv_kernel(
     # shared-memory layout change and its two CTA barriers per chunk)
     WG: tl.constexpr = G // 8
     HALF: tl.constexpr = G // 2
-    WS: tl.constexpr = 4 if SUB and WG > 4 else WG
+    WS: tl.constexpr = 4 if SUB else WG  # SUB only where groups are wider (G > 32)
     NS: tl.constexpr = CG * (WG // WS)
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     rn = pid_n * BN + tl.arange(0, BN)
@@ -147,7 +182,10 @@ def _gemv_kernel(
     rl = tl.minimum(rn, N - 1).to(tl.int64)  # rows past N read row N - 1 (never stored): loads need no row mask
     wj = tl.arange(0, NS)[:, None] * WS + tl.arange(0, WS)[None, :]  # [NS, WS]: each word's index in the chunk
     cg = tl.arange(0, NS) // (WG // WS)  # [NS]: each block's group in the chunk
-    wptr = w + rl[:, None, None] * s_wn + wj[None, :, :]  # [BN, NS, WS]
+    if FLAT:
+        wptr = w + rl[:, None] * s_wn + tl.arange(0, NS * WS)[None, :]  # [BN, NS * WS]
+    else:
+        wptr = w + rl[:, None, None] * s_wn + wj[None, :, :]  # [BN, NS, WS]
     sptr = s + rl[:, None] * s_sn + cg[None, :]  # [BN, NS]
     zptr = z + rl[:, None] * s_sn + cg[None, :]
     pos0 = (wj // WG) * G + 4 * (wj % WG)  # [NS, WS]: first code of each word, from the chunk's start
@@ -161,13 +199,13 @@ def _gemv_kernel(
     # programs that walk many chunks (few K splits). PREFETCH: the next chunk's words are loaded into registers
     # before this one is converted, so they are in flight during the conversion (twice the registers for words)
     if PREFETCH:
-        v, sc, zp = _fetch(wptr, sptr, zptr, g0, g1, cg, WG, HAS_ZERO, EVEN, True)
+        v, sc, zp = _fetch(wptr, sptr, zptr, g0, g1, cg, WG, HAS_ZERO, EVEN, True, FLAT, BN, NS, WS)
     for c in tl.range(g0, g1, CG, num_stages=1 if PREFETCH else STAGES):
         gm = c + cg < g1  # [NS]; EVEN: every chunk is whole, nothing is masked
         if PREFETCH:
-            vn, scn, zpn = _fetch(wptr, sptr, zptr, c + CG, g1, cg, WG, HAS_ZERO, EVEN, True)
+            vn, scn, zpn = _fetch(wptr, sptr, zptr, c + CG, g1, cg, WG, HAS_ZERO, EVEN, True, FLAT, BN, NS, WS)
         else:
-            v, sc, zp = _fetch(wptr, sptr, zptr, c, g1, cg, WG, HAS_ZERO, EVEN, False)
+            v, sc, zp = _fetch(wptr, sptr, zptr, c, g1, cg, WG, HAS_ZERO, EVEN, False, FLAT, BN, NS, WS)
         h = v >> 16  # arithmetic: the masks keep low bits only
         pos = c * G + pos0
         d0 = tl.zeros((BN, NS, WS), dtype=tl.float32)
@@ -301,7 +339,8 @@ def _launch(x2, p, w, BN, CG, splits, warps, stages, variant=0):
         EVEN=K % G == 0 and NG % CG == 0,
         STAGES=stages,
         PREFETCH=bool(variant & PREFETCH),
-        SUB=bool(variant & SUB),
+        SUB=bool(variant & SUB) and G > 32,
+        FLAT=bool(variant & FLAT),
         num_warps=warps,
         enable_fp_fusion=True,  # the FMAs of the dot
     )
@@ -310,19 +349,21 @@ def _launch(x2, p, w, BN, CG, splits, warps, stages, variant=0):
 
 # (rows per program, codes per chunk, programs per SM aimed at through the K split, warps, stages, variant), tried in
 # order. Words a thread holds per chunk (BN * codes / 8 / 128 threads): 4, 8, 16, 32; more amortise the loads of x
-# over more rows (sm_90 SASS at one row: 6.2, 4.8, 4.1, 3.8 instructions per weight) but take more registers, which
-# limits the programs per SM (and a second row of x nearly doubles them). The variants (README.md, "The GEMV") trade
-# registers for loads in flight (PREFETCH) and for no CTA barrier per chunk (SUB, groups wider than 32): 64 rows x
-# 512 codes at one row take 128 / 127 / 157 / 168 registers plain / PREFETCH / SUB / both; they are tried at more K
-# splits too, for the small shapes (o_proj, the sparse qkv), which the H200 streamed at only 1.1-1.4 TB/s
+# over more rows but take more registers, which limits the programs per SM (and a second row of x nearly doubles
+# them). The variants (README.md, "The GEMV"): FLAT fixes the layout Triton 3.6 picks for the word tile (sm_90 SASS
+# at 64 rows x 512 codes, one row: 3.78 instead of 4.61 instructions per weight; G = 32: 3.72 instead of 6.6),
+# PREFETCH keeps the next chunk in flight, SUB drops the CTA barriers of the per-group sums; tried at more K splits
+# too, for the small shapes (o_proj, the sparse qkv), which the H200 streamed at only 1.1-1.4 TB/s
 _TILES = ((16, 256), (32, 256), (32, 512), (64, 512))
-_BOTH = PREFETCH | SUB
+_FP, _FPS = FLAT | PREFETCH, FLAT | PREFETCH | SUB
 CANDIDATES = [(bn, ck, per_sm, 4, st, 0) for bn, ck in _TILES for per_sm, st in ((2, 1), (4, 1), (8, 1), (2, 3))] + [
-    *[(64, 512, per_sm, 4, 1, PREFETCH) for per_sm in (1, 2, 4)],
-    *[(64, 512, per_sm, 4, 1, _BOTH) for per_sm in (1, 2, 4, 8)],
-    *[(32, 512, per_sm, 4, 1, _BOTH) for per_sm in (2, 4, 8)],
-    *[(64, 256, per_sm, 4, 1, _BOTH) for per_sm in (4, 8, 16)],
-    *[(16, 256, per_sm, 4, 1, PREFETCH) for per_sm in (2, 4)],
+    *[(64, 512, per_sm, 4, 1, FLAT) for per_sm in (1, 2, 4, 8)],
+    *[(32, 512, per_sm, 4, 1, FLAT) for per_sm in (2, 4)],
+    (16, 256, 2, 4, 1, FLAT),
+    *[(64, 512, per_sm, 4, 1, _FP) for per_sm in (1, 2, 4)],
+    *[(32, 512, per_sm, 4, 1, _FP) for per_sm in (4, 8)],
+    *[(64, 256, per_sm, 4, 1, _FP) for per_sm in (8, 16)],
+    *[(64, 512, per_sm, 4, 1, _FPS) for per_sm in (2, 4)],
 ]
 _tuned: dict[tuple, tuple] = {}
 
@@ -359,7 +400,13 @@ def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tu
     ws = [words(q) for q in copies]
     times = []
     for c in cands:
-        got = _launch(x2, p, ws[0], *c).float()
+        try:
+            got = _launch(x2, p, ws[0], *c).float()
+        except Exception as e:  # a variant this Triton cannot build (or too many registers) is not a candidate
+            if not c[5]:
+                raise
+            warnings.warn(f"int4 GEMV: variant config {c} skipped: {type(e).__name__}: {e}", stacklevel=2)
+            continue
         if not torch.isfinite(got).all() or (got - ref).norm() > 1e-2 * ref.norm():
             continue
         fn = lambda c=c: [_launch(x2, q, wq, *c) for q, wq in zip(copies, ws)]  # noqa: E731

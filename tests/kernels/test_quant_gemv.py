@@ -41,16 +41,17 @@ SHAPES = [(37, 512, 128), (21, 520, 128), (37, 256, 32), (45, 200, 32)]
 @pytest.mark.parametrize("M", [1, 2, 3, 4])
 def test_gemv_matches_fp64(N, K, group, zero, M):
     p, x, ref = _case(N, K, M, group, zero, seed=N + K + M)
-    # unsplit; split along K (some splits hold a partial chunk); the variants: prefetch and 4-word sums unsplit (one
-    # program walks several chunks, the last one partial or not), prefetch split (a split may hold one chunk only),
-    # 4-word sums split (G = 32: the same kernel as plain)
-    V = (gemv.PREFETCH, gemv.SUB, gemv.PREFETCH | gemv.SUB)
+    # unsplit; split along K (some splits hold a partial chunk); the variants: all three unsplit (one program walks
+    # several chunks, the last one partial or not), prefetch split (a split may hold one chunk only), flat tile with
+    # 4-word sums split (G = 32: 4-word sums are the plain kernel's), flat tile alone split
+    P, S, F = gemv.PREFETCH, gemv.SUB, gemv.FLAT
     for config in [
         (16, 2, 1, 4, 1),
         (16, 1, 3, 4, 3),
-        (16, 2, 1, 4, 1, V[2]),
-        (16, 1, 3, 4, 1, V[0]),
-        (32, 2, 3, 4, 1, V[1]),
+        (16, 2, 1, 4, 1, F | P | S),
+        (16, 1, 3, 4, 1, P),
+        (32, 2, 3, 4, 1, F | S),
+        (16, 2, 3, 4, 1, F),
     ]:
         got = gemv.gemv(x, p, config=config)
         assert got.shape == (M, N) and got.dtype == x.dtype
@@ -70,7 +71,7 @@ def test_gemv_every_candidate_tiling_agrees():
     p, x, ref = _case(70, 1024, 1, 32, False, seed=3)
     cands = gemv.candidates(p, x.device)
     assert len(cands) > 4 and any(c[2] > 1 for c in cands)
-    assert any(c[5] and c[2] > 1 for c in cands)  # prefetch, split along K
+    assert any(c[5] and c[2] > 1 for c in cands)  # a variant, split along K
     for c in cands:
         assert _rel(gemv.gemv(x, p, config=c), ref) < 1e-5, c
 
@@ -81,11 +82,13 @@ def test_gemv_prefetch_walks_many_chunks(zero):
     # used, then 3 splits of 3, 3 and 2 chunks: the prefetch past a split's end must load and add nothing
     p, x, ref = _case(19, 1024, 2, 32, zero, seed=12)
     for splits in (1, 3):
-        assert _rel(gemv.gemv(x, p, config=(16, 4, splits, 4, 1, gemv.PREFETCH)), ref) < 1e-5, splits
+        for variant in (gemv.PREFETCH, gemv.PREFETCH | gemv.FLAT):
+            assert _rel(gemv.gemv(x, p, config=(16, 4, splits, 4, 1, variant)), ref) < 1e-5, (splits, variant)
     # groups of 128 in 4-word blocks, each scaled by its own group's scale: 2 groups a chunk, 4 blocks each
     p, x, ref = _case(19, 1024, 2, 128, zero, seed=13)
     for splits in (1, 3):
-        assert _rel(gemv.gemv(x, p, config=(16, 2, splits, 4, 1, gemv.PREFETCH | gemv.SUB)), ref) < 1e-5, splits
+        for variant in (gemv.PREFETCH | gemv.SUB, gemv.PREFETCH | gemv.SUB | gemv.FLAT):
+            assert _rel(gemv.gemv(x, p, config=(16, 2, splits, 4, 1, variant)), ref) < 1e-5, (splits, variant)
 
 
 def test_gemv_groups_wider_than_a_chunk():
@@ -95,7 +98,7 @@ def test_gemv_groups_wider_than_a_chunk():
     assert _rel(gemv.gemv(x, p, config=(16, 1, 2, 4, 1, gemv.PREFETCH | gemv.SUB)), ref) < 1e-5  # 8 blocks a group
 
 
-@pytest.mark.parametrize("G,variant", [(32, 0), (128, 3)])
+@pytest.mark.parametrize("G,variant", [(32, 0), (32, 5), (128, 3), (128, 7)])
 def test_codes_at_every_nibble_position(G, variant):
     # one row per (code position, code): the weight is a single code c at position k (others 8: zero weight), so
     # each output is exactly c - 8 times x[k], scale 1; covers every byte, nibble and word of a group (G = 128: of
@@ -223,7 +226,7 @@ def test_bench_summary_sets_the_variants_beside_the_plain_kernel():
         log=lambda s: None,
     )
     assert "_qmm (tuned)" not in {r.path for r in rows} and all(r.err < 1e-5 for r in rows)
-    assert {r.config[-1] for r in rows if r.path == "GEMV"} == {"0", "1", "3"}
+    assert {r.config[-1] for r in rows if r.path == "GEMV"} == {"0", "4", "5", "7"}
     summary = gemv_bench.best(rows).splitlines()
     assert len(summary) == 3 and summary[2].startswith("| tiny | g128 | 1 | ")
     plain, variant, tuned = (c.strip() for c in summary[2].split("|")[4:7])

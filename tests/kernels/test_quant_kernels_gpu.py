@@ -103,15 +103,17 @@ def test_cuda_gemv_every_candidate_tiling(zero, group):
 @pytest.mark.parametrize("N,K", [(4096, 4096), (8704, 4096), (73448, 4096)])
 @pytest.mark.parametrize("zero,M", [(False, 1), (True, 4)])
 def test_cuda_gemv_variants_split_along_k(N, K, zero, M):
-    # the variants (prefetch; prefetch and 4-word sums) at SALA's small shapes and the head, split 1-16 ways (16: a
-    # split of o_proj holds one chunk, so the prefetch loads nothing), at one row and at four
+    # the variants (flat tile; with prefetch; with 4-word sums too; prefetch and 4-word sums on the 3D tile) at SALA's
+    # small shapes and the head, split 1-16 ways (16: a split of o_proj holds one chunk, so the prefetch loads
+    # nothing), at one row and at four
     from sala_report.kernels.quant import gemv
 
     g = torch.Generator(device="cuda").manual_seed(N + M)
     p = naive.quantize(torch.randn(N, K, device="cuda", generator=g) * 0.02, "int4", zero=zero, group=128)
     x = torch.randn(M, K, device="cuda", generator=g, dtype=torch.bfloat16)
     ref = x.double() @ naive.dequantize(p, torch.float64).T
-    for variant in (gemv.PREFETCH, gemv.PREFETCH | gemv.SUB):
+    P, S, F = gemv.PREFETCH, gemv.SUB, gemv.FLAT
+    for variant in (F, F | P, F | P | S, P | S):
         for bn, cg, splits in ((64, 4, 1), (64, 4, 3), (64, 2, 16)):
             for _ in range(3):
                 out = gemv.gemv(x, p, config=(bn, cg, splits, 4, 1, variant))
