@@ -351,19 +351,20 @@ def _launch(x2, p, w, BN, CG, splits, warps, stages, variant=0):
 # order. Words a thread holds per chunk (BN * codes / 8 / 128 threads): 4, 8, 16, 32; more amortise the loads of x
 # over more rows but take more registers, which limits the programs per SM (and a second row of x nearly doubles
 # them). The variants (README.md, "The GEMV"): FLAT fixes the layout Triton 3.6 picks for the word tile (sm_90 SASS
-# at 64 rows x 512 codes, one row: 3.78 instead of 4.61 instructions per weight; G = 32: 3.72 instead of 6.6),
-# PREFETCH keeps the next chunk in flight, SUB drops the CTA barriers of the per-group sums; tried at more K splits
-# too, for the small shapes (o_proj, the sparse qkv), which the H200 streamed at only 1.1-1.4 TB/s
+# at 64 rows x 512 codes, one row: 3.78 instead of 4.61 instructions per weight; G = 32: 3.72 instead of 5.85),
+# PREFETCH keeps the next chunk in flight, SUB drops the CTA barriers of the per-group sums (Triton 3.9); tried at
+# more K splits too, for the small shapes (o_proj, the sparse qkv), which the H200 streamed at only 1.1-1.4 TB/s
 _TILES = ((16, 256), (32, 256), (32, 512), (64, 512))
 _FP, _FPS = FLAT | PREFETCH, FLAT | PREFETCH | SUB
 CANDIDATES = [(bn, ck, per_sm, 4, st, 0) for bn, ck in _TILES for per_sm, st in ((2, 1), (4, 1), (8, 1), (2, 3))] + [
     *[(64, 512, per_sm, 4, 1, FLAT) for per_sm in (1, 2, 4, 8)],
     *[(32, 512, per_sm, 4, 1, FLAT) for per_sm in (2, 4)],
+    *[(32, 256, per_sm, 4, 1, FLAT) for per_sm in (4, 8)],
     (16, 256, 2, 4, 1, FLAT),
     *[(64, 512, per_sm, 4, 1, _FP) for per_sm in (1, 2, 4)],
     *[(32, 512, per_sm, 4, 1, _FP) for per_sm in (4, 8)],
     *[(64, 256, per_sm, 4, 1, _FP) for per_sm in (8, 16)],
-    *[(64, 512, per_sm, 4, 1, _FPS) for per_sm in (2, 4)],
+    (64, 512, 2, 4, 1, _FPS),  # Triton 3.9: no CTA barrier in the loop (3.6 keeps two)
 ]
 _tuned: dict[tuple, tuple] = {}
 
