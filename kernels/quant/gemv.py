@@ -348,7 +348,7 @@ def _launch(x2, p, w, BN, CG, splits, warps, stages, variant=0):
 
 
 # (rows per program, codes per chunk, programs per SM aimed at through the K split, warps, stages, variant), tried in
-# order. Words a thread holds per chunk (BN * codes / 8 / 128 threads): 4, 8, 16, 32; more amortise the loads of x
+# order. Words a thread holds per chunk (BN * codes / 8 / 128 threads): 4, 8, 16, 32, 64; more amortise the loads of x
 # over more rows but take more registers, which limits the programs per SM (and a second row of x nearly doubles
 # them). The variants (README.md, "The GEMV"): FLAT fixes the layout Triton 3.6 picks for the word tile (sm_90 SASS
 # at 64 rows x 512 codes, one row: 3.78 instead of 4.61 instructions per weight; G = 32: 3.72 instead of 5.85),
@@ -358,6 +358,7 @@ _TILES = ((16, 256), (32, 256), (32, 512), (64, 512))
 _FP, _FPS = FLAT | PREFETCH, FLAT | PREFETCH | SUB
 CANDIDATES = [(bn, ck, per_sm, 4, st, 0) for bn, ck in _TILES for per_sm, st in ((2, 1), (4, 1), (8, 1), (2, 3))] + [
     *[(64, 512, per_sm, 4, 1, FLAT) for per_sm in (1, 2, 4, 8)],
+    *[(128, 512, per_sm, 4, 1, FLAT) for per_sm in (1, 2)],  # 64 words a thread: 3.61 per weight, 142 registers
     *[(32, 512, per_sm, 4, 1, FLAT) for per_sm in (2, 4)],
     *[(32, 256, per_sm, 4, 1, FLAT) for per_sm in (4, 8)],
     (16, 256, 2, 4, 1, FLAT),
