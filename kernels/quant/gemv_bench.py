@@ -171,14 +171,17 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     print(
         f"{torch.cuda.get_device_name()}; config = BN/CG/splits/warps/stages/variant (gemv; variant bits 1 prefetch, "
-        "2 4-word sums), BN/splits/warps/stages (_qmm)",
+        "2 4-word sums, 4 flat tile), BN/splits/warps/stages (_qmm)",
         flush=True,
     )
     res = []
     for name, N, K in chosen:
         for kind in kinds:
             log = lambda s: print(f"[{time.perf_counter() - t0:6.1f} s] {s}", flush=True)  # noqa: E731
-            res += bench_shape(name, N, K, kind, rows, every=not a.no_candidates, qmm=not a.no_qmm, log=log)
+            got = bench_shape(name, N, K, kind, rows, every=not a.no_candidates, qmm=not a.no_qmm, log=log)
+            for line in best(got).splitlines()[2:]:  # as it comes, in case the run is cut short
+                log(f"best (plain | variant | tuned): {line}")
+            res += got
             torch.cuda.empty_cache()
     print(table(res), flush=True)
     print(best(res), flush=True)
