@@ -105,7 +105,7 @@ def test_cuda_gemv_every_candidate_tiling(zero, group):
 def test_cuda_gemv_variants_split_along_k(N, K, zero, M):
     # the variants (flat tile; with prefetch; with 4-word sums too; prefetch and 4-word sums on the 3D tile) at SALA's
     # small shapes and the head, split 1-16 ways (16: a split of o_proj holds one chunk, so the prefetch loads
-    # nothing), at one row and at four
+    # nothing), at one row and at four; the flat tile at 128 rows too
     from sala_report.kernels.quant import gemv
 
     g = torch.Generator(device="cuda").manual_seed(N + M)
@@ -114,7 +114,7 @@ def test_cuda_gemv_variants_split_along_k(N, K, zero, M):
     ref = x.double() @ naive.dequantize(p, torch.float64).T
     P, S, F = gemv.PREFETCH, gemv.SUB, gemv.FLAT
     for variant in (F, F | P, F | P | S, P | S):
-        for bn, cg, splits in ((64, 4, 1), (64, 4, 3), (64, 2, 16)):
+        for bn, cg, splits in ((64, 4, 1), (64, 4, 3), (64, 2, 16), *([(128, 4, 2)] if variant == F else [])):
             for _ in range(3):
                 out = gemv.gemv(x, p, config=(bn, cg, splits, 4, 1, variant))
                 assert torch.isfinite(out).all() and _rel(out, ref) < 1e-2, (bn, cg, splits, variant)
