@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from sala_report.kernels import quant as kq
+from sala_report.kernels.quant.gemv_bench import SHAPES
 
 from .config import ModelConfig
 from .errors import ModelError
@@ -26,16 +27,6 @@ from .model import CausalLM
 from .plan import format_contexts, free_cuda_bytes
 from .quant import QuantLinear, format_for, quantize_model, quantize_weight, set_module, target_linears
 from .runtime import Runtime, fuse_projections
-
-# (name, N, K) of the stacked projections a decode step streams (runtime.fuse_projections)
-SHAPES = [
-    ("lightning qkvz", 16384, 4096),
-    ("sparse qkv+gate", 8704, 4096),
-    ("o_proj", 4096, 4096),
-    ("gate_up", 32768, 4096),
-    ("down", 4096, 16384),
-    ("lm_head", 73448, 4096),
-]
 
 
 @dataclass(frozen=True)

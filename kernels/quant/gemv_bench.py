@@ -42,11 +42,19 @@ def graph_ms(fn: Callable[[], object]) -> float:
     return do_bench_cudagraph(fn, rep=20)
 
 
-def shapes() -> list[tuple[str, int, int]]:
-    """(name, N, K) of the stacked projections a SALA decode step streams, as model/quant_bench.py's kernel table has
-    them (the bench's only use of the model package; the kernels need none of it)."""
-    from sala_report.model.quant_bench import SHAPES
+# (name, N, K) of the stacked projections a MiniCPM-SALA decode step streams (model/runtime.py's fuse_projections);
+# model/quant_bench.py's kernel table times the same ones
+SHAPES = [
+    ("lightning qkvz", 16384, 4096),
+    ("sparse qkv+gate", 8704, 4096),
+    ("o_proj", 4096, 4096),
+    ("gate_up", 32768, 4096),
+    ("down", 4096, 16384),
+    ("lm_head", 73448, 4096),
+]
 
+
+def shapes() -> list[tuple[str, int, int]]:
     return SHAPES
 
 

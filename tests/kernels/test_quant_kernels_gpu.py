@@ -53,7 +53,7 @@ def test_cuda_dequantize_is_exact(fmt, zero, group):
 
 
 # The CUDA-core GEMV that quant.linear takes for int4 at 1-4 rows (kernels/quant/gemv.py): MiniCPM-SALA's stacked
-# decode projections (model/quant_bench.py's SHAPES) and an awkward shape, tuned on first use as decode runs it
+# decode projections (kernels/quant/gemv_bench.py's SHAPES) and an awkward shape, tuned on first use as decode runs it
 SALA_DECODE = [(16384, 4096), (8704, 4096), (4096, 4096), (32768, 4096), (4096, 16384), (73448, 4096)]
 
 
