@@ -126,7 +126,7 @@ def _weights(settings: Settings, cuda: bool) -> Check:
 
         from sala_report.model.quant import describe_choice
 
-        detail += f"; {describe_choice(cfg.quantize, torch.device(device))}"
+        detail += f"; {describe_choice(cfg.quantize, torch.device(device), source=cfg.source)}"
     return Check("weights", OK, detail)
 
 

@@ -96,6 +96,27 @@ def load_model(
     return model.eval().requires_grad_(False)
 
 
+def plan_inputs(
+    source: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None, hf_cache: str | os.PathLike | None = None
+) -> tuple[ModelConfig, dict[str, tuple[str, int, bool]]] | None:
+    """(config, packed layout) of `source` from its files alone, as load_model plans "auto" with them: no weights
+    read, nothing fetched (None for the embedded default before its first download)."""
+    from .sources import ALIASES, KNOWN, default_cache_dir
+
+    text = os.fspath(source)
+    key = ALIASES.get(text.lower(), text.lower())
+    if key in KNOWN and not Path(text).exists():
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        if not (folder / KNOWN[key].filename).exists():
+            return None
+    where = resolve(source, cache_dir=cache_dir, hf_cache=hf_cache)
+    if where.kind != "gguf":
+        return ModelConfig.from_json(where.path / "config.json"), {}
+    reader = gguf_file.open_gguf(where.path)
+    config = gguf_file.config_from_gguf(reader, where.path)
+    return config, gguf_file.packed_layers(reader, _meta_model(config))
+
+
 def _resolve_format(
     fmt: str | None, config: ModelConfig, device: torch.device, dtype, context: int | None, packed=None
 ) -> str | None:

@@ -5,6 +5,7 @@ QuantLinear modules holding packed int8 / int4 / fp8 weights (`sala_report.kerne
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -175,16 +176,27 @@ def weight_format(lm) -> str:
     return fmt if fmt else str(lm.model.embed_tokens.weight.dtype).removeprefix("torch.")
 
 
-def describe_choice(quantize: str, device: torch.device, context: int | None = None) -> str:
-    """One line for `doctor`: the format `quantize` gives MiniCPM-SALA on this GPU, and what each format reaches."""
+def describe_choice(quantize: str, device: torch.device, context: int | None = None, source: str | None = None) -> str:
+    """One line for `doctor`: the format `quantize` gives `source` on this GPU, and what each format reaches
+    (MiniCPM-SALA's when the source is not on this machine yet)."""
+    from .plan import free_cuda_bytes
+
+    return choice_line(quantize, free_cuda_bytes(device), context, source)
+
+
+def choice_line(quantize: str, free: int, context: int | None = None, source: str | None = None) -> str:
+    """describe_choice with the free bytes given: `source`'s own config and, for a GGUF, its packed blocks,
+    which "auto" tries first as load_model does."""
     from .config import ModelConfig
-    from .plan import choose_format, format_contexts, free_cuda_bytes
+    from .load import plan_inputs
+    from .plan import choose_format, format_contexts
     from .sala_config import SALA_CONFIG
 
-    config = ModelConfig.from_dict(SALA_CONFIG)
-    free = free_cuda_bytes(device)
+    found = plan_inputs(source) if source else None
+    config, packed = found or (ModelConfig.from_dict(SALA_CONFIG), {})
+    name = Path(source).name if found else "MiniCPM-SALA"
     n = context or config.max_position_embeddings
-    reach = ", ".join(f"{f or 'bf16'} {c // 1024:,}K" for f, c in format_contexts(config, free).items())
-    fmt = choose_format(config, free, n) if quantize == "auto" else check_format(quantize)
+    reach = ", ".join(f"{f or 'bf16'} {c // 1024:,}K" for f, c in format_contexts(config, free, packed=packed).items())
+    fmt = choose_format(config, free, n, packed=packed) if quantize == "auto" else check_format(quantize)
     how = "auto picks" if quantize == "auto" else "set to"
-    return f"quantize={quantize}: {how} {fmt or 'bf16'} for MiniCPM-SALA at {n // 1024:,}K tokens ({free / 2**30:.1f} GiB free; longest context: {reach})"
+    return f"quantize={quantize}: {how} {fmt or 'bf16'} for {name} at {n // 1024:,}K tokens ({free / 2**30:.1f} GiB free; longest context: {reach})"
