@@ -3,9 +3,13 @@ are rounded one at a time and the rounding error of each is spread over the colu
 inverse Hessian of the layer's inputs (H = XᵀX over calibration text), so the layer's outputs move less than with
 round-to-nearest. Columns go in order of decreasing H diagonal ("act order"), each onto its group's grid, fixed
 before any column moves ("static groups", so groups stay contiguous along K as our format needs); the grid may come
-from activation-aware clipping (model/clip.py) instead of each group's min/max."""
+from activation-aware clipping (model/clip.py) instead of each group's min/max. After rounding, `refit_grid` moves
+each group's scale and zero to the least-squares best for the chosen codes; `quantize_sequential` drives GPTQ layer
+by layer on the quantized model's own activations."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -51,6 +55,95 @@ def input_hessians(lm, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {n: sums[n] / counts[n] for n in sums}
     out.update({n: out[o] for n, o in alias.items()})
     return out
+
+
+class _Batch:
+    """One calibration batch on its way through the decoder: the residual stream (h, m) at a layer's input, and the
+    rotary tables and inference state the layers read (as `CausalLM.step` builds them for a prefill at 0)."""
+
+    def __init__(self, lm, ids: torch.Tensor):
+        B, T = ids.shape
+        h = lm.model.embed_tokens(ids)
+        self.h = h * lm.config.scale_emb if lm.config.scale_emb != 1.0 else h
+        self.m = None
+        self.rope = lm.rotary(torch.arange(T, device=ids.device), T) if lm.needs_rope else None
+        self.cache = lm.new_cache(B, capacity=T)
+        self.cache.reserve(T)
+
+    def run(self, layer, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self.cache.reset()  # a prefill at 0 onto a clean state: Lightning layers add onto what a state holds
+        return layer(self.h, self.m, self.rope, self.cache.layers[index], 0, None)
+
+
+def quantize_sequential(
+    lm,
+    batches: list[torch.Tensor],
+    quantize: Callable[[list[str], torch.Tensor], None],
+    *,
+    true_sequential: bool = True,
+) -> None:
+    """Quantize the decoder layer by layer, each linear's Hessian taken from its inputs in the model as quantized so
+    far (GPTQ's sequential practice: a layer compensates the errors of the layers before it).
+
+    `quantize(names, H)` replaces the linears `names` (those reading one input, e.g. q/k/v) given their XᵀX / tokens
+    [K, K] fp64. With `true_sequential` the linears inside a layer go in forward order too (q/k/v, then o from
+    quantized q/k/v, then gate/up, then down): one layer pass per distinct input, plus one to move on; without, the
+    Hessians of a whole layer come from one pass. Linears outside the decoder layers (the head) are left alone."""
+    with torch.no_grad():
+        stream = [_Batch(lm, ids) for ids in batches]
+        for index, layer in enumerate(lm.model.layers):
+            prefix = f"model.layers.{index}."
+            while True:
+                left = [n for n, _ in target_linears(lm) if n.startswith(prefix)]
+                left = [n for n in left if isinstance(lm.get_submodule(n), nn.Linear)]
+                if not left:
+                    break
+                stages = _stage_hessians(lm, layer, index, stream, left, first_only=true_sequential)
+                if not stages:
+                    raise ValueError(f"expected the linears {left} to run in layer {index}'s forward, none did")
+                for names, hessian in stages:
+                    quantize(names, hessian)
+            for b in stream:
+                b.h, b.m = b.run(layer, index)
+
+
+def _stage_hessians(lm, layer, index: int, stream: list[_Batch], names: list[str], *, first_only: bool):
+    """[(linear names sharing one input, XᵀX / tokens)] over one pass of `layer`, in the order the inputs arise;
+    with `first_only`, only the first input's (the later ones would still see unquantized linears)."""
+    groups: list[list] = []  # [names, the input tensor of the current batch, sum, count]
+    hooks = []
+
+    def hook(mod, args, _out, name):
+        x = args[0]
+        for g in groups:
+            if g[1] is x:
+                if name not in g[0]:
+                    g[0].append(name)
+                return
+        for g in groups:
+            if name in g[0]:  # a later batch: the same group, a new tensor
+                g[1] = x
+                break
+        else:
+            g = [[name], x, 0, 0]
+            groups.append(g)
+        if first_only and g is not groups[0]:
+            return
+        x2 = x.reshape(-1, x.shape[-1]).float()
+        g[2] = g[2] + (x2.T @ x2).double()  # fp32 products per batch, summed in fp64
+        g[3] += x2.shape[0]
+
+    for name in names:
+        hooks.append(lm.get_submodule(name).register_forward_hook(lambda m, a, o, name=name: hook(m, a, o, name)))
+    try:
+        for b in stream:
+            b.run(layer, index)
+            for g in groups:
+                g[1] = None
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(g[0], g[2] / g[3]) for g in (groups[:1] if first_only else groups)]
 
 
 def gptq_int4(
@@ -105,6 +198,51 @@ def gptq_int4(
         W[:, b:] -= err @ U[a:b, b:]
     Q = Q[:, torch.argsort(order)]
     return naive.quantize_int4(Q.float(), zero=zero, scale=scales, zero_point=zeros, group=group)
+
+
+def refit_grid(
+    w: torch.Tensor, p: naive.PackedWeight, hessian: torch.Tensor, *, damp: float = 0.0
+) -> naive.PackedWeight:
+    """The same int4 codes on the grid (scale, zero per group) that minimises trace(ΔW H ΔWᵀ), ΔW = dequant - w.
+
+    Each row's dequantised weight is linear in its groups' scales and zeros, so the best grid solves one small
+    least-squares system per row ([2 groups]², H's blocks between groups included). Rows whose fp16-rounded solution
+    is not better than the grid they had keep it."""
+    N, K = w.shape
+    G, ng = p.group, p.scale.shape[1]
+    Kp = ng * G
+    H = torch.zeros(Kp, Kp, dtype=torch.float64)
+    H[:K, :K] = hessian.double()
+    H[:K, :K] += damp * torch.diag(H)[:K].mean() * torch.eye(K, dtype=H.dtype)
+    W = torch.nn.functional.pad(w.double(), (0, Kp - K))
+    q = naive.unpack_int4(p.data, G).double().reshape(N, ng, G)
+    c = q if p.zero is not None else q - 8
+    Hb = H.reshape(ng, G, ng, G)
+    T = torch.einsum("nga,gahb->nghb", c, Hb)
+    WH = (W @ H).reshape(N, ng, G)
+    M = torch.einsum("nghb,nhb->ngh", T, c)
+    rhs = torch.einsum("nga,nga->ng", c, WH)
+    if p.zero is not None:
+        SZ = T.sum(-1)
+        ZZ = Hb.sum((1, 3)).expand(N, ng, ng)
+        M = torch.cat([torch.cat([M, SZ], 2), torch.cat([SZ.transpose(1, 2), ZZ], 2)], 1)
+        rhs = torch.cat([rhs, WH.sum(-1)], 1)
+    # a ridge for groups whose codes are all equal (scale and zero then move the same way)
+    eye = torch.eye(M.shape[1], dtype=M.dtype)
+    M = M + 1e-9 * torch.diagonal(M, dim1=1, dim2=2).mean(1)[:, None, None] * eye
+    theta = torch.linalg.solve(M, rhs[..., None])[..., 0]
+    scale = theta[:, :ng].clamp(min=1e-8).half()
+    zero = theta[:, ng:].half() if p.zero is not None else None
+    new = naive.PackedWeight("int4", p.data, scale, zero, K, G)
+
+    def row_err(x: naive.PackedWeight) -> torch.Tensor:
+        d = naive.dequantize(x).double() - w.double()
+        return ((d @ hessian.double()) * d).sum(1)
+
+    better = row_err(new) < row_err(p)
+    scale = torch.where(better[:, None], scale, p.scale)
+    zero = None if zero is None else torch.where(better[:, None], zero, p.zero)
+    return naive.PackedWeight("int4", p.data, scale, zero, K, G)
 
 
 def quantize_gptq(lm, batches: list[torch.Tensor], *, head_format: str | None = None) -> None:

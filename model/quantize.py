@@ -2,8 +2,10 @@
 to int4 and write a folder that `load_model` reads back in that format.
 
 Methods (model/BENCH.md has SmolLM2's perplexity for each): `gptq`, the default (model/gptq.py: columns in act
-order, each onto its group's grid, the grid from activation-aware clipping unless `--grid minmax`; +9.3% on SmolLM2
-with its own samples as calibration text, tests/data/model/calibration-smollm2.txt), `clip` (model/clip.py: the
+order, each onto its group's grid, the grid from activation-aware clipping unless `--grid minmax`, then each group's
+scale and zero refitted to GPTQ's codes unless `--no-refit`; with its own samples as calibration text,
+tests/data/model/calibration-smollm2.txt; `--sequential` takes the Hessians layer by layer from the quantized
+model, measured worse on SmolLM2), `clip` (model/clip.py: the
 clipped grid, round-to-nearest on it; +15.2%) and `rtn` (round-to-nearest, what `load_model(quantize="int4")` does
 at load; +54%). Groups have zero points unless `--no-zero-point`. The head is int8 (quant.HEAD_FORMAT).
 """
@@ -23,7 +25,7 @@ from sala_report.kernels.quant import naive
 from . import quant, quant_checkpoint
 from .clip import clip_int4
 from .errors import ModelError
-from .gptq import gptq_int4, input_hessians
+from .gptq import gptq_int4, input_hessians, quantize_sequential, refit_grid
 from .load import load_model, load_tokenizer
 
 METHODS = ("gptq", "clip", "rtn")
@@ -40,6 +42,8 @@ class OfflineOptions:
     grid: str = "clip"
     zero: bool = True
     group: int = naive.GROUP
+    refit: bool = True
+    sequential: bool = False
 
 
 def quantize_offline(lm, batches: list[torch.Tensor], method: str, options: OfflineOptions | None = None) -> None:
@@ -50,7 +54,20 @@ def quantize_offline(lm, batches: list[torch.Tensor], method: str, options: Offl
     if o.grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {o.grid!r}")
     naive.check_group("int4", o.group)
-    hessians = input_hessians(lm, batches) if method != "rtn" else {}
+    if method != "rtn" and o.sequential:
+
+        def stage(names: list[str], hessian: torch.Tensor) -> None:
+            ws = [lm.get_submodule(n).weight.detach() for n in names]
+            # linears reading one input share H: one call on their stacked rows, then each takes its own rows
+            packed = _offline_int4(torch.cat(ws).float().cpu(), hessian.cpu(), method, o)
+            a = 0
+            for n, w in zip(names, ws, strict=True):
+                rows = packed.index_rows(torch.arange(a, a + w.shape[0])).to(w.device)
+                quant.set_module(lm, n, quant.QuantLinear(rows))
+                a += w.shape[0]
+
+        quantize_sequential(lm, batches, stage)
+    hessians = input_hessians(lm, batches) if method != "rtn" and not o.sequential else {}
     for name, role in list(quant.target_linears(lm)):
         module = lm.get_submodule(name)
         if not isinstance(module, nn.Linear):
@@ -73,7 +90,8 @@ def _offline_int4(w: torch.Tensor, hessian: torch.Tensor, method: str, o: Offlin
     if method == "clip":
         return clipped
     grid = None if clipped is None else (clipped.scale, clipped.zero)
-    return gptq_int4(w, hessian, damp=o.damp, zero=o.zero, act_order=o.act_order, grid=grid, group=o.group)
+    p = gptq_int4(w, hessian, damp=o.damp, zero=o.zero, act_order=o.act_order, grid=grid, group=o.group)
+    return refit_grid(w, p, hessian, damp=o.damp) if o.refit else p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", choices=GRIDS, default="clip", help="gptq: each group's grid")
     ap.add_argument("--no-act-order", action="store_true", help="gptq: round columns in their stored order")
     ap.add_argument("--damp", type=float, default=0.03, help="gptq: fraction of the mean Hessian diagonal added")
+    ap.add_argument("--no-refit", action="store_true", help="gptq: keep the grid GPTQ rounded onto")
+    ap.add_argument(
+        "--sequential", action="store_true", help="gptq/clip: Hessians layer by layer from the quantized model's inputs"
+    )
     ap.add_argument("--no-zero-point", action="store_true", help="symmetric int4 groups (no zero points)")
     ap.add_argument("--group", type=int, default=naive.GROUP, help="int4 group size (a power of two >= 32)")
     ap.add_argument("--device", default="cpu", help="where the full-precision model runs (cpu or cuda)")
@@ -109,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     options = OfflineOptions(
-        act_order=not args.no_act_order, damp=args.damp, grid=args.grid, zero=not args.no_zero_point, group=args.group
+        act_order=not args.no_act_order,
+        damp=args.damp,
+        grid=args.grid,
+        zero=not args.no_zero_point,
+        group=args.group,
+        refit=not args.no_refit,
+        sequential=args.sequential,
     )
     try:
         naive.check_group("int4", options.group)
