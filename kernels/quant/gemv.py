@@ -63,6 +63,14 @@ def _group(acc, d, xs, sc, zp, HAS_ZERO: tl.constexpr):
 
 
 @triton.jit
+def _group_values(ptr, mask, MASKED: tl.constexpr):
+    """A chunk's scales or zero points [BN, NS] in fp32 (a prefetch's are masked past the program's last chunk)."""
+    if MASKED:
+        return tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    return tl.load(ptr).to(tl.float32)
+
+
+@triton.jit
 def _fetch(
     wptr,
     sptr,
@@ -94,29 +102,16 @@ def _fetch(
         else:
             v = tl.load(wptr + c * WG, mask=gw[None, :], other=0)
         v = tl.reshape(v, (BN, NS, WS))
-        if AHEAD:
-            sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
-        elif EVEN:
-            sc = tl.load(sptr + c).to(tl.float32)
-        else:
-            sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
     elif AHEAD:
         v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0, eviction_policy="evict_first")
-        sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
     elif EVEN:
         v = tl.load(wptr + c * WG)
-        sc = tl.load(sptr + c).to(tl.float32)
     else:
         v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0)
-        sc = tl.load(sptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+    sc = _group_values(sptr + c, gm[None, :], AHEAD or not EVEN)
     zp = sc
     if HAS_ZERO:
-        if AHEAD:
-            zp = tl.load(zptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
-        elif EVEN:
-            zp = tl.load(zptr + c).to(tl.float32)
-        else:
-            zp = tl.load(zptr + c, mask=gm[None, :], other=0.0).to(tl.float32)
+        zp = _group_values(zptr + c, gm[None, :], AHEAD or not EVEN)
     return v, sc, zp
 
 
