@@ -6,11 +6,14 @@ against one decode step on MiniCPM-SALA's real shape with random bf16 weights.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from .errors import ModelError
+from .quant import CHOICES
 from .runtime import MAX_GRAPH_WIDTH, Runtime
 from .speculate import SpecResult, speculative_generate
 
@@ -165,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: the loader's")
-    ap.add_argument("--quantize", default=None, help="the loader's weight format (e.g. gguf keeps a GGUF's blocks)")
+    ap.add_argument(
+        "--quantize", choices=CHOICES, default=None, help="the loader's weight format (gguf keeps a GGUF's own blocks)"
+    )
     ap.add_argument("--drafts", type=int, default=8, help="drafted tokens per verify pass, at most 15")
     ap.add_argument("--gpu", action="store_true", help="verify-pass widths on the real shape, then plain vs lookup")
     ap.add_argument("--contexts", default="65536,262144", help="GPU: contexts of the width table")
@@ -182,5 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     dtype = getattr(torch, args.dtype) if args.dtype else None
     model = args.model or "smollm2-135m"
     kw = dict(device=args.device, draft_tokens=args.drafts, dtype=dtype, quantize=args.quantize)
-    print(copy_bench(model, text, args.tokens, **kw), flush=True)
+    try:
+        print(copy_bench(model, text, args.tokens, **kw), flush=True)
+    except ModelError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
     return 0

@@ -110,3 +110,11 @@ def test_sampled_tokens_follow_the_model_position_by_position():
     for i in range(3):
         assert counts[i].sum() > 1500  # enough draws reach each position
         assert _chi2_p_value(counts[i], p[i]) > 1e-3, (i, counts[i] / counts[i].sum(), p[i])
+
+
+def test_the_bench_cli_names_a_missing_model_in_one_line(tmp_path, capsys):
+    from sala_report.model.speculate_bench import main
+
+    assert main(["--model", str(tmp_path / "missing.gguf"), "--tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no model at") and "Traceback" not in err
