@@ -127,3 +127,43 @@ def test_bad_inputs_raise_value_errors():
         naive.quantize(torch.randn(4, 4), "int3")
     with pytest.raises(ValueError, match="input of size 256"):
         quant.linear(torch.randn(2, 100), naive.quantize(torch.randn(4, 256), "int8"))
+
+
+def _fp8_rows_cases():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 300, generator=g) * torch.logspace(-3, 3, 6)[:, None]  # rows of very different sizes
+    x[1] = 0.0  # an all-zero row takes the smallest scale, its codes stay 0
+    x[2, :5] = torch.tensor([448.0, -448.0, 224.0, 1.0, -0.5])  # a row whose maximum is already FP8_MAX
+    x[2, 5:9] = torch.tensor([-0.0, 124.0, -7.75, 2**-9 * 1.5])  # -0, ties to even (128, -8) across a power of two
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_fp8_rows_kernel_equals_the_reference_bit_for_bit(dtype):
+    x = _fp8_rows_cases().to(dtype)
+    got = quant.quantize_fp8_rows(x, backend="triton")
+    ref = naive.quantize_fp8(x)
+    assert torch.equal(got.scale, ref.scale)
+    assert torch.equal(got.data, ref.data)
+
+
+def test_fp8_rows_hand_derived_codes_and_error_bound():
+    x = _fp8_rows_cases()
+    p = quant.quantize_fp8_rows(x, backend="triton")
+    # row 2's maximum is 448: scale 1, and each of the first five values is an e4m3 number, kept exactly
+    assert p.scale[2].item() == 1.0
+    codes = p.data.view(torch.float8_e4m3fn).float()
+    assert codes[2, :9].tolist() == [448.0, -448.0, 224.0, 1.0, -0.5, -0.0, 128.0, -8.0, 2**-8]
+    assert p.data[2, 5].item() == 0x80  # the sign of -0 kept
+    assert p.scale[1].item() == torch.tensor(1e-12).item() and (codes[1] == 0).all()
+    # e4m3 keeps 3 mantissa bits: every normal value within 2^-4 of itself; below 2^-6 of the row's
+    # maximum the step is the subnormal one, 2^-9 of the scale
+    d = codes * p.scale[:, None]
+    assert ((d - x).abs() <= x.abs() * 2**-4 + p.scale[:, None] * 2**-9 + 1e-30).all()
+
+
+def test_fp8_rows_rejects_a_strided_or_integer_input():
+    with pytest.raises(ValueError, match="unit stride"):
+        quant.quantize_fp8_rows(torch.randn(8, 4).t(), backend="triton")
+    with pytest.raises(ValueError, match="float"):
+        quant.quantize_fp8_rows(torch.ones(2, 4, dtype=torch.int32), backend="triton")

@@ -118,3 +118,12 @@ def test_cuda_gemv_variants_split_along_k(N, K, zero, M):
             for _ in range(3):
                 out = gemv.gemv(x, p, config=(bn, cg, splits, 4, 1, variant))
                 assert torch.isfinite(out).all() and _rel(out, ref) < 1e-2, (bn, cg, splits, variant)
+
+
+@pytest.mark.parametrize("M,K", [(16384, 4096), (100, 16384), (7, 1000)])
+def test_cuda_fp8_rows_equal_the_reference(M, K):
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16) * torch.logspace(-2, 2, M, device="cuda")[:, None]
+    got = quant.quantize_fp8_rows(x)
+    ref = naive.quantize_fp8(x)
+    assert torch.equal(got.scale, ref.scale)
+    assert torch.equal(got.data, ref.data)
