@@ -1,6 +1,7 @@
-"""The int4 matmul for 1-4 rows (batch-1 decode) on CUDA cores in fp32: `_qmm_kernel` feeds tensor cores and pays for
-moving unpacked codes into their operand layout through shared memory, which capped it at ~1.3 TB/s of packed bytes
-on an H200; here a weight costs one LOP3 and one FADD, plus one FFMA per row of x (README.md, "The GEMV")."""
+"""The int4 and int8 matmul for 1-4 rows (batch-1 decode) on CUDA cores in fp32: `_qmm_kernel` feeds tensor cores
+and pays for moving unpacked codes into their operand layout through shared memory, which capped int4 at ~1.3 TB/s of
+packed bytes on an H200; here a weight costs one LOP3 and one FADD, plus one FFMA per row of x (README.md, "The
+GEMV"). int8 goes through the same loop, 4 codes a word instead of 8."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import triton.language as tl
 from .._triton_utils import interpreting, num_sms
 from .naive import PackedWeight
 
-# quant_matmul sends int4 products of up to this many rows here (0: none; the kernel keeps one accumulator per row,
+# quant_matmul sends int4 and int8 products of up to this many rows here (0: none; the kernel keeps one accumulator per row,
 # so at most 4)
 GEMV_MAX_ROWS = 4
 _KERNEL_ROWS = 4
@@ -23,17 +24,15 @@ PREFETCH, SUB, FLAT = 1, 2, 4
 
 
 @triton.jit
-def _codes(v, mask, SHIFT: tl.constexpr, HAS_ZERO: tl.constexpr):
-    """The code c at bits SHIFT..SHIFT+3 of the int32 words v (`mask` = 0xF << SHIFT) as fp32 c (c - 8 without zero
-    points), with no integer-to-float instruction (1/16 of the FMA rate): OR-ed into the mantissa of 2^(23 - SHIFT),
-    whose unit in the last place is 2^-SHIFT, the bits read as 2^(23 - SHIFT) + c exactly, and subtracting the
-    offset here is exact too. The offset never enters a sum, where 2^(23 - SHIFT) * x would swamp c * x."""
+def _codes(v, mask, SHIFT: tl.constexpr, BIAS: tl.constexpr):
+    """The code c at bits SHIFT.. of the int32 words v (`mask` = 0xF or 0xFF << SHIFT, SHIFT <= 12) as fp32 c - BIAS
+    (int4: 8 without zero points, else 0; int8: 128, its bytes read with the sign bit flipped), with no
+    integer-to-float instruction (1/16 of the FMA rate): OR-ed into the mantissa of 2^(23 - SHIFT), whose unit in the
+    last place is 2^-SHIFT, the bits read as 2^(23 - SHIFT) + c exactly, and subtracting the offset here is exact
+    too. The offset never enters a sum, where 2^(23 - SHIFT) * x would swamp c * x."""
     MAGIC: tl.constexpr = 0x4B000000 - (SHIFT << 23)  # fp32 bits of 2^(23 - SHIFT)
     f = ((v & mask) | MAGIC).to(tl.float32, bitcast=True)
-    if HAS_ZERO:
-        OFF: tl.constexpr = 8388608.0 / (1 << SHIFT)
-    else:
-        OFF: tl.constexpr = 8388608.0 / (1 << SHIFT) + 8.0
+    OFF: tl.constexpr = 8388608.0 / (1 << SHIFT) + BIAS
     return f - OFF
 
 
@@ -80,6 +79,7 @@ def _fetch(
     cg,
     WG: tl.constexpr,
     HAS_ZERO: tl.constexpr,
+    ROW_SCALE: tl.constexpr,
     EVEN: tl.constexpr,
     AHEAD: tl.constexpr,
     FLAT: tl.constexpr,
@@ -88,7 +88,7 @@ def _fetch(
     WS: tl.constexpr,
 ):
     """The words [BN, NS, WS], scales and zero points [BN, NS] of the chunk at group c (fp32; zero points = scales
-    without them). AHEAD: a prefetch, which past the program's last chunk loads nothing (the loads are predicated
+    without them; ROW_SCALE: one scale a row, int8 without groups). AHEAD: a prefetch, which past the program's last chunk loads nothing (the loads are predicated
     off, so a whole chunk needs no mask) and streams the words with evict-first (each is read once)."""
     gm = c + cg < g1
     if FLAT:
@@ -108,7 +108,7 @@ def _fetch(
         v = tl.load(wptr + c * WG)
     else:
         v = tl.load(wptr + c * WG, mask=gm[None, :, None], other=0)
-    sc = _group_values(sptr + c, gm[None, :], AHEAD or not EVEN)
+    sc = _group_values(sptr + (0 if ROW_SCALE else c), gm[None, :], AHEAD or not EVEN)
     zp = sc
     if HAS_ZERO:
         zp = _group_values(zptr + c, gm[None, :], AHEAD or not EVEN)
@@ -132,7 +132,7 @@ def _store(out, part, m, M: tl.constexpr, N, s_om, rn, nm, acc, SPLITS):
     tl.store(out + m * s_om + rn, o.to(out.dtype.element_ty), mask=nm)
 
 
-@triton.jit(do_not_specialize=["N", "K", "GPS", "NG", "SPLITS", "nibble"])
+@triton.jit(do_not_specialize=["N", "K", "GPS", "NG", "SPLITS", "cmask"])
 def _gemv_kernel(
     x,
     w,
@@ -150,9 +150,11 @@ def _gemv_kernel(
     GPS,
     NG,
     SPLITS,
-    nibble,
+    cmask,
     M: tl.constexpr,
     HAS_ZERO: tl.constexpr,
+    BITS: tl.constexpr,
+    ROW_SCALE: tl.constexpr,
     G: tl.constexpr,
     BN: tl.constexpr,
     CG: tl.constexpr,
@@ -163,13 +165,15 @@ def _gemv_kernel(
     FLAT: tl.constexpr,
 ):
     # program (n-tile, k-split): rows rn, groups g0..g1 walked CG groups at a time; w is the packed codes as int32
-    # words [N, Kp / 8], WG words per group, split into NS blocks of WS words: a group each, or with SUB blocks of 4
+    # words [N, Kp / 8] (int8: [N, K / 4]; its "groups" share one scale without GGUF blocks), WG words per group, split into NS blocks of WS words: a group each, or with SUB blocks of 4
     # words (one 16-byte load a thread), each summed on its own and scaled by its group's scale, so that no thread
     # shares a sum with another (no shuffles) and the sums keep the layout of the words (sm_90, G = 128: no
     # shared-memory layout change and its two CTA barriers per chunk)
-    WG: tl.constexpr = G // 8
+    CPW: tl.constexpr = 32 // BITS  # codes a word
+    WG: tl.constexpr = G // CPW
     HALF: tl.constexpr = G // 2
-    WS: tl.constexpr = 4 if SUB else WG  # SUB only where groups are wider (G > 32)
+    BIAS: tl.constexpr = 128 if BITS == 8 else (0 if HAS_ZERO else 8)
+    WS: tl.constexpr = 4 if SUB else WG  # SUB only where groups are wider (WG > 4)
     NS: tl.constexpr = CG * (WG // WS)
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     rn = pid_n * BN + tl.arange(0, BN)
@@ -181,7 +185,7 @@ def _gemv_kernel(
         wptr = w + rl[:, None] * s_wn + tl.arange(0, NS * WS)[None, :]  # [BN, NS * WS]
     else:
         wptr = w + rl[:, None, None] * s_wn + wj[None, :, :]  # [BN, NS, WS]
-    sptr = s + rl[:, None] * s_sn + cg[None, :]  # [BN, NS]
+    sptr = s + rl[:, None] * s_sn + cg[None, :] * (0 if ROW_SCALE else 1)  # [BN, NS]
     zptr = z + rl[:, None] * s_sn + cg[None, :]
     pos0 = (wj // WG) * G + 4 * (wj % WG)  # [NS, WS]: first code of each word, from the chunk's start
     acc0 = tl.zeros((BN, NS), dtype=tl.float32)
@@ -194,14 +198,19 @@ def _gemv_kernel(
     # programs that walk many chunks (few K splits). PREFETCH: the next chunk's words are loaded into registers
     # before this one is converted, so they are in flight during the conversion (twice the registers for words)
     if PREFETCH:
-        v, sc, zp = _fetch(wptr, sptr, zptr, g0, g1, cg, WG, HAS_ZERO, EVEN, True, FLAT, BN, NS, WS)
+        v, sc, zp = _fetch(wptr, sptr, zptr, g0, g1, cg, WG, HAS_ZERO, ROW_SCALE, EVEN, True, FLAT, BN, NS, WS)
     for c in tl.range(g0, g1, CG, num_stages=1 if PREFETCH else STAGES):
         gm = c + cg < g1  # [NS]; EVEN: every chunk is whole, nothing is masked
         if PREFETCH:
-            vn, scn, zpn = _fetch(wptr, sptr, zptr, c + CG, g1, cg, WG, HAS_ZERO, EVEN, True, FLAT, BN, NS, WS)
+            vn, scn, zpn = _fetch(
+                wptr, sptr, zptr, c + CG, g1, cg, WG, HAS_ZERO, ROW_SCALE, EVEN, True, FLAT, BN, NS, WS
+            )
         else:
-            v, sc, zp = _fetch(wptr, sptr, zptr, c, g1, cg, WG, HAS_ZERO, EVEN, False, FLAT, BN, NS, WS)
-        h = v >> 16  # arithmetic: the masks keep low bits only
+            v, sc, zp = _fetch(wptr, sptr, zptr, c, g1, cg, WG, HAS_ZERO, ROW_SCALE, EVEN, False, FLAT, BN, NS, WS)
+        u = v
+        if BITS == 8:
+            u = v ^ -0x7F7F7F80  # 0x80808080: each signed byte b read as b + 128 (BIAS)
+        h = u >> 16  # arithmetic: the masks keep low bits only
         pos = c * G + pos0
         d0 = tl.zeros((BN, NS, WS), dtype=tl.float32)
         d1, d2, d3 = d0, d0, d0
@@ -210,14 +219,18 @@ def _gemv_kernel(
         # code t of every word, then its products with every row of x (so that it dies before the next): bits
         # 4t.. of v for t < 4, of h after; naive.py's layout (byte j of a group holds codes j and j + G/2) puts
         # them at positions 4i + t // 2 (+ G/2 for odd t) of word i's group
-        # (the masks come from an argument, nibble = 15, not literals: ptxas rematerialised literal masks with a move
-        # before most LOP3s; sm_90 SASS, BN = 32, 512 codes a chunk: 5.3 instead of 4.3 instructions per code)
-        for t in tl.static_range(8):
-            at = pos + (t // 2 + HALF * (t % 2))
-            if t < 4:
-                f = _codes(v, nibble << (4 * t), 4 * t, HAS_ZERO)
+        # (the masks come from an argument, cmask = 15 or 255, not literals: ptxas rematerialised literal masks with a
+        # move before most LOP3s; sm_90 SASS, BN = 32, 512 codes a chunk: 5.3 instead of 4.3 instructions per code).
+        # int8: byte t of word i is code 4i + t
+        for t in tl.static_range(CPW):
+            if BITS == 8:
+                at = pos + t
             else:
-                f = _codes(h, nibble << (4 * t - 16), 4 * t - 16, HAS_ZERO)
+                at = pos + (t // 2 + HALF * (t % 2))
+            if t < CPW // 2:
+                f = _codes(u, cmask << (BITS * t), BITS * t, BIAS)
+            else:
+                f = _codes(h, cmask << (BITS * t - 16), BITS * t - 16, BIAS)
             d0, xs0 = _slot(d0, xs0, f, x, at, gm, K, EVEN)
             if M > 1:
                 d1, xs1 = _slot(d1, xs1, f, x + s_xm, at, gm, K, EVEN)
@@ -260,14 +273,25 @@ def _gemv_kernel(
 
 
 def words(p: PackedWeight) -> torch.Tensor | None:
-    """p's int4 codes as int32 words [N, Kp / 8] (a view: 8 codes a word), or None where the bytes cannot be viewed
-    so (not unit stride along K, or rows not starting at multiples of 4 bytes)."""
-    if p.fmt != "int4" or p.data.dtype != torch.uint8:
+    """p's codes as int32 words (a view): int4 [N, Kp / 8], 8 codes a word; int8 [N, K / 4], 4 a word, where K is
+    a multiple of the kernel's group (kernel_group). None where the bytes cannot be viewed so (not unit stride
+    along K, rows not starting at multiples of 4 bytes) or the format is another."""
+    if (p.fmt, p.data.dtype) not in (("int4", torch.uint8), ("int8", torch.int8)) or kernel_group(p) is None:
         return None
     try:
         return p.data.view(torch.int32)
     except RuntimeError:
         return None
+
+
+def kernel_group(p: PackedWeight) -> int | None:
+    """The inputs the kernel walks as one group: int4's and GGUF Q8_0's own; for int8 with one scale a row, the
+    widest of 128 / 64 / 32 that divides K. int8 rows are not padded, so no group may run past K (else None)."""
+    if p.fmt == "int4":
+        return p.group
+    if p.group:
+        return p.group if p.in_features % p.group == 0 else None
+    return next((g for g in (128, 64, 32) if p.in_features % g == 0), None)
 
 
 def supports(p: PackedWeight, rows: int) -> bool:
@@ -283,7 +307,7 @@ def gemv(x2: torch.Tensor, p: PackedWeight, *, config: tuple | None = None) -> t
     M = x2.shape[0]
     if w is None or x2.dim() != 2 or not 0 < M <= _KERNEL_ROWS or x2.stride(1) != 1 or x2.shape[1] != p.in_features:
         raise ValueError(
-            f"expected int4 weights viewable as int32 words and x [1..{_KERNEL_ROWS}, {p.in_features}] with unit "
+            f"expected int4 / int8 weights viewable as int32 words and x [1..{_KERNEL_ROWS}, {p.in_features}] with unit "
             f"stride, got {p.fmt} weights{'' if w is not None else ' (not viewable)'} and x {tuple(x2.shape)}"
         )
     return _launch(x2, p, w, *(config or tuned_config(x2, p)))
@@ -291,16 +315,52 @@ def gemv(x2: torch.Tensor, p: PackedWeight, *, config: tuple | None = None) -> t
 
 def tuned_config(x2: torch.Tensor, p: PackedWeight) -> tuple:
     """The config gemv uses for x2's rows times p, tuned on the shape's first use."""
+    return _tuned_entry(x2, p)[0]
+
+
+def beats_qmm(x2: torch.Tensor, p: PackedWeight) -> bool:
+    """Whether quant_matmul takes the GEMV for x2's rows times p: int4 always (its GEMV beat `_qmm_kernel` on every
+    decode shape by 1.5x and more); int8 where the tuned GEMV was faster than the tuned `_qmm_kernel` when this shape
+    was tuned on this card (`_qmm_kernel` streams large int8 weights at up to ~3.6 TB/s on an H200)."""
+    return _tuned_entry(x2, p)[1]
+
+
+def _tuned_entry(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, bool]:
     key = (x2.shape[0], p.out_features, p.in_features, p.kind, x2.dtype, x2.device)
-    config = _tuned.get(key)
-    if config is None:
-        config = _tuned[key] = tune(x2, p)[0]
-    return config
+    entry = _tuned.get(key)
+    if entry is None:
+        config, times = tune(x2, p)
+        faster = True
+        if p.fmt == "int8" and times:  # timed (a GPU): against the tuned _qmm_kernel on the same copies
+            from . import matmul
+
+            qc = matmul.decode_config(x2, p)
+            ms = _timed(lambda q, _w, qc=qc: matmul.quant_matmul(x2, q, config=qc), _copies(p))
+            faster = min(times)[0] < ms
+        entry = _tuned[key] = (config, faster)
+    return entry
+
+
+def _copies(p: PackedWeight) -> list[PackedWeight]:
+    """p and, where it fits in L2 (an H200's 50 MB), copies to time in turn so that the bytes come from memory."""
+    from .matmul import _copy
+
+    return [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
+
+
+def _timed(fn, copies: list[PackedWeight]) -> float:
+    """ms of one fn(q, words(q)) per copy, as CUDA-graph replays (decode is captured; a launch from Python costs
+    more than a small GEMV)."""
+    from triton.testing import do_bench_cudagraph
+
+    ws = [words(q) for q in copies]
+    return do_bench_cudagraph(lambda: [fn(q, w) for q, w in zip(copies, ws)], rep=20)
 
 
 def _launch(x2, p, w, BN, CG, splits, warps, stages, variant=0):
-    M, N, K, G = x2.shape[0], p.out_features, p.in_features, p.group
-    NG = w.shape[1] * 8 // G
+    M, N, K, G = x2.shape[0], p.out_features, p.in_features, kernel_group(p)
+    bits = 8 if p.fmt == "int8" else 4
+    NG = w.shape[1] * (32 // bits) // G
     gps = triton.cdiv(triton.cdiv(NG, splits), CG) * CG  # whole chunks per split
     splits = triton.cdiv(NG, gps)
     out = torch.empty(M, N, dtype=x2.dtype, device=x2.device)
@@ -325,16 +385,18 @@ def _launch(x2, p, w, BN, CG, splits, warps, stages, variant=0):
         gps,
         NG,
         splits,
-        15,
+        (1 << bits) - 1,
         M=M,
         HAS_ZERO=p.zero is not None,
+        BITS=bits,
+        ROW_SCALE=p.fmt == "int8" and not p.group,
         G=G,
         BN=BN,
         CG=CG,
         EVEN=K % G == 0 and NG % CG == 0,
         STAGES=stages,
         PREFETCH=bool(variant & PREFETCH),
-        SUB=bool(variant & SUB) and G > 32,
+        SUB=bool(variant & SUB) and G * bits > 128,  # groups wider than 4 words
         FLAT=bool(variant & FLAT),
         num_warps=warps,
         enable_fp_fusion=True,  # the FMAs of the dot
@@ -372,15 +434,15 @@ _tuned: dict[tuple, tuple] = {}
 def candidates(p: PackedWeight, device: torch.device) -> list[tuple]:
     """CANDIDATES as launch configs (BN, groups per chunk, splits, warps, stages, variant) for p on device,
     duplicates dropped."""
-    G, N = p.group, p.out_features
+    G, N, bits = kernel_group(p), p.out_features, 8 if p.fmt == "int8" else 4
     NG = triton.cdiv(p.in_features, G)
     sms = num_sms(device)
     out = []
     for bn, ck, per_sm, warps, stages, variant in CANDIDATES:
-        cg = max(1, ck // G)
+        cg = max(1, ck * 4 // bits // G)  # ck int4 codes' words: as many words, half the codes, for int8
         chunks = triton.cdiv(NG, cg)
         splits = max(1, min(chunks, triton.cdiv(per_sm * sms, triton.cdiv(N, bn))))
-        out.append((bn, cg, splits, warps, stages, variant if G > 32 else variant & ~SUB))  # G = 32: 4-word groups
+        out.append((bn, cg, splits, warps, stages, variant if G * bits > 128 else variant & ~SUB))  # 4-word groups
     return list(dict.fromkeys(out))
 
 
@@ -391,25 +453,19 @@ def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tu
     cands = candidates(p, x2.device)
     if interpreting() or x2.device.type != "cuda":
         return cands[0], []
-    from triton.testing import do_bench_cudagraph
-
-    from .matmul import _copy
-
-    copies = [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
+    copies = _copies(p)
     bn, cg, _, warps, stages, _ = cands[0]
     ref = _launch(x2, p, words(p), bn, cg, 1, warps, stages).float()  # no K split: no cross-program reduction
-    ws = [words(q) for q in copies]
     times = []
     for c in cands:
         try:
-            got = _launch(x2, p, ws[0], *c).float()
+            got = _launch(x2, p, words(p), *c).float()
         except Exception as e:  # a variant this Triton cannot build (or too many registers) is not a candidate
             if not c[5]:
                 raise
-            warnings.warn(f"int4 GEMV: variant config {c} skipped: {type(e).__name__}: {e}", stacklevel=2)
+            warnings.warn(f"GEMV: variant config {c} skipped: {type(e).__name__}: {e}", stacklevel=2)
             continue
         if not torch.isfinite(got).all() or (got - ref).norm() > 1e-2 * ref.norm():
             continue
-        fn = lambda c=c: [_launch(x2, q, wq, *c) for q, wq in zip(copies, ws)]  # noqa: E731
-        times.append((do_bench_cudagraph(fn, rep=20), c))
+        times.append((_timed(lambda q, w, c=c: _launch(x2, q, w, *c), copies), c))
     return (min(times)[1] if times else (bn, cg, 1, warps, stages, 0)), times

@@ -1,4 +1,4 @@
-"""The int4 decode linears on one GPU (`python -m sala_report.kernels.quant.gemv_bench`): bf16 cuBLAS, the tensor-core
+"""The int4 and int8 decode linears on one GPU (`python -m sala_report.kernels.quant.gemv_bench`): bf16 cuBLAS, the tensor-core
 `_qmm_kernel` decode path and the CUDA-core GEMV (every candidate tiling, and the tuned one at 1, 2 and 4 rows), at
 MiniCPM-SALA's stacked projections, as a Markdown table of microseconds, TB/s of the bytes read and error vs fp64."""
 
@@ -15,8 +15,16 @@ import torch.nn.functional as F
 from . import gemv, matmul
 from .naive import dequantize, quantize
 
-# label -> (zero points, group): our own int4 as load_model(quantize="int4") makes it, and GGUF's 32-wide blocks
-KINDS = {"g128": (False, 128), "g128z": (True, 128), "q4_0": (False, 32), "q4_1": (True, 32)}
+# label -> (format, zero points, group): our own int4 as load_model(quantize="int4") makes it, GGUF's 32-wide blocks,
+# int8 with one scale a row (load_model(quantize="int8")) and GGUF's Q8_0
+KINDS = {
+    "g128": ("int4", False, 128),
+    "g128z": ("int4", True, 128),
+    "q4_0": ("int4", False, 32),
+    "q4_1": ("int4", True, 32),
+    "int8": ("int8", False, 0),
+    "q8_0": ("int8", False, 32),
+}
 ROTATE_BYTES = 3e8  # bf16 bytes of weight copies timed in turn, several times the H200's 50 MB L2
 
 
@@ -84,11 +92,11 @@ def bench_shape(
     """The table's rows for one shape and kind: at rows[0] cuBLAS on the bf16 weight, the tuned `_qmm_kernel` and
     every GEMV candidate (`qmm`, `every`: whether to time those two); the tuned GEMV at each of `rows`. Each timed over copies of the weight (`rotate_bytes` of
     bf16 in all), so that they stream from memory rather than L2."""
-    zero, G = KINDS[kind]
+    fmt, zero, G = KINDS[kind]
     g = torch.Generator(device=device).manual_seed(N + K)
     copies = max(2, int(rotate_bytes // (N * K * 2)) + 1)
     ws = [torch.randn(N, K, device=device, dtype=torch.bfloat16, generator=g) * 0.02 for _ in range(copies)]
-    packs = [quantize(w, "int4", zero=zero, group=G) for w in ws]
+    packs = [quantize(w, fmt, zero=zero, group=G) for w in ws]
     wref = dequantize(packs[0], torch.float64)
     out: list[Row] = []
 

@@ -212,7 +212,7 @@ def quant_matmul(x: torch.Tensor, p: PackedWeight, *, config: tuple | None = Non
 
     Up to 16 rows (decode) the weight is streamed once, split along K so that enough programs keep the packed bytes
     in flight; `config` = (BN, K splits, warps, stages) pins the tiling (benchmarks), else it is tuned per shape.
-    int4 with up to gemv.GEMV_MAX_ROWS rows and no `config` goes to the CUDA-core GEMV (gemv.py) instead.
+    int4 and int8 with up to gemv.GEMV_MAX_ROWS rows and no `config` goes to the CUDA-core GEMV (gemv.py) instead.
     """
     tl_dtype_ok(x)
     if x.shape[-1] != p.in_features:
@@ -226,7 +226,7 @@ def quant_matmul(x: torch.Tensor, p: PackedWeight, *, config: tuple | None = Non
         return x.new_empty(*lead, N)
     from . import gemv
 
-    if config is None and gemv.supports(p, M):
+    if config is None and gemv.supports(p, M) and gemv.beats_qmm(x2, p):
         return gemv.gemv(x2, p).view(*lead, N)
     NG = triton.cdiv(K, _step(p))
     if M > 16:

@@ -164,11 +164,92 @@ def test_quant_matmul_routes_few_int4_rows_to_the_gemv(monkeypatch):
     quant.linear(x[:1], p, backend="triton", config=(32, 1, 4, 2))  # a pinned tiling is the old kernel's
     assert calls == {"gemv": 2, "qmm": 2}
     p8 = naive.quantize(torch.randn(24, 256), "int8")
-    quant.linear(x[:1], p8, backend="triton")
-    assert calls == {"gemv": 2, "qmm": 3}
+    quant.linear(x[:1], p8, backend="triton")  # int8 too (nothing timed here: no _qmm to beat)
+    assert calls == {"gemv": 3, "qmm": 2}
     monkeypatch.setattr(gemv, "GEMV_MAX_ROWS", 0)  # the switch
     assert _rel(quant.linear(x[:1], p, backend="triton"), ref[:1]) < 1e-5
-    assert calls == {"gemv": 2, "qmm": 4}
+    assert calls == {"gemv": 3, "qmm": 3}
+
+
+def test_int8_takes_the_gemv_only_where_it_timed_faster_than_qmm(monkeypatch):
+    # a card where the tuned _qmm_kernel beat every GEMV tiling for this shape: quant_matmul keeps _qmm there
+    calls = _spy(monkeypatch)
+    p = naive.quantize(torch.randn(24, 256, generator=torch.Generator().manual_seed(1)), "int8")
+    x = torch.randn(1, 256)
+    monkeypatch.setattr(gemv, "tune", lambda x2, p: (gemv.candidates(p, x2.device)[0], [(5.0, None)]))
+    monkeypatch.setattr(gemv, "_timed", lambda fn, copies: 1.0)  # _qmm: 1 ms against the GEMV's 5
+    monkeypatch.setattr(gemv, "_tuned", {})
+    ref = x.double() @ naive.dequantize(p, torch.float64).T
+    assert _rel(quant.linear(x, p, backend="triton"), ref) < 1e-5
+    assert calls == {"gemv": 0, "qmm": 1}
+    monkeypatch.setattr(gemv, "_timed", lambda fn, copies: 9.0)  # the GEMV faster: taken
+    monkeypatch.setattr(gemv, "_tuned", {})
+    assert _rel(quant.linear(x, p, backend="triton"), ref) < 1e-5
+    assert calls == {"gemv": 1, "qmm": 1}
+
+
+# (N, K, group): one scale a row with K a multiple of 128, of 64 only (SmolLM2's 576), of 32 only; GGUF Q8_0 groups
+INT8_SHAPES = [(37, 512, 0), (21, 576, 0), (30, 96, 0), (45, 256, 32)]
+
+
+@pytest.mark.parametrize("N,K,group", INT8_SHAPES)
+@pytest.mark.parametrize("M", [1, 2, 4])
+def test_int8_gemv_matches_fp64(N, K, group, M):
+    g = torch.Generator().manual_seed(N + K + M)
+    p = naive.quantize(torch.randn(N, K, generator=g), "int8", group=group)
+    x = torch.randn(M, K, generator=g)
+    ref = x.double() @ naive.dequantize(p, torch.float64).T
+    assert gemv.supports(p, M) and gemv.kernel_group(p) == (group or {512: 128, 576: 64, 96: 32}[K])
+    P, S, F = gemv.PREFETCH, gemv.SUB, gemv.FLAT
+    for config in [
+        (16, 2, 1, 4, 1),
+        (16, 1, 3, 4, 3),
+        (16, 2, 1, 4, 1, F | P | S),
+        (16, 1, 3, 4, 1, P),
+        (32, 2, 3, 4, 1, F | S),
+    ]:
+        got = gemv.gemv(x, p, config=config)
+        assert got.shape == (M, N) and got.dtype == x.dtype
+        assert _rel(got, ref) < 1e-5, config
+    assert not matmul._COUNTERS[x.device].any()
+
+
+def test_int8_rows_the_gemv_cannot_walk_take_the_old_kernel(monkeypatch):
+    # K = 1000 is no multiple of 32: a group would run past the row's end, which int8 does not pad
+    calls = _spy(monkeypatch)
+    p = naive.quantize(torch.randn(19, 1000, generator=torch.Generator().manual_seed(2)), "int8")
+    x = torch.randn(1, 1000)
+    assert not gemv.supports(p, 1) and gemv.kernel_group(p) is None
+    assert _rel(quant.linear(x, p, backend="triton"), x.double() @ naive.dequantize(p, torch.float64).T) < 1e-5
+    assert calls == {"gemv": 0, "qmm": 1}
+
+
+@pytest.mark.parametrize("variant", [0, 5, 3])
+def test_int8_codes_at_every_byte_position(variant):
+    # one row per (position, code): a single code c at position k, zeros elsewhere, scale 1, so each output is
+    # exactly c * x[k]; every byte of every word of a 64-input group, codes at both ends of int8 (-128 too, which
+    # the quantizer never writes but a checkpoint may hold) and around the sign bit
+    K, values = 128, torch.tensor([-128, -127, -65, -1, 0, 1, 2, 63, 64, 126, 127])
+    n = torch.arange(K * len(values))
+    codes = torch.zeros(len(n), K, dtype=torch.int8)
+    codes[n, n // len(values)] = values[n % len(values)].to(torch.int8)
+    p = naive.PackedWeight("int8", codes, torch.ones(len(n)), None, K)
+    x = torch.randn(1, K, generator=torch.Generator().manual_seed(2)).bfloat16().float()  # c * x exact in fp32
+    want = values[n % len(values)].double() * x[0, n // len(values)].double()
+    got = gemv.gemv(x, p, config=(64, 1, 1, 4, 1, variant))[0]
+    assert torch.equal(got.double(), want)
+
+
+def test_gguf_q8_0_through_the_gemv():
+    rng = np.random.default_rng(5)
+    N, K = 29, 256
+    w = rng.standard_normal((N, K)).astype(np.float32) * np.geomspace(1e-2, 1, N, dtype=np.float32)[:, None]
+    raw = np.ascontiguousarray(gguf.quants.quantize(w, Q.Q8_0)).view(np.uint8).reshape(-1)
+    p = ggml.from_ggml(torch.from_numpy(raw.copy()), "Q8_0", (N, K))
+    assert p.fmt == "int8" and p.group == 32
+    wref = torch.from_numpy(gguf.quants.dequantize(raw.reshape(N, -1), Q.Q8_0).astype(np.float64))
+    x = torch.randn(2, K, generator=torch.Generator().manual_seed(7))
+    assert _rel(gemv.gemv(x, p, config=(16, 2, 2, 4, 1)), x.double() @ wref.T) < 1e-5
 
 
 def test_bytes_not_viewable_as_words_take_the_old_kernel(monkeypatch):

@@ -120,6 +120,34 @@ def test_cuda_gemv_variants_split_along_k(N, K, zero, M):
                 assert torch.isfinite(out).all() and _rel(out, ref) < 1e-2, (bn, cg, splits, variant)
 
 
+@pytest.mark.parametrize("group,M", [(0, 1), (0, 4), (32, 1)])
+@pytest.mark.parametrize("N,K", SALA_DECODE)
+def test_cuda_int8_decode_rows_match_fp64(group, M, N, K):
+    # int8 with one scale a row (load_model's) and GGUF Q8_0 groups, through quant.linear as decode calls it: the
+    # shape tuned on first use, then the GEMV or _qmm_kernel, whichever timed faster
+    g = torch.Generator(device="cuda").manual_seed(M + N + K)
+    p = naive.quantize(torch.randn(N, K, device="cuda", generator=g) * 0.02, "int8", group=group)
+    x = torch.randn(M, K, device="cuda", generator=g, dtype=torch.bfloat16)
+    ref = x.double() @ naive.dequantize(p, torch.float64).T
+    for _ in range(3):
+        out = quant.linear(x, p)
+        assert torch.isfinite(out).all() and _rel(out, ref) < 1e-2
+
+
+def test_cuda_int8_gemv_every_candidate_tiling():
+    from sala_report.kernels.quant import gemv
+
+    g = torch.Generator(device="cuda").manual_seed(8)
+    p = naive.quantize(torch.randn(4096, 16384, device="cuda", generator=g) * 0.02, "int8")
+    x = torch.randn(1, 16384, device="cuda", generator=g, dtype=torch.bfloat16)
+    ref = x.double() @ naive.dequantize(p, torch.float64).T
+    assert gemv.supports(p, 1)
+    for c in gemv.candidates(p, x.device):
+        for _ in range(2):
+            out = gemv.gemv(x, p, config=c)
+            assert torch.isfinite(out).all() and _rel(out, ref) < 1e-2, c
+
+
 @pytest.mark.parametrize("M,K", [(16384, 4096), (100, 16384), (7, 1000)])
 def test_cuda_fp8_rows_equal_the_reference(M, K):
     x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16) * torch.logspace(-2, 2, M, device="cuda")[:, None]
