@@ -41,20 +41,27 @@ SHAPES = [(37, 512, 128), (21, 520, 128), (37, 256, 32), (45, 200, 32)]
 @pytest.mark.parametrize("M", [1, 2, 3, 4])
 def test_gemv_matches_fp64(N, K, group, zero, M):
     p, x, ref = _case(N, K, M, group, zero, seed=N + K + M)
-    # unsplit; split along K (some splits hold a partial chunk); the variants: all three unsplit (one program walks
-    # several chunks, the last one partial or not), prefetch split (a split may hold one chunk only), flat tile with
-    # 4-word sums split (G = 32: 4-word sums are the plain kernel's), flat tile alone split
-    P, S, F = gemv.PREFETCH, gemv.SUB, gemv.FLAT
-    for config in [
-        (16, 2, 1, 4, 1),
-        (16, 1, 3, 4, 3),
-        (16, 2, 1, 4, 1, F | P | S),
-        (16, 1, 3, 4, 1, P),
-        (32, 2, 3, 4, 1, F | S),
-        (16, 2, 3, 4, 1, F),
-    ]:
+    _every_config(x, p, ref)
+
+
+_P, _S, _F = gemv.PREFETCH, gemv.SUB, gemv.FLAT
+# unsplit; split along K (some splits hold a partial chunk); the variants: all three unsplit (one program walks
+# several chunks, the last one partial or not), prefetch split (a split may hold one chunk only), flat tile with
+# 4-word sums split (G = 32: 4-word sums are the plain kernel's), flat tile alone split
+CONFIGS = [
+    (16, 2, 1, 4, 1),
+    (16, 1, 3, 4, 3),
+    (16, 2, 1, 4, 1, _F | _P | _S),
+    (16, 1, 3, 4, 1, _P),
+    (32, 2, 3, 4, 1, _F | _S),
+    (16, 2, 3, 4, 1, _F),
+]
+
+
+def _every_config(x, p, ref):
+    for config in CONFIGS:
         got = gemv.gemv(x, p, config=config)
-        assert got.shape == (M, N) and got.dtype == x.dtype
+        assert got.shape == (x.shape[0], p.out_features) and got.dtype == x.dtype
         assert _rel(got, ref) < 1e-5, config
     assert not matmul._COUNTERS[x.device].any()  # the split-K arrival counters are re-armed for the next launch
 
@@ -200,18 +207,7 @@ def test_int8_gemv_matches_fp64(N, K, group, M):
     x = torch.randn(M, K, generator=g)
     ref = x.double() @ naive.dequantize(p, torch.float64).T
     assert gemv.supports(p, M) and gemv.kernel_group(p) == (group or {512: 128, 576: 64, 96: 32}[K])
-    P, S, F = gemv.PREFETCH, gemv.SUB, gemv.FLAT
-    for config in [
-        (16, 2, 1, 4, 1),
-        (16, 1, 3, 4, 3),
-        (16, 2, 1, 4, 1, F | P | S),
-        (16, 1, 3, 4, 1, P),
-        (32, 2, 3, 4, 1, F | S),
-    ]:
-        got = gemv.gemv(x, p, config=config)
-        assert got.shape == (M, N) and got.dtype == x.dtype
-        assert _rel(got, ref) < 1e-5, config
-    assert not matmul._COUNTERS[x.device].any()
+    _every_config(x, p, ref)
 
 
 def test_int8_rows_the_gemv_cannot_walk_take_the_old_kernel(monkeypatch):
