@@ -335,17 +335,10 @@ def _tuned_entry(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, bool]:
             from . import matmul
 
             qc = matmul.decode_config(x2, p)
-            ms = _timed(lambda q, _w, qc=qc: matmul.quant_matmul(x2, q, config=qc), _copies(p))
+            ms = _timed(lambda q, _w, qc=qc: matmul.quant_matmul(x2, q, config=qc), matmul.rotation(p))
             faster = min(times)[0] < ms
         entry = _tuned[key] = (config, faster)
     return entry
-
-
-def _copies(p: PackedWeight) -> list[PackedWeight]:
-    """p and, where it fits in L2 (an H200's 50 MB), copies to time in turn so that the bytes come from memory."""
-    from .matmul import _copy
-
-    return [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
 
 
 def _timed(fn, copies: list[PackedWeight]) -> float:
@@ -448,12 +441,14 @@ def candidates(p: PackedWeight, device: torch.device) -> list[tuple]:
 
 def tune(x2: torch.Tensor, p: PackedWeight) -> tuple[tuple, list[tuple[float, tuple]]]:
     """(the fastest config, [(ms, config)] of those timed) for this shape; under the interpreter the first candidate,
-    untimed. As matmul._tune: graph replays over copies of a weight that fits in L2, keeping only configs that
-    reproduce the unsplit result."""
+    untimed. As matmul._tune: graph replays over copies of the weight that together exceed the L2
+    (matmul.rotation), keeping only configs that reproduce the unsplit result."""
     cands = candidates(p, x2.device)
     if interpreting() or x2.device.type != "cuda":
         return cands[0], []
-    copies = _copies(p)
+    from .matmul import rotation
+
+    copies = rotation(p)
     bn, cg, _, warps, stages, _ = cands[0]
     ref = _launch(x2, p, words(p), bn, cg, 1, warps, stages).float()  # no K split: no cross-program reduction
     times = []

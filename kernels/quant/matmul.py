@@ -315,9 +315,8 @@ def _tune(x2, p, NG) -> tuple:
         return cands[0]
     from triton.testing import do_bench_cudagraph
 
-    # graph replays, as decode runs (a Python launch costs more than a small GEMV); a weight that fits in the L2 is
-    # rotated among copies, so that the tiling is chosen for bytes streamed from memory
-    copies = [p] + [_copy(p) for _ in range(3 if p.nbytes < 2**25 else 0)]
+    # graph replays, as decode runs (a Python launch costs more than a small GEMV), over copies of the weight
+    copies = rotation(p)
     ref = _decode(x2, p, NG, 64, 1, 4, 2).float()  # no K split: no cross-program reduction
     times = []
     for c in cands:  # compile outside the timed graphs, and keep only tilings that reproduce the unsplit result
@@ -327,6 +326,29 @@ def _tune(x2, p, NG) -> tuple:
         fn = lambda c=c: [_decode(x2, q, NG, *c) for q in copies]  # noqa: E731
         times.append((do_bench_cudagraph(fn, rep=20), c))
     return min(times)[1] if times else (64, 1, 4, 2)
+
+
+def rotation(p: PackedWeight) -> list[PackedWeight]:
+    """p and copies of it, together over 2.5 times the GPU's L2 (at most 16), for tuners to time in turn: decode
+    streams each weight from memory once a step, and a tiling timed on a weight that stays in the L2 is chosen for
+    the wrong bytes. (The first tuners rotated 4 copies of weights under 32 MB and none above: an int4 o_proj, 8 MB,
+    and down projection, 34 MB, stayed in an H200's 50 MB L2, and the picks ran 8-15% slower from memory than the
+    best tiling.)"""
+    l2 = _l2_bytes(p.data.device)
+    n = min(16, max(1, -(-5 * l2 // (2 * max(1, p.nbytes)))))
+    out = [p]
+    try:
+        while len(out) < n:
+            out.append(_copy(p))
+    except torch.OutOfMemoryError:  # a card at the memory plan's edge: fewer copies, a less exact timing
+        pass
+    return out
+
+
+def _l2_bytes(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).L2_cache_size
 
 
 def _copy(p: PackedWeight) -> PackedWeight:

@@ -308,3 +308,16 @@ def test_bench_summary_sets_the_variants_beside_the_plain_kernel():
     assert len(summary) == 3 and summary[2].startswith("| tiny | g128 | 1 | ")
     plain, variant, tuned = (c.strip() for c in summary[2].split("|")[4:7])
     assert plain.split(",")[0].endswith("/0") and not variant.split(",")[0].endswith("/0") and tuned
+
+
+def test_tuners_rotate_copies_past_the_l2(monkeypatch):
+    # decode reads each weight from memory once a step: the timed copies must not fit in the L2 together
+    p = naive.quantize(torch.randn(64, 256), "int4")  # 8,192 code bytes + scales
+    monkeypatch.setattr(matmul, "_l2_bytes", lambda device: 50_000)
+    copies = matmul.rotation(p)
+    assert sum(q.nbytes for q in copies) > 2.5 * 50_000 and len(copies) == -(-125_000 // p.nbytes)
+    assert all(q.data.data_ptr() != p.data.data_ptr() for q in copies[1:]) and torch.equal(copies[-1].data, p.data)
+    monkeypatch.setattr(matmul, "_l2_bytes", lambda device: 10**9)
+    assert len(matmul.rotation(p)) == 16  # at most 16, however small the weight
+    monkeypatch.setattr(matmul, "_l2_bytes", lambda device: 1_000)
+    assert matmul.rotation(p) == [p]  # larger than the L2 already: no copy
