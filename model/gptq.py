@@ -5,7 +5,7 @@ round-to-nearest. Columns go in order of decreasing H diagonal ("act order"), ea
 before any column moves ("static groups", so groups stay contiguous along K as our format needs); the grid may come
 from activation-aware clipping (model/clip.py) instead of each group's min/max. After rounding, `refit_grid` moves
 each group's scale and zero to the least-squares best for the chosen codes; `quantize_sequential` drives GPTQ layer
-by layer on the quantized model's own activations."""
+by layer on the quantized model's own activations (its `_Batch` stream also drives model/block_tune.py)."""
 
 from __future__ import annotations
 
@@ -67,10 +67,15 @@ class _Batch:
         self.h = h * lm.config.scale_emb if lm.config.scale_emb != 1.0 else h
         self.m = None
         self.rope = lm.rotary(torch.arange(T, device=ids.device), T) if lm.needs_rope else None
-        self.cache = lm.new_cache(B, capacity=T)
+        self.new_cache = lambda: lm.new_cache(B, capacity=T)
+        self.cache = self.new_cache()
         self.cache.reserve(T)
 
-    def run(self, layer, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, layer, index: int, *, fresh: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output (h, m); `fresh` runs it on a new state, for autograd (resetting one zeroes buffers in
+        place, which a graph through their earlier writes cannot follow)."""
+        if fresh:
+            return layer(self.h, self.m, self.rope, self.new_cache().layers[index], 0, None)
         self.cache.reset()  # a prefill at 0 onto a clean state: Lightning layers add onto what a state holds
         return layer(self.h, self.m, self.rope, self.cache.layers[index], 0, None)
 

@@ -3,11 +3,14 @@ to int4 and write a folder that `load_model` reads back in that format.
 
 Methods (model/BENCH.md has SmolLM2's perplexity for each): `gptq`, the default (model/gptq.py: columns in act
 order, each onto its group's grid, the grid from activation-aware clipping unless `--grid minmax`, then each group's
-scale and zero refitted to GPTQ's codes unless `--no-refit`; with its own samples as calibration text,
+scale and zero refitted to GPTQ's codes unless `--no-refit`, then, unless `--no-block-tune`, each decoder layer's
+grids tuned against the full-precision layer's output with the codes fixed (model/block_tune.py; the last
+calibration batch judges each layer); with its own samples as calibration text,
 tests/data/model/calibration-smollm2.txt; `--sequential` takes the Hessians layer by layer from the quantized
-model, measured worse on SmolLM2), `clip` (model/clip.py: the
-clipped grid, round-to-nearest on it; +15.2%) and `rtn` (round-to-nearest, what `load_model(quantize="int4")` does
-at load; +54%). Groups have zero points unless `--no-zero-point`. The head is int8 (quant.HEAD_FORMAT).
+model, measured worse on SmolLM2, and skips the block tuning), `clip` (model/clip.py: the clipped grid,
+round-to-nearest on it, then the block tuning; +15.2% without it) and `rtn` (round-to-nearest, what
+`load_model(quantize="int4")` does at load; +54%). Groups have zero points unless `--no-zero-point`. The head is
+int8 (quant.HEAD_FORMAT).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 from sala_report.kernels.quant import naive
 
 from . import quant, quant_checkpoint
+from .block_tune import tune_grids
 from .clip import clip_int4
 from .errors import ModelError
 from .gptq import gptq_int4, input_hessians, quantize_sequential, refit_grid
@@ -34,8 +38,10 @@ GRIDS = ("clip", "minmax")
 
 @dataclass(frozen=True)
 class OfflineOptions:
-    """How `quantize_offline` rounds: GPTQ's column order and damping, where its grid comes from, the int4 group and
-    whether groups have zero points (the measured defaults: model/BENCH.md)."""
+    """How `quantize_offline` rounds: GPTQ's column order and damping, where its grid comes from, the int4 group,
+    whether groups have zero points, and whether the grids are then refitted per linear and tuned per decoder layer
+    (block_tune: needs two or more calibration batches; not with `sequential`) (the measured defaults:
+    model/BENCH.md)."""
 
     act_order: bool = True
     damp: float = 0.03
@@ -44,6 +50,7 @@ class OfflineOptions:
     group: int = naive.GROUP
     refit: bool = True
     sequential: bool = False
+    block_tune: bool = True
 
 
 def quantize_offline(lm, batches: list[torch.Tensor], method: str, options: OfflineOptions | None = None) -> None:
@@ -68,18 +75,23 @@ def quantize_offline(lm, batches: list[torch.Tensor], method: str, options: Offl
 
         quantize_sequential(lm, batches, stage)
     hessians = input_hessians(lm, batches) if method != "rtn" and not o.sequential else {}
+    packed: dict[str, naive.PackedWeight] = {}
     for name, role in list(quant.target_linears(lm)):
         module = lm.get_submodule(name)
         if not isinstance(module, nn.Linear):
             continue
         w = module.weight.detach()
         if role == "head":
-            packed = quant.quantize_weight(w, quant.format_for("int4", role))
+            packed[name] = quant.quantize_weight(w, quant.format_for("int4", role))
         elif method == "rtn":
-            packed = naive.quantize_int4(w, zero=o.zero, group=o.group)
+            packed[name] = naive.quantize_int4(w, zero=o.zero, group=o.group)
         else:
-            packed = _offline_int4(w.float().cpu(), hessians[name].cpu(), method, o).to(w.device)
-        quant.set_module(lm, name, quant.QuantLinear(packed))
+            packed[name] = _offline_int4(w.float().cpu(), hessians[name].cpu(), method, o).to(w.device)
+    if o.block_tune and method != "rtn" and not o.sequential and len(batches) > 1:
+        # lm is still full precision here: the tuning's targets
+        packed.update(tune_grids(lm, batches, {n: p for n, p in packed.items() if p.fmt == "int4"}))
+    for name, p in packed.items():
+        quant.set_module(lm, name, quant.QuantLinear(p))
     lm.quantize = "int4"
 
 
@@ -116,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--damp", type=float, default=0.03, help="gptq: fraction of the mean Hessian diagonal added")
     ap.add_argument("--no-refit", action="store_true", help="gptq: keep the grid GPTQ rounded onto")
     ap.add_argument(
+        "--no-block-tune",
+        action="store_true",
+        help="gptq/clip: keep the grids as rounded, without tuning them layer by layer against the fp32 layers",
+    )
+    ap.add_argument(
         "--sequential", action="store_true", help="gptq/clip: Hessians layer by layer from the quantized model's inputs"
     )
     ap.add_argument("--no-zero-point", action="store_true", help="symmetric int4 groups (no zero points)")
@@ -138,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         group=args.group,
         refit=not args.no_refit,
         sequential=args.sequential,
+        block_tune=not args.no_block_tune,
     )
     try:
         naive.check_group("int4", options.group)
