@@ -14,8 +14,8 @@ import triton.language as tl
 from .._triton_utils import interpreting, num_sms
 from .naive import PackedWeight
 
-# quant_matmul sends int4 and int8 products of up to this many rows here (0: none; the kernel keeps one accumulator per row,
-# so at most 4)
+# quant_matmul sends int4 and int8 products of up to this many rows here (0: none; the kernel keeps one accumulator
+# per row, so at most 4)
 GEMV_MAX_ROWS = 4
 _KERNEL_ROWS = 4
 # a config's variant bits: the next chunk's words loaded into registers while this one is converted; codes summed in
@@ -88,8 +88,9 @@ def _fetch(
     WS: tl.constexpr,
 ):
     """The words [BN, NS, WS], scales and zero points [BN, NS] of the chunk at group c (fp32; zero points = scales
-    without them; ROW_SCALE: one scale a row, int8 without groups). AHEAD: a prefetch, which past the program's last chunk loads nothing (the loads are predicated
-    off, so a whole chunk needs no mask) and streams the words with evict-first (each is read once)."""
+    without them; ROW_SCALE: one scale a row, int8 without groups). AHEAD: a prefetch, which past the program's last
+    chunk loads nothing (the loads are predicated off, so a whole chunk needs no mask) and streams the words with
+    evict-first (each is read once)."""
     gm = c + cg < g1
     if FLAT:
         # the chunk's words as one contiguous [BN, NS * WS] tile, so that Triton lays a row's words along the lanes
@@ -165,10 +166,11 @@ def _gemv_kernel(
     FLAT: tl.constexpr,
 ):
     # program (n-tile, k-split): rows rn, groups g0..g1 walked CG groups at a time; w is the packed codes as int32
-    # words [N, Kp / 8] (int8: [N, K / 4]; its "groups" share one scale without GGUF blocks), WG words per group, split into NS blocks of WS words: a group each, or with SUB blocks of 4
-    # words (one 16-byte load a thread), each summed on its own and scaled by its group's scale, so that no thread
-    # shares a sum with another (no shuffles) and the sums keep the layout of the words (sm_90, G = 128: no
-    # shared-memory layout change and its two CTA barriers per chunk)
+    # words [N, Kp / 8] (int8: [N, K / 4], its "groups" sharing the row's scale unless GGUF blocks), WG words per
+    # group, split into NS blocks of WS words: a group each, or with SUB blocks of 4 words (one 16-byte load a
+    # thread), each summed on its own and scaled by its group's scale, so that no thread shares a sum with another (no
+    # shuffles) and the sums keep the layout of the words (sm_90, G = 128: no shared-memory layout change and its two
+    # CTA barriers per chunk)
     CPW: tl.constexpr = 32 // BITS  # codes a word
     WG: tl.constexpr = G // CPW
     HALF: tl.constexpr = G // 2
@@ -307,8 +309,8 @@ def gemv(x2: torch.Tensor, p: PackedWeight, *, config: tuple | None = None) -> t
     M = x2.shape[0]
     if w is None or x2.dim() != 2 or not 0 < M <= _KERNEL_ROWS or x2.stride(1) != 1 or x2.shape[1] != p.in_features:
         raise ValueError(
-            f"expected int4 / int8 weights viewable as int32 words and x [1..{_KERNEL_ROWS}, {p.in_features}] with unit "
-            f"stride, got {p.fmt} weights{'' if w is not None else ' (not viewable)'} and x {tuple(x2.shape)}"
+            f"expected int4 / int8 weights viewable as int32 words and x [1..{_KERNEL_ROWS}, {p.in_features}] with "
+            f"unit stride, got {p.fmt} weights{'' if w is not None else ' (not viewable)'} and x {tuple(x2.shape)}"
         )
     return _launch(x2, p, w, *(config or tuned_config(x2, p)))
 

@@ -1,6 +1,7 @@
-"""The int4 and int8 decode linears on one GPU (`python -m sala_report.kernels.quant.gemv_bench`): bf16 cuBLAS, the tensor-core
-`_qmm_kernel` decode path and the CUDA-core GEMV (every candidate tiling, and the tuned one at 1, 2 and 4 rows), at
-MiniCPM-SALA's stacked projections, as a Markdown table of microseconds, TB/s of the bytes read and error vs fp64."""
+"""The int4 and int8 decode linears on one GPU (`python -m sala_report.kernels.quant.gemv_bench`): bf16 cuBLAS, the
+tensor-core `_qmm_kernel` decode path and the CUDA-core GEMV (every candidate tiling, and the tuned one at 1, 2 and 4
+rows), at MiniCPM-SALA's stacked projections, as a Markdown table of microseconds, TB/s of the bytes read and error vs
+fp64."""
 
 from __future__ import annotations
 
