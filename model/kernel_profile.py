@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     formats = [f for f in args.formats.split(",") if f]
     if bad := [f for f in formats if f not in ("bf16", "int8", "int4", "fp8")]:
         ap.error(f"--formats takes bf16, int8, int4 and fp8, got {', '.join(bad)}")
+    try:
+        decode, prefill = _sizes(args.decode), _sizes(args.prefill)
+    except ValueError:
+        ap.error(f"--decode and --prefill take token counts such as 256K,1M, got {args.decode!r} / {args.prefill!r}")
     if not torch.cuda.is_available():
         print("error: the kernel profile needs a CUDA GPU (none is visible)", file=sys.stderr)
         return 2
@@ -91,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     for fmt in formats:
         _free()
         lm = random_model(config, None if fmt == "bf16" else fmt)
-        for n in _sizes(args.decode):
+        for n in decode:
             print(f"## {fmt}\n\n{decode_profile(lm, n)}\n", flush=True)
             _free()
-        for n in _sizes(args.prefill):
+        for n in prefill:
             print(f"## {fmt}\n\n{prefill_profile(lm, n)}\n", flush=True)
             _free()
         del lm

@@ -19,3 +19,9 @@ def test_an_unknown_format_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         kernel_profile.main(["--formats", "int4,int3"])
     assert e.value.code == 2 and "--formats takes bf16, int8, int4 and fp8, got int3" in capsys.readouterr().err
+
+
+def test_a_context_that_is_no_token_count_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        kernel_profile.main(["--decode", "256K,lots"])
+    assert e.value.code == 2 and "token counts such as 256K,1M, got '256K,lots'" in capsys.readouterr().err
